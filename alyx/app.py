@@ -1,0 +1,43 @@
+"""The Flask app factory: config → services → blueprints, nothing at import time but definitions."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask
+
+from alyx.config import Config, load_config
+from alyx.http import install_error_handlers
+from alyx.services import Services, build_services
+
+
+def create_app(config: Config | None = None, project_dir: str | Path | None = None) -> Flask:
+    """Build an app for a project; raises ConfigError (one clear message) on a bad config or schema."""
+    config = config or load_config(project_dir)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    svc = build_services(config)
+    app = Flask("alyx", static_folder=str(Path(__file__).resolve().parent.parent / "static"),
+                static_url_path="/_static")
+    app.config["MAX_CONTENT_LENGTH"] = config.server_max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["alyx"] = svc
+    install_error_handlers(app)
+    _manage_connections(app, svc)
+    from alyx.blueprints import register_blueprints
+
+    register_blueprints(app)
+    return app
+
+
+def _manage_connections(app: Flask, svc: Services) -> None:
+    """Each request borrows a pooled connection and gives it back."""
+    db = svc.db.peewee
+
+    @app.before_request
+    def _connect() -> None:
+        db.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def _release(exc: BaseException | None) -> None:
+        if not db.is_closed():
+            db.close()

@@ -1,0 +1,36 @@
+"""HTTP only: each blueprint parses a request, calls one service, and shapes the response."""
+from __future__ import annotations
+
+from flask import Flask, current_app
+
+from alyx.rules import Principal, RequestInfo
+from alyx.services import Services
+
+
+def services() -> Services:
+    """The services of the current app."""
+    return current_app.extensions["alyx"]
+
+
+def current_principal() -> Principal | None:
+    """The authenticated caller; None for anonymous requests."""
+    from flask import g
+
+    return g.get("principal")
+
+
+def request_info() -> RequestInfo:
+    from flask import request
+
+    return RequestInfo(method=request.method, query=request.args.to_dict())
+
+
+def register_blueprints(app: Flask) -> None:
+    """The one place blueprints are registered."""
+    from alyx.blueprints.collections import bp as collections_bp
+    from alyx.blueprints.docs import register_docs
+    from alyx.blueprints.health import bp as health_bp
+
+    app.register_blueprint(health_bp)
+    app.register_blueprint(collections_bp)
+    register_docs(app)

@@ -1,0 +1,138 @@
+"""alyx.yaml plus ALYX_* environment variables, turned into one typed, validated Config."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alyx.errors import ConfigError
+
+CONFIG_FILE = "alyx.yaml"
+SANDBOX_TIERS = ("auto", "docker", "bwrap", "process")
+
+
+def _setting(default: Any, key: str, kind: Any, choices: tuple[str, ...] | None = None, env: tuple[str, ...] = ()):
+    return field(default=default, metadata={"key": key, "kind": kind, "choices": choices, "env": env})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting Alyx reads. Key ``a.b`` in alyx.yaml is overridden by ``ALYX_A_B``."""
+
+    project_dir: Path = Path(".")
+    server_host: str = _setting("127.0.0.1", "server.host", str)
+    server_port: int = _setting(8080, "server.port", int)
+    server_max_body_bytes: int = _setting(1_048_576, "server.max_body_bytes", int)
+    server_workers: int = _setting(2, "server.workers", int)
+    database_url: str | None = _setting(None, "database.url", str)
+    database_path: str = _setting("data/alyx.db", "database.path", str)
+    database_busy_timeout_ms: int = _setting(2000, "database.busy_timeout_ms", int)
+    database_pool_size: int = _setting(32, "database.pool_size", int)
+    api_default_per_page: int = _setting(30, "api.default_per_page", int)
+    api_max_per_page: int = _setting(500, "api.max_per_page", int)
+    auth_secret: str | None = _setting(None, "auth.secret", str, env=("JWT_SECRET",))
+    functions_sandbox: str = _setting("auto", "functions.sandbox", str, choices=SANDBOX_TIERS)
+    realtime_broker: str | None = _setting(None, "realtime.broker", str)
+
+    @property
+    def schema_path(self) -> Path:
+        return self.project_dir / "schema.yaml"
+
+    @property
+    def functions_dir(self) -> Path:
+        return self.project_dir / "functions"
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file, relative paths taken from the project directory."""
+        path = Path(self.database_path)
+        return path if path.is_absolute() else self.project_dir / path
+
+    @property
+    def database_display(self) -> str:
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
+
+
+def _settings() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(Config) if "key" in f.metadata]
+
+
+def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
+    kind = f.metadata["kind"]
+    key = f.metadata["key"]
+    if value is None:
+        return None
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"{where}: {key}: expected an integer, got {value!r}")
+        try:
+            value = int(value)
+        except ValueError:
+            raise ConfigError(f"{where}: {key}: expected an integer, got {value!r}") from None
+        if value < 0:
+            raise ConfigError(f"{where}: {key}: expected a non-negative integer, got {value}")
+    elif kind is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: {key}: expected a string, got {value!r}")
+        value = str(value)
+    choices = f.metadata["choices"]
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: {key}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _flatten(data: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(_flatten(v, where, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def load_config(project_dir: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read alyx.yaml (optional) from the project directory, then apply environment overrides.
+
+    Any unknown key or wrong type raises ConfigError naming the file (or variable) and the key.
+    """
+    env = os.environ if env is None else env
+    project = Path(project_dir or env.get("ALYX_PROJECT_DIR") or ".").resolve()
+    if not project.is_dir():
+        raise ConfigError(f"ALYX_PROJECT_DIR: {project} is not a directory")
+    path = project / CONFIG_FILE
+    from_file: dict[str, Any] = {}
+    if path.exists():
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        from_file = _flatten(loaded, str(path))
+    by_key = {f.metadata["key"]: f for f in _settings()}
+    unknown = sorted(set(from_file) - set(by_key))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(by_key))}"
+        )
+    values: dict[str, Any] = {"project_dir": project}
+    for f in _settings():
+        key = f.metadata["key"]
+        if key in from_file:
+            values[f.name] = _coerce(from_file[key], f, str(path))
+        for var in ("ALYX_" + f.name.upper(), *f.metadata["env"]):
+            if env.get(var):
+                values[f.name] = _coerce(env[var], f, f"environment variable {var}")
+                break
+    return Config(**values)

@@ -1,0 +1,60 @@
+"""HTTP plumbing shared by the blueprints: JSON responses, JSON bodies, and the one error handler."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from alyx.errors import AlyxError
+
+log = logging.getLogger("alyx.http")
+
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+              422: "validation_failed", 429: "rate_limited"}
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status=status, mimetype="application/json", headers=headers)
+
+
+def json_body() -> Any:
+    """The request body as JSON: 415 when it is not JSON, 400 when it does not parse."""
+    if request.mimetype != "application/json":
+        raise AlyxError("unsupported_media_type", "The request body must be JSON (Content-Type: application/json).",
+                        415)
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        raise AlyxError("invalid_json", "The request body is empty; expected a JSON object.", 400)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise AlyxError("invalid_json", f"The request body is not valid JSON: {exc}.", 400) from None
+
+
+def install_error_handlers(app: Flask) -> None:
+    """Every error leaves as {"error": {code, message, details}}; a 500 is logged with its traceback."""
+
+    @app.errorhandler(AlyxError)
+    def handle_alyx_error(exc: AlyxError) -> Response:
+        return json_response(exc.to_dict(), exc.status, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        message = exc.description or exc.name
+        if status == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            message = f"The request body is larger than the limit of {limit} bytes."
+        headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
+        error = AlyxError(HTTP_CODES.get(status, "http_error"), message, status)
+        return json_response(error.to_dict(), status, headers)
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        error = AlyxError("internal_error", "An unexpected error occurred; it has been logged.", 500)
+        return json_response(error.to_dict(), 500)

@@ -1,0 +1,301 @@
+"""Diff the live database against the schema → a plan of safe and destructive steps; apply; history."""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import peewee
+from playhouse.migrate import PostgresqlMigrator, SchemaMigrator, SqliteMigrator
+
+from alyx.db import Database
+from alyx.errors import ConfigError
+from alyx.models import SystemModels, index_definitions
+from alyx.schema import CollectionSpec, FieldSpec, Schema, creation_order
+from alyx.validation import parse_datetime
+
+SYSTEM_COLUMNS = ("id", "created_at", "updated_at")
+
+
+@dataclass
+class Step:
+    """One change to the database; destructive steps can lose data and need explicit consent."""
+
+    collection: str
+    action: str
+    detail: str
+    destructive: bool
+    run: Callable[[], None] = field(repr=False, compare=False)
+
+    def describe(self) -> str:
+        mark = "DESTRUCTIVE" if self.destructive else "safe"
+        return f"[{mark}] {self.collection}: {self.detail}"
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+
+    @property
+    def destructive(self) -> list[Step]:
+        return [s for s in self.steps if s.destructive]
+
+    @property
+    def safe(self) -> list[Step]:
+        return [s for s in self.steps if not s.destructive]
+
+    def describe(self) -> str:
+        if not self.steps:
+            return "The database matches the schema."
+        return "\n".join(s.describe() for s in self.steps)
+
+
+class Migrator:
+    """Plans and applies the migration from the live database to a schema."""
+
+    def __init__(self, db: Database, schema: Schema, models: dict[str, type[peewee.Model]],
+                 system: SystemModels) -> None:
+        self.db = db
+        self.pw = db.peewee
+        self.schema = schema
+        self.models = models
+        self.system = system
+        self.migrator: SchemaMigrator = (SqliteMigrator(self.pw) if db.is_sqlite else PostgresqlMigrator(self.pw))
+
+    # -- planning -----------------------------------------------------------------------------
+    def plan(self) -> Plan:
+        """Compare live tables, columns, indexes and recorded field types with the schema."""
+        self.pw.create_tables(self.system.all, safe=True)
+        tables = set(self.pw.get_tables())
+        recorded = {row.name: row for row in self.system.managed_collection.select()}
+        steps: list[Step] = []
+        for spec in creation_order(self.schema):
+            if spec.name not in tables:
+                steps.append(self._create_collection(spec))
+            else:
+                steps.extend(self._diff_collection(spec, recorded.get(spec.name)))
+        for name in sorted(set(recorded) - set(self.schema.collections)):
+            if name in tables:
+                steps.append(Step(name, "drop_collection", f"drop collection {name!r} and all its records", True,
+                                  lambda name=name: self._drop_table(name)))
+        return Plan(steps)
+
+    def _record_types(self, spec: CollectionSpec) -> Callable[[], None]:
+        def run() -> None:
+            types = json.dumps({f.name: f.type for f in spec.fields})
+            mc = self.system.managed_collection
+            mc.insert(name=spec.name, field_types=types).on_conflict(
+                conflict_target=[mc.name], update={mc.field_types: types}).execute()
+        return run
+
+    def _create_collection(self, spec: CollectionSpec) -> Step:
+        model = self.models[spec.name]
+
+        def run() -> None:
+            model.create_table(safe=False)
+        return Step(spec.name, "create_collection",
+                    f"create collection {spec.name!r} ({len(spec.fields)} fields)", False, run)
+
+    def _diff_collection(self, spec: CollectionSpec, recorded: Any) -> list[Step]:
+        model = self.models[spec.name]
+        table = spec.name
+        live_columns = {c.name: c for c in self.pw.get_columns(table)}
+        known_types: dict[str, str] = json.loads(recorded.field_types) if recorded and recorded.field_types else {}
+        drops_idx: list[Step] = []
+        renames: list[Step] = []
+        drops: list[Step] = []
+        changes: list[Step] = []
+        adds: list[Step] = []
+        adds_idx: list[Step] = []
+        renamed_sources: set[str] = set()
+        for f in spec.fields:
+            if f.name in live_columns:
+                old_type = known_types.get(f.name)
+                if old_type and old_type != f.type:
+                    changes.append(Step(table, "change_type",
+                                        f"change type of {f.name!r} from {old_type} to {f.type} "
+                                        "(values that cannot be converted become null)", True,
+                                        lambda f=f, old=old_type: self._change_type(model, f, old)))
+                continue
+            if f.renamed_from and f.renamed_from in live_columns:
+                renamed_sources.add(f.renamed_from)
+                renames.append(Step(table, "rename_field", f"rename field {f.renamed_from!r} to {f.name!r}", True,
+                                    lambda f=f: self.migrator.rename_column(table, f.renamed_from, f.name).run()))
+                continue
+            adds.append(Step(table, "add_field", f"add field {f.name!r} ({f.type})", False,
+                             lambda f=f: self._add_column(model, f)))
+        for name in live_columns:
+            if name in SYSTEM_COLUMNS or name in renamed_sources or spec.field(name):
+                continue
+            drops.append(Step(table, "drop_field", f"drop field {name!r} and its values", True,
+                              lambda name=name: self._drop_column(table, name)))
+        expected = {name: (cols, unique) for name, cols, unique in index_definitions(spec)}
+        live_indexes = {i.name: i for i in self.pw.get_indexes(table)}
+        for name, idx in live_indexes.items():
+            ours = name.startswith((f"idx_{table}_", f"uq_{table}_")) or name in expected
+            if not ours:
+                continue
+            if name not in expected or (tuple(idx.columns), bool(idx.unique)) != expected[name]:
+                drops_idx.append(Step(table, "drop_index", f"drop index {name}", False,
+                                      lambda name=name: self.migrator.drop_index(table, name).run()))
+        for name, (cols, unique) in expected.items():
+            live = live_indexes.get(name)
+            if live is None or (tuple(live.columns), bool(live.unique)) != (cols, unique):
+                kind = "unique index" if unique else "index"
+                adds_idx.append(Step(table, "add_index", f"add {kind} {name} on ({', '.join(cols)})", False,
+                                     lambda name=name, cols=cols, unique=unique: self._add_index(table, name, cols,
+                                                                                                unique)))
+        # Dropping a column needs its indexes gone first; new indexes need their columns.
+        return drops_idx + renames + drops + changes + adds + adds_idx
+
+    # -- operations ---------------------------------------------------------------------------
+    def _add_column(self, model: type[peewee.Model], spec: FieldSpec) -> None:
+        column = model._meta.fields[spec.name]
+        self.migrator.add_column(model._meta.table_name, spec.name, column).run()
+        if spec.default is not None:
+            model.update({column: spec.default}).execute()
+
+    def _drop_column(self, table: str, name: str) -> None:
+        legacy = False
+        if self.db.is_sqlite:
+            # SQLite's native DROP COLUMN refuses columns inside a foreign-key clause: rebuild the table.
+            fks = self.pw.get_foreign_keys(table)
+            legacy = any(fk.column == name for fk in fks)
+        self.migrator.drop_column(table, name, legacy=legacy).run()
+
+    def _drop_table(self, name: str) -> None:
+        self.pw.execute_sql(f'DROP TABLE {self.pw.quote(name)}')
+        self.system.managed_collection.delete().where(self.system.managed_collection.name == name).execute()
+
+    def _add_index(self, table: str, name: str, cols: tuple[str, ...], unique: bool) -> None:
+        try:
+            with self.pw.atomic():
+                self.migrator.add_index(table, cols, unique, name=name).run()
+        except peewee.IntegrityError:
+            raise ConfigError(
+                f"cannot add unique index {name}: collection {table!r} already has duplicate values in "
+                f"({', '.join(cols)}); remove the duplicates or drop 'unique' from schema.yaml") from None
+
+    def _change_type(self, model: type[peewee.Model], spec: FieldSpec, old_type: str) -> None:
+        table = model._meta.table_name
+        id_col = model._meta.fields["id"]
+        rows = list(self.pw.execute_sql(
+            f"SELECT {self.pw.quote('id')}, {self.pw.quote(spec.name)} FROM {self.pw.quote(table)}"))
+        for name, cols, _ in index_definitions(self.schema.collections[table]):
+            if spec.name in cols and name in {i.name for i in self.pw.get_indexes(table)}:
+                self.migrator.drop_index(table, name).run()
+        self._drop_column(table, spec.name)
+        column = model._meta.fields[spec.name]
+        self.migrator.add_column(table, spec.name, column).run()
+        for record_id, value in rows:
+            converted = convert_value(value, spec.type)
+            if converted is not None:
+                model.update({column: converted}).where(id_col == record_id).execute()
+
+    # -- applying -----------------------------------------------------------------------------
+    def apply(self, plan: Plan, allow_destructive: bool = False) -> list[Step]:
+        """Apply the plan in one transaction; record each step in the history table."""
+        if plan.destructive and not allow_destructive:
+            raise ConfigError(refusal_message(plan))
+        if not plan.steps:
+            self._sync_types()
+            return []
+        with self._foreign_keys_off():
+            with self.pw.atomic():
+                for step in plan.steps:
+                    step.run()
+                    self.system.migration_step.create(collection=step.collection, action=step.action,
+                                                      detail=step.detail, destructive=step.destructive)
+                self._sync_types()
+        return plan.steps
+
+    def _sync_types(self) -> None:
+        for spec in self.schema.collections.values():
+            self._record_types(spec)()
+
+    @contextlib.contextmanager
+    def _foreign_keys_off(self) -> Iterator[None]:
+        """SQLite table rebuilds must not fire ON DELETE CASCADE: foreign keys off, checked after."""
+        if not self.db.is_sqlite:
+            yield
+            return
+        self.pw.execute_sql("PRAGMA foreign_keys = OFF")
+        try:
+            yield
+            problems = list(self.pw.execute_sql("PRAGMA foreign_key_check"))
+            if problems:
+                raise ConfigError(f"migration left {len(problems)} broken relation(s), e.g. {problems[0]}")
+        finally:
+            self.pw.execute_sql("PRAGMA foreign_keys = ON")
+
+    def history(self) -> list[dict[str, Any]]:
+        self.pw.create_tables(self.system.all, safe=True)
+        ms = self.system.migration_step
+        return list(ms.select().order_by(ms.id).dicts())
+
+
+def refusal_message(plan: Plan) -> str:
+    lines = "\n".join("  " + s.describe() for s in plan.destructive)
+    return ("schema.yaml needs destructive changes that are not applied automatically:\n"
+            f"{lines}\n"
+            "Review them with `alyx migrate status`, then apply with `alyx migrate apply --allow-destructive`.")
+
+
+def convert_value(value: Any, target: str) -> Any:
+    """Best-effort conversion of a stored value to a new field type; None when it cannot convert."""
+    if value is None:
+        return None
+    try:
+        if target in ("string", "text", "email", "url", "uuid", "select", "relation"):
+            if isinstance(value, (dict, list)):
+                return json.dumps(value)
+            return str(value)
+        if target == "int":
+            if isinstance(value, str):
+                value = value.strip()
+            return int(float(value)) if isinstance(value, (str, float)) else int(value)
+        if target == "float":
+            return float(value)
+        if target == "bool":
+            if isinstance(value, str):
+                return {"true": True, "1": True, "false": False, "0": False}.get(value.strip().lower())
+            return bool(value)
+        if target == "datetime":
+            return value if isinstance(value, dt.datetime) else parse_datetime(str(value))
+        if target == "date":
+            return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
+        if target == "json":
+            if isinstance(value, str):
+                try:
+                    return json.loads(value)
+                except ValueError:
+                    return value
+            return value
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def migration_lock(db: Database) -> Iterator[None]:
+    """One migrator at a time across processes (gunicorn workers, several hosts on PostgreSQL)."""
+    if db.is_sqlite:
+        lock_path = str(db.peewee.database) + ".migrate.lock"
+        with open(lock_path, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    key = zlib.crc32(b"alyx-migrations")
+    db.peewee.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
+    try:
+        yield
+    finally:
+        db.peewee.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))

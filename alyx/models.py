@@ -1,0 +1,145 @@
+"""Collection specs → peewee models (one per collection), and Alyx's own system tables."""
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import string
+from dataclasses import dataclass
+
+import orjson
+import peewee
+
+from alyx.schema import CollectionSpec, FieldSpec, Schema, creation_order
+
+ID_ALPHABET = string.ascii_lowercase + string.digits
+ID_LENGTH = 15
+ON_DELETE_SQL = {"cascade": "CASCADE", "set_null": "SET NULL", "restrict": "RESTRICT"}
+
+
+def new_id() -> str:
+    """A record id: 15 random characters of [a-z0-9] (~77 bits)."""
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _json_dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+class BaseModel(peewee.Model):
+    """Models are bound to the app's database when they are built."""
+
+
+@dataclass(frozen=True)
+class SystemModels:
+    """Alyx's own tables, bound to one database (each app gets its own classes)."""
+
+    migration_step: type[peewee.Model]
+    managed_collection: type[peewee.Model]
+
+    @property
+    def all(self) -> list[type[peewee.Model]]:
+        return [self.migration_step, self.managed_collection]
+
+
+def build_system_models(database: peewee.Database) -> SystemModels:
+    class MigrationStep(BaseModel):
+        """History: one row per applied migration step."""
+
+        id = peewee.AutoField()
+        applied_at = peewee.DateTimeField(default=utcnow)
+        collection = peewee.TextField()
+        action = peewee.TextField()
+        detail = peewee.TextField()
+        destructive = peewee.BooleanField(default=False)
+
+        class Meta:
+            table_name = "_alyx_migrations"
+
+    class ManagedCollection(BaseModel):
+        """Tables Alyx created: only these are ever dropped by a migration."""
+
+        name = peewee.TextField(primary_key=True)
+        created_at = peewee.DateTimeField(default=utcnow)
+        field_types = peewee.TextField(null=True)
+
+        class Meta:
+            table_name = "_alyx_collections"
+
+    for model in (MigrationStep, ManagedCollection):
+        model._meta.set_database(database)
+    return SystemModels(MigrationStep, ManagedCollection)
+
+
+def _column(spec: FieldSpec, models: dict[str, type[peewee.Model]], collection: str) -> peewee.Field:
+    # User columns are nullable in the database: "required" is enforced by validation, so that adding
+    # a required field to a table that already has rows is a safe migration (no fill value needed).
+    common = {"null": True}
+    t = spec.type
+    if t in ("string", "text", "email", "url", "uuid", "select"):
+        return peewee.TextField(**common)
+    if t == "int":
+        return peewee.BigIntegerField(**common)
+    if t == "float":
+        return peewee.DoubleField(**common)
+    if t == "bool":
+        return peewee.BooleanField(**common)
+    if t == "datetime":
+        return peewee.DateTimeField(**common)
+    if t == "date":
+        return peewee.DateField(**common)
+    if t == "json":
+        return peewee.JSONField(dumps=_json_dumps, **common)
+    if t == "relation":
+        target = "self" if spec.collection == collection else models[spec.collection]
+        return peewee.ForeignKeyField(target, column_name=spec.name, object_id_name=f"{spec.name}_ref",
+                                      backref="+", on_delete=ON_DELETE_SQL[spec.on_delete], lazy_load=False,
+                                      **common)
+    raise ValueError(f"unhandled field type {t}")
+
+
+def index_definitions(spec: CollectionSpec) -> list[tuple[str, tuple[str, ...], bool]]:
+    """Every index of a collection as (name, columns, unique), deterministic names for diffing."""
+    result = [(f"idx_{spec.name}_created_at", ("created_at",), False)]
+    for f in spec.fields:
+        if f.unique:
+            result.append((f"uq_{spec.name}_{f.name}", (f.name,), True))
+        elif f.index or f.type == "relation":
+            result.append((f"idx_{spec.name}_{f.name}", (f.name,), False))
+    for idx in spec.indexes:
+        result.append((idx.name, idx.fields, idx.unique))
+    return result
+
+
+def build_model(spec: CollectionSpec, models: dict[str, type[peewee.Model]], database: peewee.Database
+                ) -> type[peewee.Model]:
+    """One peewee model class for a collection."""
+    attrs: dict[str, object] = {
+        "id": peewee.CharField(primary_key=True, max_length=ID_LENGTH),
+        "created_at": peewee.DateTimeField(),
+        "updated_at": peewee.DateTimeField(),
+    }
+    for f in spec.fields:
+        attrs[f.name] = _column(f, models, spec.name)
+
+    class Meta:
+        table_name = spec.name
+        legacy_table_names = False
+
+    Meta.database = database
+    attrs["Meta"] = Meta
+    model = type(f"Collection_{spec.name}", (BaseModel,), attrs)
+    for name, cols, unique in index_definitions(spec):
+        model.add_index(*[model._meta.fields[c] for c in cols], unique=unique, name=name)
+    return model
+
+
+def build_models(schema: Schema, database: peewee.Database) -> dict[str, type[peewee.Model]]:
+    """Models for every collection, built in relation order, keyed by collection name."""
+    models: dict[str, type[peewee.Model]] = {}
+    for spec in creation_order(schema):
+        models[spec.name] = build_model(spec, models, database)
+    return {name: models[name] for name in schema.collections}

@@ -1,0 +1,205 @@
+"""List query parameters (filter, sort, page, fields, expand, bare equality) → a checked ListQuery.
+
+Every name is checked against the collection before anything reaches peewee; unknown names are
+a 400 that names them.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import peewee
+
+from alyx import cel
+from alyx.errors import AlyxError, bad_request
+from alyx.schema import SYSTEM_FIELDS, CollectionSpec
+
+RESERVED_PARAMS = {"filter", "sort", "page", "perPage", "fields", "expand", "skipTotal"}
+SYSTEM_TYPES = {"id": "string", "created_at": "datetime", "updated_at": "datetime"}
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """A validated list request."""
+
+    where: list[cel.Node]
+    equals: dict[str, Any]
+    sort: list[tuple[str, bool]]  # (field, descending)
+    page: int
+    per_page: int
+    fields: tuple[str, ...] | None
+    expand: tuple[str, ...]
+    skip_total: bool
+
+
+def field_type(spec: CollectionSpec, name: str) -> str | None:
+    """The Alyx type of a readable field (system fields included), or None when there is none."""
+    if name in SYSTEM_TYPES:
+        return SYSTEM_TYPES[name]
+    f = spec.field(name)
+    return f.type if f is not None and not f.hidden else None
+
+
+def readable_fields(spec: CollectionSpec) -> list[str]:
+    return list(SYSTEM_FIELDS) + [f.name for f in spec.public_fields]
+
+
+def unknown_field(spec: CollectionSpec, name: str, param: str) -> AlyxError:
+    return bad_request(
+        f"Unknown field {name!r} in {param} for collection {spec.name!r}.",
+        {param: [f"unknown field {name!r}; known fields: {', '.join(readable_fields(spec))}"]},
+    )
+
+
+def parse_list_query(spec: CollectionSpec, args: Mapping[str, str], default_per_page: int, max_per_page: int
+                     ) -> ListQuery:
+    """Check and parse the list query string of one collection."""
+    where: list[cel.Node] = []
+    text = args.get("filter")
+    if text:
+        try:
+            node = cel.parse(text)
+        except cel.CelError as exc:
+            raise bad_request(f"Invalid filter: {exc}.", {"filter": [str(exc)]}) from None
+        for path in cel.names_in(node):
+            if len(path) != 1 or field_type(spec, path[0]) is None:
+                raise unknown_field(spec, ".".join(path), "filter")
+        where.append(node)
+    equals: dict[str, Any] = {}
+    for key in args:
+        if key in RESERVED_PARAMS:
+            continue
+        if field_type(spec, key) is None:
+            raise bad_request(f"Unknown query parameter {key!r} for collection {spec.name!r}.",
+                              {key: [f"not a field of {spec.name!r} nor a list parameter "
+                                     f"({', '.join(sorted(RESERVED_PARAMS))})"]})
+        equals[key] = args.get(key)
+    sort: list[tuple[str, bool]] = []
+    for part in (args.get("sort") or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        desc = part.startswith("-")
+        name = part.lstrip("+-")
+        if field_type(spec, name) is None or field_type(spec, name) == "json":
+            raise unknown_field(spec, name, "sort")
+        sort.append((name, desc))
+    page = _positive_int(args, "page", 1)
+    per_page = _positive_int(args, "perPage", default_per_page)
+    if per_page > max_per_page:
+        raise bad_request(f"perPage must be at most {max_per_page}.", {"perPage": [f"maximum is {max_per_page}"]})
+    if page > 10_000_000:
+        raise bad_request("page is too large.", {"page": ["maximum is 10000000"]})
+    fields = None
+    if args.get("fields"):
+        fields = tuple(dict.fromkeys(f.strip() for f in args["fields"].split(",") if f.strip()))
+        for name in fields:
+            if field_type(spec, name) is None:
+                raise unknown_field(spec, name, "fields")
+    expand = parse_expand(spec, args.get("expand"))
+    skip_total = (args.get("skipTotal") or "").lower() in ("1", "true", "yes")
+    return ListQuery(where, equals, sort, page, per_page, fields, expand, skip_total)
+
+
+def parse_expand(spec: CollectionSpec, value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    for name in names:
+        f = spec.field(name)
+        if f is None or f.type != "relation" or f.hidden:
+            raise bad_request(f"Cannot expand {name!r}: it is not a relation field of {spec.name!r}.",
+                              {"expand": [f"{name!r} is not a relation field"]})
+    return names
+
+
+def parse_fields(spec: CollectionSpec, value: str | None) -> tuple[str, ...] | None:
+    if not value:
+        return None
+    names = tuple(dict.fromkeys(f.strip() for f in value.split(",") if f.strip()))
+    for name in names:
+        if field_type(spec, name) is None:
+            raise unknown_field(spec, name, "fields")
+    return names
+
+
+def _positive_int(args: Mapping[str, str], name: str, default: int) -> int:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"{name} must be a positive integer.", {name: [f"not an integer: {raw[:40]!r}"]}) from None
+    if value < 1:
+        raise bad_request(f"{name} must be a positive integer.", {name: ["must be at least 1"]})
+    return value
+
+
+class FieldResolver:
+    """Resolves bare field names of one collection to columns (the resolver for `filter=`)."""
+
+    def __init__(self, spec: CollectionSpec, model: type[peewee.Model], prefix: str | None = None) -> None:
+        self.spec = spec
+        self.model = model
+        self.prefix = prefix
+
+    def column(self, name: str) -> cel.Column:
+        ftype = field_type(self.spec, name)
+        if ftype is None:
+            raise cel.CelError(f"unknown field {name!r}")
+        return cel.Column(self.model._meta.fields[name], ftype, name)
+
+    def __call__(self, path: tuple[str, ...]) -> cel.Column | cel.Literal:
+        if self.prefix:
+            if len(path) != 2 or path[0] != self.prefix:
+                raise cel.CelError(f"unknown name {'.'.join(path)!r}")
+            path = path[1:]
+        if len(path) != 1:
+            raise cel.CelError(f"unknown name {'.'.join(path)!r}")
+        return self.column(path[0])
+
+
+def equality_value(spec: CollectionSpec, name: str, raw: str) -> Any:
+    """A bare ``?field=value`` string, converted to the field's type (400 when it cannot be)."""
+    ftype = field_type(spec, name)
+    if raw == "null":
+        return None
+    try:
+        if ftype == "int":
+            return int(raw)
+        if ftype == "float":
+            return float(raw)
+        if ftype == "bool":
+            if raw not in ("true", "false"):
+                raise ValueError
+            return raw == "true"
+        if ftype == "json":
+            raise bad_request(f"{name} is a json field and cannot be filtered by equality.",
+                              {name: ["json fields support only filter=... == null"]})
+    except ValueError:
+        raise bad_request(f"Invalid value for {name}: expected {ftype}.",
+                          {name: [f"expected a {ftype} value, got {raw[:40]!r}"]}) from None
+    return raw
+
+
+def compile_where(query: ListQuery, spec: CollectionSpec, model: type[peewee.Model], postgres: bool
+                  ) -> list[peewee.Node]:
+    """The WHERE conditions of a list query as peewee expressions."""
+    resolver = FieldResolver(spec, model)
+    compiler = cel.SqlCompiler(resolver, postgres)
+    conditions: list[peewee.Node] = []
+    for name, raw in query.equals.items():
+        value = equality_value(spec, name, raw)
+        try:
+            node = cel.Compare("==", cel.Name((name,)), cel.Literal(value))
+            conditions.append(compiler.compile(node))
+        except cel.CelError as exc:
+            raise bad_request(f"Invalid value for {name}: {exc}.", {name: [str(exc)]}) from None
+    for node in query.where:
+        try:
+            conditions.append(compiler.compile(node))
+        except cel.CelError as exc:
+            raise bad_request(f"Invalid filter: {exc}.", {"filter": [str(exc)]}) from None
+    return conditions

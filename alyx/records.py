@@ -1,0 +1,313 @@
+"""The records service: the one read and write path (validate → rule → write → change event).
+
+Every later feature plugs in here: rules decide, hooks and realtime subscribe to change events,
+which are published only after the write transaction commits.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import peewee
+from marshmallow import ValidationError
+
+from alyx import query as q
+from alyx.db import Database
+from alyx.errors import AlyxError, bad_request, not_found, validation_failed
+from alyx.models import new_id, utcnow
+from alyx.rules import AccessRules, Principal, RequestInfo
+from alyx.schema import CollectionSpec, Schema
+from alyx.validation import record_schema
+
+DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """A committed change to one record (published after commit, never for a rollback)."""
+
+    collection: str
+    action: str  # create | update | delete
+    record: dict[str, Any]
+    previous: dict[str, Any] | None = None
+
+
+Listener = Callable[[ChangeEvent], None]
+
+
+def format_datetime(value: dt.datetime) -> str:
+    return value.strftime(DATETIME_FORMAT)[:-3] + "Z"
+
+
+class Collection:
+    """What the service needs of one collection: spec, model, validators, serialiser."""
+
+    def __init__(self, spec: CollectionSpec, model: type[peewee.Model]) -> None:
+        self.spec = spec
+        self.model = model
+        self.id_column = model._meta.fields["id"]
+        self.create_schema = record_schema(spec, partial=False)
+        self.update_schema = record_schema(spec, partial=True)
+        self.visible = q.readable_fields(spec)
+        self.visible_columns = [model._meta.fields[name] for name in self.visible]
+        self.dates = [name for name in self.visible if q.field_type(spec, name) in ("datetime", "date")]
+        self.relations = {f.name: f.collection for f in spec.public_fields if f.type == "relation"}
+        self.defaults = {f.name: f.default for f in spec.public_fields}
+
+    def serialize(self, row: Mapping[str, Any], fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """A stored row → its JSON form (RFC 3339 UTC datetimes, hidden fields dropped)."""
+        names = fields or self.visible
+        out = {name: row.get(name) for name in names}
+        for name in self.dates:
+            value = out.get(name)
+            if isinstance(value, dt.datetime):
+                out[name] = format_datetime(value)
+            elif isinstance(value, dt.date):
+                out[name] = value.isoformat()
+        return out
+
+    def columns(self, fields: tuple[str, ...] | None) -> list[peewee.Field]:
+        if not fields:
+            return self.visible_columns
+        return [self.model._meta.fields[name] for name in fields]
+
+
+class Records:
+    """List, view, create, update and delete records, with rules applied and changes published."""
+
+    def __init__(self, db: Database, schema: Schema, models: Mapping[str, type[peewee.Model]],
+                 access: AccessRules, default_per_page: int = 30, max_per_page: int = 500) -> None:
+        self.db = db
+        self.schema = schema
+        self.access = access
+        self.collections = {name: Collection(schema.collections[name], model) for name, model in models.items()}
+        self.default_per_page = default_per_page
+        self.max_per_page = max_per_page
+        self.listeners: list[Listener] = []
+
+    # -- lookup ---------------------------------------------------------------------------------
+    def collection(self, name: str) -> Collection:
+        found = self.collections.get(name)
+        if found is None:
+            raise not_found(f"Collection {name!r} does not exist.")
+        return found
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener`` with every ChangeEvent, after its transaction commits."""
+        self.listeners.append(listener)
+
+    # -- reads ----------------------------------------------------------------------------------
+    def list(self, name: str, args: Mapping[str, str], auth: Principal | None = None,
+             request: RequestInfo | None = None) -> dict[str, Any]:
+        """One page of the records the caller may see, in the DESIGN.md list envelope."""
+        coll = self.collection(name)
+        lq = q.parse_list_query(coll.spec, args, self.default_per_page, self.max_per_page)
+        conditions = q.compile_where(lq, coll.spec, coll.model, not self.db.is_sqlite)
+        rule = self.access.where(name, "list", auth, request)
+        if rule is not None:
+            conditions.append(rule)
+        base = coll.model.select(*coll.columns(lq.fields))
+        if conditions:
+            base = base.where(*conditions)
+        order = [(coll.model._meta.fields[f].desc() if desc else coll.model._meta.fields[f]) for f, desc in lq.sort]
+        if not any(f == "id" for f, _ in lq.sort):
+            order.append(coll.id_column)
+        rows = list(base.order_by(*order).paginate(lq.page, lq.per_page).dicts())
+        items = [coll.serialize(row, lq.fields) for row in rows]
+        if lq.skip_total:
+            total, pages = -1, -1
+        else:
+            counter = coll.model.select()
+            if conditions:
+                counter = counter.where(*conditions)
+            total = counter.count()
+            pages = math.ceil(total / lq.per_page) if total else 0
+        if lq.expand:
+            self._expand(coll, rows, items, lq.expand, auth, request)
+        return {"items": items, "page": lq.page, "perPage": lq.per_page, "totalItems": total, "totalPages": pages}
+
+    def view(self, name: str, record_id: str, args: Mapping[str, str] | None = None,
+             auth: Principal | None = None, request: RequestInfo | None = None) -> dict[str, Any]:
+        """One record, or 404 when it does not exist or the view rule hides it."""
+        coll = self.collection(name)
+        args = args or {}
+        fields = q.parse_fields(coll.spec, args.get("fields"))
+        expand = q.parse_expand(coll.spec, args.get("expand"))
+        row = self._fetch(coll, record_id, "view", auth, request, coll.columns(fields))
+        item = coll.serialize(row, fields)
+        if expand:
+            self._expand(coll, [row], [item], expand, auth, request)
+        return item
+
+    def _fetch(self, coll: Collection, record_id: str, op: str, auth: Principal | None,
+               request: RequestInfo | None, columns: list[peewee.Field] | None = None) -> dict[str, Any]:
+        query = coll.model.select(*(columns or coll.model._meta.sorted_fields)).where(coll.id_column == record_id)
+        rule = self.access.where(coll.spec.name, op, auth, request)
+        if rule is not None:
+            query = query.where(rule)
+        row = query.dicts().get_or_none()
+        if row is None:
+            raise not_found(f"Record {record_id!r} not found in {coll.spec.name!r}.")
+        return row
+
+    def _expand(self, coll: Collection, rows: list[dict[str, Any]], items: list[dict[str, Any]],
+                expand: tuple[str, ...], auth: Principal | None, request: RequestInfo | None) -> None:
+        for field_name in expand:
+            target = self.collections[coll.relations[field_name]]
+            ids = {row.get(field_name) for row in rows if row.get(field_name)}
+            if not ids:
+                continue
+            query = target.model.select(*target.visible_columns).where(target.id_column.in_(list(ids)))
+            rule = self.access.where(target.spec.name, "view", auth, request)
+            if rule is not None:
+                query = query.where(rule)
+            related = {r["id"]: target.serialize(r) for r in query.dicts()}
+            for row, item in zip(rows, items, strict=True):
+                ref = row.get(field_name)
+                if ref in related:
+                    item.setdefault("expand", {})[field_name] = related[ref]
+
+    # -- writes ---------------------------------------------------------------------------------
+    def create(self, name: str, body: Any, auth: Principal | None = None, request: RequestInfo | None = None
+               ) -> dict[str, Any]:
+        """Validate, check the create rule, insert; 201-ready record."""
+        coll = self.collection(name)
+        data = self._load(coll, body, partial=False)
+        now = utcnow()
+        record = {**{k: copy.deepcopy(v) for k, v in coll.defaults.items()}, **data}
+        record["id"] = data.get("id") or new_id()
+        record["created_at"] = record["updated_at"] = now
+        if not self.access.allows(name, "create", auth, record, request):
+            raise AlyxError("forbidden", f"You are not allowed to create records in {name!r}.", 403)
+        with self._write(coll):
+            self._check_relations(coll, data)
+            coll.model.insert(record).execute()
+            created = coll.serialize(record)
+            self._publish(ChangeEvent(name, "create", created))
+        return created
+
+    def update(self, name: str, record_id: str, body: Any, auth: Principal | None = None,
+               request: RequestInfo | None = None) -> dict[str, Any]:
+        """Partial update: 404 if hidden, 403 if the update rule refuses."""
+        coll = self.collection(name)
+        data = self._load(coll, body, partial=True)
+        if "id" in data and data["id"] != record_id:
+            raise validation_failed({"id": ["The id of a record cannot be changed."]})
+        data.pop("id", None)
+        with self._write(coll):
+            stored = self._fetch_writable(coll, record_id, "update", auth, request)
+            self._check_relations(coll, data)
+            data["updated_at"] = utcnow()
+            coll.model.update(data).where(coll.id_column == record_id).execute()
+            record = {**stored, **data}
+            self._publish(ChangeEvent(name, "update", coll.serialize(record), coll.serialize(stored)))
+        return coll.serialize(record)
+
+    def delete(self, name: str, record_id: str, auth: Principal | None = None,
+               request: RequestInfo | None = None) -> None:
+        """Delete: 404 if hidden, 403 if the delete rule refuses, 409 if a restrict relation holds it."""
+        coll = self.collection(name)
+        with self._write(coll):
+            stored = self._fetch_writable(coll, record_id, "delete", auth, request)
+            coll.model.delete().where(coll.id_column == record_id).execute()
+            self._publish(ChangeEvent(name, "delete", coll.serialize(stored)))
+
+    def _fetch_writable(self, coll: Collection, record_id: str, op: str, auth: Principal | None,
+                        request: RequestInfo | None) -> dict[str, Any]:
+        """The stored record: 404 when the view rule hides it, 403 when the `op` rule refuses."""
+        stored = self._fetch(coll, record_id, "view", auth, request)
+        if not self.access.allows(coll.spec.name, op, auth, stored, request):
+            raise AlyxError("forbidden", f"You are not allowed to {op} this record.", 403)
+        return stored
+
+    def _write(self, coll: Collection) -> Any:
+        return _WriteTransaction(self, coll)
+
+    def _publish(self, event: ChangeEvent) -> None:
+        if self.listeners:
+            self.db.peewee.after_commit(lambda: self._deliver(event))
+
+    def _deliver(self, event: ChangeEvent) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    def _load(self, coll: Collection, body: Any, partial: bool) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise bad_request("The request body must be a JSON object.")
+        schema = coll.update_schema if partial else coll.create_schema
+        try:
+            return schema.load(body)
+        except ValidationError as exc:
+            details = {k: v if isinstance(v, list) else [str(v)] for k, v in exc.normalized_messages().items()}
+            for key, messages in details.items():
+                if messages == ["Unknown field."]:
+                    details[key] = [f"Unknown field: {coll.spec.name!r} has no field {key!r}."]
+            raise validation_failed(details) from None
+
+    def _check_relations(self, coll: Collection, data: Mapping[str, Any]) -> None:
+        missing: dict[str, list[str]] = {}
+        for field_name, target_name in coll.relations.items():
+            ref = data.get(field_name)
+            if ref is None:
+                continue
+            target = self.collections[target_name]
+            if not target.model.select(target.id_column).where(target.id_column == ref).exists():
+                missing[field_name] = [f"No record {ref!r} in {target_name!r}."]
+        if missing:
+            raise validation_failed(missing, "A related record does not exist.")
+
+
+class _WriteTransaction:
+    """The write transaction of one record write, with database errors turned into 409s."""
+
+    def __init__(self, records: Records, coll: Collection) -> None:
+        self.records, self.coll = records, coll
+        self.ctx = records.db.write()
+
+    def __enter__(self) -> None:
+        self.ctx.__enter__()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        try:
+            suppressed = self.ctx.__exit__(exc_type, exc, tb)
+        except peewee.IntegrityError as late:
+            exc = late
+            suppressed = False
+        if isinstance(exc, peewee.IntegrityError):
+            raise integrity_error(self.coll.spec, exc) from None
+        return bool(suppressed)
+
+
+def integrity_error(spec: CollectionSpec, exc: peewee.IntegrityError) -> AlyxError:
+    """A database constraint violation → 409 naming the field (unique) or the relation (restrict)."""
+    text = str(exc)
+    if "UNIQUE" in text.upper() or "duplicate key" in text:
+        names = _unique_fields(spec, text)
+        label = ", ".join(names) or "a unique field"
+        details = {name: ["Value must be unique."] for name in names} or {"record": ["Value must be unique."]}
+        return AlyxError("conflict", f"Another record in {spec.name!r} already has this {label}.", 409, details)
+    if "FOREIGN KEY" in text.upper() or "foreign key" in text:
+        return AlyxError("conflict", f"The record is still referenced by other records ({text.splitlines()[0]}).",
+                         409)
+    return AlyxError("conflict", "The write conflicts with a database constraint.", 409)
+
+
+def _unique_fields(spec: CollectionSpec, text: str) -> list[str]:
+    match = re.search(r"UNIQUE constraint failed: (.+)", text)
+    if match:
+        return [part.split(".")[-1].strip() for part in match.group(1).split(",")]
+    match = re.search(r'unique constraint "([^"]+)"', text)
+    if match:
+        from alyx.models import index_definitions
+
+        for idx_name, cols, _ in index_definitions(spec):
+            if idx_name == match.group(1):
+                return list(cols)
+        if match.group(1).endswith("_pkey"):
+            return ["id"]
+    return []

@@ -1,0 +1,161 @@
+"""Collection access rules in CEL: compiled at start, pushed down into SQL, evaluated per record.
+
+Variables: ``auth`` (null for anonymous, else {id, email, role, verified}), ``doc`` (the record),
+``request`` ({method, query, body, time}). No rule means admins only; admins bypass every rule.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import peewee
+
+from alyx import cel
+from alyx.errors import ConfigError
+from alyx.query import field_type
+from alyx.schema import RULE_OPERATIONS, CollectionSpec, Schema
+
+AUTH_KEYS = ("id", "email", "role", "verified")
+REQUEST_KEYS = ("method", "time")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the `auth` variable of rules."""
+
+    id: str
+    email: str
+    role: str = "user"
+    verified: bool = False
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """The parts of the HTTP request rules may look at (`request.method`, `request.time`, ...)."""
+
+    method: str = "GET"
+    query: Mapping[str, str] = field(default_factory=dict)
+    body: Mapping[str, Any] = field(default_factory=dict)
+    time: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One compiled rule: None (admins only), always true, or an expression."""
+
+    collection: str
+    operation: str
+    text: str | None
+    node: cel.Node | None
+
+    @property
+    def public(self) -> bool:
+        return self.node == cel.Literal(True)
+
+
+def _auth_value(auth: Principal | None, key: str | None) -> Any:
+    if auth is None:
+        return None
+    if key is None:
+        return {"id": auth.id, "email": auth.email, "role": auth.role, "verified": auth.verified}
+    return getattr(auth, key)
+
+
+class _RuleNames:
+    """Resolves the names of a rule: doc.<field> → column; auth.* / request.* → bound values."""
+
+    def __init__(self, spec: CollectionSpec, model: type[peewee.Model] | None, auth: Principal | None,
+                 request: RequestInfo | None) -> None:
+        self.spec, self.model, self.auth, self.request = spec, model, auth, request or RequestInfo()
+
+    def __call__(self, path: tuple[str, ...]) -> cel.Column | cel.Literal:
+        root = path[0]
+        if root == "auth":
+            if len(path) == 1:
+                return cel.Literal(_auth_value(self.auth, None))
+            if len(path) == 2 and path[1] in AUTH_KEYS:
+                return cel.Literal(_auth_value(self.auth, path[1]))
+        elif root == "doc" and len(path) == 2:
+            ftype = field_type(self.spec, path[1])
+            if ftype is not None:
+                column = self.model._meta.fields[path[1]] if self.model is not None else None
+                return cel.Column(column, ftype, path[1])
+        elif root == "request" and len(path) == 2 and path[1] in REQUEST_KEYS:
+            return cel.Literal(getattr(self.request, path[1]))
+        elif root == "request" and len(path) == 3 and path[1] in ("query", "body"):
+            return cel.Literal(getattr(self.request, path[1]).get(path[2]))
+        raise cel.CelError(f"unknown name {'.'.join(path)!r} (rules see auth.{{{','.join(AUTH_KEYS)}}}, "
+                           f"doc.<field>, request.{{method,time,query.<k>,body.<k>}})")
+
+
+class AccessRules:
+    """The compiled rules of every collection, and the questions records ask of them."""
+
+    def __init__(self, schema: Schema, models: Mapping[str, type[peewee.Model]], postgres: bool) -> None:
+        self.postgres = postgres
+        self.models = models
+        self.schema = schema
+        self.rules: dict[tuple[str, str], Rule] = {}
+        for spec in schema.collections.values():
+            for op in RULE_OPERATIONS:
+                self.rules[(spec.name, op)] = self._compile(spec, op, spec.rules.get(op))
+
+    def _compile(self, spec: CollectionSpec, op: str, text: str | None) -> Rule:
+        if text is None:
+            return Rule(spec.name, op, None, None)
+        try:
+            node = cel.parse(text)
+            # A dry run with an anonymous and a signed-in caller checks every name and type now.
+            for auth in (None, Principal("x" * 15, "a@b.c")):
+                cel.SqlCompiler(_RuleNames(spec, self.models[spec.name], auth, None), self.postgres).compile(node)
+        except cel.CelError as exc:
+            raise ConfigError(f"schema.yaml: collection {spec.name!r}, rule {op!r}: {exc} (rule: {text})") from None
+        return Rule(spec.name, op, text, node)
+
+    def rule(self, collection: str, op: str) -> Rule:
+        return self.rules[(collection, op)]
+
+    def where(self, collection: str, op: str, auth: Principal | None, request: RequestInfo | None = None
+              ) -> peewee.Node | None:
+        """The SQL condition a record must meet for `op`; None means every record passes."""
+        if auth is not None and auth.is_admin:
+            return None
+        rule = self.rule(collection, op)
+        if rule.node is None:
+            return cel.FALSE_SQL
+        if rule.public:
+            return None
+        spec = self.schema.collections[collection]
+        names = _RuleNames(spec, self.models[collection], auth, request)
+        try:
+            return cel.SqlCompiler(names, self.postgres).compile(rule.node)
+        except cel.CelError:
+            return cel.FALSE_SQL  # a rule that errors at run time denies
+
+    def allows(self, collection: str, op: str, auth: Principal | None, doc: Mapping[str, Any],
+               request: RequestInfo | None = None) -> bool:
+        """Evaluate the rule in Python against a record that is not (yet) stored."""
+        if auth is not None and auth.is_admin:
+            return True
+        rule = self.rule(collection, op)
+        if rule.node is None:
+            return False
+        if rule.public:
+            return True
+        spec = self.schema.collections[collection]
+        names = _RuleNames(spec, None, auth, request)
+
+        def lookup(path: tuple[str, ...]) -> Any:
+            resolved = names(path)
+            return doc.get(resolved.name) if isinstance(resolved, cel.Column) else resolved.value
+
+        try:
+            return cel.Evaluator(lookup).truth(rule.node)
+        except (cel.CelError, TypeError, ValueError):
+            return False

@@ -1,0 +1,390 @@
+"""schema.yaml → validated CollectionSpec/FieldSpec, with errors that name the line and the key."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alyx.errors import ConfigError
+
+FIELD_TYPES = (
+    "string", "text", "int", "float", "bool", "datetime", "date", "json",
+    "email", "url", "uuid", "select", "relation",
+)
+SYSTEM_FIELDS = ("id", "created_at", "updated_at")
+AUTH_FIELDS = ("email", "password_hash", "role", "verified")
+RULE_OPERATIONS = ("list", "view", "create", "update", "delete")
+ON_DELETE = ("cascade", "set_null", "restrict")
+RESERVED_FIELD_NAMES = set(SYSTEM_FIELDS) | {"expand", "password", "collection"}
+
+_COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_FIELD_KEYS = {
+    "name", "type", "required", "unique", "default", "index", "min", "max", "pattern",
+    "values", "collection", "on_delete", "renamed_from", "hidden",
+}
+_COLLECTION_KEYS = {"name", "fields", "indexes", "rules", "auth"}
+_INDEX_KEYS = {"fields", "unique", "name"}
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One user-declared field of a collection."""
+
+    name: str
+    type: str
+    required: bool = False
+    unique: bool = False
+    default: Any = None
+    index: bool = False
+    min: float | None = None
+    max: float | None = None
+    pattern: str | None = None
+    values: tuple[str, ...] = ()
+    collection: str | None = None
+    on_delete: str = "set_null"
+    renamed_from: str | None = None
+    hidden: bool = False
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """A (possibly composite) index declared under ``indexes:``."""
+
+    fields: tuple[str, ...]
+    unique: bool = False
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """A collection: its fields, extra indexes and CEL rules (None = admins only)."""
+
+    name: str
+    fields: tuple[FieldSpec, ...]
+    indexes: tuple[IndexSpec, ...] = ()
+    rules: dict[str, str | None] = field(default_factory=dict)
+    auth: bool = False
+
+    def field(self, name: str) -> FieldSpec | None:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        return None
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    @property
+    def public_fields(self) -> tuple[FieldSpec, ...]:
+        """Fields a client may see and send (hidden ones, like password hashes, excluded)."""
+        return tuple(f for f in self.fields if not f.hidden)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """All collections, in declaration order (relations may point forwards)."""
+
+    collections: dict[str, CollectionSpec]
+
+    def get(self, name: str) -> CollectionSpec | None:
+        return self.collections.get(name)
+
+
+def default_auth_fields() -> tuple[FieldSpec, ...]:
+    """The fields every auth collection has before the user's own."""
+    return (
+        FieldSpec("email", "email", required=True, unique=True, max=254),
+        FieldSpec("password_hash", "string", hidden=True),
+        FieldSpec("role", "select", values=("user", "admin"), default="user"),
+        FieldSpec("verified", "bool", default=False),
+    )
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader that remembers where each mapping and key came from, and refuses duplicate keys."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Located:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line + 1
+    mapping = _Located(loader.construct_mapping(node, deep=True))
+    mapping.line = node.start_mark.line + 1
+    mapping.key_lines = seen
+    return mapping
+
+
+class _Located(dict):
+    line: int = 0
+    key_lines: dict[Any, int]
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class _Reader:
+    """Walks the loaded YAML and raises ConfigError with file:line: path: message."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, node: Any, where: str, message: str, key: str | None = None) -> None:
+        line = 0
+        if isinstance(node, _Located):
+            line = node.key_lines.get(key, node.line) if key else node.line
+        prefix = f"{self.path}:{line}" if line else self.path
+        raise ConfigError(f"{prefix}: {where}: {message}")
+
+    def mapping(self, node: Any, where: str, allowed: set[str], parent: Any = None) -> _Located:
+        if not isinstance(node, dict):
+            self.fail(parent, where, f"expected a mapping, got {_kind(node)}")
+        unknown = sorted(str(k) for k in node if k not in allowed)
+        if unknown:
+            self.fail(node, where, f"unknown key {unknown[0]!r} (expected one of: {', '.join(sorted(allowed))})",
+                      key=unknown[0])
+        return node
+
+    def get(self, node: _Located, key: str, where: str, kinds: tuple[type, ...], default: Any = None,
+            required: bool = False) -> Any:
+        if key not in node:
+            if required:
+                self.fail(node, where, f"missing required key {key!r}")
+            return default
+        value = node[key]
+        if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+            expected = " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+            self.fail(node, f"{where}.{key}", f"expected {expected}, got {_kind(value)}", key=key)
+        return value
+
+
+_KIND_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number",
+               list: "a list", dict: "a mapping"}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"boolean {value}"
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def parse_schema(text: str, path: str = "schema.yaml") -> Schema:
+    """Parse and validate schema text; raise ConfigError naming line, key and expectation."""
+    try:
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{line}: not valid YAML: {problem}") from None
+    reader = _Reader(path)
+    if data is None:
+        data = _Located(collections=[])
+    top = reader.mapping(data, "top level", {"collections"})
+    raw_collections = reader.get(top, "collections", "top level", (list,), default=[]) or []
+    collections: dict[str, CollectionSpec] = {}
+    for i, raw in enumerate(raw_collections):
+        spec = _parse_collection(reader, raw, f"collections[{i}]", top)
+        if spec.name in collections:
+            reader.fail(raw, f"collections[{i}].name", f"collection {spec.name!r} is declared twice", key="name")
+        collections[spec.name] = spec
+    if "users" not in collections:
+        collections["users"] = CollectionSpec("users", default_auth_fields(), auth=True)
+    _check_references(reader, collections, raw_collections)
+    return Schema(collections)
+
+
+def load_schema(path: Path) -> Schema:
+    """Read schema.yaml; a missing file is an empty schema (only the users collection)."""
+    if not path.exists():
+        return parse_schema("", str(path))
+    return parse_schema(path.read_text(encoding="utf-8"), str(path))
+
+
+def _parse_collection(reader: _Reader, raw: Any, where: str, parent: Any) -> CollectionSpec:
+    node = reader.mapping(raw, where, _COLLECTION_KEYS, parent)
+    name = reader.get(node, "name", where, (str,), required=True)
+    if not _COLLECTION_NAME.match(name):
+        reader.fail(node, f"{where}.name",
+                    f"invalid collection name {name!r} (lowercase letters, digits and _, starting with a letter)",
+                    key="name")
+    where = f"collection {name!r}"
+    is_auth = reader.get(node, "auth", where, (bool,), default=False)
+    if is_auth and name != "users":
+        reader.fail(node, f"{where}.auth", "only the 'users' collection can be the auth collection", key="auth")
+    if name == "users":
+        is_auth = True
+    raw_fields = reader.get(node, "fields", where, (list,), default=[]) or []
+    fields: list[FieldSpec] = list(default_auth_fields()) if is_auth else []
+    for i, raw_field in enumerate(raw_fields):
+        f = _parse_field(reader, raw_field, f"{where}.fields[{i}]", node)
+        if any(existing.name == f.name for existing in fields):
+            reserved = " (auth collections have it already)" if is_auth and f.name in AUTH_FIELDS else ""
+            reader.fail(raw_field, f"{where}.fields[{i}].name", f"field {f.name!r} is declared twice{reserved}",
+                        key="name")
+        fields.append(f)
+    indexes = []
+    for i, raw_index in enumerate(reader.get(node, "indexes", where, (list,), default=[]) or []):
+        iwhere = f"{where}.indexes[{i}]"
+        inode = reader.mapping(raw_index, iwhere, _INDEX_KEYS, node)
+        cols = reader.get(inode, "fields", iwhere, (list,), required=True)
+        names = {f.name for f in fields} | set(SYSTEM_FIELDS)
+        if not cols or not all(isinstance(c, str) for c in cols):
+            reader.fail(inode, f"{iwhere}.fields", "expected a non-empty list of field names", key="fields")
+        for c in cols:
+            if c not in names:
+                reader.fail(inode, f"{iwhere}.fields", f"unknown field {c!r}", key="fields")
+        unique = reader.get(inode, "unique", iwhere, (bool,), default=False)
+        iname = reader.get(inode, "name", iwhere, (str,), default=None) or _index_name(name, cols, unique)
+        indexes.append(IndexSpec(tuple(cols), unique, iname))
+    rules: dict[str, str | None] = {op: None for op in RULE_OPERATIONS}
+    raw_rules = reader.get(node, "rules", where, (dict,), default={}) or {}
+    rules_node = reader.mapping(raw_rules, f"{where}.rules", set(RULE_OPERATIONS), node)
+    for op in RULE_OPERATIONS:
+        value = rules_node.get(op)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        if not isinstance(value, str) or not value.strip():
+            reader.fail(rules_node, f"{where}.rules.{op}", f"expected a CEL expression string, got {_kind(value)}",
+                        key=op)
+        rules[op] = value.strip()
+    return CollectionSpec(name, tuple(fields), tuple(indexes), rules, is_auth)
+
+
+def _index_name(collection: str, cols: list[str] | tuple[str, ...], unique: bool) -> str:
+    return f"{'uq' if unique else 'idx'}_{collection}_{'_'.join(cols)}"
+
+
+def _parse_field(reader: _Reader, raw: Any, where: str, parent: Any) -> FieldSpec:
+    node = reader.mapping(raw, where, _FIELD_KEYS, parent)
+    name = reader.get(node, "name", where, (str,), required=True)
+    if not _FIELD_NAME.match(name):
+        reader.fail(node, f"{where}.name",
+                    f"invalid field name {name!r} (lowercase letters, digits and _, starting with a letter)",
+                    key="name")
+    if name in RESERVED_FIELD_NAMES:
+        reader.fail(node, f"{where}.name", f"{name!r} is reserved (system fields: id, created_at, updated_at)",
+                    key="name")
+    where = f"{where} ({name})"
+    ftype = reader.get(node, "type", where, (str,), required=True)
+    if ftype not in FIELD_TYPES:
+        hint = " (file fields are not supported yet)" if ftype == "file" else ""
+        reader.fail(node, f"{where}.type", f"unknown type {ftype!r}{hint}; expected one of: {', '.join(FIELD_TYPES)}",
+                    key="type")
+    required = reader.get(node, "required", where, (bool,), default=False)
+    unique = reader.get(node, "unique", where, (bool,), default=False)
+    index = reader.get(node, "index", where, (bool,), default=False)
+    hidden = reader.get(node, "hidden", where, (bool,), default=False)
+    minimum = reader.get(node, "min", where, (int, float), default=None)
+    maximum = reader.get(node, "max", where, (int, float), default=None)
+    if minimum is not None and maximum is not None and minimum > maximum:
+        reader.fail(node, f"{where}.min", f"min ({minimum}) is greater than max ({maximum})", key="min")
+    if (minimum is not None or maximum is not None) and ftype not in ("string", "text", "int", "float", "email",
+                                                                     "url", "json"):
+        reader.fail(node, f"{where}.min", f"min/max do not apply to {ftype} fields",
+                    key="min" if minimum is not None else "max")
+    pattern = reader.get(node, "pattern", where, (str,), default=None)
+    if pattern is not None:
+        if ftype not in ("string", "text", "email", "url"):
+            reader.fail(node, f"{where}.pattern", f"pattern does not apply to {ftype} fields", key="pattern")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            reader.fail(node, f"{where}.pattern", f"invalid regular expression: {exc}", key="pattern")
+    values = reader.get(node, "values", where, (list,), default=None)
+    if ftype == "select":
+        if not values or not all(isinstance(v, str) for v in values):
+            reader.fail(node, f"{where}.values", "select fields need a non-empty list of string values",
+                        key="values" if values is not None else None)
+    elif values is not None:
+        reader.fail(node, f"{where}.values", "values only apply to select fields", key="values")
+    collection = reader.get(node, "collection", where, (str,), default=None)
+    on_delete = reader.get(node, "on_delete", where, (str,), default="set_null")
+    if ftype == "relation":
+        if not collection:
+            reader.fail(node, where, "relation fields need 'collection: <name>'")
+        if on_delete not in ON_DELETE:
+            reader.fail(node, f"{where}.on_delete", f"expected one of {', '.join(ON_DELETE)}, got {on_delete!r}",
+                        key="on_delete")
+    elif collection is not None or "on_delete" in node:
+        reader.fail(node, f"{where}.collection", "collection/on_delete only apply to relation fields",
+                    key="collection" if collection is not None else "on_delete")
+    renamed_from = reader.get(node, "renamed_from", where, (str,), default=None)
+    spec = FieldSpec(name, ftype, required, unique, None, index, minimum, maximum, pattern,
+                     tuple(values or ()), collection, on_delete, renamed_from, hidden)
+    if "default" in node and node["default"] is not None:
+        from alyx.validation import check_default  # the field validators own what a valid value is
+
+        problem = check_default(spec, node["default"])
+        if problem:
+            reader.fail(node, f"{where}.default", problem, key="default")
+        spec = FieldSpec(**{**spec.__dict__, "default": node["default"]})
+    return spec
+
+
+def _check_references(reader: _Reader, collections: dict[str, CollectionSpec], raw: list) -> None:
+    for spec in collections.values():
+        for f in spec.fields:
+            if f.type == "relation" and f.collection not in collections:
+                node = next((r for r in raw if isinstance(r, dict) and r.get("name") == spec.name), None)
+                reader.fail(node, f"collection {spec.name!r}.field {f.name!r}",
+                            f"relation to unknown collection {f.collection!r}")
+            if f.type == "relation" and f.on_delete == "set_null" and f.required:
+                node = next((r for r in raw if isinstance(r, dict) and r.get("name") == spec.name), None)
+                reader.fail(node, f"collection {spec.name!r}.field {f.name!r}",
+                            "a required relation cannot use on_delete: set_null (use cascade or restrict)")
+    _check_cycles(reader, collections)
+
+
+def _check_cycles(reader: _Reader, collections: dict[str, CollectionSpec]) -> None:
+    """Relations between different collections must not form a cycle (tables are created in order)."""
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = " -> ".join(trail[trail.index(name):] + [name])
+            reader.fail(None, "relations", f"relations form a cycle ({cycle}); break it by removing one relation")
+        state[name] = 1
+        for f in collections[name].fields:
+            if f.type == "relation" and f.collection != name:
+                visit(f.collection, trail + [name])
+        state[name] = 2
+
+    for name in collections:
+        visit(name, [])
+
+
+def creation_order(schema: Schema) -> list[CollectionSpec]:
+    """Collections ordered so every relation target comes before the collection pointing at it."""
+    ordered: list[CollectionSpec] = []
+    done: set[str] = set()
+
+    def visit(spec: CollectionSpec) -> None:
+        if spec.name in done:
+            return
+        done.add(spec.name)
+        for f in spec.fields:
+            if f.type == "relation" and f.collection != spec.name:
+                visit(schema.collections[f.collection])
+        ordered.append(spec)
+
+    for spec in schema.collections.values():
+        visit(spec)
+    return ordered

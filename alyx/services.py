@@ -1,0 +1,70 @@
+"""Builds the services of one Alyx instance from a Config — no Flask, so the CLI uses it too."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import peewee
+
+from alyx.config import Config
+from alyx.db import Database
+from alyx.errors import ConfigError
+from alyx.migrations import Migrator, Plan, migration_lock
+from alyx.models import SystemModels, build_models, build_system_models
+from alyx.records import Records
+from alyx.rules import AccessRules
+from alyx.schema import Schema, load_schema
+
+log = logging.getLogger("alyx")
+
+
+@dataclass
+class Services:
+    """Everything one app (or one CLI command) works with."""
+
+    config: Config
+    schema: Schema
+    db: Database
+    models: dict[str, type[peewee.Model]]
+    system: SystemModels
+    access: AccessRules
+    records: Records
+
+    def migrator(self) -> Migrator:
+        return Migrator(self.db, self.schema, self.models, self.system)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def build_services(config: Config, migrate: bool = True) -> Services:
+    """Load the schema, open the database, apply safe migrations (refuse destructive ones)."""
+    schema = load_schema(config.schema_path)
+    db = Database(config)
+    try:
+        models = build_models(schema, db.peewee)
+        system = build_system_models(db.peewee)
+        access = AccessRules(schema, models, postgres=not db.is_sqlite)
+        services = Services(config, schema, db, models, system, access,
+                            Records(db, schema, models, access, config.api_default_per_page,
+                                    config.api_max_per_page))
+        if migrate:
+            apply_safe_migrations(services)
+    except peewee.OperationalError as exc:
+        db.close()
+        raise ConfigError(f"database {config.database_display}: cannot be used: {exc}") from None
+    except BaseException:
+        db.close()
+        raise
+    return services
+
+
+def apply_safe_migrations(services: Services) -> Plan:
+    """Apply what is safe; raise ConfigError (naming the command to run) when something is not."""
+    with services.db.connection(), migration_lock(services.db):
+        migrator = services.migrator()
+        plan = migrator.plan()
+        migrator.apply(plan, allow_destructive=False)
+        for step in plan.steps:
+            log.info("migration applied: %s", step.describe())
+        return plan

@@ -1,0 +1,30 @@
+"""gunicorn settings for Alyx: gevent workers, bind and worker count from alyx.yaml / ALYX_* env."""
+import os
+
+from alyx.config import load_config
+from alyx.errors import ConfigError
+
+try:
+    _config = load_config()
+except ConfigError as exc:
+    raise SystemExit(f"Alyx cannot start: {exc}") from None
+
+bind = os.environ.get("GUNICORN_BIND", f"{_config.server_host}:{_config.server_port}")
+workers = int(os.environ.get("WEB_CONCURRENCY", _config.server_workers))
+worker_class = "gevent"
+worker_connections = 10000
+timeout = 60
+graceful_timeout = 20
+keepalive = 75  # longer than nginx's upstream keepalive_timeout default
+control_socket_disable = True  # gunicorn 27 opens ~/.gunicorn otherwise; not wanted in containers
+accesslog = os.environ.get("GUNICORN_ACCESSLOG")  # off by default: it costs throughput
+
+
+def on_starting(server):
+    """Apply safe migrations once in the master, before workers fork (they then find nothing to do)."""
+    from alyx.services import build_services
+
+    try:
+        build_services(_config).close()
+    except ConfigError as exc:
+        raise SystemExit(f"Alyx cannot start: {exc}") from None
