@@ -65,7 +65,7 @@ def open_database(config: Config) -> peewee.Database:
             params = parse_db_url(url)
             return PooledPostgresqlDatabase(
                 params.pop("database"), max_connections=config.database_pool_size,
-                stale_timeout=300, autoconnect=False, autorollback=True, **params,
+                stale_timeout=300, autoconnect=False, **params,
             )
         if scheme in ("sqlite", "sqlite+pool"):
             path = url.split("://", 1)[1]

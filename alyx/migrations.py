@@ -169,7 +169,7 @@ class Migrator:
         self.migrator.drop_column(table, name, legacy=legacy).run()
 
     def _drop_table(self, name: str) -> None:
-        self.pw.execute_sql(f'DROP TABLE {self.pw.quote(name)}')
+        self.pw.execute_sql(f"DROP TABLE {_q(name)}")
         self.system.managed_collection.delete().where(self.system.managed_collection.name == name).execute()
 
     def _add_index(self, table: str, name: str, cols: tuple[str, ...], unique: bool) -> None:
@@ -184,8 +184,7 @@ class Migrator:
     def _change_type(self, model: type[peewee.Model], spec: FieldSpec, old_type: str) -> None:
         table = model._meta.table_name
         id_col = model._meta.fields["id"]
-        rows = list(self.pw.execute_sql(
-            f"SELECT {self.pw.quote('id')}, {self.pw.quote(spec.name)} FROM {self.pw.quote(table)}"))
+        rows = list(self.pw.execute_sql(f"SELECT {_q('id')}, {_q(spec.name)} FROM {_q(table)}"))
         for name, cols, _ in index_definitions(self.schema.collections[table]):
             if spec.name in cols and name in {i.name for i in self.pw.get_indexes(table)}:
                 self.migrator.drop_index(table, name).run()
@@ -237,6 +236,11 @@ class Migrator:
         self.pw.create_tables(self.system.all, safe=True)
         ms = self.system.migration_step
         return list(ms.select().order_by(ms.id).dicts())
+
+
+def _q(name: str) -> str:
+    """Quote an identifier; names are already restricted to [a-z0-9_] by the schema parser."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def refusal_message(plan: Plan) -> str:

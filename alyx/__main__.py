@@ -1,0 +1,4 @@
+"""`python -m alyx ...` is the same as the `alyx` command."""
+from alyx.cli import main
+
+main()

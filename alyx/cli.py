@@ -1,0 +1,124 @@
+"""The `alyx` command line: init, dev, migrate (and later admin, generate, runtimes)."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from alyx.errors import ConfigError
+
+SCAFFOLD = Path(__file__).resolve().parent / "scaffold"
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"Error: {exc}", err=True)
+    sys.exit(2)
+
+
+@click.group()
+@click.option("--project", "-p", type=click.Path(file_okay=False), envvar="ALYX_PROJECT_DIR",
+              help="Project folder holding alyx.yaml, schema.yaml and functions/ (default: current folder).")
+@click.version_option(package_name=None, prog_name="alyx", message="%(prog)s %(version)s",
+                      version=__import__("alyx").__version__)
+def cli(project: str | None) -> None:
+    """Alyx: schema.yaml in; REST API, auth, realtime and functions out."""
+    if project:
+        os.environ["ALYX_PROJECT_DIR"] = str(Path(project).resolve())
+
+
+@cli.command()
+@click.argument("name", type=click.Path(file_okay=False))
+def init(name: str) -> None:
+    """Create a new project folder NAME with alyx.yaml, schema.yaml and functions/."""
+    target = Path(name)
+    if target.exists() and any(target.iterdir()):
+        _fail(ConfigError(f"{target} already exists and is not empty; choose another name"))
+    (target / "functions").mkdir(parents=True, exist_ok=True)
+    shutil.copy(SCAFFOLD / "alyx.yaml", target / "alyx.yaml")
+    shutil.copy(SCAFFOLD / "schema.yaml", target / "schema.yaml")
+    shutil.copy(SCAFFOLD / "gitignore", target / ".gitignore")
+    (target / "functions" / ".gitkeep").touch()
+    click.echo(f"Created {target}/ (alyx.yaml, schema.yaml, functions/).\n"
+               f"Next: cd {target} && alyx dev   (or: python -m alyx --project {target} dev)")
+
+
+@cli.command()
+@click.option("--host", default=None, help="Override server.host.")
+@click.option("--port", type=int, default=None, help="Override server.port.")
+def dev(host: str | None, port: int | None) -> None:
+    """Run the development server; it restarts when schema.yaml or alyx.yaml change."""
+    from werkzeug.serving import run_simple
+
+    from alyx.config import load_config
+    from alyx.devserver import dev_app
+
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        _fail(exc)
+    watched = [str(config.project_dir / "schema.yaml"), str(config.project_dir / "alyx.yaml")]
+    run_simple(host or config.server_host, port or config.server_port, dev_app(config.project_dir),
+               use_reloader=True, extra_files=watched, reloader_type="stat", threaded=True)
+
+
+@cli.group()
+def migrate() -> None:
+    """Inspect and apply schema migrations."""
+
+
+def _migrator():
+    from alyx.config import load_config
+    from alyx.services import build_services
+
+    services = build_services(load_config(), migrate=False)
+    return services
+
+
+@migrate.command("status")
+def migrate_status() -> None:
+    """List the steps between the database and schema.yaml, and the applied history."""
+    try:
+        services = _migrator()
+        with services.db.connection():
+            migrator = services.migrator()
+            plan = migrator.plan()
+            history = migrator.history()
+    except ConfigError as exc:
+        _fail(exc)
+    click.echo(f"Database: {services.config.database_display}")
+    click.echo(f"Applied steps: {len(history)}")
+    for row in history[-10:]:
+        click.echo(f"  {row['applied_at']:%Y-%m-%d %H:%M:%S}  {row['collection']}: {row['detail']}")
+    click.echo("Pending:" if plan.steps else "Pending: nothing, the database matches the schema.")
+    for step in plan.steps:
+        click.echo(f"  {step.describe()}")
+    if plan.destructive:
+        click.echo("Destructive steps need: alyx migrate apply --allow-destructive")
+    services.close()
+
+
+@migrate.command("apply")
+@click.option("--allow-destructive", is_flag=True, help="Also apply drops, renames and type changes.")
+def migrate_apply(allow_destructive: bool) -> None:
+    """Apply pending migration steps (only safe ones unless --allow-destructive)."""
+    from alyx.migrations import migration_lock
+
+    try:
+        services = _migrator()
+        with services.db.connection(), migration_lock(services.db):
+            migrator = services.migrator()
+            plan = migrator.plan()
+            applied = migrator.apply(plan, allow_destructive=allow_destructive)
+    except ConfigError as exc:
+        _fail(exc)
+    for step in applied:
+        click.echo(f"applied {step.describe()}")
+    click.echo(f"{len(applied)} step(s) applied." if applied else "Nothing to apply.")
+    services.close()
+
+
+def main() -> None:
+    cli(prog_name="alyx")
