@@ -25,6 +25,7 @@ class Database:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.peewee = open_database(config)
+        _per_greenlet_state(self.peewee)
         self.is_sqlite = isinstance(self.peewee, peewee.SqliteDatabase)
         self._write_lock = threading.RLock() if self.is_sqlite else None
 
@@ -54,6 +55,25 @@ class Database:
         close_all = getattr(self.peewee, "close_all", None)
         if close_all:
             close_all()
+
+
+def _per_greenlet_state(database: peewee.Database) -> None:
+    """Give each greenlet its own connection state when gevent has patched threading.
+
+    peewee's per-thread state class subclasses the ``threading.local`` that existed when peewee
+    was first imported. gunicorn's master imports peewee (migrations in ``on_starting``) before
+    the gevent worker patches, so without this every greenlet of a worker would share one
+    connection, and one request's teardown would close it under another's transaction.
+    """
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return
+    if not monkey.is_module_patched("threading") or isinstance(database._state, threading.local):
+        return
+    # Built here, not at import time: alyx.db may itself be imported before the patch.
+    state_class = type("GreenletConnectionState", (peewee._ConnectionState, threading.local), {})
+    database._state = state_class()
 
 
 def open_database(config: Config) -> peewee.Database:
@@ -94,4 +114,7 @@ def _sqlite(path: str, config: Config) -> peewee.SqliteDatabase:
             "temp_store": "memory",
         },
         check_same_thread=False,
+        # BEGIN IMMEDIATE: a deferred transaction that reads, then writes, fails at once with
+        # SQLITE_BUSY when another worker committed in between; immediate ones wait their turn.
+        lock_type="IMMEDIATE",
     )

@@ -85,9 +85,11 @@ class Migrator:
                                   lambda name=name: self._drop_table(name)))
         return Plan(steps)
 
-    def _record_types(self, spec: CollectionSpec) -> Callable[[], None]:
+    def _record_types(self, spec: CollectionSpec, recorded: Any = None) -> Callable[[], None]:
         def run() -> None:
             types = json.dumps({f.name: f.type for f in spec.fields})
+            if recorded is not None and recorded.field_types == types:
+                return  # nothing changed: keep start-up free of writes
             mc = self.system.managed_collection
             mc.insert(name=spec.name, field_types=types).on_conflict(
                 conflict_target=[mc.name], update={mc.field_types: types}).execute()
@@ -214,8 +216,9 @@ class Migrator:
         return plan.steps
 
     def _sync_types(self) -> None:
+        recorded = {row.name: row for row in self.system.managed_collection.select()}
         for spec in self.schema.collections.values():
-            self._record_types(spec)()
+            self._record_types(spec, recorded.get(spec.name))()
 
     @contextlib.contextmanager
     def _foreign_keys_off(self) -> Iterator[None]:

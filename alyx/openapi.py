@@ -96,6 +96,13 @@ def _list_envelope(record_ref: str) -> dict[str, Any]:
     return {"type": "object", "required": ["items", *counters], "properties": {"items": items, **counters}}
 
 
+def _record_links(collection: str) -> dict[str, Any]:
+    """OpenAPI links from a created record to its view/update/delete (used by stateful fuzzing)."""
+    by_id = {"id": "$response.body#/id"}
+    return {f"{verb.title()}Record": {"operationId": f"{verb}_{collection}", "parameters": by_id}
+            for verb in ("view", "update", "delete")}
+
+
 def _errors(*codes: str) -> dict[str, Any]:
     return {code: {"description": ERROR_STATUSES[code], "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/Error"}}}} for code in codes}
@@ -135,7 +142,8 @@ def build_openapi(schema: Schema, config: Config) -> dict[str, Any]:
                                   **_errors("400", "401")}},
             "post": {"tags": [tag], "summary": f"Create a {spec.name} record", "operationId": f"create_{spec.name}",
                      "requestBody": {"required": True, "content": _json(f"{title}Create")},
-                     "responses": {"201": {"description": "Created", "content": _json(f"{title}Record")},
+                     "responses": {"201": {"description": "Created", "content": _json(f"{title}Record"),
+                                           "links": _record_links(spec.name)},
                                    **_errors("400", "401", "403", "409", "413", "415", "422")}},
         })
         id_param = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]

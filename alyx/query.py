@@ -98,7 +98,7 @@ def parse_list_query(spec: CollectionSpec, args: Mapping[str, str], default_per_
             if field_type(spec, name) is None:
                 raise unknown_field(spec, name, "fields")
     expand = parse_expand(spec, args.get("expand"))
-    skip_total = (args.get("skipTotal") or "").lower() in ("1", "true", "yes")
+    skip_total = _flag(args, "skipTotal")
     return ListQuery(where, equals, sort, page, per_page, fields, expand, skip_total)
 
 
@@ -122,6 +122,13 @@ def parse_fields(spec: CollectionSpec, value: str | None) -> tuple[str, ...] | N
         if field_type(spec, name) is None:
             raise unknown_field(spec, name, "fields")
     return names
+
+
+def _flag(args: Mapping[str, str], name: str) -> bool:
+    raw = (args.get(name) or "").lower()
+    if raw not in ("", "0", "1", "true", "false"):
+        raise bad_request(f"{name} must be true or false.", {name: [f"expected true/false/1/0, got {raw[:40]!r}"]})
+    return raw in ("1", "true")
 
 
 def _positive_int(args: Mapping[str, str], name: str, default: int) -> int:
