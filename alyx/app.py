@@ -26,6 +26,7 @@ def create_app(config: Config | None = None, project_dir: str | Path | None = No
     from alyx.blueprints import register_blueprints
 
     register_blueprints(app)
+    svc.functions.prewarm()  # warm sandboxes for the runtimes functions/ uses, in the background
     return app
 
 

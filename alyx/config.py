@@ -37,6 +37,9 @@ class Config:
     api_max_per_page: int = _setting(500, "api.max_per_page", int)
     auth_secret: str | None = _setting(None, "auth.secret", str, env=("JWT_SECRET",))
     functions_sandbox: str = _setting("auto", "functions.sandbox", str, choices=SANDBOX_TIERS)
+    functions_warm_pool: int = _setting(1, "functions.warm_pool", int)  # started generic sandboxes per runtime
+    functions_idle_ttl: int = _setting(300, "functions.idle_ttl", int)  # seconds an idle sandbox is kept
+    functions_memory_budget_mb: int = _setting(2048, "functions.memory_budget_mb", int)  # sum of sandbox limits
     realtime_broker: str | None = _setting(None, "realtime.broker", str)
 
     @property

@@ -39,10 +39,11 @@ class SystemModels:
 
     migration_step: type[peewee.Model]
     managed_collection: type[peewee.Model]
+    execution: type[peewee.Model]
 
     @property
     def all(self) -> list[type[peewee.Model]]:
-        return [self.migration_step, self.managed_collection]
+        return [self.execution, self.migration_step, self.managed_collection]
 
 
 def build_system_models(database: peewee.Database) -> SystemModels:
@@ -69,9 +70,32 @@ def build_system_models(database: peewee.Database) -> SystemModels:
         class Meta:
             table_name = "_alyx_collections"
 
+    class Execution(BaseModel):
+        """One function run (alyx/executions.py): trigger, input, output, status, timings, logs, error."""
+
+        id = peewee.CharField(primary_key=True, max_length=ID_LENGTH)
+        function_id = peewee.TextField(index=True)
+        version = peewee.TextField()
+        trigger_type = peewee.TextField()
+        status = peewee.TextField()
+        started_at = peewee.DateTimeField(default=utcnow, index=True)
+        duration_ms = peewee.DoubleField()
+        timings = peewee.JSONField(dumps=_json_dumps)
+        input = peewee.JSONField(dumps=_json_dumps, null=True)
+        output = peewee.JSONField(dumps=_json_dumps, null=True)
+        error = peewee.JSONField(dumps=_json_dumps, null=True)
+        stdout = peewee.TextField(default="")
+        stderr = peewee.TextField(default="")
+        tier = peewee.TextField(default="")
+        sandbox = peewee.TextField(null=True)
+
+        class Meta:
+            table_name = "_alyx_executions"
+
+    Execution._meta.set_database(database)
     for model in (MigrationStep, ManagedCollection):
         model._meta.set_database(database)
-    return SystemModels(MigrationStep, ManagedCollection)
+    return SystemModels(MigrationStep, ManagedCollection, execution=Execution)
 
 
 def _column(spec: FieldSpec, models: dict[str, type[peewee.Model]], collection: str) -> peewee.Field:

@@ -1,6 +1,7 @@
 """Builds the services of one Alyx instance from a Config — no Flask, so the CLI uses it too."""
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ import peewee
 from alyx.config import Config
 from alyx.db import Database
 from alyx.errors import ConfigError
+from alyx.functions import Functions
 from alyx.migrations import Migrator, Plan, migration_lock
 from alyx.models import SystemModels, build_models, build_system_models
 from alyx.records import Records
@@ -30,10 +32,22 @@ class Services:
     access: AccessRules
     records: Records
 
+    @functools.cached_property
+    def functions(self) -> Functions:
+        """Functions: discovery, sandboxes (started on first call) and the execution log."""
+        from alyx.sandbox import PoolSettings
+
+        settings = PoolSettings(warm_per_runtime=self.config.functions_warm_pool,
+                                idle_ttl=self.config.functions_idle_ttl,
+                                memory_budget=self.config.functions_memory_budget_mb)
+        return Functions(self.config, self.db, self.system.execution, settings=settings)
+
     def migrator(self) -> Migrator:
         return Migrator(self.db, self.schema, self.models, self.system)
 
     def close(self) -> None:
+        if "functions" in self.__dict__:  # stop the sandboxes this app started
+            self.functions.close()
         self.db.close()
 
 

@@ -29,8 +29,10 @@ def register_blueprints(app: Flask) -> None:
     """The one place blueprints are registered."""
     from alyx.blueprints.collections import bp as collections_bp
     from alyx.blueprints.docs import register_docs
+    from alyx.blueprints.functions import bp as functions_bp
     from alyx.blueprints.health import bp as health_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(collections_bp)
+    app.register_blueprint(functions_bp)
     register_docs(app)

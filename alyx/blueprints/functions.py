@@ -1,0 +1,64 @@
+"""/api/functions/<name> (any method) runs a function; /api/executions lists runs (admins only)."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from alyx.blueprints import current_principal, services
+from alyx.errors import AlyxError
+from alyx.functions import SECRET_HEADERS, http_log_input
+from alyx.http import json_response
+from alyx.sandbox import Call
+
+bp = Blueprint("functions", __name__)
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+PUBLIC_DETAILS = ("phase", "file", "line", "exit_code", "memory_mb")
+
+
+@bp.route("/api/functions/<name>", methods=METHODS)
+@bp.route("/api/functions/<name>/<path:rest>", methods=METHODS)
+def invoke(name: str, rest: str = "") -> Response:
+    functions = services().functions
+    body = request.get_data(cache=False)
+    # The caller's credentials stay here: the function gets req.auth, never the token itself.
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in SECRET_HEADERS]
+    target = request.full_path if request.query_string else request.path
+    call = Call(request.method, target, headers, body, trigger="http")
+    rule_request = {"method": request.method, "path": request.path, "query": request.args.to_dict(),
+                    "headers": {k.lower(): v for k, v in headers}}
+    log_input = http_log_input(request.method, request.path, request.args.to_dict(), dict(headers), body)
+    result, execution_id = functions.invoke(name, call, current_principal(), rule_request, log_input)
+    if result.outcome != "success":
+        error = result.error or {"code": "function_error", "message": "The function failed."}
+        details = {k: v for k, v in (error.get("details") or {}).items() if k in PUBLIC_DETAILS}
+        details["execution_id"] = execution_id
+        raise AlyxError(error.get("code") or "function_error", error.get("message") or "The function failed.",
+                        result.status, details, {"X-Alyx-Execution-Id": execution_id})
+    response = Response(result.body, status=result.status)
+    for key, value in result.headers:
+        if key.lower() == "content-type":
+            response.headers["Content-Type"] = value
+        else:
+            response.headers.add(key, value)
+    response.headers["X-Alyx-Execution-Id"] = execution_id
+    return response
+
+
+def _require_admin() -> None:
+    principal = current_principal()
+    if principal is None:
+        raise AlyxError("unauthorized", "The execution log is for admins: sign in.", 401)
+    if not principal.is_admin:
+        raise AlyxError("forbidden", "The execution log is for admins only.", 403)
+
+
+@bp.get("/api/executions")
+def list_executions() -> Response:
+    _require_admin()
+    return json_response({"items": services().functions.executions.list(request.args.to_dict())})
+
+
+@bp.get("/api/executions/<execution_id>")
+def view_execution(execution_id: str) -> Response:
+    _require_admin()
+    return json_response(services().functions.executions.get(execution_id))

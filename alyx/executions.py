@@ -1,0 +1,87 @@
+"""The execution log: one row per function run (trigger, input, output, status, timings, logs, error)."""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import peewee
+
+from alyx.db import Database
+from alyx.errors import bad_request, not_found
+from alyx.models import new_id, utcnow
+
+STATUSES = ("success", "error", "timeout", "crashed", "memory_limit", "load_error", "denied")
+TRIGGERS = ("http", "database", "webhook", "schedule")
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+BODY_CAP = 16 * 1024
+LOG_CAP = 64 * 1024
+
+
+def capped_text(data: bytes | str | None, cap: int = BODY_CAP) -> str | None:
+    """Text of a body for the log, cut at `cap` bytes with a truncation marker."""
+    if data is None:
+        return None
+    raw = data.encode() if isinstance(data, str) else data
+    text = raw[:cap].decode("utf-8", "replace")
+    if len(raw) > cap:
+        text += f"\n[... {len(raw) - cap} more bytes truncated]"
+    return text
+
+
+class Executions:
+    """Writes and reads the execution log through the one system model."""
+
+    def __init__(self, db: Database, model: type[peewee.Model]) -> None:
+        self.db = db
+        self.model = model
+
+    def record(self, *, function: str, version: str, trigger: str, status: str, input: Any, output: Any,
+               error: Mapping[str, Any] | None, stdout: str, stderr: str, timings: Mapping[str, float],
+               duration_ms: float, tier: str, sandbox: str | None, started_at: dt.datetime | None = None) -> str:
+        row_id = new_id()
+        row = {
+            "id": row_id, "function_id": function, "version": version[:16], "trigger_type": trigger,
+            "status": status, "input": input, "output": output, "error": dict(error) if error else None,
+            "stdout": capped_text(stdout, LOG_CAP) or "", "stderr": capped_text(stderr, LOG_CAP) or "",
+            "timings": dict(timings), "duration_ms": duration_ms, "tier": tier, "sandbox": sandbox,
+            "started_at": started_at or utcnow(),
+        }
+        with self.db.connection(), self.db.write():
+            self.model.insert(**row).execute()
+        return row_id
+
+    def list(self, query: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Newest first; filters: function_id, status, trigger_type; limit (default 50, max 500)."""
+        unknown = set(query) - {"function_id", "status", "trigger_type", "limit"}
+        if unknown:
+            raise bad_request(f"Unknown filter {sorted(unknown)[0]!r}; use function_id, status, trigger_type, limit.")
+        m = self.model
+        select = m.select()
+        for key in ("function_id", "status", "trigger_type"):
+            if query.get(key):
+                select = select.where(getattr(m, key) == query[key])
+        try:
+            limit = int(query.get("limit") or DEFAULT_LIMIT)
+        except ValueError:
+            raise bad_request("limit must be an integer.") from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise bad_request(f"limit must be between 1 and {MAX_LIMIT}.")
+        with self.db.connection():
+            rows = list(select.order_by(m.started_at.desc(), m.id.desc()).limit(limit).dicts())
+        return [self._shape(r) for r in rows]
+
+    def get(self, execution_id: str) -> dict[str, Any]:
+        with self.db.connection():
+            row = self.model.select().where(self.model.id == execution_id).dicts().first()
+        if row is None:
+            raise not_found(f"No execution {execution_id!r}.")
+        return self._shape(row)
+
+    @staticmethod
+    def _shape(row: dict[str, Any]) -> dict[str, Any]:
+        started = row.pop("started_at")
+        row["started_at"] = started.isoformat() + "Z" if isinstance(started, dt.datetime) else started
+        row["logs"] = {"stdout": row.pop("stdout"), "stderr": row.pop("stderr")}
+        return row

@@ -1,0 +1,511 @@
+"""Warm pools of sandboxes and the invocation path through them.
+
+Generic sandboxes are pre-started per runtime; a call takes one, binds it to its function's
+version with /init, and it stays with that version until evicted (never back to the generic
+pool). Per function: at most ``max_instances`` sandboxes, ``concurrency`` calls in each; callers
+beyond that queue, and their wait counts against the deadline. Idle sandboxes leave after a TTL;
+under the memory budget the least recently used idle one leaves first; a busy one never does.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from alyx.sandbox.protocol import RawResponse, RuntimeGone, RuntimeTimeout, encode_context
+from alyx.sandbox.registry import FunctionSpec
+from alyx.sandbox.tiers import LoadError, Profile, Sandbox, Tier
+
+log = logging.getLogger("alyx.sandbox")
+
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer",
+               "proxy-authenticate", "proxy-authorization", "host"}
+RUNTIME_HEADERS = {"server", "date"}  # the shim's own; the app server sets these
+DEFAULT_PROFILE_MEMORY = 128
+
+
+@dataclass
+class PoolSettings:
+    """Pool sizing shared by every function (per-function limits come from the manifest)."""
+
+    warm_per_runtime: int = 1
+    idle_ttl: float = 300.0  # seconds
+    memory_budget: int = 2048  # MB: the sum of the memory limits of all live sandboxes
+    reap_interval: float = 2.0
+
+
+@dataclass
+class Call:
+    """One invocation as the runtime sees it: an HTTP request plus the caller and trigger."""
+
+    method: str = "POST"
+    target: str = "/"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    auth: dict[str, Any] | None = None
+    input: Any = None
+    trigger: str = "http"
+
+
+@dataclass
+class CallResult:
+    """What came back, or how it failed; every field is what the execution log records."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    outcome: str  # success | error | timeout | crashed | memory_limit | load_error
+    error: dict[str, Any] | None = None
+    stdout: str = ""
+    stderr: str = ""
+    timings: dict[str, float] = field(default_factory=dict)  # ms per phase: queue, acquire, init, handler
+    duration_ms: float = 0.0
+    sandbox: str | None = None
+    version: str = ""
+
+
+class QueueTimeout(Exception):
+    pass
+
+
+class _FunctionPool:
+    def __init__(self, spec: FunctionSpec) -> None:
+        self.spec = spec
+        self.instances: list[Sandbox] = []
+        self.starting = 0
+        self.load_error: tuple[LoadError, str, str] | None = None
+        self.retired = False
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+class SandboxManager:
+    """Owns every sandbox of one server process; thread- and greenlet-safe; knows no Flask or SQL."""
+
+    def __init__(self, tier: Tier, settings: PoolSettings | None = None) -> None:
+        self.tier = tier
+        self.settings = settings or PoolSettings()
+        self._cond = threading.Condition(threading.RLock())
+        self._pools: dict[str, _FunctionPool] = {}
+        self._retired: list[_FunctionPool] = []
+        self._generic: dict[Profile, list[Sandbox]] = {}
+        self._refilling: dict[Profile, int] = {}
+        self._warming: set[str] = set()
+        self._runtimes: set[str] = set()
+        self._all: set[Sandbox] = set()
+        self._closed = False
+        self._stop = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_loop, name="alyx-sandbox-reaper", daemon=True)
+        self._reaper.start()
+
+    # -- public ----------------------------------------------------------------------------------
+    def prewarm(self, runtimes: set[str] | list[str]) -> None:
+        """Keep `warm_per_runtime` generic sandboxes started for these runtimes."""
+        with self._cond:
+            self._runtimes |= set(runtimes)
+        for runtime in runtimes:
+            self._refill_async(Profile(runtime, DEFAULT_PROFILE_MEMORY))
+
+    def invoke(self, spec: FunctionSpec, call: Call) -> CallResult:
+        """Run one call; function faults come back as a CallResult with an error, never raise."""
+        began = time.monotonic()
+        deadline = began + spec.limits.timeout
+        timings = {"queue": 0.0, "acquire": 0.0, "init": 0.0, "handler": 0.0}
+        with self._cond:
+            self._runtimes.add(spec.runtime)
+        try:
+            pool, sandbox = self._acquire(spec, deadline, timings)
+        except QueueTimeout:
+            return self._failure(spec, began, timings, 504, "function_timeout", "timeout",
+                                 f"The function {spec.name!r} did not get a free instance within its timeout of "
+                                 f"{spec.limits.timeout:g}s (max_instances={spec.limits.max_instances}).",
+                                 {"phase": "queue"})
+        except LoadError as exc:
+            pool = self._pools.get(spec.name)
+            cached = pool.load_error if pool and pool.load_error and pool.load_error[0] is exc else None
+            return self._failure(spec, began, timings, 500, "function_load_error", "load_error",
+                                 f"The function {spec.name!r} failed to load: {exc.message}", exc.details,
+                                 stdout=cached[1] if cached else "", stderr=cached[2] if cached else "")
+        except RuntimeTimeout:
+            return self._failure(spec, began, timings, 504, "function_timeout", "timeout",
+                                 f"The function {spec.name!r} did not start within its timeout of "
+                                 f"{spec.limits.timeout:g}s.", {"phase": "start"})
+        except RuntimeGone as exc:
+            return self._failure(spec, began, timings, 503, "sandbox_unavailable", "error",
+                                 f"No sandbox could be started for {spec.name!r}: {exc}", {})
+        return self._run(spec, call, pool, sandbox, began, deadline, timings)
+
+    def shutdown(self) -> None:
+        """Stop every sandbox this manager started; later calls fail."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            victims = list(self._all)
+            self._all.clear()
+            self._pools.clear()
+            self._retired.clear()
+            self._generic.clear()
+            self._cond.notify_all()
+        self._stop.set()
+        threads = [threading.Thread(target=sb.stop, daemon=True) for sb in victims]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        self.tier.close()
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            return {
+                "tier": self.tier.name,
+                "memory_used_mb": sum(sb.profile.memory for sb in self._all),
+                "memory_budget_mb": self.settings.memory_budget,
+                "generic": {f"{p.runtime}/{p.memory}M": len(v) for p, v in self._generic.items()},
+                "functions": {name: {"version": pool.spec.version[:12], "instances": [sb.stats() for sb in
+                                                                                         pool.instances]}
+                              for name, pool in self._pools.items()},
+                "sandboxes": len(self._all),
+            }
+
+    def sandboxes(self) -> list[Sandbox]:
+        with self._cond:
+            return list(self._all)
+
+    # -- acquiring -------------------------------------------------------------------------------
+    def _pool_for(self, spec: FunctionSpec) -> _FunctionPool:
+        pool = self._pools.get(spec.name)
+        if pool is not None and pool.spec.version == spec.version:
+            return pool
+        if pool is not None:  # a new version: the old one takes no new calls and leaves when idle
+            pool.retired = True
+            self._retired.append(pool)
+            self._cond.notify_all()
+        pool = self._pools[spec.name] = _FunctionPool(spec)
+        return pool
+
+    def _acquire(self, spec: FunctionSpec, deadline: float, timings: dict[str, float]
+                 ) -> tuple[_FunctionPool, Sandbox]:
+        t0 = time.monotonic()
+        dead: list[Sandbox] = []
+        with self._cond:
+            pool = self._pool_for(spec)
+            while True:
+                if self._closed:
+                    raise RuntimeGone("the server is shutting down")
+                if pool.retired:  # a newer version arrived while we queued: keep to our version
+                    pool = self._pool_for(spec) if self._pools[spec.name].spec.version == spec.version else pool
+                if pool.load_error:
+                    raise pool.load_error[0]
+                for sb in list(pool.instances):
+                    if sb.active == 0 and not sb.alive():
+                        pool.instances.remove(sb)
+                        self._all.discard(sb)
+                        dead.append(sb)
+                free = [sb for sb in pool.instances if sb.active < spec.limits.concurrency]
+                if free:
+                    sandbox = min(free, key=lambda sb: sb.active)
+                    sandbox.active += 1
+                    timings["queue"] = _ms(time.monotonic() - t0)
+                    self._stop_later(dead)
+                    return pool, sandbox
+                # Concurrent first calls share one start: nobody starts while a start is under way.
+                if pool.starting == 0 and len(pool.instances) < spec.limits.max_instances:
+                    pool.starting += 1
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._stop_later(dead)
+                    raise QueueTimeout()
+                self._cond.wait(min(remaining, 1.0))
+        self._stop_later(dead)
+        timings["queue"] = _ms(time.monotonic() - t0)
+        sandbox = None
+        try:
+            t1 = time.monotonic()
+            sandbox = self._take_generic(Profile(spec.runtime, spec.limits.memory, spec.limits.cpu,
+                                                 spec.limits.network), deadline)
+            timings["acquire"] = _ms(time.monotonic() - t1)
+            t2 = time.monotonic()
+            try:
+                sandbox.init(spec, max(0.001, deadline - time.monotonic()))
+            finally:
+                timings["init"] = _ms(time.monotonic() - t2)
+        except LoadError as exc:
+            with self._cond:
+                pool.load_error = (exc, getattr(sandbox, "init_stdout", ""), getattr(sandbox, "init_stderr", ""))
+            self._discard(sandbox)
+            raise
+        except BaseException:
+            if sandbox is not None:
+                self._discard(sandbox)
+            raise
+        finally:
+            with self._cond:
+                pool.starting -= 1
+                self._cond.notify_all()
+        with self._cond:
+            sandbox.active = 1
+            pool.instances.append(sandbox)
+        return pool, sandbox
+
+    def _take_generic(self, profile: Profile, deadline: float) -> Sandbox:
+        with self._cond:
+            ready = self._generic.get(profile, [])
+            sandbox = None
+            while ready:
+                candidate = ready.pop()
+                if candidate.alive():
+                    sandbox = candidate
+                    break
+                self._all.discard(candidate)
+                self._stop_later([candidate])
+        if profile.runtime in self._runtimes and profile.memory == DEFAULT_PROFILE_MEMORY:
+            self._refill_async(Profile(profile.runtime, DEFAULT_PROFILE_MEMORY))
+        if sandbox is not None:
+            return sandbox
+        return self._start(profile, deadline)
+
+    def _start(self, profile: Profile, deadline: float | None) -> Sandbox:
+        sandbox = self._reserve(profile, deadline)
+        try:
+            sandbox.start()
+        except BaseException:
+            self._discard(sandbox)
+            raise
+        return sandbox
+
+    def _reserve(self, profile: Profile, deadline: float | None) -> Sandbox:
+        """A new (not yet started) sandbox counted in the budget, evicting idle LRU ones to make room."""
+        while True:
+            victim = None
+            with self._cond:
+                if self._closed:
+                    raise RuntimeGone("the server is shutting down")
+                used = sum(sb.profile.memory for sb in self._all)
+                if used + profile.memory <= self.settings.memory_budget or not self._all:
+                    sandbox = self.tier.create(profile)
+                    self._all.add(sandbox)
+                    return sandbox
+                victim = self._lru_idle()
+                if victim is None:
+                    if deadline is None:
+                        raise RuntimeGone("the memory budget is used by busy sandboxes")
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise QueueTimeout()
+                    self._cond.wait(min(remaining, 0.5))
+                    continue
+            log.info("sandbox %s evicted (memory budget %d MB)", victim.id, self.settings.memory_budget)
+            victim.stop()
+
+    def _lru_idle(self) -> Sandbox | None:
+        """Remove and return the least recently used idle sandbox (generic first), under the lock."""
+        for ready in self._generic.values():
+            if ready:
+                sb = ready.pop(0)
+                self._all.discard(sb)
+                return sb
+        idle = [(sb.last_used, sb, pool) for pool in [*self._pools.values(), *self._retired]
+                for sb in pool.instances if sb.active == 0]
+        if not idle:
+            return None
+        _, sb, pool = min(idle, key=lambda item: item[0])
+        pool.instances.remove(sb)
+        self._all.discard(sb)
+        return sb
+
+    # -- running ---------------------------------------------------------------------------------
+    def _run(self, spec: FunctionSpec, call: Call, pool: _FunctionPool, sandbox: Sandbox, began: float,
+             deadline: float, timings: dict[str, float]) -> CallResult:
+        invocation = uuid.uuid4().hex
+        context = encode_context({"auth": call.auth, "input": call.input, "trigger": call.trigger})
+        headers = [(k, v) for k, v in call.headers if k.lower() not in HOP_HEADERS and
+                   not k.lower().startswith("x-alyx-")]
+        headers += [("x-alyx-invocation-id", invocation), ("x-alyx-context", context),
+                    ("x-alyx-deadline", str(int((time.time() + deadline - time.monotonic()) * 1000)))]
+        sandbox.stdout.begin(invocation)
+        sandbox.stderr.begin(invocation)
+        t0 = time.monotonic()
+        raw: RawResponse | None = None
+        fault: tuple[int, str, str, str, dict[str, Any]] | None = None
+        discard = False
+        try:
+            raw = sandbox.invoke(call.method, call.target, headers, call.body, deadline - time.monotonic())
+        except RuntimeTimeout:
+            discard = True
+            fault = (504, "function_timeout", "timeout",
+                     f"The function {spec.name!r} did not finish within its timeout of {spec.limits.timeout:g}s; "
+                     "its sandbox was stopped and will be replaced.", {"phase": "handler"})
+        except RuntimeGone:
+            discard = True
+            info = sandbox.exit_info(wait=2.0)
+            if info.oom:
+                fault = (500, "memory_limit_exceeded", "memory_limit",
+                         f"The function {spec.name!r} exceeded its memory limit of {spec.limits.memory} MB; "
+                         "its sandbox was stopped and will be replaced.", {"memory_mb": spec.limits.memory})
+            else:
+                fault = (502, "function_crashed", "crashed",
+                         f"The function's runtime exited during the call (exit code {info.code}); "
+                         "its sandbox will be replaced.", {"exit_code": info.code})
+        timings["handler"] = _ms(time.monotonic() - t0)
+        if raw is not None and raw.header("x-alyx-retire"):
+            discard = True
+        if discard:
+            self._discard(sandbox, pool)
+        stdout = sandbox.stdout.finish(invocation, 1.0)
+        stderr = sandbox.stderr.finish(invocation, 1.0)
+        if not discard:
+            self._release(pool, sandbox)
+        duration = _ms(time.monotonic() - began)
+        if fault is not None:
+            status, code, outcome, message, details = fault
+            error = {"code": code, "message": message, "details": details}
+            return CallResult(status, [], b"", outcome, error, stdout, stderr, timings, duration, sandbox.id,
+                              spec.version)
+        assert raw is not None
+        kind = raw.header("x-alyx-outcome") or "ok"
+        out_headers = [(k, v) for k, v in raw.headers if k.lower() not in HOP_HEADERS and
+                       k.lower() not in RUNTIME_HEADERS and not k.lower().startswith("x-alyx-")]
+        error = None
+        outcome = "success"
+        if kind != "ok":
+            outcome = "memory_limit" if kind == "memory_limit_exceeded" else "error"
+            try:
+                error = raw.json().get("error")
+            except ValueError:
+                error = {"code": kind, "message": raw.body[:500].decode("utf-8", "replace")}
+        return CallResult(raw.status, out_headers, raw.body, outcome, error, stdout, stderr, timings, duration,
+                          sandbox.id, spec.version)
+
+    def _failure(self, spec: FunctionSpec, began: float, timings: dict[str, float], status: int, code: str,
+                 outcome: str, message: str, details: dict[str, Any], stdout: str = "", stderr: str = ""
+                 ) -> CallResult:
+        error = {"code": code, "message": message, "details": details}
+        return CallResult(status, [], b"", outcome, error, stdout, stderr, timings,
+                          _ms(time.monotonic() - began), None, spec.version)
+
+    def _release(self, pool: _FunctionPool, sandbox: Sandbox) -> None:
+        stop = False
+        with self._cond:
+            sandbox.active -= 1
+            sandbox.last_used = time.monotonic()
+            if sandbox.active == 0 and (pool.retired or not sandbox.alive()):
+                if sandbox in pool.instances:
+                    pool.instances.remove(sandbox)
+                self._all.discard(sandbox)
+                stop = True
+            self._cond.notify_all()
+        if stop:
+            sandbox.stop()
+
+    def _discard(self, sandbox: Sandbox, pool: _FunctionPool | None = None) -> None:
+        """Never reuse this sandbox: forget it and stop it now."""
+        with self._cond:
+            if pool is not None and sandbox in pool.instances:
+                pool.instances.remove(sandbox)
+            self._all.discard(sandbox)
+            self._cond.notify_all()
+        sandbox.stop()
+
+    @staticmethod
+    def _stop_later(sandboxes: list[Sandbox]) -> None:
+        for sb in sandboxes:
+            threading.Thread(target=sb.stop, daemon=True, name=f"alyx-sandbox-{sb.id}-stop").start()
+        sandboxes.clear()
+
+    # -- background ------------------------------------------------------------------------------
+    def _refill_async(self, profile: Profile) -> None:
+        with self._cond:
+            have = len(self._generic.get(profile, [])) + self._refilling.get(profile, 0)
+            missing = self.settings.warm_per_runtime - have
+            if self._closed or missing <= 0:
+                return
+            self._refilling[profile] = self._refilling.get(profile, 0) + missing
+        for _ in range(missing):
+            threading.Thread(target=self._refill_one, args=(profile,), daemon=True,
+                             name=f"alyx-sandbox-warm-{profile.runtime}").start()
+
+    def _refill_one(self, profile: Profile) -> None:
+        sandbox = None
+        try:
+            sandbox = self._start(profile, None)
+        except Exception as exc:  # noqa: BLE001 - a failed warm start is retried by the next refill
+            if not self._closed:
+                log.warning("warm %s sandbox failed to start: %s", profile.runtime, exc)
+        with self._cond:
+            self._refilling[profile] -= 1
+            if sandbox is not None:
+                if self._closed:
+                    self._all.discard(sandbox)
+                else:
+                    self._generic.setdefault(profile, []).append(sandbox)
+                    self._cond.notify_all()
+                    return
+        if sandbox is not None:
+            sandbox.stop()
+
+    def _warm_function(self, spec: FunctionSpec) -> None:
+        """Start one more bound sandbox for a function with min_warm (in the background)."""
+        try:
+            pool, sandbox = self._acquire(spec, time.monotonic() + max(spec.limits.timeout, 30.0), {})
+            self._release(pool, sandbox)
+        except Exception as exc:  # noqa: BLE001 - warming is best effort; calls report real errors
+            log.debug("min_warm for %s failed: %s", spec.name, exc)
+        finally:
+            with self._cond:
+                self._warming.discard(spec.name)
+
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(self.settings.reap_interval):
+            try:
+                self.reap()
+            except Exception:  # noqa: BLE001 - the reaper must survive anything
+                log.exception("sandbox reaper failed")
+
+    def reap(self) -> None:
+        """Evict idle-expired and dead sandboxes, drop drained old versions, keep min_warm and warm pools."""
+        now = time.monotonic()
+        victims: list[Sandbox] = []
+        warm: list[FunctionSpec] = []
+        with self._cond:
+            if self._closed:
+                return
+            for pool in [*self._pools.values(), *self._retired]:
+                keep = 0 if pool.retired else pool.spec.limits.min_warm
+                idle = sorted((sb for sb in pool.instances if sb.active == 0), key=lambda sb: sb.last_used,
+                              reverse=True)
+                for sb in idle:
+                    if not sb.alive() or pool.retired:
+                        victims.append(sb)
+                    elif now - sb.last_used > self.settings.idle_ttl and keep <= 0:
+                        victims.append(sb)
+                    else:
+                        keep -= 1
+                for sb in victims:
+                    if sb in pool.instances:
+                        pool.instances.remove(sb)
+                if (not pool.retired and not pool.load_error and pool.spec.name not in self._warming and
+                        len(pool.instances) + pool.starting < pool.spec.limits.min_warm):
+                    self._warming.add(pool.spec.name)
+                    warm.append(pool.spec)
+            self._retired = [p for p in self._retired if p.instances]
+            for ready in self._generic.values():
+                for sb in [sb for sb in ready if not sb.alive()]:
+                    ready.remove(sb)
+                    victims.append(sb)
+            for sb in victims:
+                self._all.discard(sb)
+            runtimes = set(self._runtimes)
+            self._cond.notify_all()
+        for sb in victims:
+            sb.stop()
+        for spec in warm:
+            threading.Thread(target=self._warm_function, args=(spec,), daemon=True).start()
+        for runtime in runtimes:
+            self._refill_async(Profile(runtime, DEFAULT_PROFILE_MEMORY))

@@ -1,0 +1,373 @@
+"""Sandbox tiers behind one interface: start, init, invoke, stop, stats.
+
+A Sandbox is one runtime process (or container) serving the runtime protocol on a Unix socket in
+its own host folder (``sock/``), with the function's code copied into ``code/`` when it is bound.
+This module holds the shared part and the process and bubblewrap tiers; Docker is in docker_tier.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alyx.sandbox.capture import StreamCapture
+from alyx.sandbox.protocol import RawResponse, RuntimeClient, RuntimeGone, RuntimeTimeout
+from alyx.sandbox.registry import FunctionSpec
+
+log = logging.getLogger("alyx.sandbox")
+
+RUNTIMES_DIR = Path(__file__).resolve().parent.parent.parent / "runtimes"
+SHIMS = {"python": "python/shim.py", "node": "node/shim.js"}
+START_TIMEOUT = 15.0
+CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a sandbox is started with, before it knows its function."""
+
+    runtime: str
+    memory: int = 128  # MB
+    cpu: float = 1.0
+    network: bool = False
+
+
+@dataclass
+class ExitInfo:
+    code: int | None
+    oom: bool = False
+    detail: str = ""
+
+
+class LoadError(Exception):
+    """The function's code failed to load (syntax error, missing handler...)."""
+
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+def node_heap_mb(memory: int) -> int:
+    """V8's old-space limit for a memory budget: leave room for the runtime itself."""
+    return max(16, int(memory * 0.75))
+
+
+def _base_env(extra: dict[str, str]) -> dict[str, str]:
+    # Nothing of the server's environment is passed on: a function sees only these and its manifest env.
+    return {"PATH": CLEAN_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1", "MALLOC_ARENA_MAX": "2", **extra}
+
+
+class Sandbox(ABC):
+    """One warm runtime. Subclasses launch and kill it; the protocol part is shared."""
+
+    tier = "abstract"
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.id = secrets.token_hex(6)
+        self.secret = secrets.token_urlsafe(24)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"alyx-{profile.runtime[:2]}-"))
+        os.chmod(self.workdir, 0o755)
+        (self.workdir / "sock").mkdir(mode=0o777)
+        os.chmod(self.workdir / "sock", 0o777)
+        (self.workdir / "code").mkdir(mode=0o755)
+        self.client = RuntimeClient(str(self.workdir / "sock" / "rt.sock"), self.secret)
+        self.stdout = StreamCapture()
+        self.stderr = StreamCapture()
+        self.function: FunctionSpec | None = None
+        self.started_at = 0.0
+        self.stopped = False
+        # Pool bookkeeping (owned by the manager, under its lock).
+        self.active = 0
+        self.last_used = time.monotonic()
+        self.calls = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Launch the runtime and wait until it answers /__rt/health."""
+        self.started_at = time.monotonic()
+        self._launch()
+        try:
+            self.client.wait_ready(time.monotonic() + START_TIMEOUT, self.alive)
+        except (RuntimeGone, RuntimeTimeout) as exc:
+            info = self.exit_info()
+            tail = self.stderr.tail_text()[-2000:]
+            self.stop()
+            raise RuntimeGone(f"{self.tier} {self.profile.runtime} runtime failed to start: {exc} "
+                              f"(exit {info.code}) {tail}".strip()) from None
+
+    def init(self, spec: FunctionSpec, timeout: float) -> None:
+        """Bind this sandbox to one function version: copy its code in, then POST /__rt/init."""
+        code = self.workdir / "code"
+        for rel in spec.files:
+            target = code / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(spec.root / rel, target)
+            os.chmod(target, 0o644)
+        for d, _dirs, _files in os.walk(code):
+            os.chmod(d, 0o755)
+        if spec.runtime == "node" and not (code / "package.json").exists():
+            (code / "package.json").write_text(json.dumps({"type": "module" if spec.esm else "commonjs"}))
+            os.chmod(code / "package.json", 0o644)
+        self.function = spec
+        body = json.dumps({"code_dir": self.code_dir, "entry": spec.entry, "handler": spec.handler,
+                           "env": dict(spec.env), "function": spec.name}).encode()
+        self.stdout.begin("init")
+        self.stderr.begin("init")
+        try:
+            response = self.client.request("POST", "/__rt/init", [("Content-Type", "application/json")], body,
+                                           timeout)
+        finally:
+            self.init_stdout = self.stdout.finish("init", 1.0)
+            self.init_stderr = self.stderr.finish("init", 1.0)
+        if response.status != 200:
+            error = response.json().get("error", {}) if response.body else {}
+            raise LoadError(error.get("message") or f"init failed with HTTP {response.status}",
+                            error.get("details") or {})
+
+    def invoke(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
+               timeout: float) -> RawResponse:
+        self.calls += 1
+        return self.client.request(method, target, headers, body, timeout)
+
+    @property
+    def code_dir(self) -> str:
+        return str(self.workdir / "code")
+
+    def stop(self) -> None:
+        """Kill the runtime and remove everything it had on the host; safe to call twice."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.client.close()
+        try:
+            self._kill()
+        except Exception:  # noqa: BLE001 - cleanup must go on
+            log.exception("sandbox %s: kill failed", self.id)
+        self.stdout.close()
+        self.stderr.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def stats(self) -> dict[str, Any]:
+        return {"id": self.id, "tier": self.tier, "runtime": self.profile.runtime,
+                "function": self.function.key if self.function else None, "memory_limit_mb": self.profile.memory,
+                "active": self.active, "calls": self.calls, "alive": self.alive(),
+                "idle_s": round(time.monotonic() - self.last_used, 3)}
+
+    # -- tier-specific ---------------------------------------------------------------------------
+    @abstractmethod
+    def _launch(self) -> None: ...
+
+    @abstractmethod
+    def _kill(self) -> None: ...
+
+    @abstractmethod
+    def alive(self) -> bool: ...
+
+    @abstractmethod
+    def exit_info(self, wait: float = 0.0) -> ExitInfo: ...
+
+
+class Tier(ABC):
+    """Makes sandboxes of one kind."""
+
+    name = "abstract"
+
+    @abstractmethod
+    def create(self, profile: Profile) -> Sandbox: ...
+
+    def close(self) -> None:  # noqa: B027 - most tiers hold nothing of their own
+        """Release what the tier itself holds (not its sandboxes: the manager stops those)."""
+
+
+def _pump(stream: Any, capture: StreamCapture) -> None:
+    try:
+        while True:
+            chunk = os.read(stream.fileno(), 65536)
+            if not chunk:
+                break
+            capture.feed(chunk)
+    except (OSError, ValueError):
+        pass
+    finally:
+        capture.close()
+        try:
+            stream.close()
+        except OSError:
+            pass
+
+
+def _interpreter(runtime: str) -> str:
+    if runtime == "python":
+        return sys.executable
+    found = shutil.which("node")
+    if not found:
+        raise RuntimeGone("the node runtime needs `node` on the PATH")
+    return found
+
+
+class ProcessSandbox(Sandbox):
+    """A plain child process with rlimits and a clean environment (development only)."""
+
+    tier = "process"
+
+    def _command(self) -> list[str]:
+        shim = str(RUNTIMES_DIR / SHIMS[self.profile.runtime])
+        if self.profile.runtime == "python":
+            return [_interpreter("python"), "-u", "-I", shim]
+        return [_interpreter("node"), f"--max-old-space-size={node_heap_mb(self.profile.memory)}", shim]
+
+    def _env(self) -> dict[str, str]:
+        return _base_env({"ALYX_SOCKET": str(self.workdir / "sock" / "rt.sock"), "ALYX_SECRET": self.secret})
+
+    def _limits(self) -> None:
+        memory = self.profile.memory * 1024 * 1024
+        # RLIMIT_AS kills Node at start (STACK.md): limit the data segment instead, with headroom
+        # for the runtime's own allocations.
+        data = memory + 64 * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_DATA, (data, data))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    def _launch(self) -> None:
+        self.proc = subprocess.Popen(
+            self._command(), env=self._env(), cwd=str(self.workdir), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=self._limits,
+            close_fds=True)
+        self._pumps = []
+        for stream, capture in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
+            pump = threading.Thread(target=_pump, args=(stream, capture), daemon=True,
+                                    name=f"alyx-sandbox-{self.id}-io")
+            pump.start()
+            self._pumps.append(pump)
+
+    def alive(self) -> bool:
+        return getattr(self, "proc", None) is not None and self.proc.poll() is None
+
+    def exit_info(self, wait: float = 0.0) -> ExitInfo:
+        try:
+            code = self.proc.wait(timeout=wait) if wait else self.proc.poll()
+        except subprocess.TimeoutExpired:
+            code = None
+        if code is not None:
+            for pump in self._pumps:  # the last words of a dead runtime are in its pipes
+                pump.join(timeout=0.5)
+        tail = self.stderr.tail_text()
+        oom = "heap out of memory" in tail or "MemoryError" in tail or "Cannot allocate memory" in tail
+        return ExitInfo(code, oom, tail[-2000:])
+
+    def _kill(self) -> None:
+        if getattr(self, "proc", None) is None:
+            return
+        try:  # the whole group: user code may have started children of its own
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            log.error("sandbox %s: pid %s did not die", self.id, self.proc.pid)
+        for pump in self._pumps:
+            pump.join(timeout=0.5)
+
+
+class ProcessTier(Tier):
+    """Development only: the runtime runs as this user, with rlimits and a clean environment."""
+
+    name = "process"
+
+    def __init__(self) -> None:
+        log.warning("functions run in the 'process' sandbox tier: rlimits and a clean environment only, "
+                    "no filesystem or network isolation. Use docker or bwrap in production.")
+
+    def create(self, profile: Profile) -> Sandbox:
+        return ProcessSandbox(profile)
+
+
+def _bwrap_binds() -> list[str]:
+    args: list[str] = []
+    for path in ("/usr", "/etc/alternatives", "/etc/ssl", "/etc/ca-certificates"):
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    for link, target in (("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")):
+        if os.path.islink(link):
+            args += ["--symlink", target, link]
+        elif os.path.isdir(link):
+            args += ["--ro-bind", link, link]
+    return args
+
+
+class BwrapSandbox(ProcessSandbox):
+    """A bubblewrap sandbox: new user, pid, ipc, uts and network namespaces, read-only system binds."""
+
+    tier = "bwrap"
+
+    def _command(self) -> list[str]:
+        runtime = self.profile.runtime
+        interpreter = "/usr/bin/python3" if runtime == "python" else shutil.which("node") or "/usr/bin/node"
+        if not os.path.exists(interpreter):
+            raise RuntimeGone(f"the bwrap tier needs {interpreter}")
+        args = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                "--uid", "65534", "--gid", "65534", "--hostname", "sandbox", "--cap-drop", "ALL",
+                *_bwrap_binds(),
+                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+                "--ro-bind", str(RUNTIMES_DIR / runtime), "/opt/alyx",
+                "--ro-bind", str(self.workdir / "code"), "/code",
+                "--bind", str(self.workdir / "sock"), "/run/alyx",
+                "--chdir", "/tmp", "--clearenv"]
+        if not self.profile.network:
+            args.append("--unshare-net")
+        for k, v in _base_env({"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET": self.secret}).items():
+            args += ["--setenv", k, v]
+        shim = "/opt/alyx/" + SHIMS[runtime].split("/", 1)[1]
+        if runtime == "python":
+            return [*args, "--", interpreter, "-u", "-I", shim]
+        return [*args, "--", interpreter, f"--max-old-space-size={node_heap_mb(self.profile.memory)}", shim]
+
+    @property
+    def code_dir(self) -> str:
+        return "/code"
+
+
+class BwrapTier(Tier):
+    """Unprivileged namespaces via bubblewrap: no network, read-only system, only /code and a socket."""
+
+    name = "bwrap"
+
+    def __init__(self) -> None:
+        problem = bwrap_problem()
+        if problem:
+            raise RuntimeError(problem)
+
+    def create(self, profile: Profile) -> Sandbox:
+        return BwrapSandbox(profile)
+
+
+def bwrap_problem() -> str | None:
+    """None when bubblewrap can run a sandbox here, else why not."""
+    if not shutil.which("bwrap"):
+        return "bubblewrap (bwrap) is not installed"
+    try:
+        done = subprocess.run(["bwrap", "--unshare-user", "--unshare-net", "--unshare-pid", *_bwrap_binds(),
+                               "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"],
+                              capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap cannot run: {exc}"
+    if done.returncode != 0:
+        return f"bwrap cannot create namespaces here: {done.stderr.decode(errors='replace').strip()}"
+    return None

@@ -1,0 +1,154 @@
+// The Alyx Node.js runtime shim: serves the runtime protocol (DESIGN.md §6) over a Unix socket.
+// Loaded once per sandbox; user code (CommonJS or ESM) is loaded by POST /__rt/init, then every
+// other request is an invocation of it. Node built-ins only: it runs inside minimal images.
+'use strict';
+const crypto = require('crypto');
+const fs = require('fs');
+const http = require('http');
+const path = require('path');
+const { pathToFileURL } = require('url');
+
+const SOCKET_PATH = process.env.ALYX_SOCKET || '/run/alyx/rt.sock';
+const SECRET = Buffer.from(process.env.ALYX_SECRET || '');
+delete process.env.ALYX_SOCKET;
+delete process.env.ALYX_SECRET;
+const state = { handler: null, env: {}, fn: null };
+
+function sameSecret(given) {
+  const g = Buffer.from(given || '');
+  return g.length === SECRET.length && crypto.timingSafeEqual(g, SECRET);
+}
+
+function reply(res, status, body, headers) {
+  const buf = Buffer.isBuffer(body) ? body : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+  const h = Object.assign({ 'Content-Type': 'application/json' }, headers || {});
+  for (const k of Object.keys(h)) {
+    if (['content-length', 'connection', 'transfer-encoding'].includes(k.toLowerCase())) delete h[k];
+  }
+  h['Content-Length'] = buf.length;
+  res.writeHead(status, h);
+  res.end(buf);
+}
+
+function describe(err) {
+  if (err && err.name && err.message !== undefined) return `${err.name}: ${err.message}`;
+  return String(err);
+}
+
+function locate(err) {
+  // A syntax error's stack starts with "file:line" on its first line.
+  const m = /^(.*?):(\d+)\s*$/m.exec(String((err && err.stack) || ''));
+  return m ? { file: path.basename(m[1]), line: Number(m[2]) } : {};
+}
+
+async function load(body) {
+  if (state.fn !== null) return [409, { error: { code: 'already_initialized', message: 'this sandbox is bound already' } }];
+  const env = body.env || {};
+  Object.assign(process.env, env);
+  state.env = env;
+  try {
+    process.chdir(body.code_dir);
+    const mod = await import(pathToFileURL(path.join(body.code_dir, body.entry)).href);
+    const name = body.handler || 'handler';
+    let fn = null;
+    for (const c of [mod.default, mod[name], mod.default && mod.default[name], mod.default && mod.default.default]) {
+      if (typeof c === 'function') { fn = c; break; }
+    }
+    if (!fn) throw new TypeError(`${body.entry} exports no handler (export default a function, or export ${name})`);
+    state.handler = fn;
+    state.fn = body.function || body.entry;
+    return [200, { ok: true }];
+  } catch (err) {
+    process.stderr.write(`${(err && err.stack) || describe(err)}\n`);
+    const details = Object.assign({ traceback: String((err && err.stack) || err) }, err instanceof SyntaxError ? locate(err) : {});
+    return [422, { error: { code: 'function_load_error', message: describe(err), details } }];
+  }
+}
+
+class Res {
+  constructor() { this.statusCode = 200; this.headers = {}; this.body = Buffer.alloc(0); this.sent = false; }
+  status(code) { this.statusCode = Number(code); return this; }
+  header(name, value) { this.headers[String(name)] = String(value); return this; }
+  setHeader(name, value) { return this.header(name, value); }
+  set(name, value) { return this.header(name, value); }
+  finish(body, type, status) {
+    if (status !== undefined && status !== null) this.statusCode = Number(status);
+    if (!Object.keys(this.headers).some((k) => k.toLowerCase() === 'content-type')) this.headers['Content-Type'] = type;
+    this.body = body; this.sent = true; return this;
+  }
+  json(data, status) { return this.finish(Buffer.from(JSON.stringify(data === undefined ? null : data)), 'application/json', status); }
+  text(text, status) { return this.finish(Buffer.from(String(text)), 'text/plain; charset=utf-8', status); }
+  send(body, status) {
+    if (Buffer.isBuffer(body)) return this.finish(body, 'application/octet-stream', status);
+    if (body !== null && typeof body === 'object') return this.json(body, status);
+    return this.finish(Buffer.from(body === undefined ? '' : String(body)), 'text/html; charset=utf-8', status);
+  }
+  redirect(url, status) { this.headers.Location = url; return this.finish(Buffer.alloc(0), 'text/plain; charset=utf-8', status || 302); }
+  end(body) { return this.send(body === undefined ? '' : body); }
+}
+
+function markEnd(id) {
+  const mark = `\x1eALYX-END ${id}\x1e\n`;
+  try { fs.writeSync(1, mark); } catch (e) { /* closed stdout must not fail the call */ }
+  try { fs.writeSync(2, mark); } catch (e) { /* same */ }
+}
+
+async function invoke(req, res, body) {
+  const id = req.headers['x-alyx-invocation-id'] || '';
+  if (!state.handler) return reply(res, 409, { error: { code: 'not_initialized', message: 'no function bound' } });
+  const raw = req.headers['x-alyx-context'];
+  const context = raw ? JSON.parse(Buffer.from(raw, 'base64').toString('utf8')) : {};
+  const headers = {};
+  for (const [k, v] of Object.entries(req.headers)) if (!k.startsWith('x-alyx-')) headers[k] = v;
+  const url = new URL(req.url, 'http://sandbox');
+  const query = {};
+  for (const [k, v] of url.searchParams) if (!(k in query)) query[k] = v;
+  let json = null;
+  if (body.length && (headers['content-type'] || '').includes('json')) {
+    try { json = JSON.parse(body.toString('utf8')); } catch (e) { json = null; }
+  }
+  const request = {
+    method: req.method, path: url.pathname, headers, query, body: body.toString('utf8'), rawBody: body, json,
+    input: context.input === undefined ? null : context.input, auth: context.auth === undefined ? null : context.auth,
+    trigger: context.trigger || 'http', env: Object.assign({}, state.env),
+  };
+  let out = new Res();
+  let extra = { 'x-alyx-outcome': 'ok' };
+  try {
+    const result = await state.handler(request, out);
+    if (!out.sent) {
+      if (result instanceof Res) out = result;
+      else if (result === undefined) out.status(204);
+      else out.send(result);
+    }
+  } catch (err) {
+    process.stderr.write(`${(err && err.stack) || describe(err)}\n`);
+    const oom = err instanceof RangeError && /allocation|memory/i.test(String(err.message));
+    out = new Res().json({ error: { code: oom ? 'memory_limit_exceeded' : 'function_error', message: describe(err) } }, 500);
+    extra = oom ? { 'x-alyx-outcome': 'memory_limit_exceeded', 'x-alyx-retire': '1' } : { 'x-alyx-outcome': 'function_error' };
+  }
+  markEnd(id);
+  reply(res, out.statusCode, out.body, Object.assign({}, out.headers, extra));
+}
+
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', async () => {
+    const body = Buffer.concat(chunks);
+    if (!sameSecret(req.headers['x-alyx-secret'])) return reply(res, 401, { error: { code: 'unauthorized', message: 'bad runtime secret' } });
+    if (req.url === '/__rt/health') return reply(res, 200, { ok: true, runtime: 'node', pid: process.pid, function: state.fn });
+    if (req.url === '/__rt/init') {
+      const [status, payload] = await load(JSON.parse(body.toString('utf8')));
+      markEnd('init');
+      return reply(res, status, payload);
+    }
+    return invoke(req, res, body);
+  });
+});
+server.keepAliveTimeout = 0;
+server.headersTimeout = 0;
+server.requestTimeout = 0;
+process.on('unhandledRejection', (err) => process.stderr.write(`unhandled rejection: ${(err && err.stack) || err}\n`));
+try { fs.unlinkSync(SOCKET_PATH); } catch (e) { /* not there */ }
+server.listen(SOCKET_PATH, () => fs.chmodSync(SOCKET_PATH, 0o666));

@@ -1,0 +1,238 @@
+"""The Alyx Python runtime shim: serves the runtime protocol (DESIGN.md §6) over a Unix socket.
+
+Loaded once per sandbox; user code is loaded by POST /__rt/init, then every other request is an
+invocation of that code. Standard library only: it runs inside minimal images.
+"""
+import base64
+import hmac
+import importlib.util
+import json
+import os
+import socketserver
+import sys
+import traceback
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import parse_qs, urlsplit
+
+SOCKET_PATH = os.environ.pop("ALYX_SOCKET", "/run/alyx/rt.sock")
+SECRET = os.environ.pop("ALYX_SECRET", "").encode()
+END_MARK = "\x1eALYX-END {}\x1e\n"
+STATE = {"handler": None, "env": {}, "function": None}
+
+
+class Request:
+    """What a handler receives as `req`."""
+
+    def __init__(self, method, target, headers, body, context):
+        parts = urlsplit(target)
+        self.method = method
+        self.path = parts.path
+        self.query_all = parse_qs(parts.query, keep_blank_values=True)
+        self.query = {k: v[0] for k, v in self.query_all.items()}
+        self.headers = headers
+        self.raw_body = body
+        try:
+            self.body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            self.body = body
+        self.json = None
+        if body and "json" in headers.get("content-type", ""):
+            try:
+                self.json = json.loads(body)
+            except ValueError:
+                self.json = None
+        self.input = context.get("input")
+        self.auth = context.get("auth")
+        self.trigger = context.get("trigger", "http")
+        self.env = dict(STATE["env"])
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+    def get(self, key, default=None):
+        return getattr(self, key, default)
+
+
+class Response:
+    """What a handler receives as `res`: chainable status/header, then json/text/send."""
+
+    def __init__(self):
+        self.status_code = 200
+        self.headers = {}
+        self.body = b""
+        self.sent = False
+
+    def status(self, code):
+        self.status_code = int(code)
+        return self
+
+    def header(self, name, value):
+        self.headers[str(name)] = str(value)
+        return self
+
+    set_header = header
+
+    def _finish(self, body, content_type, status):
+        if status is not None:
+            self.status_code = int(status)
+        if not any(k.lower() == "content-type" for k in self.headers):
+            self.headers["Content-Type"] = content_type
+        self.body = body
+        self.sent = True
+        return self
+
+    def json(self, data, status=None):
+        return self._finish(json.dumps(data, default=str).encode(), "application/json", status)
+
+    def text(self, text, status=None):
+        return self._finish(str(text).encode(), "text/plain; charset=utf-8", status)
+
+    def send(self, body=b"", status=None):
+        if isinstance(body, (dict, list)):
+            return self.json(body, status)
+        if isinstance(body, str):
+            return self._finish(body.encode(), "text/html; charset=utf-8", status)
+        return self._finish(bytes(body), "application/octet-stream", status)
+
+    def redirect(self, url, status=302):
+        self.headers["Location"] = url
+        return self._finish(b"", "text/plain; charset=utf-8", status)
+
+
+def _describe(exc):
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def _load(body):
+    if STATE["function"] is not None:
+        return 409, {"error": {"code": "already_initialized", "message": "this sandbox is bound already"}}
+    code_dir, entry = body["code_dir"], body["entry"]
+    env = body.get("env") or {}
+    os.environ.update(env)
+    STATE["env"] = env
+    sys.path.insert(0, code_dir)
+    os.chdir(code_dir)
+    try:
+        spec = importlib.util.spec_from_file_location("alyx_function", os.path.join(code_dir, entry))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["alyx_function"] = module
+        spec.loader.exec_module(module)
+        handler = getattr(module, body.get("handler") or "handler", None)
+        if not callable(handler):
+            raise TypeError(f"{entry} defines no function named {body.get('handler') or 'handler'!r}")
+    except BaseException as exc:  # noqa: BLE001 - user code may raise anything, even SystemExit
+        traceback.print_exc()
+        sys.stderr.flush()
+        details = {"traceback": traceback.format_exc()}
+        if isinstance(exc, SyntaxError):
+            details.update({"file": os.path.basename(exc.filename or entry), "line": exc.lineno})
+        return 422, {"error": {"code": "function_load_error", "message": _describe(exc), "details": details}}
+    STATE["handler"] = handler
+    STATE["function"] = body.get("function") or entry
+    return 200, {"ok": True}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "alyx-python"
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, status, body, headers=None, content_type="application/json"):
+        self.send_response(status)
+        headers = dict(headers or {})
+        if not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = content_type
+        for k, v in headers.items():
+            if k.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self):
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if not hmac.compare_digest(self.headers.get("x-alyx-secret", "").encode(), SECRET):
+            return self._reply(401, b'{"error": {"code": "unauthorized", "message": "bad runtime secret"}}')
+        if self.path == "/__rt/health":
+            info = {"ok": True, "runtime": "python", "pid": os.getpid(), "function": STATE["function"]}
+            return self._reply(200, json.dumps(info).encode())
+        if self.path == "/__rt/init":
+            status, payload = _load(json.loads(body))
+            self._mark_end("init")
+            return self._reply(status, json.dumps(payload).encode())
+        self._invoke(body)
+
+    def _invoke(self, body):
+        invocation = self.headers.get("x-alyx-invocation-id", "")
+        if STATE["handler"] is None:
+            return self._reply(409, b'{"error": {"code": "not_initialized", "message": "no function bound"}}')
+        raw_context = self.headers.get("x-alyx-context")
+        context = json.loads(base64.b64decode(raw_context)) if raw_context else {}
+        headers = {k.lower(): v for k, v in self.headers.items() if not k.lower().startswith("x-alyx-")}
+        req = Request(self.command, self.path, headers, body, context)
+        res = Response()
+        extra = {"x-alyx-outcome": "ok"}
+        try:
+            result = STATE["handler"](req, res)
+            if hasattr(result, "__await__"):
+                import asyncio  # only async handlers pay for importing it
+
+                result = asyncio.run(result)
+            if not res.sent:
+                if result is None:
+                    res.status(204)
+                elif isinstance(result, Response):
+                    res = result
+                elif isinstance(result, (bytes, str)):
+                    res.send(result)
+                else:
+                    res.json(result)
+        except MemoryError:
+            res = Response().json({"error": {"code": "memory_limit_exceeded",
+                                             "message": "The function ran out of memory."}}, 500)
+            extra = {"x-alyx-outcome": "memory_limit_exceeded", "x-alyx-retire": "1"}
+        except BaseException as exc:  # noqa: BLE001 - a handler may raise anything
+            traceback.print_exc()
+            res = Response().json({"error": {"code": "function_error", "message": _describe(exc)}}, 500)
+            extra = {"x-alyx-outcome": "function_error"}
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                extra["x-alyx-retire"] = "1"
+        self._mark_end(invocation)
+        self._reply(res.status_code, res.body, {**res.headers, **extra})
+
+    @staticmethod
+    def _mark_end(invocation):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+                stream.write(END_MARK.format(invocation))
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed stream must not fail the call
+                pass
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    request_queue_size = 64
+
+    def get_request(self):
+        sock, _ = self.socket.accept()
+        return sock, ("sandbox", 0)
+
+
+def main():
+    if os.path.exists(SOCKET_PATH):
+        os.unlink(SOCKET_PATH)
+    server = Server(SOCKET_PATH, Handler)
+    os.chmod(SOCKET_PATH, 0o666)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

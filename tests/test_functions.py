@@ -1,0 +1,374 @@
+"""Functions end to end through the Flask app, the same tests on every sandbox tier (process, bwrap, docker).
+
+A tier that cannot run here fails its tests (CI provisions bubblewrap and a Docker engine)."""
+from __future__ import annotations
+
+import os
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask, g
+
+from alyx.app import create_app
+from alyx.config import load_config
+from alyx.rules import Principal
+from alyx.sandbox import tier_problems
+
+TIERS = ["process", "bwrap"]  # docker joins when its tier lands
+SECRET = "s" * 40
+ADMIN = Principal("admin0000000001", "admin@example.com", "admin", True)
+USER = Principal("user00000000001", "user@example.com", "user", True)
+
+HELLO_PY = '''
+def handler(req, res):
+    print("hello from python", req.method)
+    return res.json({"hello": req.query.get("name", "world")})
+'''
+HELLO_JS = '''
+export default async function handler(req, res) {
+  console.log('hello from node', req.method);
+  return res.json({ hello: req.query.name || 'world' });
+}
+'''
+ECHO_PY = '''
+def handler(req, res):
+    res.header("X-Echo", "yes").status(201)
+    return res.json({"method": req.method, "path": req.path, "query": req.query, "json": req.json,
+                     "body": req.body if isinstance(req.body, str) else None, "auth": req.auth,
+                     "header": req.headers.get("x-custom"), "has_cookie": "cookie" in req.headers})
+'''
+ECHO_CJS = '''
+module.exports = async function (req, res) {
+  res.setHeader('X-Echo', 'yes');
+  return res.status(201).json({ method: req.method, path: req.path, query: req.query, json: req.json,
+    body: req.body, auth: req.auth, header: req.headers['x-custom'] || null,
+    has_cookie: 'cookie' in req.headers });
+};
+'''
+
+
+@pytest.fixture(params=TIERS)
+def tier(request: pytest.FixtureRequest) -> str:
+    problem = tier_problems(request.param)
+    if problem:
+        pytest.fail(f"sandbox tier {request.param} cannot run here: {problem} (run scripts/provision.sh)")
+    return request.param
+
+
+FnApp = Callable[..., Flask]
+
+
+@pytest.fixture
+def fn_app(tmp_path: Path, tier: str) -> Iterator[FnApp]:
+    """An app (SQLite) whose functions/ holds the given files; its principal comes from X-Test-User."""
+    apps: list[Flask] = []
+
+    def factory(files: dict[str, str], config: str = "", env: dict[str, str] | None = None) -> Flask:
+        project = tmp_path / f"project{len(apps)}"
+        (project / "functions").mkdir(parents=True)
+        (project / "schema.yaml").write_text("collections: []\n")
+        (project / "alyx.yaml").write_text(textwrap.dedent(config))
+        for name, text in files.items():
+            path = project / "functions" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text))
+        app = create_app(load_config(project, env={"ALYX_FUNCTIONS_SANDBOX": tier, "ALYX_AUTH_SECRET": SECRET,
+                                                   "ALYX_FUNCTIONS_IDLE_TTL": "600", **(env or {})}))
+        app.testing = True
+
+        @app.before_request
+        def _test_principal() -> None:
+            from flask import request
+
+            who = request.headers.get("X-Test-User")
+            if who:
+                g.principal = ADMIN if who == "admin" else USER
+
+        app.config["project"] = project
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.extensions["alyx"].close()
+
+
+def executions(app: Flask, **filters: str) -> list[dict]:
+    response = app.test_client().get("/api/executions", query_string=filters, headers={"X-Test-User": "admin"})
+    assert response.status_code == 200, response.data
+    return response.json["items"]
+
+
+def write(app: Flask, name: str, text: str) -> None:
+    (app.config["project"] / "functions" / name).write_text(textwrap.dedent(text))
+
+
+def test_hello_in_python_and_node(fn_app: FnApp) -> None:
+    app = fn_app({"hello.py": HELLO_PY, "hellojs.js": HELLO_JS})
+    c = app.test_client()
+    for name in ("hello", "hellojs"):
+        first = c.get(f"/api/functions/{name}")
+        assert first.status_code == 200, first.data
+        assert first.json == {"hello": "world"}
+        again = c.post(f"/api/functions/{name}?name=alyx")
+        assert again.json == {"hello": "alyx"} and again.headers["X-Alyx-Execution-Id"]
+    runs = executions(app, function_id="hellojs")
+    assert [r["status"] for r in runs] == ["success", "success"]
+    assert runs[0]["logs"]["stdout"] == "hello from node POST\n"
+    assert runs[0]["trigger_type"] == "http" and runs[0]["input"]["method"] == "POST"
+    assert set(runs[0]["timings"]) == {"queue", "acquire", "init", "handler"}
+    assert executions(app, function_id="hello")[1]["logs"]["stdout"] == "hello from python GET\n"
+
+
+@pytest.mark.parametrize("source", [("echo.py", ECHO_PY), ("echo.js", ECHO_CJS)], ids=["python", "node-cjs"])
+def test_request_and_response_mapping(fn_app: FnApp, source: tuple[str, str]) -> None:
+    app = fn_app({source[0]: source[1]})
+    c = app.test_client()
+    r = c.put("/api/functions/echo/sub/path?a=1&b=two", json={"x": [1, 2]},
+              headers={"X-Custom": "hi", "X-Test-User": "user", "Cookie": "session=not-for-functions"})
+    assert r.status_code == 201, r.data
+    assert r.headers["X-Echo"] == "yes" and r.mimetype == "application/json"
+    body = r.json
+    assert body["method"] == "PUT" and body["path"] == "/api/functions/echo/sub/path"
+    assert body["query"] == {"a": "1", "b": "two"} and body["json"] == {"x": [1, 2]}
+    assert body["header"] == "hi" and body["has_cookie"] is False
+    assert body["auth"] == {"id": USER.id, "email": USER.email, "role": "user", "verified": True}
+    raw = c.post("/api/functions/echo", data=b"plain text", content_type="text/plain")
+    assert raw.json["body"] == "plain text" and raw.json["json"] is None and raw.json["auth"] is None
+
+
+def test_text_send_and_status_codes(fn_app: FnApp) -> None:
+    app = fn_app({
+        "text.py": "def handler(req, res):\n    return res.text('made', 418)\n",
+        "send.js": "export default (req, res) => res.status(404).send('<b>nope</b>');\n",
+        "plain.py": "def handler(req, res):\n    return {'returned': True}\n",
+        "empty.js": "export default async () => {};\n",
+    })
+    c = app.test_client()
+    r = c.get("/api/functions/text")
+    assert (r.status_code, r.data, r.mimetype) == (418, b"made", "text/plain")
+    r = c.get("/api/functions/send")
+    assert (r.status_code, r.data, r.mimetype) == (404, b"<b>nope</b>", "text/html")
+    assert c.get("/api/functions/plain").json == {"returned": True}
+    assert c.get("/api/functions/empty").status_code == 204
+
+
+def test_folder_function_with_manifest_env_and_isolation(fn_app: FnApp, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, tier: str) -> None:
+    secret_file = tmp_path / "host-secret.txt"
+    secret_file.write_text("host secret")
+    monkeypatch.setenv("ALYX_TEST_SERVER_SECRET", "do-not-leak")
+    monkeypatch.setenv("ALYX_TEST_PUBLIC", "public-value")
+    app = fn_app({
+        "envpy/manifest.yaml": "env:\n  API_URL: https://example.com/${ALYX_TEST_PUBLIC}\n  MODE: test\n",
+        "envpy/index.py": f'''
+            import os
+            from helper import shout
+
+            def handler(req, res):
+                try:
+                    host = open({str(secret_file)!r}).read()
+                except OSError as exc:
+                    host = "denied: " + type(exc).__name__
+                return res.json({{"env": req.env, "environ": dict(os.environ), "host": host, "shout": shout("x")}})
+            ''',
+        "envpy/helper.py": "def shout(s):\n    return s.upper()\n",
+        "envjs/manifest.yaml": "runtime: node\nenv:\n  API_URL: ${ALYX_TEST_PUBLIC}\n",
+        "envjs/index.js": "const fs = require('fs');\nmodule.exports = async (req, res) => res.json({ env: req.env, "
+                          "environ: process.env, host: (() => { try { return fs.readFileSync("
+                          f"{str(secret_file)!r}, 'utf8'); }} catch (e) {{ return 'denied: ' + e.code; }} }})() }});\n",
+    })
+    c = app.test_client()
+    py = c.get("/api/functions/envpy").json
+    assert py["env"] == {"API_URL": "https://example.com/public-value", "MODE": "test"} and py["shout"] == "X"
+    js = c.get("/api/functions/envjs").json
+    assert js["env"] == {"API_URL": "public-value"}
+    for seen in (py, js):
+        assert "do-not-leak" not in str(seen["environ"]) and SECRET not in str(seen["environ"])
+        assert not any(k.startswith("ALYX_") for k in seen["environ"])
+        if tier != "process":  # the process tier is for development: same user, same files
+            assert seen["host"].startswith("denied"), seen["host"]
+
+
+def test_timeout_gives_504_and_replaces_the_sandbox(fn_app: FnApp) -> None:
+    app = fn_app({
+        "slow/manifest.yaml": "timeout: 1\n",
+        "slow/index.py": '''
+            import os, time
+            def handler(req, res):
+                if req.query.get("sleep"):
+                    time.sleep(float(req.query["sleep"]))
+                return res.json({"pid": os.getpid()})
+            ''',
+    })
+    c = app.test_client()
+    first = c.get("/api/functions/slow").json["sandbox"] if False else c.get("/api/functions/slow")
+    assert first.status_code == 200
+    r = c.get("/api/functions/slow?sleep=30")
+    assert r.status_code == 504, r.data
+    assert r.json["error"]["code"] == "function_timeout" and r.json["error"]["details"]["phase"] == "handler"
+    after = c.get("/api/functions/slow")
+    assert after.status_code == 200
+    runs = executions(app, function_id="slow")
+    assert [r["status"] for r in runs] == ["success", "timeout", "success"]
+    assert runs[0]["sandbox"] != runs[1]["sandbox"] and runs[1]["sandbox"] == runs[2]["sandbox"]
+    assert len(app.extensions["alyx"].functions.manager.stats()["functions"]["slow"]["instances"]) == 1
+
+
+@pytest.mark.parametrize("runtime", ["python", "node"])
+def test_memory_limit_is_reported_as_such(fn_app: FnApp, runtime: str) -> None:
+    code = {
+        "python": ("index.py", "def handler(req, res):\n    hog = bytearray(600 * 1024 * 1024)\n"
+                               "    hog[::4096] = b'x' * len(hog[::4096])\n    return res.json({'size': len(hog)})\n"),
+        "node": ("index.js", "module.exports = async (req, res) => { const hog = [];\n"
+                             "  while (true) hog.push(new Array(1e6).fill(Math.random())); };\n"),
+    }[runtime]
+    app = fn_app({"hog/manifest.yaml": "memory: 64\ntimeout: 20\n", f"hog/{code[0]}": code[1],
+                  "ok.py": "def handler(req, res):\n    return res.json({'ok': True})\n"})
+    c = app.test_client()
+    r = c.get("/api/functions/hog")
+    assert r.status_code == 500, r.data
+    assert r.json["error"]["code"] == "memory_limit_exceeded", r.json
+    assert executions(app, function_id="hog")[0]["status"] == "memory_limit"
+    assert c.get("/api/functions/ok").json == {"ok": True}
+
+
+@pytest.mark.parametrize("source", [
+    ("crash.py", "import os\ndef handler(req, res):\n    if req.query.get('exit'):\n        os._exit(3)\n"
+                 "    return res.json({'pid': os.getpid()})\n"),
+    ("crash.js", "module.exports = (req, res) => { if (req.query.exit) process.exit(3);"
+                 " return res.json({ pid: process.pid }); };\n"),
+], ids=["python", "node"])
+def test_crash_is_reported_and_the_runtime_replaced(fn_app: FnApp, source: tuple[str, str]) -> None:
+    app = fn_app({source[0]: source[1]})
+    c = app.test_client()
+    assert c.get("/api/functions/crash").status_code == 200
+    r = c.get("/api/functions/crash?exit=1")
+    assert r.status_code == 502, r.data
+    assert r.json["error"]["code"] == "function_crashed" and r.json["error"]["details"]["exit_code"] == 3
+    assert c.get("/api/functions/crash").status_code == 200
+    assert [e["status"] for e in executions(app, function_id="crash")] == ["success", "crashed", "success"]
+
+
+@pytest.mark.parametrize("ext", ["py", "js"])
+def test_edits_reload_and_syntax_errors_are_not_hidden(fn_app: FnApp, ext: str) -> None:
+    v1 = {"py": "def handler(req, res):\n    return res.text('v1')\n",
+          "js": "export default (req, res) => res.text('v1');\n"}[ext]
+    v2 = {"py": "def handler(req, res):\n    return res.text('v2')\n",
+          "js": "export default (req, res) => res.text('v2');\n"}[ext]
+    broken = {"py": "def handler(req, res)\n    return res.text('v3')\n",
+              "js": "export default (req, res) => { res.text('v3');\n"}[ext]
+    app = fn_app({f"live.{ext}": v1})
+    c = app.test_client()
+    assert c.get("/api/functions/live").data == b"v1"
+    write(app, f"live.{ext}", v2)
+    assert c.get("/api/functions/live").data == b"v2"
+    write(app, f"live.{ext}", broken)
+    r = c.get("/api/functions/live")
+    assert r.status_code == 500 and r.json["error"]["code"] == "function_load_error", r.data
+    assert "SyntaxError" in r.json["error"]["message"]
+    if ext == "py":
+        assert r.json["error"]["details"]["line"] == 1
+    again = c.get("/api/functions/live")
+    assert again.status_code == 500 and again.json["error"]["code"] == "function_load_error"
+    logged = executions(app, function_id="live", status="load_error")
+    assert len(logged) == 2 and "SyntaxError" in logged[-1]["logs"]["stderr"]
+    write(app, f"live.{ext}", v1.replace("v1", "v4"))
+    assert c.get("/api/functions/live").data == b"v4"
+
+
+def test_handler_errors_and_log_capping(fn_app: FnApp) -> None:
+    app = fn_app({
+        "boom.py": "def handler(req, res):\n    raise ValueError('nope')\n",
+        "chatty.js": "export default (req, res) => { for (let i = 0; i < 3000; i++) console.log('x'.repeat(99));"
+                     " return res.text('done'); };\n",
+    })
+    c = app.test_client()
+    r = c.get("/api/functions/boom")
+    assert r.status_code == 500 and r.json["error"]["code"] == "function_error"
+    assert r.json["error"]["message"] == "ValueError: nope" and r.json["error"]["details"]["execution_id"]
+    run = executions(app, function_id="boom")[0]
+    assert run["status"] == "error" and "Traceback" in run["logs"]["stderr"]
+    assert run["error"]["code"] == "function_error"
+    assert c.get("/api/functions/chatty").data == b"done"
+    stdout = executions(app, function_id="chatty")[0]["logs"]["stdout"]
+    assert stdout.startswith("x" * 99 + "\n") and stdout.endswith("more bytes truncated]")
+
+
+def test_queueing_beyond_max_instances_shares_one_sandbox(fn_app: FnApp) -> None:
+    app = fn_app({
+        "one/manifest.yaml": "max_instances: 1\nconcurrency: 1\ntimeout: 30\n",
+        "one/index.py": "import time\ndef handler(req, res):\n    time.sleep(0.2)\n    return res.json({'ok': True})\n",
+    })
+    statuses: list[int] = []
+
+    def call() -> None:
+        statuses.append(app.test_client().get("/api/functions/one").status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 4
+    runs = executions(app, function_id="one")
+    assert len({r["sandbox"] for r in runs}) == 1
+    assert sum(1 for r in runs if r["timings"]["queue"] > 0) >= 3  # they waited for the one instance
+    assert sum(1 for r in runs if r["timings"]["init"] > 0) == 1  # concurrent first calls shared one start
+
+
+def test_invoke_rule_and_executions_filters(fn_app: FnApp) -> None:
+    app = fn_app({
+        "members/manifest.yaml": "rules:\n  invoke: \"auth != null && request.method == 'POST'\"\n",
+        "members/index.py": "def handler(req, res):\n    return res.json({'id': req.auth['id']})\n",
+    })
+    c = app.test_client()
+    assert c.post("/api/functions/members").status_code == 401
+    assert c.get("/api/functions/members", headers={"X-Test-User": "user"}).status_code == 403
+    assert c.post("/api/functions/members", headers={"X-Test-User": "user"}).json == {"id": USER.id}
+    assert c.get("/api/executions").status_code == 401
+    assert c.get("/api/executions", headers={"X-Test-User": "user"}).status_code == 403
+    assert [r["status"] for r in executions(app, function_id="members")] == ["success", "denied", "denied"]
+    assert len(executions(app, status="success", trigger_type="http")) == 1
+    assert len(executions(app, limit="2")) == 2
+    assert executions(app, trigger_type="schedule") == []
+    bad = c.get("/api/executions?limit=0", headers={"X-Test-User": "admin"})
+    assert bad.status_code == 400 and bad.json["error"]["code"] == "bad_request"
+
+
+def test_shutdown_removes_every_sandbox(fn_app: FnApp, tier: str) -> None:
+    app = fn_app({"a.py": HELLO_PY, "b.js": HELLO_JS})
+    c = app.test_client()
+    assert c.get("/api/functions/a").status_code == 200 and c.get("/api/functions/b").status_code == 200
+    functions = app.extensions["alyx"].functions
+    sandboxes = functions.manager.sandboxes()
+    assert len(sandboxes) >= 2
+    app.extensions["alyx"].close()
+    for sb in sandboxes:
+        assert not sb.alive() and not sb.workdir.exists()
+        if tier != "docker":
+            with pytest.raises(ProcessLookupError):
+                os.kill(sb.proc.pid, 0)
+    if tier == "docker":
+        import docker
+
+        assert docker.from_env().containers.list(all=True, filters={"id": [sb.container_id for sb in sandboxes]}
+                                                  ) == []
+
+
+def test_unknown_and_misconfigured_functions(fn_app: FnApp) -> None:
+    app = fn_app({"bad/manifest.yaml": "timeout: soon\n", "bad/index.py": "def handler(req, res):\n    pass\n"})
+    c = app.test_client()
+    assert c.get("/api/functions/missing").status_code == 404
+    assert c.get("/api/functions/..%2Fetc").status_code == 404
+    r = c.get("/api/functions/bad")
+    assert r.status_code == 500 and r.json["error"]["code"] == "function_config_error"
+    assert "timeout" in r.json["error"]["message"]
+
+
+def test_health_reports_the_tier(fn_app: FnApp, tier: str) -> None:
+    app = fn_app({})
+    assert app.test_client().get("/api/health").json["functions"]["sandbox"] == tier
