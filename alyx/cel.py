@@ -17,7 +17,8 @@ from celpy import celparser
 from celpy.evaluation import celstr
 
 MAX_EXPRESSION_LENGTH = 4096
-MAX_DEPTH = 64
+MAX_DEPTH = 64  # brackets in the text
+MAX_NESTING = 20  # levels of the AST (SQLite's parser overflows near 30 levels of generated SQL)
 MAX_LIST_ITEMS = 500
 COMPARISONS = {"relation_eq": "==", "relation_ne": "!=", "relation_lt": "<", "relation_le": "<=",
                "relation_gt": ">", "relation_ge": ">=", "relation_in": "in"}
@@ -26,6 +27,34 @@ STRING_METHODS = ("contains", "startsWith", "endsWith")
 
 class CelError(ValueError):
     """The expression is not valid CEL, or uses something this dialect does not support."""
+
+
+class NotPushable(CelError):
+    """Valid, but this part cannot become SQL (e.g. `auth.id in doc.editors` on a json list).
+
+    Filters refuse such expressions (400); access rules fall back to evaluating them per record.
+    """
+
+
+class _NoValueType:
+    """The value of a name that has none for this caller (``auth.id`` when anonymous): a CEL error value."""
+
+    _instance: _NoValueType | None = None
+
+    def __new__(cls) -> _NoValueType:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ERROR"
+
+
+ERROR = _NoValueType()
+
+
+class _NoValue(Exception):
+    """Raised while compiling a comparison that involves ERROR (internal: it never escapes)."""
 
 
 # -- the AST ------------------------------------------------------------------------------------
@@ -100,9 +129,36 @@ def parse(text: str) -> Node:
     except (lark.exceptions.LarkError, RecursionError) as exc:
         raise CelError(f"syntax error: {_first_line(exc)}") from None
     try:
-        return _Builder().build(tree, 0)
+        node = _Builder().build(tree, 0)
+        deep = nesting(node) > MAX_NESTING
     except RecursionError:
-        raise CelError(f"the expression nests deeper than {MAX_DEPTH} levels") from None
+        deep = True
+    if deep:  # SQL generation, SQLite's parser and evaluation recurse per level: bound them here, once
+        raise CelError(f"the expression nests deeper than {MAX_NESTING} levels")
+    return node
+
+
+def chain(node: BoolOp) -> list[Node]:
+    """The operands of a run of one operator (a || b || c), left to right, found without recursion."""
+    operands: list[Node] = []
+    stack: list[Node] = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, BoolOp) and item.op == node.op:
+            stack += [item.right, item.left]
+        else:
+            operands.append(item)
+    return operands
+
+
+def nesting(node: Node) -> int:
+    """How deeply an expression nests; a run of one operator (a || b || c) is one level."""
+    if isinstance(node, BoolOp):
+        children: list[Node] = chain(node)
+    else:
+        children = [getattr(node, a) for a in ("operand", "left", "right", "target", "argument") if hasattr(node, a)]
+        children += list(getattr(node, "items", ()))
+    return 1 + max((nesting(child) for child in children), default=0)
 
 
 def _first_line(exc: Exception) -> str:
@@ -226,14 +282,20 @@ NUMBER_TYPES = {"int", "float"}
 
 
 def coerce_for(column: Column, value: Any) -> Any:
-    """A literal made comparable with a column, or CelError naming the mismatch."""
+    """A literal made comparable with a column (numbers as bound SQL values), or CelError naming the mismatch."""
     if value is None:
         return None
     t = column.type
+    if isinstance(value, str) and "\x00" in value:
+        raise CelError(f"{column.name}: strings may not contain NUL characters")
     if t in TEXT_TYPES and isinstance(value, str):
         return value
     if t in NUMBER_TYPES and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
+        # Bound as-is (no int() by the column's converter: `views == 3.5` must not match 3); ints beyond
+        # 64 bits become floats, which SQLite can bind and still compares exactly against its integers.
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            value = float(value)
+        return peewee.Value(value, converter=False)
     if t == "bool" and isinstance(value, bool):
         return value
     if t in ("datetime", "date") and isinstance(value, str):
@@ -278,11 +340,36 @@ class SqlCompiler:
         self.postgres = postgres
 
     def compile(self, node: Node) -> peewee.Node:
-        if isinstance(node, BoolOp):
-            left, right = self.compile(node.left), self.compile(node.right)
-            return (left & right) if node.op == "&&" else (left | right)
+        """The SQL condition of the rows for which the expression is true.
+
+        A name that has no value (``auth.id`` for an anonymous caller: ERROR) makes its comparison
+        neither true nor false, as in CEL: ``false && error`` is false, ``true || error`` is true, and
+        otherwise the error denies — under ``!`` too. So each part compiles to a pair (rows where it
+        is true, rows where it is false), and only the outer "true" side reaches SQL.
+        """
+        return _as_sql(self._true_false(node)[0])
+
+    def _true_false(self, node: Node) -> tuple[peewee.Node | bool, peewee.Node | bool]:
+        if isinstance(node, BoolOp):  # flat: a long run of || must not nest (and recurse) per operand
+            pairs = [self._true_false(operand) for operand in chain(node)]
+            trues, falses = [t for t, _ in pairs], [f for _, f in pairs]
+            if node.op == "&&":
+                return _sql_all(trues), _sql_any(falses)
+            return _sql_any(trues), _sql_all(falses)
         if isinstance(node, Not):
-            return ~self._paren(self.compile(node.operand))
+            true, false = self._true_false(node.operand)
+            return false, true
+        try:
+            condition = self._condition(node)
+        except _NoValue:
+            return False, False
+        if condition is TRUE_SQL:
+            return True, False
+        if condition is FALSE_SQL:
+            return False, True
+        return condition, ~self._paren(condition)
+
+    def _condition(self, node: Node) -> peewee.Node:
         if isinstance(node, Compare):
             return self._compare(node)
         if isinstance(node, Method):
@@ -305,6 +392,8 @@ class SqlCompiler:
             return node.value
         if isinstance(node, Name):
             resolved = self.resolve(node.path)
+            if isinstance(resolved, Literal) and resolved.value is ERROR:
+                raise _NoValue(node.text)
             return resolved.value if isinstance(resolved, Literal) else resolved
         if isinstance(node, ListOf):
             values = [self._operand(item) for item in node.items]
@@ -317,6 +406,8 @@ class SqlCompiler:
         left, right = self._operand(node.left), self._operand(node.right)
         op = node.op
         if op == "in":
+            if isinstance(right, Column) and right.type == "json":
+                raise NotPushable(f"'in {right.name}' (a json field) cannot be computed in SQL")
             if not isinstance(right, list):
                 raise CelError("'in' needs a list on its right-hand side")
             if isinstance(left, Column):
@@ -362,6 +453,8 @@ class SqlCompiler:
         target, arg = self._operand(node.target), self._operand(node.argument)
         if isinstance(arg, Column) or not isinstance(arg, str):
             raise CelError(f"{node.name}() needs a string literal argument")
+        if "\x00" in arg:
+            raise CelError(f"{node.name}(): strings may not contain NUL characters")
         if not isinstance(target, Column):
             return TRUE_SQL if evaluate_method(node.name, target, arg) else FALSE_SQL
         if target.type not in TEXT_TYPES:
@@ -375,6 +468,32 @@ class SqlCompiler:
             tail = peewee.fn.right(col, len(arg)) if self.postgres else peewee.fn.substr(col, -len(arg))
             test = (tail == arg) if arg else TRUE_SQL
         return col.is_null(False) & test
+
+
+def _as_sql(condition: peewee.Node | bool) -> peewee.Node:
+    if condition is True:
+        return TRUE_SQL
+    if condition is False:
+        return FALSE_SQL
+    return condition
+
+
+def _sql_all(parts: list[peewee.Node | bool]) -> peewee.Node | bool:
+    if any(p is False for p in parts):
+        return False
+    parts = [p for p in parts if p is not True]
+    if not parts:
+        return True
+    return parts[0] if len(parts) == 1 else peewee.NodeList(parts, glue=" AND ", parens=True)
+
+
+def _sql_any(parts: list[peewee.Node | bool]) -> peewee.Node | bool:
+    if any(p is True for p in parts):
+        return True
+    parts = [p for p in parts if p is not False]
+    if not parts:
+        return False
+    return parts[0] if len(parts) == 1 else peewee.NodeList(parts, glue=" OR ", parens=True)
 
 
 _FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
@@ -441,19 +560,37 @@ class Evaluator:
         self.coerce = coerce
 
     def truth(self, node: Node) -> bool:
+        """True only when the expression is true; false and errors (ERROR values) are not."""
+        return self._truth(node) is True
+
+    def _truth(self, node: Node) -> bool | _NoValueType:
+        """True, False or ERROR, with CEL's rules: false && error is false, true || error is true."""
         if isinstance(node, BoolOp):
-            if node.op == "&&":
-                return self.truth(node.left) and self.truth(node.right)
-            return self.truth(node.left) or self.truth(node.right)
+            absorbing = node.op != "&&"  # false absorbs &&, true absorbs ||
+            result: bool | _NoValueType = not absorbing
+            for operand in chain(node):
+                value = self._truth(operand)
+                if value is absorbing:
+                    return absorbing
+                if value is ERROR:
+                    result = ERROR
+            return result
         if isinstance(node, Not):
-            return not self.truth(node.operand)
+            value = self._truth(node.operand)
+            return value if value is ERROR else not value
         if isinstance(node, Compare):
             left, right = self.value(node.left), self.value(node.right)
+            if left is ERROR or right is ERROR or (isinstance(right, list) and any(v is ERROR for v in right)):
+                return ERROR
             left, right = self._align(left, right), self._align(right, left)
             return evaluate_compare(node.op, left, right)
         if isinstance(node, Method):
-            return evaluate_method(node.name, self.value(node.target), self.value(node.argument))
-        return self.value(node) is True
+            target, argument = self.value(node.target), self.value(node.argument)
+            if target is ERROR or argument is ERROR:
+                return ERROR
+            return evaluate_method(node.name, target, argument)
+        value = self.value(node)
+        return ERROR if value is ERROR else value is True
 
     @staticmethod
     def _align(mine: Any, other: Any) -> Any:
@@ -472,7 +609,7 @@ class Evaluator:
             return self.lookup(node.path)
         if isinstance(node, ListOf):
             return [self.value(item) for item in node.items]
-        return self.truth(node)
+        return self._truth(node)
 
 
 def names_in(node: Node) -> set[tuple[str, ...]]:

@@ -181,15 +181,21 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def parse_schema(text: str, path: str = "schema.yaml") -> Schema:
-    """Parse and validate schema text; raise ConfigError naming line, key and expectation."""
+def load_yaml(text: str, path: str) -> Any:
+    """Safe YAML whose mappings remember their lines (``.line``, ``.key_lines``); any problem,
+    duplicate keys included, is a ConfigError naming the file and line."""
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}{line}: not valid YAML: {problem}") from None
+
+
+def parse_schema(text: str, path: str = "schema.yaml") -> Schema:
+    """Parse and validate schema text; raise ConfigError naming line, key and expectation."""
+    data = load_yaml(text, path)
     reader = _Reader(path)
     if data is None:
         data = _Located(collections=[])
@@ -249,6 +255,14 @@ def _parse_collection(reader: _Reader, raw: Any, where: str, parent: Any) -> Col
                 reader.fail(inode, f"{iwhere}.fields", f"unknown field {c!r}", key="fields")
         unique = reader.get(inode, "unique", iwhere, (bool,), default=False)
         iname = reader.get(inode, "name", iwhere, (str,), default=None) or _index_name(name, cols, unique)
+        if not _FIELD_NAME.match(iname):
+            reader.fail(inode, f"{iwhere}.name", f"invalid index name {iname!r} (lowercase letters, digits and _)",
+                        key="name")
+        taken = {i.name for i in indexes} | {_index_name(name, ["created_at"], False)} | {
+            _index_name(name, [f.name], f.unique) for f in fields if f.unique or f.index or f.type == "relation"}
+        if iname in taken:
+            reader.fail(inode, iwhere, f"index {iname!r} is declared twice (as a field option or an index); "
+                        "remove one or give this one another 'name'")
         indexes.append(IndexSpec(tuple(cols), unique, iname))
     rules: dict[str, str | None] = {op: None for op in RULE_OPERATIONS}
     raw_rules = reader.get(node, "rules", where, (dict,), default={}) or {}
@@ -338,15 +352,20 @@ def _parse_field(reader: _Reader, raw: Any, where: str, parent: Any) -> FieldSpe
 
 
 def _check_references(reader: _Reader, collections: dict[str, CollectionSpec], raw: list) -> None:
+    def node_of(collection: str, field_name: str) -> Any:
+        """The YAML mapping of a field (for its line), else that of its collection."""
+        node = next((r for r in raw if isinstance(r, dict) and r.get("name") == collection), None)
+        fields = node.get("fields") if node is not None else None
+        return next((f for f in fields or () if isinstance(f, dict) and f.get("name") == field_name), node)
+
     for spec in collections.values():
         for f in spec.fields:
             if f.type == "relation" and f.collection not in collections:
-                node = next((r for r in raw if isinstance(r, dict) and r.get("name") == spec.name), None)
-                reader.fail(node, f"collection {spec.name!r}.field {f.name!r}",
-                            f"relation to unknown collection {f.collection!r}")
+                reader.fail(node_of(spec.name, f.name), f"collection {spec.name!r}.field {f.name!r}.collection",
+                            f"relation to unknown collection {f.collection!r} (declared collections: "
+                            f"{', '.join(sorted(collections))})", key="collection")
             if f.type == "relation" and f.on_delete == "set_null" and f.required:
-                node = next((r for r in raw if isinstance(r, dict) and r.get("name") == spec.name), None)
-                reader.fail(node, f"collection {spec.name!r}.field {f.name!r}",
+                reader.fail(node_of(spec.name, f.name), f"collection {spec.name!r}.field {f.name!r}",
                             "a required relation cannot use on_delete: set_null (use cascade or restrict)")
     _check_cycles(reader, collections)
 
