@@ -22,7 +22,7 @@ from alyx.errors import AlyxError, bad_request, not_found, validation_failed
 from alyx.models import new_id, utcnow
 from alyx.rules import AccessRules, Principal, RequestInfo
 from alyx.schema import CollectionSpec, Schema
-from alyx.validation import record_schema
+from alyx.validation import RECORD_ID, record_schema
 
 DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
@@ -146,6 +146,8 @@ class Records:
 
     def _fetch(self, coll: Collection, record_id: str, op: str, auth: Principal | None,
                request: RequestInfo | None, columns: list[peewee.Field] | None = None) -> dict[str, Any]:
+        if not RECORD_ID.fullmatch(record_id):  # never stored; and PostgreSQL refuses NUL characters
+            raise not_found(f"Record {record_id[:40]!r} not found in {coll.spec.name!r}.")
         query = coll.model.select(*(columns or coll.model._meta.sorted_fields)).where(coll.id_column == record_id)
         rule = self.access.where(coll.spec.name, op, auth, request)
         if rule is not None:
