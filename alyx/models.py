@@ -167,3 +167,72 @@ def build_models(schema: Schema, database: peewee.Database) -> dict[str, type[pe
     for spec in creation_order(schema):
         models[spec.name] = build_model(spec, models, database)
     return {name: models[name] for name in schema.collections}
+
+
+@dataclass(frozen=True)
+class EventModels:
+    """The tables of events, webhooks and schedules (alyx/jobs.py, alyx/leases.py, alyx/scheduler.py)."""
+
+    job: type[peewee.Model]
+    lease: type[peewee.Model]
+    schedule: type[peewee.Model]
+
+    @property
+    def all(self) -> list[type[peewee.Model]]:
+        return [self.job, self.lease, self.schedule]
+
+
+def build_event_models(database: peewee.Database) -> EventModels:
+    class Job(BaseModel):
+        """One durable unit of work: a function run (hook, webhook, schedule, event) or an outgoing webhook."""
+
+        id = peewee.BigAutoField()
+        kind = peewee.TextField()  # function | outgoing
+        target = peewee.TextField()  # function name, or outgoing webhook name
+        trigger_type = peewee.TextField()  # database | webhook | schedule | event
+        payload = peewee.JSONField(dumps=_json_dumps, null=True)
+        status = peewee.TextField(default="pending")  # pending | running | done | dead
+        attempts = peewee.IntegerField(default=0)
+        max_attempts = peewee.IntegerField(default=1)
+        run_at = peewee.DateTimeField(default=utcnow)
+        locked_by = peewee.TextField(null=True)
+        locked_until = peewee.DateTimeField(null=True)
+        last_error = peewee.JSONField(dumps=_json_dumps, null=True)
+        last_execution_id = peewee.TextField(null=True)
+        created_at = peewee.DateTimeField(default=utcnow)
+        updated_at = peewee.DateTimeField(default=utcnow)
+
+        class Meta:
+            table_name = "_alyx_jobs"
+            indexes = ((("status", "run_at"), False),)
+
+    class Lease(BaseModel):
+        """Who runs a background loop (e.g. the scheduler) until when; taken over once it expires."""
+
+        name = peewee.TextField(primary_key=True)
+        holder = peewee.TextField()
+        expires_at = peewee.DateTimeField()
+        acquired_at = peewee.DateTimeField(default=utcnow)
+
+        class Meta:
+            table_name = "_alyx_leases"
+
+    class Schedule(BaseModel):
+        """Persisted state of one schedule (`<function>/<name>`): next and last run survive restarts."""
+
+        key = peewee.TextField(primary_key=True)
+        function = peewee.TextField()
+        name = peewee.TextField()
+        fingerprint = peewee.TextField()
+        next_run_at = peewee.DateTimeField(null=True)
+        last_run_at = peewee.DateTimeField(null=True)
+        last_job_id = peewee.BigIntegerField(null=True)
+        updated_at = peewee.DateTimeField(default=utcnow)
+
+        class Meta:
+            table_name = "_alyx_schedules"
+
+    models = EventModels(Job, Lease, Schedule)
+    for model in models.all:
+        model._meta.set_database(database)
+    return models
