@@ -39,11 +39,17 @@ class SystemModels:
 
     migration_step: type[peewee.Model]
     managed_collection: type[peewee.Model]
+    session: type[peewee.Model]
+    refresh_token: type[peewee.Model]
+    login_attempt: type[peewee.Model]
+    oauth_identity: type[peewee.Model]
+    oauth_state: type[peewee.Model]
     execution: type[peewee.Model]
 
     @property
     def all(self) -> list[type[peewee.Model]]:
-        return [self.execution, self.migration_step, self.managed_collection]
+        return [self.execution, self.migration_step, self.managed_collection, self.session, self.refresh_token,
+                self.login_attempt, self.oauth_identity, self.oauth_state]
 
 
 def build_system_models(database: peewee.Database) -> SystemModels:
@@ -70,6 +76,75 @@ def build_system_models(database: peewee.Database) -> SystemModels:
         class Meta:
             table_name = "_alyx_collections"
 
+    # Auth tables (alyx/auth.py). No foreign keys to `users`: system tables are created before the
+    # collections; the auth service checks that the user still exists instead.
+    class Session(BaseModel):
+        """One signed-in device: its refresh tokens rotate inside it; revoking it ends them all."""
+
+        id = peewee.CharField(primary_key=True, max_length=32)
+        user_id = peewee.CharField(max_length=ID_LENGTH, index=True)
+        method = peewee.TextField(default="password")  # password | oauth:<provider> | admin
+        created_at = peewee.DateTimeField(default=utcnow)
+        last_used_at = peewee.DateTimeField(default=utcnow)
+        revoked_at = peewee.DateTimeField(null=True)
+        revoked_reason = peewee.TextField(null=True)
+        ip = peewee.TextField(null=True)
+        user_agent = peewee.TextField(null=True)
+
+        class Meta:
+            table_name = "_alyx_sessions"
+
+    class RefreshToken(BaseModel):
+        """A refresh token, stored as its SHA-256 only; used_at set when it is rotated."""
+
+        token_hash = peewee.CharField(primary_key=True, max_length=64)
+        session_id = peewee.CharField(max_length=32, index=True)
+        created_at = peewee.DateTimeField(default=utcnow)
+        expires_at = peewee.DateTimeField()
+        used_at = peewee.DateTimeField(null=True)
+
+        class Meta:
+            table_name = "_alyx_refresh_tokens"
+
+    class LoginAttempt(BaseModel):
+        """Failed logins per key ('account:<email>' or 'ip:<address>'), for backoff across workers."""
+
+        key = peewee.CharField(primary_key=True, max_length=300)
+        failures = peewee.IntegerField(default=0)
+        last_failure_at = peewee.DateTimeField(default=utcnow)
+        locked_until = peewee.DateTimeField(null=True)
+
+        class Meta:
+            table_name = "_alyx_login_attempts"
+
+    class OAuthIdentity(BaseModel):
+        """A user's account at an OAuth2/OIDC provider (provider + subject → user)."""
+
+        id = peewee.AutoField()
+        provider = peewee.TextField()
+        subject = peewee.TextField()
+        user_id = peewee.CharField(max_length=ID_LENGTH, index=True)
+        email = peewee.TextField(null=True)
+        created_at = peewee.DateTimeField(default=utcnow)
+
+        class Meta:
+            table_name = "_alyx_oauth_identities"
+            indexes = ((("provider", "subject"), True),)
+
+    class OAuthState(BaseModel):
+        """A pending OAuth login: state (hashed), PKCE verifier and OIDC nonce, used once."""
+
+        state_hash = peewee.CharField(primary_key=True, max_length=64)
+        provider = peewee.TextField()
+        code_verifier = peewee.TextField()
+        nonce = peewee.TextField()
+        redirect_uri = peewee.TextField()
+        expires_at = peewee.DateTimeField()
+
+        class Meta:
+            table_name = "_alyx_oauth_states"
+
+    models = (MigrationStep, ManagedCollection, Session, RefreshToken, LoginAttempt, OAuthIdentity, OAuthState)
     class Execution(BaseModel):
         """One function run (alyx/executions.py): trigger, input, output, status, timings, logs, error."""
 
@@ -93,9 +168,9 @@ def build_system_models(database: peewee.Database) -> SystemModels:
             table_name = "_alyx_executions"
 
     Execution._meta.set_database(database)
-    for model in (MigrationStep, ManagedCollection):
+    for model in models:
         model._meta.set_database(database)
-    return SystemModels(MigrationStep, ManagedCollection, execution=Execution)
+    return SystemModels(*models, execution=Execution)
 
 
 def _column(spec: FieldSpec, models: dict[str, type[peewee.Model]], collection: str) -> peewee.Field:

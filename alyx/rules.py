@@ -6,7 +6,7 @@ Variables: ``auth`` (null for anonymous, else {id, email, role, verified}), ``do
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,21 +47,35 @@ class RequestInfo:
 
 @dataclass(frozen=True)
 class Rule:
-    """One compiled rule: None (admins only), always true, or an expression."""
+    """One compiled rule: None (admins only), always true, or an expression.
+
+    ``pushdown`` is False for rules that cannot become SQL (e.g. `auth.id in doc.editors` on a json
+    list): they are evaluated per record in Python instead.
+    """
 
     collection: str
     operation: str
     text: str | None
     node: cel.Node | None
+    pushdown: bool = True
 
     @property
     def public(self) -> bool:
         return self.node == cel.Literal(True)
 
 
+@dataclass(frozen=True)
+class Visibility:
+    """What a caller may touch for one operation: a SQL condition (None: no condition) and, for rules
+    that cannot be pushed down, a per-record test to apply to the rows that condition returns."""
+
+    sql: peewee.Node | None
+    test: Callable[[Mapping[str, Any]], bool] | None = None
+
+
 def _auth_value(auth: Principal | None, key: str | None) -> Any:
-    if auth is None:
-        return None
+    if auth is None:  # `auth` is null; `auth.id` of null is a CEL error (it never matches a null column)
+        return None if key is None else cel.ERROR
     if key is None:
         return {"id": auth.id, "email": auth.email, "role": auth.role, "verified": auth.verified}
     return getattr(auth, key)
@@ -109,25 +123,43 @@ class AccessRules:
     def _compile(self, spec: CollectionSpec, op: str, text: str | None) -> Rule:
         if text is None:
             return Rule(spec.name, op, None, None)
+        pushdown = True
         try:
             node = cel.parse(text)
             # A dry run with an anonymous and a signed-in caller checks every name and type now.
             for auth in (None, Principal("x" * 15, "a@b.c")):
-                cel.SqlCompiler(_RuleNames(spec, self.models[spec.name], auth, None), self.postgres).compile(node)
+                names = _RuleNames(spec, self.models[spec.name], auth, None)
+                try:
+                    cel.SqlCompiler(names, self.postgres).compile(node)
+                except cel.NotPushable:
+                    pushdown = False
+                    for path in cel.names_in(node):
+                        names(path)  # every name must still exist
         except cel.CelError as exc:
             raise ConfigError(f"schema.yaml: collection {spec.name!r}, rule {op!r}: {exc} (rule: {text})") from None
-        return Rule(spec.name, op, text, node)
+        return Rule(spec.name, op, text, node, pushdown)
 
     def rule(self, collection: str, op: str) -> Rule:
         return self.rules[(collection, op)]
 
+    def visibility(self, collection: str, op: str, auth: Principal | None, request: RequestInfo | None = None
+                   ) -> Visibility:
+        """The SQL condition of `op`, plus a per-record test when the rule cannot be pushed down."""
+        rule = self.rule(collection, op)
+        if rule.pushdown or (auth is not None and auth.is_admin):
+            return Visibility(self.where(collection, op, auth, request))
+        return Visibility(None, lambda row: self.allows(collection, op, auth, row, request))
+
     def where(self, collection: str, op: str, auth: Principal | None, request: RequestInfo | None = None
               ) -> peewee.Node | None:
-        """The SQL condition a record must meet for `op`; None means every record passes."""
+        """The SQL condition a record must meet for `op`; None means every record passes.
+
+        A rule that cannot be pushed down gives "no record" here (fail closed): use `visibility`.
+        """
         if auth is not None and auth.is_admin:
             return None
         rule = self.rule(collection, op)
-        if rule.node is None:
+        if rule.node is None or not rule.pushdown:
             return cel.FALSE_SQL
         if rule.public:
             return None

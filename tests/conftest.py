@@ -22,6 +22,12 @@ from alyx.config import load_config
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_DSN = os.environ.get("ALYX_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
+TEST_SECRET = "test-secret-" + "x" * 40
+# Tests run as development (a signing key is generated in the project's data folder) with a cheaper
+# (still real) argon2id, so that a suite with hundreds of logins stays fast.
+TEST_ENV = {"ALYX_SERVER_ENVIRONMENT": "development", "ALYX_AUTH_ARGON2_TIME_COST": "1",
+            "ALYX_AUTH_ARGON2_MEMORY_KIB": "8192", "ALYX_AUTH_ARGON2_PARALLELISM": "1"}
+
 BLOG_SCHEMA = """
 collections:
   - name: users
@@ -104,7 +110,7 @@ def make_app(tmp_path: Path, database_env: dict[str, str]) -> Iterator[AppFactor
     def factory(schema: str = BLOG_SCHEMA, config: str = "", project: Path | None = None,
                 env: dict[str, str] | None = None) -> Flask:
         folder = write_project(project or tmp_path / "project", schema, config)
-        app = create_app(load_config(folder, env={**database_env, **(env or {})}))
+        app = create_app(load_config(folder, env={**TEST_ENV, **database_env, **(env or {})}))
         app.testing = True
         apps.append(app)
         return app
@@ -132,7 +138,7 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = project / "gunicorn.log"
-        full_env = {**os.environ, "ALYX_PROJECT_DIR": str(project), **(env or {})}
+        full_env = {**os.environ, "ALYX_PROJECT_DIR": str(project), "ALYX_AUTH_SECRET": TEST_SECRET, **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "-w", str(workers),
              "-b", f"127.0.0.1:{self.port}", "wsgi:app"],

@@ -1,0 +1,159 @@
+"""/api/auth/*: register, login, refresh, logout, me, password, OAuth2/OIDC; plus the request hooks
+that rate-limit the API and set g.principal from `Authorization: Bearer`."""
+from __future__ import annotations
+
+import secrets
+
+from flask import Blueprint, Flask, Response, g, redirect, request
+
+from alyx.auth import Client, unauthorized
+from alyx.blueprints import request_info, services
+from alyx.errors import AlyxError
+from alyx.http import json_body, json_response
+from alyx.ratelimit import RateLimiter
+
+bp = Blueprint("auth", __name__, url_prefix="/api/auth")
+
+# Endpoints that must work with a missing, expired or bad access token (they authenticate otherwise).
+TOKENLESS_ENDPOINTS = {"auth.register", "auth.login", "auth.refresh", "auth.logout", "auth.oauth_start",
+                       "auth.oauth_callback", "auth.providers"}
+OAUTH_COOKIE = "alyx_oauth_state"
+
+
+def client_ip() -> str | None:
+    """The caller's address; behind server.proxy_count trusted proxies, taken from X-Forwarded-For."""
+    count = services().config.server_proxy_count
+    if count:
+        forwarded = [p.strip() for p in request.headers.get("X-Forwarded-For", "").split(",") if p.strip()]
+        if len(forwarded) >= count:
+            return forwarded[-count]
+    return request.remote_addr
+
+
+def client() -> Client:
+    return Client(client_ip(), request.headers.get("User-Agent"))
+
+
+def bearer_token() -> str | None:
+    """The token of `Authorization: Bearer <token>`; None without the header; 401 when it is malformed."""
+    header = request.headers.get("Authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("The Authorization header must be 'Bearer <access token>'.", "invalid_token")
+    return token.strip()
+
+
+def install_auth(app: Flask) -> None:
+    """Load the signing keys now (a missing secret stops start-up) and install the request hooks."""
+    svc = app.extensions["alyx"]
+    auth = svc.auth
+    auth.keys  # noqa: B018 - fail at start, not at the first login
+    svc.oauth  # noqa: B018 - and on a bad auth.oauth section
+    config = svc.config
+    limiter = RateLimiter(config.api_rate_limit, max(1, config.api_rate_limit_window)) \
+        if config.api_rate_limit > 0 else None
+
+    @app.before_request
+    def _authenticate() -> None:
+        if limiter is not None and request.path.startswith("/api/"):
+            wait = limiter.hit(client_ip() or "-")
+            if wait:
+                seconds = RateLimiter.retry_after(wait)
+                raise AlyxError("rate_limited", f"Too many requests; try again in {seconds} seconds.", 429,
+                                {"retry_after": seconds}, {"Retry-After": str(seconds)})
+        g.principal = None
+        g.session_id = None
+        if request.endpoint in TOKENLESS_ENDPOINTS:
+            return
+        token = bearer_token()
+        if token is not None:
+            g.principal, g.session_id = auth.authenticate(token)
+
+    app.register_blueprint(bp)
+
+
+def _signed_in():
+    if g.get("principal") is None:
+        raise unauthorized("Sign in first: send Authorization: Bearer <access token>.")
+    return g.principal
+
+
+@bp.post("/register")
+def register() -> Response:
+    return json_response(services().auth.register(json_body(), client(), request_info()), 201)
+
+
+@bp.post("/login")
+def login() -> Response:
+    return json_response(services().auth.login(json_body(), client()))
+
+
+@bp.post("/refresh")
+def refresh() -> Response:
+    body = json_body()
+    return json_response(services().auth.refresh(body.get("refresh_token") if isinstance(body, dict) else None))
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    """Ends the session of the refresh token in the body, or of the Bearer access token."""
+    auth = services().auth
+    refresh_token = None
+    if request.content_length:
+        body = json_body()
+        refresh_token = body.get("refresh_token") if isinstance(body, dict) else None
+    session_id = None
+    if not refresh_token:
+        token = bearer_token()
+        if token is None:
+            raise unauthorized("Send {\"refresh_token\": ...} or an Authorization: Bearer access token.")
+        _, session_id = auth.authenticate(token)
+    auth.logout(refresh_token, session_id)
+    return Response(status=204)
+
+
+@bp.get("/me")
+def me() -> Response:
+    return json_response(services().auth.me(_signed_in()))
+
+
+@bp.post("/password")
+def change_password() -> Response:
+    """{"old_password", "password"}: sets a new password and ends the user's other sessions."""
+    principal = _signed_in()
+    services().auth.change_password(principal, g.session_id, json_body())
+    return Response(status=204)
+
+
+@bp.get("/providers")
+def providers() -> Response:
+    return json_response({"providers": services().oauth.provider_names()})
+
+
+@bp.get("/oauth/<provider>")
+def oauth_start(provider: str) -> Response:
+    """Redirect to the provider; the state also goes into a cookie so the callback is bound to this browser."""
+    oauth = services().oauth
+    url, state = oauth.start(provider, request.base_url.rstrip("/") + "/callback")
+    response = redirect(url, 302)
+    response.set_cookie(OAUTH_COOKIE, state, max_age=oauth.STATE_TTL, httponly=True, samesite="Lax",
+                        secure=request.is_secure, path=f"/api/auth/oauth/{provider}")
+    return response
+
+
+@bp.get("/oauth/<provider>/callback")
+def oauth_callback(provider: str) -> Response:
+    oauth = services().oauth
+    if request.args.get("error"):
+        raise AlyxError("oauth_denied", f"The provider refused the login: {request.args['error'][:100]}.", 401)
+    state = request.args.get("state") or ""
+    cookie = request.cookies.get(OAUTH_COOKIE) or ""
+    if not state or not cookie or not secrets.compare_digest(state, cookie):
+        raise AlyxError("oauth_state_mismatch", "The OAuth state does not match this browser's login; start again.",
+                        400)
+    tokens = oauth.finish(provider, state, request.args.get("code") or "", client())
+    response = json_response(tokens)
+    response.delete_cookie(OAUTH_COOKIE, path=f"/api/auth/oauth/{provider}")
+    return response
