@@ -41,6 +41,15 @@ class Config:
     functions_idle_ttl: int = _setting(300, "functions.idle_ttl", int)  # seconds an idle sandbox is kept
     functions_memory_budget_mb: int = _setting(2048, "functions.memory_budget_mb", int)  # sum of sandbox limits
     realtime_broker: str | None = _setting(None, "realtime.broker", str)
+    realtime_max_connections: int = _setting(10000, "realtime.max_connections", int)  # per worker process
+    realtime_max_subscriptions: int = _setting(100, "realtime.max_subscriptions", int)  # per connection
+    realtime_max_frame_bytes: int = _setting(65536, "realtime.max_frame_bytes", int)  # client → server
+    realtime_send_queue_max: int = _setting(1000, "realtime.send_queue_max", int)  # frames; then disconnected
+    realtime_heartbeat_seconds: int = _setting(25, "realtime.heartbeat_seconds", int)
+    realtime_feed_retention_seconds: int = _setting(3600, "realtime.feed_retention_seconds", int)
+    realtime_feed_max_rows: int = _setting(100_000, "realtime.feed_max_rows", int)
+    realtime_poll_interval_ms: int = _setting(50, "realtime.poll_interval_ms", int)
+    realtime_coalesce_ms: int = _setting(0, "realtime.coalesce_ms", int)
 
     @property
     def schema_path(self) -> Path:

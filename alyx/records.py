@@ -89,6 +89,7 @@ class Records:
         self.default_per_page = default_per_page
         self.max_per_page = max_per_page
         self.listeners: list[Listener] = []
+        self.journal_writers: list[Listener] = []
 
     # -- lookup ---------------------------------------------------------------------------------
     def collection(self, name: str) -> Collection:
@@ -100,6 +101,10 @@ class Records:
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener`` with every ChangeEvent, after its transaction commits."""
         self.listeners.append(listener)
+
+    def journal(self, writer: Listener) -> None:
+        """Call ``writer`` with every ChangeEvent inside its write transaction, before commit (the change feed)."""
+        self.journal_writers.append(writer)
 
     # -- reads ----------------------------------------------------------------------------------
     def list(self, name: str, args: Mapping[str, str], auth: Principal | None = None,
@@ -231,6 +236,8 @@ class Records:
         return _WriteTransaction(self, coll)
 
     def _publish(self, event: ChangeEvent) -> None:
+        for writer in self.journal_writers:
+            writer(event)
         if self.listeners:
             self.db.peewee.after_commit(lambda: self._deliver(event))
 

@@ -13,6 +13,7 @@ from alyx.errors import ConfigError
 from alyx.functions import Functions
 from alyx.migrations import Migrator, Plan, migration_lock
 from alyx.models import SystemModels, build_models, build_system_models
+from alyx.realtime import Realtime
 from alyx.records import Records
 from alyx.rules import AccessRules
 from alyx.schema import Schema, load_schema
@@ -31,6 +32,7 @@ class Services:
     system: SystemModels
     access: AccessRules
     records: Records
+    realtime: Realtime | None = None
 
     @functools.cached_property
     def functions(self) -> Functions:
@@ -62,6 +64,7 @@ def build_services(config: Config, migrate: bool = True) -> Services:
         services = Services(config, schema, db, models, system, access,
                             Records(db, schema, models, access, config.api_default_per_page,
                                     config.api_max_per_page))
+        services.realtime = Realtime(config, db, services.records, access)
         if migrate:
             apply_safe_migrations(services)
     except peewee.OperationalError as exc:
@@ -79,6 +82,8 @@ def apply_safe_migrations(services: Services) -> Plan:
         migrator = services.migrator()
         plan = migrator.plan()
         migrator.apply(plan, allow_destructive=False)
+        if services.realtime is not None:
+            services.realtime.install()
         for step in plan.steps:
             log.info("migration applied: %s", step.describe())
         return plan

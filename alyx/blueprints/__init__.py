@@ -34,5 +34,8 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(health_bp)
     app.register_blueprint(collections_bp)
+    from alyx.blueprints.realtime import register_realtime
+
+    register_realtime(app)
     app.register_blueprint(functions_bp)
     register_docs(app)

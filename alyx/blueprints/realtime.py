@@ -1,0 +1,253 @@
+"""GET /api/realtime: the WebSocket channel (flask-sock) — frames in, the realtime service, frames out.
+
+One greenlet per connection reads frames and writes every outgoing frame, so writes to a socket
+never interleave; the hub only queues frames (bounded) and wakes this greenlet.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+import orjson
+from flask import Blueprint, Flask, request
+from flask_sock import Sock
+from simple_websocket import ConnectionClosed
+from wsproto.events import CloseConnection, Ping, TextMessage
+
+from alyx.blueprints import services
+from alyx.errors import AlyxError
+from alyx.realtime import CLOSE_HEARTBEAT_TIMEOUT, CLOSE_TOO_MANY_CONNECTIONS, Client, Realtime, frame
+from alyx.rules import Principal
+from alyx.services import Services
+
+log = logging.getLogger("alyx.realtime")
+
+bp = Blueprint("realtime", __name__)
+sock = Sock()
+CLOSE_GRACE_SECONDS = 5.0  # a slow consumer gets this long to take its close frame before the socket is cut
+
+
+def register_realtime(app: Flask) -> None:
+    """Register the WebSocket route with the frame size limit from the config."""
+    config = app.extensions["alyx"].config
+    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": config.realtime_max_frame_bytes}
+    app.register_blueprint(bp)
+
+
+@bp.before_request
+def _no_compression() -> None:
+    # permessage-deflate keeps a zlib context per socket (memory) and compresses each frame per
+    # subscriber (CPU); fan-out frames are small JSON, so Alyx does not negotiate it.
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+
+
+class _SerialSocket:
+    """The TCP socket with every write serialised (the reader thread answers pings on it too)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.lock = threading.Lock()
+
+    def send(self, data: bytes) -> int:
+        with self.lock:
+            self.raw.sendall(data)
+        return len(data)
+
+    sendall = send
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
+class _Connection:
+    """The socket side of one client: sending frames, heartbeats, closing."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        ws.sock = _SerialSocket(ws.sock)
+
+    def send(self, data: bytes) -> None:
+        if not self.ws.connected:
+            raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
+        self.ws.sock.send(self.ws.ws.send(TextMessage(data=data.decode())))
+
+    def ping(self) -> None:
+        self.ws.pong_received = False
+        self.ws.sock.send(self.ws.ws.send(Ping()))
+
+    def next_message(self, timeout: float) -> str | bytes | None:
+        """The next message, or None when woken (frames to send) or on timeout."""
+        ws = self.ws
+        if not ws.input_buffer:
+            if not ws.connected:
+                raise ConnectionClosed(ws.close_reason, ws.close_message)
+            ws.event.wait(timeout=max(timeout, 0))
+            ws.event.clear()
+        if ws.input_buffer:
+            return ws.input_buffer.pop(0)
+        if not ws.connected:
+            raise ConnectionClosed(ws.close_reason, ws.close_message)
+        return None
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame; cut the socket if the peer does not take it in time."""
+        if not self.ws.connected:
+            return
+        timer = threading.Timer(CLOSE_GRACE_SECONDS, self.abort)
+        timer.daemon = True
+        timer.start()
+        try:
+            self.ws.sock.send(self.ws.ws.send(CloseConnection(code, reason)))
+        except OSError:
+            pass
+        finally:
+            timer.cancel()
+        self.ws.connected = False
+
+    def abort(self) -> None:
+        self.ws.connected = False
+        try:
+            self.ws.sock.raw.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _token_from_request() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return request.args.get("token") or None
+
+
+def _authenticate(svc: Services, token: Any) -> tuple[Principal | None, float | None]:
+    """Token → (principal, expiry as epoch seconds); anonymous until alyx/auth.py provides principal_from_token."""
+    if token is None:
+        return None, None
+    if not isinstance(token, str):
+        raise AlyxError("unauthorized", "token must be a string.", 401)
+    try:
+        from alyx.auth import principal_from_token
+    except ImportError:
+        return None, None
+    principal = principal_from_token(svc, token)
+    expires_at = None
+    if principal is not None:
+        import jwt
+
+        try:
+            exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+            expires_at = float(exp) if exp is not None else None
+        except (jwt.PyJWTError, TypeError, ValueError):
+            expires_at = None
+    return principal, expires_at
+
+
+def _principal_json(principal: Principal | None) -> dict[str, Any] | None:
+    if principal is None:
+        return None
+    return {"id": principal.id, "email": principal.email, "role": principal.role, "verified": principal.verified}
+
+
+def _error(exc: AlyxError, request_id: Any = None) -> bytes:
+    payload: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.details:
+        payload["details"] = exc.details
+    return frame("error", payload, request_id)
+
+
+@sock.route("/api/realtime", bp=bp)
+def realtime_socket(ws: Any) -> None:
+    svc = services()
+    rt: Realtime = svc.realtime
+    svc.db.peewee.close() if not svc.db.peewee.is_closed() else None  # no pooled connection held while idle
+    conn = _Connection(ws)
+    try:
+        client = rt.connect(wake=ws.event.set)
+    except AlyxError as exc:
+        conn.send(_error(exc))
+        conn.close(CLOSE_TOO_MANY_CONNECTIONS, "too many connections")
+        return
+    try:
+        _serve(svc, rt, client, conn)
+    except ConnectionClosed:
+        pass
+    except OSError:
+        pass
+    finally:
+        rt.disconnect(client)
+
+
+def _serve(svc: Services, rt: Realtime, client: Client, conn: _Connection) -> None:
+    conn.send(frame("connected", {"client_id": client.id}))
+    try:
+        principal, expires_at = _authenticate(svc, _token_from_request())
+        rt.authenticate(client, principal, expires_at)
+    except AlyxError as exc:
+        client.push(_error(exc))
+    heartbeat = max(rt.config.realtime_heartbeat_seconds, 1)
+    next_ping = time.monotonic() + heartbeat
+    while True:
+        while client.outbox:
+            conn.send(client.outbox.popleft())
+        if client.close_request is not None:
+            conn.close(*client.close_request)
+            return
+        now = time.monotonic()
+        if client.token_expires_at is not None and time.time() >= client.token_expires_at:
+            rt.expire(client)
+            continue
+        if now >= next_ping:
+            if not conn.ws.pong_received:
+                conn.close(CLOSE_HEARTBEAT_TIMEOUT, "no pong to the last ping")
+                return
+            conn.ping()
+            next_ping = now + heartbeat
+        wait = next_ping - now
+        if client.token_expires_at is not None:
+            wait = min(wait, client.token_expires_at - time.time())
+        message = conn.next_message(wait)
+        if message is not None:
+            _handle(svc, rt, client, message)
+
+
+def _handle(svc: Services, rt: Realtime, client: Client, message: str | bytes) -> None:
+    """One client frame → replies pushed to the client; bad input is an error frame, never an exception."""
+    request_id = None
+    try:
+        try:
+            data = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            raise AlyxError("invalid_json", "The frame is not valid JSON.") from None
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            raise AlyxError("invalid_frame", 'A frame is a JSON object {"id"?, "type", "payload"?}.')
+        request_id = data.get("id")
+        if request_id is not None and (not isinstance(request_id, (str, int)) or isinstance(request_id, bool)):
+            request_id = None
+            raise AlyxError("invalid_frame", "id must be a string or an integer.")
+        kind, payload = data["type"], data.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            raise AlyxError("invalid_frame", "payload must be a JSON object.")
+        payload = payload or {}
+        if kind == "ping":
+            client.push(frame("pong", None, request_id))
+        elif kind == "auth":
+            principal, expires_at = _authenticate(svc, payload.get("token"))
+            rt.authenticate(client, principal, expires_at)
+            client.push(frame("auth", {"user": _principal_json(principal)}, request_id))
+        elif kind == "subscribe":
+            rt.subscribe(client, payload, request_id)
+        elif kind == "unsubscribe":
+            rt.unsubscribe(client, payload.get("subscription_id"))
+            client.push(frame("unsubscribed", {"subscription_id": payload.get("subscription_id")}, request_id))
+        else:
+            raise AlyxError("unknown_type", f"Unknown frame type {kind[:40]!r} "
+                            "(expected auth, subscribe, unsubscribe or ping).")
+    except AlyxError as exc:
+        client.push(_error(exc, request_id))
+    except Exception:
+        log.exception("realtime: unexpected error handling a frame")
+        client.push(_error(AlyxError("internal_error", "An unexpected error occurred; it has been logged.", 500),
+                           request_id))

@@ -1,0 +1,276 @@
+"""GET /api/realtime over real WebSockets (the websockets package) against `gunicorn -k gevent -w 2`.
+
+No timing thresholds: every wait is for a frame, bounded by a timeout, and the content is asserted.
+"""
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from tests.conftest import LiveServer, write_project
+
+SCHEMA = """
+collections:
+  - name: posts
+    fields:
+      - {name: title, type: string}
+      - {name: status, type: select, values: [draft, published], default: draft}
+      - {name: public, type: bool, default: true}
+      - {name: views, type: int, default: 0}
+    rules: {list: "doc.public == true", view: "true", create: "true", update: "true", delete: "true"}
+  - name: secrets
+    fields:
+      - {name: value, type: string}
+"""
+TIMEOUT = 10
+pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    project = write_project(tmp_path_factory.mktemp("realtime") / "project", SCHEMA)
+    live = LiveServer(project, workers=2, env={"ALYX_REALTIME_MAX_FRAME_BYTES": "4096"})
+    yield live
+    live.stop()
+    log = live.log.read_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
+class Socket:
+    """A test client: frames as dicts, waits bounded by TIMEOUT."""
+
+    def __init__(self, server: LiveServer, query: str = "") -> None:
+        self.ws: ClientConnection = connect(server.url.replace("http", "ws", 1) + "/api/realtime" + query,
+                                            open_timeout=TIMEOUT, compression=None)
+        self.connected = self.recv()
+        assert self.connected["type"] == "connected"
+
+    @property
+    def node(self) -> str:
+        return self.connected["payload"]["client_id"].split("-")[0]
+
+    def send(self, data: Any) -> None:
+        self.ws.send(data if isinstance(data, str) else json.dumps(data))
+
+    def recv(self) -> dict[str, Any]:
+        return json.loads(self.ws.recv(timeout=TIMEOUT))
+
+    def request(self, type_: str, payload: dict[str, Any] | None = None, id_: str = "r") -> dict[str, Any]:
+        self.send({"id": id_, "type": type_, **({"payload": payload} if payload is not None else {})})
+        return self.recv()
+
+    def subscribe(self, **payload: Any) -> dict[str, Any]:
+        reply = self.request("subscribe", payload)
+        assert reply["type"] == "snapshot", reply
+        return reply["payload"]
+
+    def changes_until(self, want: set[str]) -> list[tuple[int, str, str]]:
+        """(cursor, kind, id) of every change received until all ids in `want` were seen."""
+        seen: list[tuple[int, str, str]] = []
+        while not want <= {rid for _, _, rid in seen}:
+            frame = self.recv()
+            assert frame["type"] == "delta", frame
+            for kind, items in frame["payload"]["changes"].items():
+                for item in items:
+                    seen.append((frame["payload"]["cursor"], kind, item if kind == "deletes" else item["id"]))
+        return seen
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def create(server: LiveServer, **body: Any) -> str:
+    r = requests.post(f"{server.url}/api/collections/posts", json=body, timeout=TIMEOUT)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def update(server: LiveServer, rid: str, **body: Any) -> None:
+    r = requests.patch(f"{server.url}/api/collections/posts/{rid}", json=body, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+
+
+def test_changes_reach_subscribers_on_every_worker(server: LiveServer) -> None:
+    sockets = [Socket(server)]
+    while len({s.node for s in sockets}) < 2 and len(sockets) < 24:
+        sockets.append(Socket(server))
+    assert len({s.node for s in sockets}) == 2, "the two workers should each hold a connection"
+    for s in sockets:
+        s.subscribe(collection="posts", filter='title.startsWith("fanout")')
+    ids = {create(server, title=f"fanout {i}") for i in range(6)}  # REST writes land on both workers
+    for s in sockets:
+        got = s.changes_until(ids)
+        assert sorted(rid for _, _, rid in got) == sorted(ids) and {k for _, k, _ in got} == {"inserts"}
+        s.close()
+
+
+def test_filter_and_rule_transitions(server: LiveServer) -> None:
+    s = Socket(server)
+    sub = s.subscribe(collection="posts", filter='status == "published" && title == "transit"')
+    assert sub["docs"] == [] and isinstance(sub["cursor"], int)
+    rid = create(server, title="transit")  # a draft: not in the filter, nothing is sent
+    marker = create(server, title="transit", status="published")
+    assert [(k, i) for _, k, i in s.changes_until({marker})] == [("inserts", marker)]
+    update(server, rid, status="published")
+    assert [(k, i) for _, k, i in s.changes_until({rid})] == [("inserts", rid)]
+    update(server, rid, views=5)
+    assert [(k, i) for _, k, i in s.changes_until({rid})] == [("updates", rid)]
+    update(server, rid, public=False)  # the rule now hides it: a delete, then silence
+    assert [(k, i) for _, k, i in s.changes_until({rid})] == [("deletes", rid)]
+    update(server, rid, views=6)
+    update(server, marker, views=1)
+    assert [(k, i) for _, k, i in s.changes_until({marker})] == [("updates", marker)]
+    update(server, rid, public=True)
+    assert [(k, i) for _, k, i in s.changes_until({rid})] == [("inserts", rid)]
+    update(server, rid, status="draft")
+    assert [(k, i) for _, k, i in s.changes_until({rid})] == [("deletes", rid)]
+    s.close()
+
+
+def test_anonymous_subscribers_never_see_hidden_records(server: LiveServer) -> None:
+    watcher = Socket(server)
+    watcher.subscribe(collection="posts", filter='title.startsWith("hid")')
+    hidden = create(server, title="hidden", public=False)
+    update(server, hidden, views=3)
+    shown = create(server, title="hid-not")
+    got = watcher.changes_until({shown})
+    assert [i for _, _, i in got] == [shown]  # nothing about `hidden`, not even its id
+    again = Socket(server)
+    snap = again.subscribe(collection="posts", filter='title.startsWith("hid")')
+    assert [d["id"] for d in snap["docs"]] == [shown]
+    watcher.close()
+    again.close()
+
+
+def test_unauthenticated_subscribe_to_a_private_collection_is_refused(server: LiveServer) -> None:
+    s = Socket(server)
+    reply = s.request("subscribe", {"collection": "secrets"}, "x1")
+    assert reply == {"id": "x1", "type": "error", "payload": {"code": "unauthorized", "message": reply["payload"]
+                                                             ["message"]}}
+    assert s.request("ping", id_="p")["type"] == "pong"
+    s.close()
+
+
+def test_malformed_frames_and_unknown_collections_are_error_frames(server: LiveServer) -> None:
+    s = Socket(server)
+    cases = [("not json", "invalid_json"), ("[1, 2]", "invalid_frame"), ('{"type": 5}', "invalid_frame"),
+             ('{"type": "subscribe", "payload": []}', "invalid_frame"), ('{"type": "launch"}', "unknown_type"),
+             ('{"type": "subscribe", "payload": {}}', "bad_request"),
+             ('{"type": "subscribe", "payload": {"collection": "nope"}}', "not_found"),
+             ('{"type": "subscribe", "payload": {"collection": "posts", "filter": "secret == 1"}}', "bad_request"),
+             ('{"type": "subscribe", "payload": {"collection": "posts", "filter": "views >>"}}', "bad_request"),
+             ('{"type": "unsubscribe", "payload": {"subscription_id": "s999"}}', "not_found"),
+             ('{"type": "subscribe", "payload": {"collection": "posts", "since": 999999999}}', "cursor_expired"),
+             ('{"type": "auth", "payload": {"token": 12}}', "unauthorized")]
+    for raw, code in cases:
+        s.send(raw)
+        reply = s.recv()
+        assert reply["type"] == "error" and reply["payload"]["code"] == code, (raw, reply)
+        assert reply["payload"]["message"]
+    assert s.request("ping", id_="still-alive") == {"id": "still-alive", "type": "pong"}
+    sub = s.subscribe(collection="posts", limit=1)
+    assert s.request("unsubscribe", {"subscription_id": sub["subscription_id"]})["type"] == "unsubscribed"
+    s.close()
+
+
+def test_an_oversized_frame_closes_with_1009(server: LiveServer) -> None:
+    s = Socket(server)
+    s.send(json.dumps({"type": "ping", "payload": {"pad": "x" * 10_000}}))
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            s.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert Socket(server).request("ping")["type"] == "pong"  # the worker is fine
+
+
+def test_resume_after_a_forced_disconnect_has_no_gap_and_no_duplicate(server: LiveServer) -> None:
+    s = Socket(server)
+    snap = s.subscribe(collection="posts", filter='title.startsWith("resume")')
+    first = create(server, title="resume 0")
+    got = s.changes_until({first})
+    cursor = max(c for c, _, _ in got)
+    assert cursor > snap["cursor"]
+    s.ws.socket.shutdown(socket.SHUT_RDWR)  # the network drops: no close handshake
+    s.ws.socket.close()
+    missed = [create(server, title=f"resume {i}") for i in range(1, 4)]
+    back = Socket(server)
+    resumed = back.subscribe(collection="posts", filter='title.startsWith("resume")', since=cursor)
+    assert resumed["resumed"] is True and resumed["cursor"] == cursor
+    later = create(server, title="resume 4")
+    replay = back.changes_until(set(missed) | {later})
+    assert [rid for _, _, rid in replay] == missed + [later]  # in order, each once, nothing from before
+    cursors = [c for c, _, _ in replay]
+    assert cursors == sorted(cursors) and cursors[0] > cursor
+    assert back.request("ping")["type"] == "pong"  # and nothing else was queued before the pong
+    back.close()
+
+
+def test_a_broker_fans_out_across_workers(tmp_path: Path) -> None:
+    """Redis pub/sub (the real one on 127.0.0.1:6379) instead of polling the feed."""
+    project = write_project(tmp_path / "redis", SCHEMA)
+    live = LiveServer(project, workers=2, env={"ALYX_REALTIME_BROKER": "redis://127.0.0.1:6379/0"})
+    try:
+        sockets = [Socket(live)]
+        while len({s.node for s in sockets}) < 2 and len(sockets) < 24:
+            sockets.append(Socket(live))
+        for s in sockets:
+            s.subscribe(collection="posts")
+        ids = {create(live, title=f"via redis {i}") for i in range(4)}
+        for s in sockets:
+            assert {rid for _, _, rid in s.changes_until(ids)} == ids
+            s.close()
+    finally:
+        live.stop()
+    assert "Traceback" not in live.log.read_text()
+
+
+def test_postgres_listen_notify_fans_out(tmp_path: Path, pg_url: str) -> None:
+    project = write_project(tmp_path / "pg", SCHEMA)
+    live = LiveServer(project, workers=2, env={"ALYX_DATABASE_URL": pg_url, "ALYX_REALTIME_BROKER": "postgres"})
+    try:
+        sockets = [Socket(live)]
+        while len({s.node for s in sockets}) < 2 and len(sockets) < 24:
+            sockets.append(Socket(live))
+        for s in sockets:
+            s.subscribe(collection="posts")
+        ids = {create(live, title=f"via notify {i}") for i in range(4)}
+        for s in sockets:
+            assert {rid for _, _, rid in s.changes_until(ids)} == ids
+        # and resume works against the PostgreSQL feed too
+        cursor = sockets[0].subscribe(collection="posts")["cursor"]
+        later = create(live, title="after")
+        back = Socket(live)
+        back.subscribe(collection="posts", since=cursor)
+        assert [rid for _, _, rid in back.changes_until({later})] == [later]
+        for s in sockets + [back]:
+            s.close()
+    finally:
+        live.stop()
+    assert "Traceback" not in live.log.read_text()
+
+
+def test_the_python_client_reconnects_and_resumes(server: LiveServer) -> None:
+    from alyx.realtime_client import RealtimeClient
+
+    url = server.url.replace("http", "ws", 1) + "/api/realtime"
+    with RealtimeClient(url) as rt:
+        sub = rt.subscribe("posts", filter='title.startsWith("client")')
+        assert sub.next_event(TIMEOUT)[0] == "snapshot"
+        first = create(server, title="client 1")
+        assert sub.next_event(TIMEOUT) == ("insert", sub.docs[first])
+        rt.drop_connection()
+        missed = create(server, title="client 2")  # written while the client may be away
+        kind, doc = sub.next_event(TIMEOUT)
+        assert (kind, doc["id"]) == ("insert", missed)
+        update(server, first, title="client 1b")
+        kind, doc = sub.next_event(TIMEOUT)
+        assert (kind, doc["title"]) == ("update", "client 1b")
+        assert rt.connections >= 2 and set(sub.docs) == {first, missed}
