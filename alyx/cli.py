@@ -120,5 +120,23 @@ def migrate_apply(allow_destructive: bool) -> None:
     services.close()
 
 
+@cli.group()
+def runtimes() -> None:
+    """Function runtime images for the Docker sandbox tier."""
+
+
+@runtimes.command("build")
+@click.option("--mode", type=click.Choice(["auto", "online", "offline"]), default="auto", show_default=True,
+              help="online: registry base images; offline: a local debootstrap base; auto: online if reachable.")
+def runtimes_build(mode: str) -> None:
+    """Build the runtime images from runtimes/*/Dockerfile (cached: a rerun takes seconds)."""
+    from alyx.sandbox.images import BuildError, build_runtime_images
+
+    try:
+        images = build_runtime_images(mode, echo=click.echo)
+    except BuildError as exc:
+        _fail(exc)
+    click.echo(f"Runtime images ready: {', '.join(images)}")
+
 def main() -> None:
     cli(prog_name="alyx")

@@ -6,6 +6,9 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v pg_isready >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)  # function sandboxes (docker tier)
+command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)  # function sandboxes (bwrap tier)
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)  # offline runtime base image
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "provision: need ${need_apt[*]} (run as root, or install them with apt-get)" >&2
@@ -31,4 +34,17 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
   for _ in $(seq 1 20); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.5; done
 fi
-echo "provision: PostgreSQL, Redis and chromium ready"
+
+# Docker engine for the docker sandbox tier: started by hand (no systemd in CI), log to a file.
+if ! docker info >/dev/null 2>&1; then
+  mkdir -p /var/log/alyx
+  nohup dockerd >/var/log/alyx/dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+fi
+docker info >/dev/null 2>&1 || { echo "provision: dockerd did not start (see /var/log/alyx/dockerd.log)" >&2; exit 1; }
+
+# Function runtime images, built offline when no registry is reachable; cached, so reruns take seconds.
+PY=.venv/bin/python
+[ -x "$PY" ] || PY=python3
+"$PY" -m alyx runtimes build
+echo "provision: PostgreSQL, Redis, chromium, Docker (runtime images) and bubblewrap ready"

@@ -138,6 +138,7 @@ class SandboxManager:
         except RuntimeGone as exc:
             return self._failure(spec, began, timings, 503, "sandbox_unavailable", "error",
                                  f"No sandbox could be started for {spec.name!r}: {exc}", {})
+        deadline += timings["acquire"] / 1000
         return self._run(spec, call, pool, sandbox, began, deadline, timings)
 
     def shutdown(self) -> None:
@@ -230,7 +231,9 @@ class SandboxManager:
             t1 = time.monotonic()
             sandbox = self._take_generic(Profile(spec.runtime, spec.limits.memory, spec.limits.cpu,
                                                  spec.limits.network), deadline)
-            timings["acquire"] = _ms(time.monotonic() - t1)
+            started = time.monotonic() - t1
+            timings["acquire"] = _ms(started)
+            deadline += started  # starting a sandbox is the platform's time, not the function's
             t2 = time.monotonic()
             try:
                 sandbox.init(spec, max(0.001, deadline - time.monotonic()))
@@ -269,6 +272,17 @@ class SandboxManager:
             self._refill_async(Profile(profile.runtime, DEFAULT_PROFILE_MEMORY))
         if sandbox is not None:
             return sandbox
+        with self._cond:  # a warm start under way is nearly done: share it rather than start another
+            while self._refilling.get(profile, 0) and not self._generic.get(profile) and not self._closed:
+                if not self._cond.wait(min(max(deadline - time.monotonic(), 0.01), 1.0)):
+                    break
+            ready = self._generic.get(profile, [])
+            while ready:
+                candidate = ready.pop()
+                if candidate.alive():
+                    return candidate
+                self._all.discard(candidate)
+                self._stop_later([candidate])
         return self._start(profile, deadline)
 
     def _start(self, profile: Profile, deadline: float | None) -> Sandbox:

@@ -101,7 +101,14 @@ class Sandbox(ABC):
     def start(self) -> None:
         """Launch the runtime and wait until it answers /__rt/health."""
         self.started_at = time.monotonic()
-        self._launch()
+        try:
+            self._launch()
+        except RuntimeGone:
+            self.stop()
+            raise
+        except Exception as exc:  # noqa: BLE001 - an engine or OS error: no sandbox, say why
+            self.stop()
+            raise RuntimeGone(f"{self.tier} {self.profile.runtime} runtime could not be launched: {exc}") from None
         try:
             self.client.wait_ready(time.monotonic() + START_TIMEOUT, self.alive)
         except (RuntimeGone, RuntimeTimeout) as exc:
