@@ -372,3 +372,65 @@ def test_unknown_and_misconfigured_functions(fn_app: FnApp) -> None:
 def test_health_reports_the_tier(fn_app: FnApp, tier: str) -> None:
     app = fn_app({})
     assert app.test_client().get("/api/health").json["functions"]["sandbox"] == tier
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def test_gunicorn_keeps_serving_during_slow_calls_and_cleans_up(live_server, tmp_path: Path, tier: str) -> None:
+    import requests
+
+    functions = tmp_path / "live0" / "functions"
+    functions.mkdir(parents=True)
+    (functions / "slow.py").write_text("import time\ndef handler(req, res):\n"
+                                       "    time.sleep(float(req.query.get('sleep', '0')))\n"
+                                       "    return res.json({'ok': True})\n")
+    (functions / "hello.js").write_text(HELLO_JS)
+    server = live_server(schema="collections: []\n", workers=1, env={"ALYX_FUNCTIONS_SANDBOX": tier})
+    assert requests.get(server.url + "/api/functions/slow", timeout=30).json() == {"ok": True}
+    assert requests.get(server.url + "/api/functions/hello", timeout=30).json() == {"hello": "world"}
+    slow: list[int] = []
+    caller = threading.Thread(target=lambda: slow.append(
+        requests.get(server.url + "/api/functions/slow?sleep=3", timeout=30).status_code))
+    caller.start()
+    try:
+        for _ in range(3):
+            assert requests.get(server.url + "/api/health", timeout=30).status_code == 200
+            assert requests.get(server.url + "/api/functions/hello", timeout=30).status_code == 200
+        assert caller.is_alive()  # the slow call is still running while the rest was served
+    finally:
+        caller.join()
+    assert slow == [200]
+    pids = _descendants(server.proc.pid)
+    containers = []
+    if tier == "docker":
+        import docker
+
+        containers = [c for c in docker.from_env().containers.list(all=True, filters={"label": "alyx.sandbox"})
+                      if int(c.labels.get("alyx.pid", "0")) in pids]
+        assert len(containers) >= 2
+    else:
+        assert len(pids) >= 3  # the worker and at least one sandbox per runtime
+    server.stop()
+    assert not any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+                   for pid in pids), "a sandbox process outlived the server"
+    if containers:
+        import docker
+
+        left = docker.from_env().containers.list(all=True, filters={"id": [c.id for c in containers]})
+        assert left == [], "a sandbox container outlived the server"

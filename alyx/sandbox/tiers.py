@@ -203,9 +203,11 @@ class Tier(ABC):
 
 
 def _pump(stream: Any, capture: StreamCapture) -> None:
+    # read1 on the Popen stream, not os.read on its fd: under gevent the stream is cooperative,
+    # while os.read would block the whole hub until the sandbox writes something.
     try:
         while True:
-            chunk = os.read(stream.fileno(), 65536)
+            chunk = stream.read1(65536)
             if not chunk:
                 break
             capture.feed(chunk)
