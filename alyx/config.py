@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,18 @@ class Config:
     functions_idle_ttl: int = _setting(300, "functions.idle_ttl", int)  # seconds an idle sandbox is kept
     functions_memory_budget_mb: int = _setting(2048, "functions.memory_budget_mb", int)  # sum of sandbox limits
     realtime_broker: str | None = _setting(None, "realtime.broker", str)
+    events_runner: str = _setting("on", "events.runner", str, choices=("on", "off"))  # off: queue, never run jobs
+    events_poll_ms: int = _setting(500, "events.poll_ms", int)  # how often idle workers look for due jobs
+    events_concurrency: int = _setting(4, "events.concurrency", int)  # jobs run at once per worker process
+    events_retries: int = _setting(3, "events.retries", int)  # default for manifests without `retries`
+    events_backoff_base_ms: int = _setting(1000, "events.backoff_base_ms", int)
+    events_backoff_max_seconds: int = _setting(3600, "events.backoff_max_seconds", int)
+    events_lock_seconds: int = _setting(60, "events.lock_seconds", int)  # a silent worker's job is retried after
+    events_sync_timeout_seconds: int = _setting(5, "events.sync_timeout_seconds", int)
+    events_job_retention_seconds: int = _setting(7 * 86400, "events.job_retention_seconds", int)
+    schedules_catch_up: str = _setting("once", "schedules.catch_up", str, choices=("once", "all", "none"))
+    schedules_lease_seconds: int = _setting(15, "schedules.lease_seconds", int)
+    webhooks: list | None = _setting(None, "webhooks", list)  # outgoing webhooks (alyx/events.py)
     realtime_max_connections: int = _setting(10000, "realtime.max_connections", int)  # per worker process
     realtime_max_subscriptions: int = _setting(100, "realtime.max_subscriptions", int)  # per connection
     realtime_max_frame_bytes: int = _setting(65536, "realtime.max_frame_bytes", int)  # client → server
@@ -88,6 +101,14 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
             raise ConfigError(f"{where}: {key}: expected an integer, got {value!r}") from None
         if value < 0:
             raise ConfigError(f"{where}: {key}: expected a non-negative integer, got {value}")
+    elif kind is list:
+        if isinstance(value, str):  # from the environment: a JSON array
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f"{where}: {key}: expected a JSON array") from None
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {key}: expected a list, got {value!r}")
     elif kind is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}: {key}: expected a string, got {value!r}")

@@ -111,13 +111,12 @@ class JobQueue:
                                        row["attempts"], row["max_attempts"], row["created_at"]))
         return claimed
 
-    def extend(self, job_id: int, worker: str, lock_seconds: float) -> None:
-        """Keep a long attempt's lock (a function with a long timeout) from lapsing under it."""
+    def renew(self, worker: str, lock_seconds: float) -> int:
+        """Heartbeat: push back the locks of every job ``worker`` is running (a live worker keeps its jobs)."""
         m = self.model
         until = utcnow() + dt.timedelta(seconds=lock_seconds)
         with self.db.connection(), self.db.write():
-            m.update(locked_until=until).where((m.id == job_id) & (m.locked_by == worker)
-                                               & (m.status == "running")).execute()
+            return m.update(locked_until=until).where((m.locked_by == worker) & (m.status == "running")).execute()
 
     # -- finishing ---------------------------------------------------------------------------------
     def succeed(self, job: Job, worker: str, execution_id: str | None = None) -> bool:

@@ -38,6 +38,10 @@ class ChangeEvent:
 
 
 Listener = Callable[[ChangeEvent], None]
+# A guard sees a write before its transaction: (collection, action, document, previous) → fields to change
+# (or None); it refuses the write by raising AlyxError. Database hooks with mode: sync are guards.
+Guard = Callable[[str, str, dict[str, Any], "dict[str, Any] | None"], "Mapping[str, Any] | None"]
+GuardFilter = Callable[[str, str], bool]
 
 
 def format_datetime(value: dt.datetime) -> str:
@@ -89,6 +93,7 @@ class Records:
         self.default_per_page = default_per_page
         self.max_per_page = max_per_page
         self.listeners: list[Listener] = []
+        self.guards: list[tuple[Guard, GuardFilter]] = []
         self.journal_writers: list[Listener] = []
 
     # -- lookup ---------------------------------------------------------------------------------
@@ -97,6 +102,10 @@ class Records:
         if found is None:
             raise not_found(f"Collection {name!r} does not exist.")
         return found
+
+    def guard(self, check: Guard, applies: GuardFilter) -> None:
+        """Call ``check`` before writes for which ``applies(collection, action)`` is true (outside the transaction)."""
+        self.guards.append((check, applies))
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener`` with every ChangeEvent, after its transaction commits."""
@@ -191,6 +200,10 @@ class Records:
         record["created_at"] = record["updated_at"] = now
         if not self.access.allows(name, "create", auth, record, request):
             raise AlyxError("forbidden", f"You are not allowed to create records in {name!r}.", 403)
+        changes = self._run_guards(coll, "create", record, None)
+        if changes:
+            record.update(changes)
+            data.update(changes)
         with self._write(coll):
             self._check_relations(coll, data)
             coll.model.insert(record).execute()
@@ -206,6 +219,9 @@ class Records:
         if "id" in data and data["id"] != record_id:
             raise validation_failed({"id": ["The id of a record cannot be changed."]})
         data.pop("id", None)
+        if self._guards_for(name, "update"):
+            before = self._fetch_writable(coll, record_id, "update", auth, request)
+            data.update(self._run_guards(coll, "update", {**before, **data}, before))
         with self._write(coll):
             stored = self._fetch_writable(coll, record_id, "update", auth, request)
             self._check_relations(coll, data)
@@ -219,6 +235,8 @@ class Records:
                request: RequestInfo | None = None) -> None:
         """Delete: 404 if hidden, 403 if the delete rule refuses, 409 if a restrict relation holds it."""
         coll = self.collection(name)
+        if self._guards_for(name, "delete"):
+            self._run_guards(coll, "delete", self._fetch_writable(coll, record_id, "delete", auth, request), None)
         with self._write(coll):
             stored = self._fetch_writable(coll, record_id, "delete", auth, request)
             coll.model.delete().where(coll.id_column == record_id).execute()
@@ -231,6 +249,23 @@ class Records:
         if not self.access.allows(coll.spec.name, op, auth, stored, request):
             raise AlyxError("forbidden", f"You are not allowed to {op} this record.", 403)
         return stored
+
+    def _guards_for(self, name: str, action: str) -> list[Guard]:
+        return [check for check, applies in self.guards if applies(name, action)]
+
+    def _run_guards(self, coll: Collection, action: str, document: dict[str, Any],
+                    previous: dict[str, Any] | None) -> dict[str, Any]:
+        """Run the guards of a write; the fields they change are validated like a partial update."""
+        checks = self._guards_for(coll.spec.name, action)
+        changes: dict[str, Any] = {}
+        for check in checks:
+            extra = check(coll.spec.name, action, coll.serialize({**document, **changes}),
+                          coll.serialize(previous) if previous is not None else None)
+            if extra:
+                changes.update(extra)
+        for system in ("id", "created_at", "updated_at"):
+            changes.pop(system, None)
+        return self._load(coll, changes, partial=True) if changes and action != "delete" else {}
 
     def _write(self, coll: Collection) -> Any:
         return _WriteTransaction(self, coll)

@@ -10,6 +10,7 @@ import peewee
 from alyx.config import Config
 from alyx.db import Database
 from alyx.errors import ConfigError
+from alyx.events import Events
 from alyx.functions import Functions
 from alyx.migrations import Migrator, Plan, migration_lock
 from alyx.models import SystemModels, build_models, build_system_models
@@ -33,6 +34,7 @@ class Services:
     access: AccessRules
     records: Records
     realtime: Realtime | None = None
+    events: Events | None = None
 
     @functools.cached_property
     def functions(self) -> Functions:
@@ -48,6 +50,8 @@ class Services:
         return Migrator(self.db, self.schema, self.models, self.system)
 
     def close(self) -> None:
+        if self.events is not None:  # first: its loop may be running a function
+            self.events.close()
         if "functions" in self.__dict__:  # stop the sandboxes this app started
             self.functions.close()
         self.db.close()
@@ -65,6 +69,7 @@ def build_services(config: Config, migrate: bool = True) -> Services:
                             Records(db, schema, models, access, config.api_default_per_page,
                                     config.api_max_per_page))
         services.realtime = Realtime(config, db, services.records, access)
+        services.events = Events(services)
         if migrate:
             apply_safe_migrations(services)
     except peewee.OperationalError as exc:
@@ -84,6 +89,8 @@ def apply_safe_migrations(services: Services) -> Plan:
         migrator.apply(plan, allow_destructive=False)
         if services.realtime is not None:
             services.realtime.install()
+        if services.events is not None:
+            services.events.install()
         for step in plan.steps:
             log.info("migration applied: %s", step.describe())
         return plan

@@ -38,4 +38,9 @@ def register_blueprints(app: Flask) -> None:
 
     register_realtime(app)
     app.register_blueprint(functions_bp)
+    from alyx.blueprints.schedules import bp as schedules_bp
+    from alyx.blueprints.webhooks import bp as webhooks_bp
+
+    app.register_blueprint(webhooks_bp)
+    app.register_blueprint(schedules_bp)
     register_docs(app)

@@ -84,7 +84,7 @@ def _memory(name: str, value: Any) -> int:
 
 
 MANIFEST_KEYS = {"name", "runtime", "timeout", "memory", "cpu", "max_instances", "concurrency", "min_warm",
-                 "network", "env", "rules", "handler", "entry", "hooks", "schedules"}
+                 "network", "env", "rules", "handler", "entry", "hooks", "schedules", "retries"}
 
 
 def parse_manifest(name: str, manifest: Any, environ: Mapping[str, str]) -> tuple[Limits, dict[str, str], str | None]:
