@@ -82,15 +82,25 @@ class Functions:
 
     def prewarm(self) -> None:
         """Start the manager and a warm sandbox per runtime used by a function, in the background."""
-        runtimes = set()
+        specs = []
         for name in self.registry.names():
             try:
-                runtimes.add(self.registry.get(name).runtime)
+                specs.append(self.registry.get(name))
             except AlyxError:
                 continue
-        if runtimes:
-            threading.Thread(target=lambda: self.manager.prewarm(runtimes), daemon=True,
-                             name="alyx-functions-prewarm").start()
+        if not specs:
+            return
+
+        def warm() -> None:
+            try:
+                self.manager.prewarm({spec.runtime for spec in specs})
+                for spec in specs:
+                    if spec.limits.min_warm:
+                        self.manager.keep_warm(spec)
+            except AlyxError as exc:
+                log.warning("functions cannot be prewarmed: %s", exc.message)
+
+        threading.Thread(target=warm, daemon=True, name="alyx-functions-prewarm").start()
 
     def close(self) -> None:
         """Stop every sandbox this app started."""

@@ -111,6 +111,17 @@ class SandboxManager:
         for runtime in runtimes:
             self._refill_async(Profile(runtime, DEFAULT_PROFILE_MEMORY))
 
+    def keep_warm(self, spec: FunctionSpec) -> None:
+        """Start `min_warm` bound sandboxes for a function now (the reaper keeps them there)."""
+        with self._cond:
+            self._runtimes.add(spec.runtime)
+            pool = self._pool_for(spec)
+            if spec.limits.min_warm <= len(pool.instances) + pool.starting or spec.name in self._warming:
+                return
+            self._warming.add(spec.name)
+        threading.Thread(target=self._warm_function, args=(spec,), daemon=True,
+                         name=f"alyx-sandbox-warm-{spec.name}").start()
+
     def invoke(self, spec: FunctionSpec, call: Call) -> CallResult:
         """Run one call; function faults come back as a CallResult with an error, never raise."""
         began = time.monotonic()
@@ -226,6 +237,15 @@ class SandboxManager:
                 self._cond.wait(min(remaining, 1.0))
         self._stop_later(dead)
         timings["queue"] = _ms(time.monotonic() - t0)
+        sandbox = self._start_bound(pool, spec, deadline, timings)
+        with self._cond:
+            sandbox.active = 1
+            pool.instances.append(sandbox)
+        return pool, sandbox
+
+    def _start_bound(self, pool: _FunctionPool, spec: FunctionSpec, deadline: float,
+                     timings: dict[str, float]) -> Sandbox:
+        """Take (or start) a generic sandbox and bind it to `spec`; the caller counted it in pool.starting."""
         sandbox = None
         try:
             t1 = time.monotonic()
@@ -252,10 +272,7 @@ class SandboxManager:
             with self._cond:
                 pool.starting -= 1
                 self._cond.notify_all()
-        with self._cond:
-            sandbox.active = 1
-            pool.instances.append(sandbox)
-        return pool, sandbox
+        return sandbox
 
     def _take_generic(self, profile: Profile, deadline: float) -> Sandbox:
         with self._cond:
@@ -465,10 +482,29 @@ class SandboxManager:
             sandbox.stop()
 
     def _warm_function(self, spec: FunctionSpec) -> None:
-        """Start one more bound sandbox for a function with min_warm (in the background)."""
+        """Start bound sandboxes for a function until it has min_warm (in the background)."""
         try:
-            pool, sandbox = self._acquire(spec, time.monotonic() + max(spec.limits.timeout, 30.0), {})
-            self._release(pool, sandbox)
+            while True:
+                with self._cond:
+                    pool = self._pools.get(spec.name)
+                    if (self._closed or pool is None or pool.spec.version != spec.version or pool.load_error or
+                            len(pool.instances) + pool.starting >= min(spec.limits.min_warm,
+                                                                       spec.limits.max_instances)):
+                        return
+                    pool.starting += 1
+                sandbox = self._start_bound(pool, spec, time.monotonic() + max(spec.limits.timeout, 30.0), {})
+                with self._cond:
+                    sandbox.last_used = time.monotonic()
+                    if pool.retired or self._closed:
+                        self._all.discard(sandbox)
+                        retired = True
+                    else:
+                        pool.instances.append(sandbox)
+                        self._cond.notify_all()
+                        retired = False
+                if retired:
+                    sandbox.stop()
+                    return
         except Exception as exc:  # noqa: BLE001 - warming is best effort; calls report real errors
             log.debug("min_warm for %s failed: %s", spec.name, exc)
         finally:
