@@ -17,7 +17,7 @@ from alyx.db import Database
 from alyx.errors import ConfigError
 from alyx.models import SystemModels, index_definitions
 from alyx.schema import CollectionSpec, FieldSpec, Schema, creation_order
-from alyx.validation import parse_datetime
+from alyx.validation import default_value, parse_datetime
 
 SYSTEM_COLUMNS = ("id", "created_at", "updated_at")
 
@@ -160,7 +160,7 @@ class Migrator:
         column = model._meta.fields[spec.name]
         self.migrator.add_column(model._meta.table_name, spec.name, column).run()
         if spec.default is not None:
-            model.update({column: spec.default}).execute()
+            model.update({column: default_value(spec)}).execute()
 
     def _drop_column(self, table: str, name: str) -> None:
         legacy = False

@@ -1,6 +1,7 @@
 """schema.yaml → validated CollectionSpec/FieldSpec, with errors that name the line and the key."""
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -309,9 +310,12 @@ def _parse_field(reader: _Reader, raw: Any, where: str, parent: Any) -> FieldSpe
     if minimum is not None and maximum is not None and minimum > maximum:
         reader.fail(node, f"{where}.min", f"min ({minimum}) is greater than max ({maximum})", key="min")
     if (minimum is not None or maximum is not None) and ftype not in ("string", "text", "int", "float", "email",
-                                                                     "url", "json"):
+                                                                     "url"):
         reader.fail(node, f"{where}.min", f"min/max do not apply to {ftype} fields",
                     key="min" if minimum is not None else "max")
+    for key, bound in (("min", minimum), ("max", maximum)):
+        if bound is not None and ftype not in ("int", "float") and (not isinstance(bound, int) or bound < 0):
+            reader.fail(node, f"{where}.{key}", f"expected a length (a whole number >= 0), got {bound!r}", key=key)
     pattern = reader.get(node, "pattern", where, (str,), default=None)
     if pattern is not None:
         if ftype not in ("string", "text", "email", "url"):
@@ -344,10 +348,13 @@ def _parse_field(reader: _Reader, raw: Any, where: str, parent: Any) -> FieldSpe
     if "default" in node and node["default"] is not None:
         from alyx.validation import check_default  # the field validators own what a valid value is
 
-        problem = check_default(spec, node["default"])
+        default = node["default"]
+        if isinstance(default, (dt.date, dt.datetime)):  # unquoted YAML dates: kept in their JSON form
+            default = default.isoformat()
+        problem = check_default(spec, default)
         if problem:
             reader.fail(node, f"{where}.default", problem, key="default")
-        spec = FieldSpec(**{**spec.__dict__, "default": node["default"]})
+        spec = FieldSpec(**{**spec.__dict__, "default": default})
     return spec
 
 

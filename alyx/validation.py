@@ -210,6 +210,11 @@ def record_schema(spec: CollectionSpec, partial: bool) -> Schema:
     return schema_cls(partial=partial)
 
 
+def default_value(spec: FieldSpec) -> Any:
+    """The default of a field as it is stored (a datetime for a datetime field, ...), or None."""
+    return None if spec.default is None else marshmallow_field(spec).deserialize(spec.default)
+
+
 def check_default(spec: FieldSpec, value: Any) -> str | None:
     """Why ``value`` cannot be this field's default, or None when it can."""
     try:
@@ -220,4 +225,5 @@ def check_default(spec: FieldSpec, value: Any) -> str | None:
     return None
 
 
-__all__ = ["record_schema", "marshmallow_field", "check_default", "parse_datetime", "RECORD_ID", "EXCLUDE"]
+__all__ = ["record_schema", "marshmallow_field", "check_default", "default_value", "parse_datetime", "RECORD_ID",
+           "EXCLUDE"]
