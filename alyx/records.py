@@ -22,7 +22,7 @@ from alyx.errors import AlyxError, bad_request, not_found, validation_failed
 from alyx.models import new_id, utcnow
 from alyx.rules import AccessRules, Principal, RequestInfo
 from alyx.schema import CollectionSpec, Schema
-from alyx.validation import RECORD_ID, record_schema
+from alyx.validation import RECORD_ID, default_value, record_schema
 
 DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
@@ -61,7 +61,7 @@ class Collection:
         self.visible_columns = [model._meta.fields[name] for name in self.visible]
         self.dates = [name for name in self.visible if q.field_type(spec, name) in ("datetime", "date")]
         self.relations = {f.name: f.collection for f in spec.public_fields if f.type == "relation"}
-        self.defaults = {f.name: f.default for f in spec.public_fields}
+        self.defaults = {f.name: default_value(f) for f in spec.public_fields}
 
     def serialize(self, row: Mapping[str, Any], fields: tuple[str, ...] | None = None) -> dict[str, Any]:
         """A stored row → its JSON form (RFC 3339 UTC datetimes, hidden fields dropped)."""
