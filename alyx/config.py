@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from alyx.errors import ConfigError
+from alyx.schema import load_yaml
 
 CONFIG_FILE = "alyx.yaml"
 SANDBOX_TIERS = ("auto", "docker", "bwrap", "process")
@@ -119,15 +118,23 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
     return value
 
 
-def _flatten(data: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
+def _flatten(data: Mapping[str, Any], lines: dict[str, int], prefix: str = "") -> dict[str, Any]:
+    """{"server": {"port": 1}} → {"server.port": 1}; ``lines`` gets the line of every key."""
     flat: dict[str, Any] = {}
     for k, v in data.items():
         key = f"{prefix}{k}"
+        lines[key] = getattr(data, "key_lines", {}).get(k, 0)
         if isinstance(v, dict):
-            flat.update(_flatten(v, where, key + "."))
+            flat.update(_flatten(v, lines, key + "."))
+        elif v is None and _is_section(key):
+            continue  # a section whose keys are all commented out
         else:
             flat[key] = v
     return flat
+
+
+def _is_section(key: str) -> bool:
+    return any(f.metadata["key"].startswith(key + ".") for f in _settings())
 
 
 def load_config(project_dir: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -141,29 +148,28 @@ def load_config(project_dir: str | Path | None = None, env: Mapping[str, str] | 
         raise ConfigError(f"ALYX_PROJECT_DIR: {project} is not a directory")
     path = project / CONFIG_FILE
     from_file: dict[str, Any] = {}
+    lines: dict[str, int] = {}
     if path.exists():
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        loaded = load_yaml(path.read_text(encoding="utf-8"), str(path))
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-        from_file = _flatten(loaded, str(path))
+        from_file = _flatten(loaded, lines)
     by_key = {f.metadata["key"]: f for f in _settings()}
-    unknown = sorted(set(from_file) - set(by_key))
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(by_key))}"
-        )
+
+    def where(key: str) -> str:
+        return f"{path}:{lines[key]}" if lines.get(key) else str(path)
+
+    for key in sorted(set(from_file) - set(by_key), key=lambda k: lines.get(k, 0)):
+        if _is_section(key):
+            raise ConfigError(f"{where(key)}: {key}: expected a mapping of settings, got {from_file[key]!r}")
+        raise ConfigError(f"{where(key)}: unknown key {key!r}; known keys: {', '.join(sorted(by_key))}")
     values: dict[str, Any] = {"project_dir": project}
     for f in _settings():
         key = f.metadata["key"]
         if key in from_file:
-            values[f.name] = _coerce(from_file[key], f, str(path))
+            values[f.name] = _coerce(from_file[key], f, where(key))
         for var in ("ALYX_" + f.name.upper(), *f.metadata["env"]):
             if env.get(var):
                 values[f.name] = _coerce(env[var], f, f"environment variable {var}")
