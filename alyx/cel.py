@@ -335,9 +335,13 @@ FALSE_SQL = peewee.SQL("1 = 0")
 class SqlCompiler:
     """AST → peewee expression. Every comparison is two-valued (NULL never leaks into NOT)."""
 
-    def __init__(self, resolver: Resolver, postgres: bool) -> None:
+    def __init__(self, resolver: Resolver, postgres: bool, errors_deny: bool = False) -> None:
+        """``errors_deny``: a comparison that fails on this call's values (an access rule at run time,
+        e.g. a malformed date in request.query) is a CEL error — neither true nor false — instead of
+        raising; compile-time checks leave it False so that mistakes surface."""
         self.resolve = resolver
         self.postgres = postgres
+        self.errors_deny = errors_deny
 
     def compile(self, node: Node) -> peewee.Node:
         """The SQL condition of the rows for which the expression is true.
@@ -362,6 +366,10 @@ class SqlCompiler:
         try:
             condition = self._condition(node)
         except _NoValue:
+            return False, False
+        except CelError:
+            if not self.errors_deny:
+                raise
             return False, False
         if condition is TRUE_SQL:
             return True, False

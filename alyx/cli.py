@@ -1,4 +1,4 @@
-"""The `alyx` command line: init, dev, migrate (and later admin, generate, runtimes)."""
+"""The `alyx` command line: init, dev, migrate, admin (and later generate, runtimes)."""
 from __future__ import annotations
 
 import os
@@ -55,6 +55,7 @@ def dev(host: str | None, port: int | None) -> None:
     from alyx.config import load_config
     from alyx.devserver import dev_app
 
+    os.environ.setdefault("ALYX_SERVER_ENVIRONMENT", "development")  # a generated signing key is fine here
     try:
         config = load_config()
     except ConfigError as exc:
@@ -118,6 +119,39 @@ def migrate_apply(allow_destructive: bool) -> None:
         click.echo(f"applied {step.describe()}")
     click.echo(f"{len(applied)} step(s) applied." if applied else "Nothing to apply.")
     services.close()
+
+
+@cli.group()
+def admin() -> None:
+    """Manage admin users (users with role admin)."""
+
+
+@admin.command("create")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (first line).")
+@click.option("--promote", is_flag=True, help="If the user exists, make them an admin and set this password.")
+def admin_create(email: str, password_stdin: bool, promote: bool) -> None:
+    """Create an admin user EMAIL (the password is prompted for unless --password-stdin)."""
+    from alyx.config import load_config
+    from alyx.errors import AlyxError
+    from alyx.services import build_services
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        services = build_services(load_config())
+    except ConfigError as exc:
+        _fail(exc)
+    try:
+        user = services.auth.create_admin(email, password, promote=promote)
+    except AlyxError as exc:
+        details = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in exc.details.items())
+        _fail(ConfigError(f"{exc.message}{' (' + details + ')' if details else ''}"))
+    finally:
+        services.close()
+    click.echo(f"Admin {user['email']} ready (id {user['id']}).")
 
 
 @cli.group()

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from alyx.errors import ConfigError
-from alyx.schema import load_yaml
 
 CONFIG_FILE = "alyx.yaml"
 SANDBOX_TIERS = ("auto", "docker", "bwrap", "process")
+ENVIRONMENTS = ("production", "development")
 
 
 def _setting(default: Any, key: str, kind: Any, choices: tuple[str, ...] | None = None, env: tuple[str, ...] = ()):
@@ -35,24 +37,30 @@ class Config:
     database_pool_size: int = _setting(32, "database.pool_size", int)
     api_default_per_page: int = _setting(30, "api.default_per_page", int)
     api_max_per_page: int = _setting(500, "api.max_per_page", int)
+    server_environment: str = _setting("production", "server.environment", str, choices=ENVIRONMENTS)
+    server_proxy_count: int = _setting(0, "server.proxy_count", int)
+    api_rate_limit: int = _setting(0, "api.rate_limit", int)
+    api_rate_limit_window: int = _setting(60, "api.rate_limit_window", int)
     auth_secret: str | None = _setting(None, "auth.secret", str, env=("JWT_SECRET",))
+    auth_previous_secrets: str | None = _setting(None, "auth.previous_secrets", str)
+    auth_key_file: str | None = _setting(None, "auth.key_file", str)
+    auth_access_token_ttl: int = _setting(900, "auth.access_token_ttl", int)
+    auth_refresh_token_ttl: int = _setting(30 * 86400, "auth.refresh_token_ttl", int)
+    auth_session_check_seconds: int = _setting(5, "auth.session_check_seconds", int)
+    auth_registration: str = _setting("open", "auth.registration", str, choices=("open", "closed"))
+    auth_password_min_length: int = _setting(8, "auth.password_min_length", int)
+    auth_argon2_time_cost: int = _setting(3, "auth.argon2_time_cost", int)
+    auth_argon2_memory_kib: int = _setting(65536, "auth.argon2_memory_kib", int)
+    auth_argon2_parallelism: int = _setting(4, "auth.argon2_parallelism", int)
+    auth_login_max_failures_account: int = _setting(5, "auth.login_max_failures_account", int)
+    auth_login_max_failures_ip: int = _setting(50, "auth.login_max_failures_ip", int)
+    auth_login_lockout_max_seconds: int = _setting(900, "auth.login_lockout_max_seconds", int)
+    auth_oauth: dict | None = _setting(None, "auth.oauth", dict)
     functions_sandbox: str = _setting("auto", "functions.sandbox", str, choices=SANDBOX_TIERS)
     functions_warm_pool: int = _setting(1, "functions.warm_pool", int)  # started generic sandboxes per runtime
     functions_idle_ttl: int = _setting(300, "functions.idle_ttl", int)  # seconds an idle sandbox is kept
     functions_memory_budget_mb: int = _setting(2048, "functions.memory_budget_mb", int)  # sum of sandbox limits
     realtime_broker: str | None = _setting(None, "realtime.broker", str)
-    events_runner: str = _setting("on", "events.runner", str, choices=("on", "off"))  # off: queue, never run jobs
-    events_poll_ms: int = _setting(500, "events.poll_ms", int)  # how often idle workers look for due jobs
-    events_concurrency: int = _setting(4, "events.concurrency", int)  # jobs run at once per worker process
-    events_retries: int = _setting(3, "events.retries", int)  # default for manifests without `retries`
-    events_backoff_base_ms: int = _setting(1000, "events.backoff_base_ms", int)
-    events_backoff_max_seconds: int = _setting(3600, "events.backoff_max_seconds", int)
-    events_lock_seconds: int = _setting(60, "events.lock_seconds", int)  # a silent worker's job is retried after
-    events_sync_timeout_seconds: int = _setting(5, "events.sync_timeout_seconds", int)
-    events_job_retention_seconds: int = _setting(7 * 86400, "events.job_retention_seconds", int)
-    schedules_catch_up: str = _setting("once", "schedules.catch_up", str, choices=("once", "all", "none"))
-    schedules_lease_seconds: int = _setting(15, "schedules.lease_seconds", int)
-    webhooks: list | None = _setting(None, "webhooks", list)  # outgoing webhooks (alyx/events.py)
     realtime_max_connections: int = _setting(10000, "realtime.max_connections", int)  # per worker process
     realtime_max_subscriptions: int = _setting(100, "realtime.max_subscriptions", int)  # per connection
     realtime_max_frame_bytes: int = _setting(65536, "realtime.max_frame_bytes", int)  # client → server
@@ -100,14 +108,14 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
             raise ConfigError(f"{where}: {key}: expected an integer, got {value!r}") from None
         if value < 0:
             raise ConfigError(f"{where}: {key}: expected a non-negative integer, got {value}")
-    elif kind is list:
-        if isinstance(value, str):  # from the environment: a JSON array
+    elif kind is dict:
+        if isinstance(value, str):  # from the environment: a JSON object
             try:
                 value = json.loads(value)
             except ValueError:
-                raise ConfigError(f"{where}: {key}: expected a JSON array") from None
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: {key}: expected a list, got {value!r}")
+                raise ConfigError(f"{where}: {key}: expected a JSON object") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key}: expected a mapping, got {value!r}")
     elif kind is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}: {key}: expected a string, got {value!r}")
@@ -118,23 +126,16 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
     return value
 
 
-def _flatten(data: Mapping[str, Any], lines: dict[str, int], prefix: str = "") -> dict[str, Any]:
-    """{"server": {"port": 1}} → {"server.port": 1}; ``lines`` gets the line of every key."""
+def _flatten(data: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
+    mappings = {f.metadata["key"] for f in _settings() if f.metadata["kind"] is dict}
     for k, v in data.items():
         key = f"{prefix}{k}"
-        lines[key] = getattr(data, "key_lines", {}).get(k, 0)
-        if isinstance(v, dict):
-            flat.update(_flatten(v, lines, key + "."))
-        elif v is None and _is_section(key):
-            continue  # a section whose keys are all commented out
+        if isinstance(v, dict) and key not in mappings:
+            flat.update(_flatten(v, where, key + "."))
         else:
             flat[key] = v
     return flat
-
-
-def _is_section(key: str) -> bool:
-    return any(f.metadata["key"].startswith(key + ".") for f in _settings())
 
 
 def load_config(project_dir: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -148,28 +149,29 @@ def load_config(project_dir: str | Path | None = None, env: Mapping[str, str] | 
         raise ConfigError(f"ALYX_PROJECT_DIR: {project} is not a directory")
     path = project / CONFIG_FILE
     from_file: dict[str, Any] = {}
-    lines: dict[str, int] = {}
     if path.exists():
-        loaded = load_yaml(path.read_text(encoding="utf-8"), str(path))
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-        from_file = _flatten(loaded, lines)
+        from_file = _flatten(loaded, str(path))
     by_key = {f.metadata["key"]: f for f in _settings()}
-
-    def where(key: str) -> str:
-        return f"{path}:{lines[key]}" if lines.get(key) else str(path)
-
-    for key in sorted(set(from_file) - set(by_key), key=lambda k: lines.get(k, 0)):
-        if _is_section(key):
-            raise ConfigError(f"{where(key)}: {key}: expected a mapping of settings, got {from_file[key]!r}")
-        raise ConfigError(f"{where(key)}: unknown key {key!r}; known keys: {', '.join(sorted(by_key))}")
+    unknown = sorted(set(from_file) - set(by_key))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(by_key))}"
+        )
     values: dict[str, Any] = {"project_dir": project}
     for f in _settings():
         key = f.metadata["key"]
         if key in from_file:
-            values[f.name] = _coerce(from_file[key], f, where(key))
+            values[f.name] = _coerce(from_file[key], f, str(path))
         for var in ("ALYX_" + f.name.upper(), *f.metadata["env"]):
             if env.get(var):
                 values[f.name] = _coerce(env[var], f, f"environment variable {var}")

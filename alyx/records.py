@@ -22,9 +22,10 @@ from alyx.errors import AlyxError, bad_request, not_found, validation_failed
 from alyx.models import new_id, utcnow
 from alyx.rules import AccessRules, Principal, RequestInfo
 from alyx.schema import CollectionSpec, Schema
-from alyx.validation import RECORD_ID, default_value, record_schema
+from alyx.validation import RECORD_ID, record_schema
 
 DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+AUTH_ADMIN_FIELDS = frozenset({"role", "verified"})
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,6 @@ class ChangeEvent:
 
 
 Listener = Callable[[ChangeEvent], None]
-# A guard sees a write before its transaction: (collection, action, document, previous) → fields to change
-# (or None); it refuses the write by raising AlyxError. Database hooks with mode: sync are guards.
-Guard = Callable[[str, str, dict[str, Any], "dict[str, Any] | None"], "Mapping[str, Any] | None"]
-GuardFilter = Callable[[str, str], bool]
 
 
 def format_datetime(value: dt.datetime) -> str:
@@ -61,7 +58,7 @@ class Collection:
         self.visible_columns = [model._meta.fields[name] for name in self.visible]
         self.dates = [name for name in self.visible if q.field_type(spec, name) in ("datetime", "date")]
         self.relations = {f.name: f.collection for f in spec.public_fields if f.type == "relation"}
-        self.defaults = {f.name: default_value(f) for f in spec.public_fields}
+        self.defaults = {f.name: f.default for f in spec.public_fields}
 
     def serialize(self, row: Mapping[str, Any], fields: tuple[str, ...] | None = None) -> dict[str, Any]:
         """A stored row → its JSON form (RFC 3339 UTC datetimes, hidden fields dropped)."""
@@ -93,7 +90,6 @@ class Records:
         self.default_per_page = default_per_page
         self.max_per_page = max_per_page
         self.listeners: list[Listener] = []
-        self.guards: list[tuple[Guard, GuardFilter]] = []
         self.journal_writers: list[Listener] = []
 
     # -- lookup ---------------------------------------------------------------------------------
@@ -102,10 +98,6 @@ class Records:
         if found is None:
             raise not_found(f"Collection {name!r} does not exist.")
         return found
-
-    def guard(self, check: Guard, applies: GuardFilter) -> None:
-        """Call ``check`` before writes for which ``applies(collection, action)`` is true (outside the transaction)."""
-        self.guards.append((check, applies))
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener`` with every ChangeEvent, after its transaction commits."""
@@ -122,19 +114,24 @@ class Records:
         coll = self.collection(name)
         lq = q.parse_list_query(coll.spec, args, self.default_per_page, self.max_per_page)
         conditions = q.compile_where(lq, coll.spec, coll.model, not self.db.is_sqlite)
-        rule = self.access.where(name, "list", auth, request)
-        if rule is not None:
-            conditions.append(rule)
+        visibility = self.access.visibility(name, "list", auth, request)
+        if visibility.sql is not None:
+            conditions.append(visibility.sql)
         base = coll.model.select(*coll.columns(lq.fields))
         if conditions:
             base = base.where(*conditions)
         order = [(coll.model._meta.fields[f].desc() if desc else coll.model._meta.fields[f]) for f, desc in lq.sort]
         if not any(f == "id" for f, _ in lq.sort):
             order.append(coll.id_column)
-        rows = list(base.order_by(*order).paginate(lq.page, lq.per_page).dicts())
+        if visibility.test is not None:  # a rule SQL cannot express: filter every candidate row in order
+            rows, total = self._page_by_test(coll, conditions, order, lq, visibility.test)
+        else:
+            rows = list(base.order_by(*order).paginate(lq.page, lq.per_page).dicts())
         items = [coll.serialize(row, lq.fields) for row in rows]
         if lq.skip_total:
             total, pages = -1, -1
+        elif visibility.test is not None:
+            pages = math.ceil(total / lq.per_page) if total else 0
         else:
             counter = coll.model.select()
             if conditions:
@@ -144,6 +141,26 @@ class Records:
         if lq.expand:
             self._expand(coll, rows, items, lq.expand, auth, request)
         return {"items": items, "page": lq.page, "perPage": lq.per_page, "totalItems": total, "totalPages": pages}
+
+    @staticmethod
+    def _page_by_test(coll: Collection, conditions: list[peewee.Node], order: list[Any], lq: q.ListQuery,
+                      test: Callable[[Mapping[str, Any]], bool]) -> tuple[list[dict[str, Any]], int]:
+        """One page of the rows that pass ``test``, and how many pass in all (O(candidate rows))."""
+        query = coll.model.select()
+        if conditions:
+            query = query.where(*conditions)
+        start, stop = (lq.page - 1) * lq.per_page, lq.page * lq.per_page
+        page: list[dict[str, Any]] = []
+        passed = 0
+        for row in query.order_by(*order).dicts().iterator():
+            if not test(row):
+                continue
+            if start <= passed < stop:
+                page.append(row)
+            passed += 1
+            if lq.skip_total and passed >= stop:
+                break
+        return page, passed
 
     def view(self, name: str, record_id: str, args: Mapping[str, str] | None = None,
              auth: Principal | None = None, request: RequestInfo | None = None) -> dict[str, Any]:
@@ -158,15 +175,29 @@ class Records:
             self._expand(coll, [row], [item], expand, auth, request)
         return item
 
+    def view_unchecked(self, name: str, record_id: str) -> dict[str, Any]:
+        """One record without rules, for server-side services that already decided (GET /api/auth/me)."""
+        coll = self.collection(name)
+        return coll.serialize(self._fetch(coll, record_id, "view", None, None, coll.visible_columns, admin=True))
+
+    def validate(self, name: str, body: Any, partial: bool = False) -> dict[str, Any]:
+        """The body validated as a create (or partial update) of ``name``, without writing (422 if invalid)."""
+        return self._load(self.collection(name), body, partial)
+
     def _fetch(self, coll: Collection, record_id: str, op: str, auth: Principal | None,
-               request: RequestInfo | None, columns: list[peewee.Field] | None = None) -> dict[str, Any]:
+               request: RequestInfo | None, columns: list[peewee.Field] | None = None, admin: bool = False
+               ) -> dict[str, Any]:
         if not RECORD_ID.fullmatch(record_id):  # never stored; and PostgreSQL refuses NUL characters
             raise not_found(f"Record {record_id[:40]!r} not found in {coll.spec.name!r}.")
+        visibility = None if admin else self.access.visibility(coll.spec.name, op, auth, request)
+        if visibility is not None and visibility.test is not None:
+            columns = None  # the per-record test needs every field
         query = coll.model.select(*(columns or coll.model._meta.sorted_fields)).where(coll.id_column == record_id)
-        rule = self.access.where(coll.spec.name, op, auth, request)
-        if rule is not None:
-            query = query.where(rule)
+        if visibility is not None and visibility.sql is not None:
+            query = query.where(visibility.sql)
         row = query.dicts().get_or_none()
+        if row is not None and visibility is not None and visibility.test is not None and not visibility.test(row):
+            row = None
         if row is None:
             raise not_found(f"Record {record_id!r} not found in {coll.spec.name!r}.")
         return row
@@ -178,32 +209,35 @@ class Records:
             ids = {row.get(field_name) for row in rows if row.get(field_name)}
             if not ids:
                 continue
-            query = target.model.select(*target.visible_columns).where(target.id_column.in_(list(ids)))
-            rule = self.access.where(target.spec.name, "view", auth, request)
-            if rule is not None:
-                query = query.where(rule)
-            related = {r["id"]: target.serialize(r) for r in query.dicts()}
+            visibility = self.access.visibility(target.spec.name, "view", auth, request)
+            columns = target.visible_columns if visibility.test is None else target.model._meta.sorted_fields
+            query = target.model.select(*columns).where(target.id_column.in_(list(ids)))
+            if visibility.sql is not None:
+                query = query.where(visibility.sql)
+            related = {r["id"]: target.serialize(r) for r in query.dicts()
+                       if visibility.test is None or visibility.test(r)}
             for row, item in zip(rows, items, strict=True):
                 ref = row.get(field_name)
                 if ref in related:
                     item.setdefault("expand", {})[field_name] = related[ref]
 
     # -- writes ---------------------------------------------------------------------------------
-    def create(self, name: str, body: Any, auth: Principal | None = None, request: RequestInfo | None = None
-               ) -> dict[str, Any]:
-        """Validate, check the create rule, insert; 201-ready record."""
+    def create(self, name: str, body: Any, auth: Principal | None = None, request: RequestInfo | None = None,
+               *, server_values: Mapping[str, Any] | None = None, check_rule: bool = True) -> dict[str, Any]:
+        """Validate, check the create rule, insert; 201-ready record.
+
+        ``server_values`` and ``check_rule`` are for server-side services only (the auth service
+        setting a password hash or an admin's role); no HTTP input ever reaches them.
+        """
         coll = self.collection(name)
         data = self._load(coll, body, partial=False)
+        self._check_auth_fields(coll, data, auth)
         now = utcnow()
-        record = {**{k: copy.deepcopy(v) for k, v in coll.defaults.items()}, **data}
+        record = {**{k: copy.deepcopy(v) for k, v in coll.defaults.items()}, **data, **(server_values or {})}
         record["id"] = data.get("id") or new_id()
         record["created_at"] = record["updated_at"] = now
-        if not self.access.allows(name, "create", auth, record, request):
+        if check_rule and not self.access.allows(name, "create", auth, record, request):
             raise AlyxError("forbidden", f"You are not allowed to create records in {name!r}.", 403)
-        changes = self._run_guards(coll, "create", record, None)
-        if changes:
-            record.update(changes)
-            data.update(changes)
         with self._write(coll):
             self._check_relations(coll, data)
             coll.model.insert(record).execute()
@@ -212,18 +246,24 @@ class Records:
         return created
 
     def update(self, name: str, record_id: str, body: Any, auth: Principal | None = None,
-               request: RequestInfo | None = None) -> dict[str, Any]:
-        """Partial update: 404 if hidden, 403 if the update rule refuses."""
+               request: RequestInfo | None = None, *, server_values: Mapping[str, Any] | None = None,
+               check_rule: bool = True) -> dict[str, Any]:
+        """Partial update: 404 if hidden, 403 if the update rule refuses (see create for the keywords)."""
         coll = self.collection(name)
         data = self._load(coll, body, partial=True)
         if "id" in data and data["id"] != record_id:
             raise validation_failed({"id": ["The id of a record cannot be changed."]})
         data.pop("id", None)
-        if self._guards_for(name, "update"):
-            before = self._fetch_writable(coll, record_id, "update", auth, request)
-            data.update(self._run_guards(coll, "update", {**before, **data}, before))
+        self._check_auth_fields(coll, data, auth)
         with self._write(coll):
-            stored = self._fetch_writable(coll, record_id, "update", auth, request)
+            if check_rule:
+                stored = self._fetch_writable(coll, record_id, "update", auth, request)
+            else:
+                stored = self._fetch(coll, record_id, "view", None, request, admin=True)
+            if coll.spec.auth and "email" in data and data["email"] != stored.get("email") \
+                    and not (auth is not None and auth.is_admin) and "verified" not in (server_values or {}):
+                data["verified"] = False  # a new address is not verified (OAuth links accounts by verified email)
+            data.update(server_values or {})
             self._check_relations(coll, data)
             data["updated_at"] = utcnow()
             coll.model.update(data).where(coll.id_column == record_id).execute()
@@ -235,8 +275,6 @@ class Records:
                request: RequestInfo | None = None) -> None:
         """Delete: 404 if hidden, 403 if the delete rule refuses, 409 if a restrict relation holds it."""
         coll = self.collection(name)
-        if self._guards_for(name, "delete"):
-            self._run_guards(coll, "delete", self._fetch_writable(coll, record_id, "delete", auth, request), None)
         with self._write(coll):
             stored = self._fetch_writable(coll, record_id, "delete", auth, request)
             coll.model.delete().where(coll.id_column == record_id).execute()
@@ -250,22 +288,15 @@ class Records:
             raise AlyxError("forbidden", f"You are not allowed to {op} this record.", 403)
         return stored
 
-    def _guards_for(self, name: str, action: str) -> list[Guard]:
-        return [check for check, applies in self.guards if applies(name, action)]
-
-    def _run_guards(self, coll: Collection, action: str, document: dict[str, Any],
-                    previous: dict[str, Any] | None) -> dict[str, Any]:
-        """Run the guards of a write; the fields they change are validated like a partial update."""
-        checks = self._guards_for(coll.spec.name, action)
-        changes: dict[str, Any] = {}
-        for check in checks:
-            extra = check(coll.spec.name, action, coll.serialize({**document, **changes}),
-                          coll.serialize(previous) if previous is not None else None)
-            if extra:
-                changes.update(extra)
-        for system in ("id", "created_at", "updated_at"):
-            changes.pop(system, None)
-        return self._load(coll, changes, partial=True) if changes and action != "delete" else {}
+    @staticmethod
+    def _check_auth_fields(coll: Collection, data: Mapping[str, Any], auth: Principal | None) -> None:
+        """On the auth collection only admins set `role` and `verified` (else: self-promotion)."""
+        if not coll.spec.auth or (auth is not None and auth.is_admin):
+            return
+        locked = sorted(AUTH_ADMIN_FIELDS & data.keys())
+        if locked:
+            raise AlyxError("forbidden", f"Only admins can set {', '.join(locked)} of {coll.spec.name!r} records.",
+                            403, {name: ["Only admins can set this field."] for name in locked})
 
     def _write(self, coll: Collection) -> Any:
         return _WriteTransaction(self, coll)

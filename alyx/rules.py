@@ -103,7 +103,8 @@ class _RuleNames:
         elif root == "request" and len(path) == 2 and path[1] in REQUEST_KEYS:
             return cel.Literal(getattr(self.request, path[1]))
         elif root == "request" and len(path) == 3 and path[1] in ("query", "body"):
-            return cel.Literal(getattr(self.request, path[1]).get(path[2]))
+            # a missing key is a CEL error (it denies unless the rest of the rule decides without it)
+            return cel.Literal(getattr(self.request, path[1]).get(path[2], cel.ERROR))
         raise cel.CelError(f"unknown name {'.'.join(path)!r} (rules see auth.{{{','.join(AUTH_KEYS)}}}, "
                            f"doc.<field>, request.{{method,time,query.<k>,body.<k>}})")
 
@@ -166,7 +167,7 @@ class AccessRules:
         spec = self.schema.collections[collection]
         names = _RuleNames(spec, self.models[collection], auth, request)
         try:
-            return cel.SqlCompiler(names, self.postgres).compile(rule.node)
+            return cel.SqlCompiler(names, self.postgres, errors_deny=True).compile(rule.node)
         except cel.CelError:
             return cel.FALSE_SQL  # a rule that errors at run time denies
 

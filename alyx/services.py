@@ -4,13 +4,13 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import peewee
 
 from alyx.config import Config
 from alyx.db import Database
 from alyx.errors import ConfigError
-from alyx.events import Events
 from alyx.functions import Functions
 from alyx.migrations import Migrator, Plan, migration_lock
 from alyx.models import SystemModels, build_models, build_system_models
@@ -18,6 +18,10 @@ from alyx.realtime import Realtime
 from alyx.records import Records
 from alyx.rules import AccessRules
 from alyx.schema import Schema, load_schema
+
+if TYPE_CHECKING:
+    from alyx.auth import AuthService
+    from alyx.oauth import OAuthService
 
 log = logging.getLogger("alyx")
 
@@ -34,7 +38,6 @@ class Services:
     access: AccessRules
     records: Records
     realtime: Realtime | None = None
-    events: Events | None = None
 
     @functools.cached_property
     def functions(self) -> Functions:
@@ -46,12 +49,24 @@ class Services:
                                 memory_budget=self.config.functions_memory_budget_mb)
         return Functions(self.config, self.db, self.system.execution, settings=settings)
 
+    @functools.cached_property
+    def auth(self) -> AuthService:
+        """Passwords, tokens and sessions (alyx/auth.py); signing keys load on first use."""
+        from alyx.auth import AuthService
+
+        return AuthService(self)
+
+    @functools.cached_property
+    def oauth(self) -> OAuthService:
+        """OAuth2/OIDC login with the providers of alyx.yaml auth.oauth (alyx/oauth.py)."""
+        from alyx.oauth import OAuthService
+
+        return OAuthService(self)
+
     def migrator(self) -> Migrator:
         return Migrator(self.db, self.schema, self.models, self.system)
 
     def close(self) -> None:
-        if self.events is not None:  # first: its loop may be running a function
-            self.events.close()
         if "functions" in self.__dict__:  # stop the sandboxes this app started
             self.functions.close()
         self.db.close()
@@ -69,7 +84,6 @@ def build_services(config: Config, migrate: bool = True) -> Services:
                             Records(db, schema, models, access, config.api_default_per_page,
                                     config.api_max_per_page))
         services.realtime = Realtime(config, db, services.records, access)
-        services.events = Events(services)
         if migrate:
             apply_safe_migrations(services)
     except peewee.OperationalError as exc:
@@ -89,8 +103,6 @@ def apply_safe_migrations(services: Services) -> Plan:
         migrator.apply(plan, allow_destructive=False)
         if services.realtime is not None:
             services.realtime.install()
-        if services.events is not None:
-            services.events.install()
         for step in plan.steps:
             log.info("migration applied: %s", step.describe())
         return plan

@@ -27,20 +27,17 @@ def request_info() -> RequestInfo:
 
 def register_blueprints(app: Flask) -> None:
     """The one place blueprints are registered."""
+    from alyx.blueprints.auth import install_auth
     from alyx.blueprints.collections import bp as collections_bp
     from alyx.blueprints.docs import register_docs
     from alyx.blueprints.functions import bp as functions_bp
     from alyx.blueprints.health import bp as health_bp
 
+    install_auth(app)  # first: its before_request sets g.principal for every other blueprint
     app.register_blueprint(health_bp)
     app.register_blueprint(collections_bp)
     from alyx.blueprints.realtime import register_realtime
 
     register_realtime(app)
     app.register_blueprint(functions_bp)
-    from alyx.blueprints.schedules import bp as schedules_bp
-    from alyx.blueprints.webhooks import bp as webhooks_bp
-
-    app.register_blueprint(webhooks_bp)
-    app.register_blueprint(schedules_bp)
     register_docs(app)

@@ -1,0 +1,360 @@
+"""/api/auth/*: token shape, sessions, refresh rotation, token attacks, brute-force and rate limits,
+signing keys, and the `alyx admin create` command (SQLite and PostgreSQL)."""
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+
+import jwt
+import pytest
+
+from alyx.auth import key_id, load_key_ring
+from alyx.config import load_config
+from alyx.errors import ConfigError
+from tests.conftest import ROOT, TEST_ENV, write_project
+from tests.helpers import assert_error
+
+PASSWORD = "correct horse battery"
+
+
+def register(c, email="ann@example.com", password=PASSWORD, **fields):
+    resp = c.post("/api/auth/register", json={"email": email, "password": password, **fields})
+    assert resp.status_code == 201, resp.get_json()
+    return resp.get_json()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_register_login_me_and_the_token_shape(client):
+    tokens = register(client, "Ann@Example.com", name="Ann")
+    assert set(tokens) == {"access_token", "refresh_token", "token_type", "expires_in", "user"}
+    assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 900
+    user = tokens["user"]
+    assert user["email"] == "ann@example.com" and user["role"] == "user" and user["verified"] is False
+    assert user["name"] == "Ann" and "password_hash" not in user and "password" not in user
+    header = jwt.get_unverified_header(tokens["access_token"])
+    assert header["alg"] == "HS256" and header["kid"]
+    me = client.get("/api/auth/me", headers=bearer(tokens["access_token"]))
+    assert me.status_code == 200 and me.get_json() == user
+    login = client.post("/api/auth/login", json={"email": "ANN@example.com", "password": PASSWORD})
+    assert login.status_code == 200 and login.get_json()["user"]["id"] == user["id"]
+    assert login.get_json()["refresh_token"] != tokens["refresh_token"]
+
+
+def test_register_refuses_bad_input_and_self_chosen_roles(client):
+    assert_error(client.post("/api/auth/register", json={"email": "a@b.co", "password": "short"}), 422,
+                 "validation_failed")
+    assert_error(client.post("/api/auth/register", json={"email": "nope", "password": PASSWORD}), 422)
+    assert_error(client.post("/api/auth/register", json={"email": "a@b.co", "password": PASSWORD, "role": "admin"}),
+                 403, "forbidden")
+    assert_error(client.post("/api/auth/register", json={"email": "a@b.co", "password": PASSWORD,
+                                                         "verified": True}), 403)
+    assert_error(client.post("/api/auth/register", json={"email": "a@b.co", "password": PASSWORD,
+                                                         "password_hash": "x"}), 422)
+    assert_error(client.post("/api/auth/register", json={"email": "a@b.co", "password": PASSWORD,
+                                                         "passwordConfirm": "other"}), 422)
+    register(client, "a@b.co")
+    assert_error(client.post("/api/auth/register", json={"email": "A@b.co", "password": PASSWORD}), 409, "conflict")
+    assert_error(client.post("/api/auth/register", data="x", content_type="text/plain"), 415)
+
+
+def test_me_needs_a_token_and_bad_tokens_are_401(client):
+    assert_error(client.get("/api/auth/me"), 401, "unauthorized")
+    for header in ("Bearer", "Basic abc", "Bearer not-a-jwt", "Bearer a.b.c", "Bearer " + "x" * 5000):
+        resp = client.get("/api/auth/me", headers={"Authorization": header})
+        assert_error(resp, 401)
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    # A bad token is refused on every endpoint, not only /me (no silent downgrade to anonymous).
+    assert_error(client.get("/api/collections/posts", headers=bearer("a.b.c")), 401, "invalid_token")
+
+
+def _forge(payload: dict, key: bytes | str, kid: str, alg: str = "HS256") -> str:
+    return jwt.encode(payload, key, algorithm=alg, headers={"kid": kid})
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_token_attacks_expired_wrong_key_alg_none_tampered(make_app):
+    app = make_app()
+    c = app.test_client()
+    tokens = register(c)
+    good = tokens["access_token"]
+    ring = app.extensions["alyx"].auth.keys
+    claims = jwt.decode(good, ring.signing_key, algorithms=["HS256"], issuer="alyx")
+    # expired, signed with the right key
+    expired = _forge({**claims, "iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600},
+                     ring.signing_key, ring.signing_kid)
+    assert_error(c.get("/api/auth/me", headers=bearer(expired)), 401, "token_expired")
+    # right kid, wrong key
+    wrong = _forge(claims, "another-secret-that-is-long-enough-000000", ring.signing_kid)
+    assert_error(c.get("/api/auth/me", headers=bearer(wrong)), 401, "invalid_token")
+    # unknown kid
+    assert_error(c.get("/api/auth/me", headers=bearer(_forge(claims, ring.signing_key, "nope"))), 401,
+                 "invalid_token")
+    # alg: none (unsigned), with and without our kid
+    for header in ({"alg": "none", "typ": "JWT"}, {"alg": "none", "kid": ring.signing_kid}):
+        unsigned = f"{_b64(header)}.{_b64({**claims, 'role': 'admin'})}."
+        assert_error(c.get("/api/auth/me", headers=bearer(unsigned)), 401, "invalid_token")
+    # tampered payload: keep header and signature, promote ourselves to admin
+    head, _, sig = good.split(".")
+    tampered = f"{head}.{_b64({**claims, 'role': 'admin'})}.{sig}"
+    assert_error(c.get("/api/auth/me", headers=bearer(tampered)), 401, "invalid_token")
+    assert_error(c.get("/api/collections/users", headers=bearer(tampered)), 401)
+    # HS256 with the key but another token type or issuer
+    assert_error(c.get("/api/auth/me", headers=bearer(_forge({**claims, "typ": "refresh"}, ring.signing_key,
+                                                                ring.signing_kid))), 401)
+    assert_error(c.get("/api/auth/me", headers=bearer(_forge({**claims, "iss": "evil"}, ring.signing_key,
+                                                                ring.signing_kid))), 401)
+    assert c.get("/api/auth/me", headers=bearer(good)).status_code == 200
+
+
+def test_refresh_rotates_and_reuse_revokes_the_session(client):
+    first = register(client)
+    second = client.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert second.status_code == 200
+    second = second.get_json()
+    assert set(second) == {"access_token", "refresh_token", "token_type", "expires_in", "user"}
+    assert second["refresh_token"] != first["refresh_token"]
+    assert client.get("/api/auth/me", headers=bearer(second["access_token"])).status_code == 200
+    # the rotated token is presented again: the whole session ends, including the newest tokens
+    assert_error(client.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]}), 401,
+                 "refresh_token_reused")
+    assert_error(client.post("/api/auth/refresh", json={"refresh_token": second["refresh_token"]}), 401,
+                 "session_revoked")
+    assert_error(client.get("/api/auth/me", headers=bearer(second["access_token"])), 401, "session_revoked")
+    # another session of the same user is untouched
+    other = client.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD}).get_json()
+    assert client.get("/api/auth/me", headers=bearer(other["access_token"])).status_code == 200
+    assert_error(client.post("/api/auth/refresh", json={"refresh_token": "made-up"}), 401, "invalid_token")
+    assert_error(client.post("/api/auth/refresh", json={}), 400)
+
+
+def test_refresh_works_with_an_expired_access_token_header(client):
+    tokens = register(client)
+    resp = client.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]},
+                       headers=bearer("expired.or.garbage"))
+    assert resp.status_code == 200
+
+
+def test_logout_revokes_by_refresh_token_or_bearer(client):
+    one = register(client)
+    assert client.post("/api/auth/logout", json={"refresh_token": one["refresh_token"]}).status_code == 204
+    assert_error(client.post("/api/auth/refresh", json={"refresh_token": one["refresh_token"]}), 401)
+    assert_error(client.get("/api/auth/me", headers=bearer(one["access_token"])), 401, "session_revoked")
+    two = client.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD}).get_json()
+    assert client.post("/api/auth/logout", headers=bearer(two["access_token"])).status_code == 204
+    assert_error(client.get("/api/auth/me", headers=bearer(two["access_token"])), 401)
+    assert_error(client.post("/api/auth/refresh", json={"refresh_token": two["refresh_token"]}), 401)
+    assert_error(client.post("/api/auth/logout"), 401)
+
+
+def test_changing_the_password_revokes_the_other_sessions(client):
+    here = register(client)
+    there = client.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD}).get_json()
+    assert_error(client.post("/api/auth/password", json={"old_password": "wrong-one", "password": "new password 1"},
+                             headers=bearer(here["access_token"])), 403)
+    resp = client.post("/api/auth/password", json={"old_password": PASSWORD, "password": "new password 1"},
+                       headers=bearer(here["access_token"]))
+    assert resp.status_code == 204
+    assert client.get("/api/auth/me", headers=bearer(here["access_token"])).status_code == 200
+    assert_error(client.get("/api/auth/me", headers=bearer(there["access_token"])), 401, "session_revoked")
+    assert_error(client.post("/api/auth/refresh", json={"refresh_token": there["refresh_token"]}), 401)
+    assert_error(client.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD}), 401)
+    assert client.post("/api/auth/login", json={"email": "ann@example.com",
+                                                "password": "new password 1"}).status_code == 200
+    assert_error(client.post("/api/auth/password", json={"password": "x" * 20}), 401)
+
+
+def test_password_hash_never_leaves_and_cannot_be_written(make_app):
+    schema = """
+    collections:
+      - name: users
+        auth: true
+        fields:
+          - {name: name, type: string}
+        rules: {list: "auth != null", view: "auth != null", update: "auth != null && auth.id == doc.id"}
+    """
+    app = make_app(schema)
+    c = app.test_client()
+    ann = register(c, "ann@example.com")
+    h = bearer(ann["access_token"])
+    uid = ann["user"]["id"]
+    listed = c.get("/api/collections/users", headers=h).get_json()["items"]
+    assert listed and all("password_hash" not in u for u in listed)
+    assert "password_hash" not in c.get(f"/api/collections/users/{uid}", headers=h).get_json()
+    assert_error(c.patch(f"/api/collections/users/{uid}", json={"password_hash": "$argon2id$x"}, headers=h), 422)
+    assert_error(c.get("/api/collections/users", query_string={"filter": 'password_hash != ""'}, headers=h), 400)
+    assert_error(c.get("/api/collections/users", query_string={"sort": "password_hash"}, headers=h), 400)
+    assert_error(c.get("/api/collections/users", query_string={"fields": "password_hash"}, headers=h), 400)
+    # nor can the owner promote themselves or mark themselves verified
+    assert_error(c.patch(f"/api/collections/users/{uid}", json={"role": "admin"}, headers=h), 403, "forbidden")
+    assert_error(c.patch(f"/api/collections/users/{uid}", json={"verified": True}, headers=h), 403)
+    assert c.patch(f"/api/collections/users/{uid}", json={"name": "Ann B"}, headers=h).status_code == 200
+    stored = app.extensions["alyx"].auth.user_by_email("ann@example.com")
+    assert stored["password_hash"].startswith("$argon2id$") and stored["role"] == "user"
+
+
+def test_changing_the_email_drops_verified(make_app):
+    schema = """
+    collections:
+      - name: users
+        auth: true
+        rules: {view: "auth != null && auth.id == doc.id", update: "auth != null && auth.id == doc.id"}
+    """
+    app = make_app(schema)
+    c = app.test_client()
+    admin = app.extensions["alyx"].auth.create_admin("root@example.com", PASSWORD)
+    root = c.post("/api/auth/login", json={"email": "root@example.com", "password": PASSWORD}).get_json()
+    ann = register(c)
+    uid = ann["user"]["id"]
+    assert admin["role"] == "admin"
+    verified = c.patch(f"/api/collections/users/{uid}", json={"verified": True}, headers=bearer(root["access_token"]))
+    assert verified.status_code == 200 and verified.get_json()["verified"] is True
+    moved = c.patch(f"/api/collections/users/{uid}", json={"email": "new@example.com"},
+                    headers=bearer(ann["access_token"]))
+    assert moved.status_code == 200 and moved.get_json()["verified"] is False
+
+
+def test_login_backoff_per_account_gives_429_with_retry_after(make_app):
+    app = make_app(env={"ALYX_AUTH_LOGIN_MAX_FAILURES_ACCOUNT": "3"})
+    c = app.test_client()
+    register(c)
+    for _ in range(3):
+        assert_error(c.post("/api/auth/login", json={"email": "ann@example.com", "password": "wrong pass"}), 401,
+                     "invalid_credentials")
+    locked = c.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
+    error = assert_error(locked, 429, "rate_limited")
+    assert int(locked.headers["Retry-After"]) >= 1 and error["details"]["retry_after"] >= 1
+    # another account from the same address is not locked (the per-IP threshold is higher)
+    register(c, "bob@example.com")
+    assert c.post("/api/auth/login", json={"email": "bob@example.com", "password": PASSWORD}).status_code == 200
+    # an unknown account gets the same answer as a wrong password
+    assert_error(c.post("/api/auth/login", json={"email": "nobody@example.com", "password": PASSWORD}), 401,
+                 "invalid_credentials")
+
+
+def test_login_backoff_per_ip(make_app):
+    app = make_app(env={"ALYX_AUTH_LOGIN_MAX_FAILURES_IP": "4"})
+    c = app.test_client()
+    register(c)
+    for i in range(4):
+        assert_error(c.post("/api/auth/login", json={"email": f"u{i}@example.com", "password": "wrong pass"}), 401)
+    resp = c.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
+    assert_error(resp, 429)
+    other_ip = c.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD},
+                      environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert other_ip.status_code == 200
+
+
+def test_api_rate_limit(make_app):
+    c = make_app(env={"ALYX_API_RATE_LIMIT": "5", "ALYX_API_RATE_LIMIT_WINDOW": "3600"}).test_client()
+    for _ in range(5):
+        assert c.get("/api/collections/posts").status_code == 200
+    resp = c.get("/api/collections/posts")
+    assert_error(resp, 429, "rate_limited")
+    assert int(resp.headers["Retry-After"]) > 0
+    assert c.get("/api/collections/posts", environ_base={"REMOTE_ADDR": "10.9.9.9"}).status_code == 200
+
+
+def test_rate_limit_behind_a_proxy_uses_x_forwarded_for(make_app):
+    c = make_app(env={"ALYX_API_RATE_LIMIT": "2", "ALYX_API_RATE_LIMIT_WINDOW": "3600",
+                      "ALYX_SERVER_PROXY_COUNT": "1"}).test_client()
+    for _ in range(2):
+        assert c.get("/api/health", headers={"X-Forwarded-For": "1.1.1.1"}).status_code == 200
+    assert_error(c.get("/api/health", headers={"X-Forwarded-For": "1.1.1.1"}), 429)
+    assert c.get("/api/health", headers={"X-Forwarded-For": "2.2.2.2"}).status_code == 200
+
+
+# -- signing keys ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_signing_key_rules(tmp_path, backend):
+    project = write_project(tmp_path / "p", "")
+    with pytest.raises(ConfigError, match="ALYX_AUTH_SECRET"):
+        load_key_ring(load_config(project, env={}))  # production is the default: no generated key
+    with pytest.raises(ConfigError, match="at least 32"):
+        load_key_ring(load_config(project, env={"JWT_SECRET": "short"}))
+    with pytest.raises(ConfigError, match="empty"):
+        load_key_ring(load_config(project, env={"ALYX_AUTH_SECRET": "   "}))
+    ring = load_key_ring(load_config(project, env={"JWT_SECRET": "j" * 40}))
+    assert ring.signing_kid == key_id("j" * 40)
+    # development: a key is generated once in the data folder and reused
+    dev = load_key_ring(load_config(project, env={"ALYX_SERVER_ENVIRONMENT": "development"}))
+    assert (project / "data" / "auth.key").stat().st_mode & 0o777 == 0o600
+    assert load_key_ring(load_config(project, env={"ALYX_SERVER_ENVIRONMENT": "development"})) == dev
+    # key file: the first line signs, the others verify
+    (project / "keys.txt").write_text("a" * 40 + "\n" + "b" * 40 + "\n")
+    ring = load_key_ring(load_config(project, env={"ALYX_AUTH_KEY_FILE": "keys.txt"}))
+    assert ring.signing_kid == key_id("a" * 40) and key_id("b" * 40) in ring.keys
+    (project / "empty.txt").write_text("\n")
+    with pytest.raises(ConfigError, match="no key"):
+        load_key_ring(load_config(project, env={"ALYX_AUTH_KEY_FILE": "empty.txt"}))
+
+
+def test_the_app_refuses_to_start_in_production_without_a_secret(make_app):
+    with pytest.raises(ConfigError, match="no auth secret"):
+        make_app(env={"ALYX_SERVER_ENVIRONMENT": "production"})
+
+
+def test_key_rotation_keeps_old_tokens_valid(make_app, tmp_path):
+    old, new = "o" * 40, "n" * 40
+    project = tmp_path / "rot"
+    c1 = make_app(project=project, env={"ALYX_AUTH_SECRET": old}).test_client()
+    tokens = register(c1)
+    c2 = make_app(project=project, env={"ALYX_AUTH_SECRET": new, "ALYX_AUTH_PREVIOUS_SECRETS": old}).test_client()
+    assert c2.get("/api/auth/me", headers=bearer(tokens["access_token"])).status_code == 200
+    fresh = c2.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).get_json()
+    assert jwt.get_unverified_header(fresh["access_token"])["kid"] == key_id(new)
+    c3 = make_app(project=project, env={"ALYX_AUTH_SECRET": new}).test_client()  # old key retired
+    assert_error(c3.get("/api/auth/me", headers=bearer(tokens["access_token"])), 401, "invalid_token")
+    assert c3.get("/api/auth/me", headers=bearer(fresh["access_token"])).status_code == 200
+
+
+def test_registration_closed(make_app):
+    c = make_app(env={"ALYX_AUTH_REGISTRATION": "closed"}).test_client()
+    assert_error(c.post("/api/auth/register", json={"email": "a@b.co", "password": PASSWORD}), 403)
+
+
+def test_a_declared_create_rule_decides_registration(make_app):
+    schema = """
+    collections:
+      - name: users
+        auth: true
+        rules: {create: "doc.email.endsWith('@corp.example')"}
+    """
+    c = make_app(schema, env={"ALYX_AUTH_REGISTRATION": "closed"}).test_client()
+    assert_error(c.post("/api/auth/register", json={"email": "a@gmail.example", "password": PASSWORD}), 403)
+    assert c.post("/api/auth/register", json={"email": "a@corp.example", "password": PASSWORD}).status_code == 201
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_cli_admin_create(tmp_path, backend):
+    project = write_project(tmp_path / "cli", "")
+    env = {**TEST_ENV, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+
+    def run(*args: str, stdin: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "alyx", "--project", str(project), "admin", "create", *args],
+                              input=stdin, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+
+    done = run("Root@Example.com", "--password-stdin", stdin=PASSWORD + "\n")
+    assert done.returncode == 0, done.stderr
+    assert "root@example.com" in done.stdout
+    again = run("root@example.com", "--password-stdin", stdin=PASSWORD + "\n")
+    assert again.returncode == 2 and "--promote" in again.stderr
+    short = run("x@example.com", "--password-stdin", stdin="short\n")
+    assert short.returncode == 2 and "at least 8" in short.stderr
+    from alyx.app import create_app
+
+    app = create_app(load_config(project, env=TEST_ENV))
+    try:
+        c = app.test_client()
+        tokens = c.post("/api/auth/login", json={"email": "root@example.com", "password": PASSWORD}).get_json()
+        assert tokens["user"]["role"] == "admin" and tokens["user"]["verified"] is True
+    finally:
+        app.extensions["alyx"].close()
