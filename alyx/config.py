@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from alyx.errors import ConfigError
+from alyx.schema import load_yaml
 
 CONFIG_FILE = "alyx.yaml"
 SANDBOX_TIERS = ("auto", "docker", "bwrap", "process")
@@ -61,6 +60,18 @@ class Config:
     functions_idle_ttl: int = _setting(300, "functions.idle_ttl", int)  # seconds an idle sandbox is kept
     functions_memory_budget_mb: int = _setting(2048, "functions.memory_budget_mb", int)  # sum of sandbox limits
     realtime_broker: str | None = _setting(None, "realtime.broker", str)
+    events_runner: str = _setting("on", "events.runner", str, choices=("on", "off"))  # off: queue, never run jobs
+    events_poll_ms: int = _setting(500, "events.poll_ms", int)  # how often idle workers look for due jobs
+    events_concurrency: int = _setting(4, "events.concurrency", int)  # jobs run at once per worker process
+    events_retries: int = _setting(3, "events.retries", int)  # default for manifests without `retries`
+    events_backoff_base_ms: int = _setting(1000, "events.backoff_base_ms", int)
+    events_backoff_max_seconds: int = _setting(3600, "events.backoff_max_seconds", int)
+    events_lock_seconds: int = _setting(60, "events.lock_seconds", int)  # a silent worker's job is retried after
+    events_sync_timeout_seconds: int = _setting(5, "events.sync_timeout_seconds", int)
+    events_job_retention_seconds: int = _setting(7 * 86400, "events.job_retention_seconds", int)
+    schedules_catch_up: str = _setting("once", "schedules.catch_up", str, choices=("once", "all", "none"))
+    schedules_lease_seconds: int = _setting(15, "schedules.lease_seconds", int)
+    webhooks: list | None = _setting(None, "webhooks", list)  # outgoing webhooks (alyx/events.py)
     realtime_max_connections: int = _setting(10000, "realtime.max_connections", int)  # per worker process
     realtime_max_subscriptions: int = _setting(100, "realtime.max_subscriptions", int)  # per connection
     realtime_max_frame_bytes: int = _setting(65536, "realtime.max_frame_bytes", int)  # client → server
@@ -116,6 +127,14 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
                 raise ConfigError(f"{where}: {key}: expected a JSON object") from None
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {key}: expected a mapping, got {value!r}")
+    elif kind is list:
+        if isinstance(value, str):  # from the environment: a JSON array
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f"{where}: {key}: expected a JSON array") from None
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {key}: expected a list, got {value!r}")
     elif kind is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}: {key}: expected a string, got {value!r}")
@@ -126,16 +145,24 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
     return value
 
 
-def _flatten(data: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
+def _flatten(data: Mapping[str, Any], lines: dict[str, int], prefix: str = "") -> dict[str, Any]:
+    """{"server": {"port": 1}} → {"server.port": 1}; ``lines`` gets the line of every key."""
     flat: dict[str, Any] = {}
     mappings = {f.metadata["key"] for f in _settings() if f.metadata["kind"] is dict}
     for k, v in data.items():
         key = f"{prefix}{k}"
+        lines[key] = getattr(data, "key_lines", {}).get(k, 0)
         if isinstance(v, dict) and key not in mappings:
-            flat.update(_flatten(v, where, key + "."))
+            flat.update(_flatten(v, lines, key + "."))
+        elif v is None and _is_section(key):
+            continue  # a section whose keys are all commented out
         else:
             flat[key] = v
     return flat
+
+
+def _is_section(key: str) -> bool:
+    return any(f.metadata["key"].startswith(key + ".") for f in _settings())
 
 
 def load_config(project_dir: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -149,29 +176,28 @@ def load_config(project_dir: str | Path | None = None, env: Mapping[str, str] | 
         raise ConfigError(f"ALYX_PROJECT_DIR: {project} is not a directory")
     path = project / CONFIG_FILE
     from_file: dict[str, Any] = {}
+    lines: dict[str, int] = {}
     if path.exists():
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        loaded = load_yaml(path.read_text(encoding="utf-8"), str(path))
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-        from_file = _flatten(loaded, str(path))
+        from_file = _flatten(loaded, lines)
     by_key = {f.metadata["key"]: f for f in _settings()}
-    unknown = sorted(set(from_file) - set(by_key))
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(by_key))}"
-        )
+
+    def where(key: str) -> str:
+        return f"{path}:{lines[key]}" if lines.get(key) else str(path)
+
+    for key in sorted(set(from_file) - set(by_key), key=lambda k: lines.get(k, 0)):
+        if _is_section(key):
+            raise ConfigError(f"{where(key)}: {key}: expected a mapping of settings, got {from_file[key]!r}")
+        raise ConfigError(f"{where(key)}: unknown key {key!r}; known keys: {', '.join(sorted(by_key))}")
     values: dict[str, Any] = {"project_dir": project}
     for f in _settings():
         key = f.metadata["key"]
         if key in from_file:
-            values[f.name] = _coerce(from_file[key], f, str(path))
+            values[f.name] = _coerce(from_file[key], f, where(key))
         for var in ("ALYX_" + f.name.upper(), *f.metadata["env"]):
             if env.get(var):
                 values[f.name] = _coerce(env[var], f, f"environment variable {var}")

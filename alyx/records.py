@@ -22,7 +22,7 @@ from alyx.errors import AlyxError, bad_request, not_found, validation_failed
 from alyx.models import new_id, utcnow
 from alyx.rules import AccessRules, Principal, RequestInfo
 from alyx.schema import CollectionSpec, Schema
-from alyx.validation import RECORD_ID, record_schema
+from alyx.validation import RECORD_ID, default_value, record_schema
 
 DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 AUTH_ADMIN_FIELDS = frozenset({"role", "verified"})
@@ -39,6 +39,10 @@ class ChangeEvent:
 
 
 Listener = Callable[[ChangeEvent], None]
+# A guard sees a write before its transaction: (collection, action, document, previous) → fields to change
+# (or None); it refuses the write by raising AlyxError. Database hooks with mode: sync are guards.
+Guard = Callable[[str, str, dict[str, Any], "dict[str, Any] | None"], "Mapping[str, Any] | None"]
+GuardFilter = Callable[[str, str], bool]
 
 
 def format_datetime(value: dt.datetime) -> str:
@@ -58,7 +62,7 @@ class Collection:
         self.visible_columns = [model._meta.fields[name] for name in self.visible]
         self.dates = [name for name in self.visible if q.field_type(spec, name) in ("datetime", "date")]
         self.relations = {f.name: f.collection for f in spec.public_fields if f.type == "relation"}
-        self.defaults = {f.name: f.default for f in spec.public_fields}
+        self.defaults = {f.name: default_value(f) for f in spec.public_fields}
 
     def serialize(self, row: Mapping[str, Any], fields: tuple[str, ...] | None = None) -> dict[str, Any]:
         """A stored row → its JSON form (RFC 3339 UTC datetimes, hidden fields dropped)."""
@@ -90,6 +94,7 @@ class Records:
         self.default_per_page = default_per_page
         self.max_per_page = max_per_page
         self.listeners: list[Listener] = []
+        self.guards: list[tuple[Guard, GuardFilter]] = []
         self.journal_writers: list[Listener] = []
 
     # -- lookup ---------------------------------------------------------------------------------
@@ -98,6 +103,10 @@ class Records:
         if found is None:
             raise not_found(f"Collection {name!r} does not exist.")
         return found
+
+    def guard(self, check: Guard, applies: GuardFilter) -> None:
+        """Call ``check`` before writes for which ``applies(collection, action)`` is true (outside the transaction)."""
+        self.guards.append((check, applies))
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener`` with every ChangeEvent, after its transaction commits."""
@@ -238,6 +247,10 @@ class Records:
         record["created_at"] = record["updated_at"] = now
         if check_rule and not self.access.allows(name, "create", auth, record, request):
             raise AlyxError("forbidden", f"You are not allowed to create records in {name!r}.", 403)
+        changes = self._run_guards(coll, "create", record, None)
+        if changes:
+            record.update(changes)
+            data.update(changes)
         with self._write(coll):
             self._check_relations(coll, data)
             coll.model.insert(record).execute()
@@ -255,6 +268,10 @@ class Records:
             raise validation_failed({"id": ["The id of a record cannot be changed."]})
         data.pop("id", None)
         self._check_auth_fields(coll, data, auth)
+        if self._guards_for(name, "update"):
+            before = (self._fetch_writable(coll, record_id, "update", auth, request) if check_rule
+                      else self._fetch(coll, record_id, "view", None, request, admin=True))
+            data.update(self._run_guards(coll, "update", {**before, **data, **(server_values or {})}, before))
         with self._write(coll):
             if check_rule:
                 stored = self._fetch_writable(coll, record_id, "update", auth, request)
@@ -275,6 +292,8 @@ class Records:
                request: RequestInfo | None = None) -> None:
         """Delete: 404 if hidden, 403 if the delete rule refuses, 409 if a restrict relation holds it."""
         coll = self.collection(name)
+        if self._guards_for(name, "delete"):
+            self._run_guards(coll, "delete", self._fetch_writable(coll, record_id, "delete", auth, request), None)
         with self._write(coll):
             stored = self._fetch_writable(coll, record_id, "delete", auth, request)
             coll.model.delete().where(coll.id_column == record_id).execute()
@@ -297,6 +316,23 @@ class Records:
         if locked:
             raise AlyxError("forbidden", f"Only admins can set {', '.join(locked)} of {coll.spec.name!r} records.",
                             403, {name: ["Only admins can set this field."] for name in locked})
+
+    def _guards_for(self, name: str, action: str) -> list[Guard]:
+        return [check for check, applies in self.guards if applies(name, action)]
+
+    def _run_guards(self, coll: Collection, action: str, document: dict[str, Any],
+                    previous: dict[str, Any] | None) -> dict[str, Any]:
+        """Run the guards of a write; the fields they change are validated like a partial update."""
+        checks = self._guards_for(coll.spec.name, action)
+        changes: dict[str, Any] = {}
+        for check in checks:
+            extra = check(coll.spec.name, action, coll.serialize({**document, **changes}),
+                          coll.serialize(previous) if previous is not None else None)
+            if extra:
+                changes.update(extra)
+        for system in ("id", "created_at", "updated_at"):
+            changes.pop(system, None)
+        return self._load(coll, changes, partial=True) if changes and action != "delete" else {}
 
     def _write(self, coll: Collection) -> Any:
         return _WriteTransaction(self, coll)

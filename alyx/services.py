@@ -11,6 +11,7 @@ import peewee
 from alyx.config import Config
 from alyx.db import Database
 from alyx.errors import ConfigError
+from alyx.events import Events
 from alyx.functions import Functions
 from alyx.migrations import Migrator, Plan, migration_lock
 from alyx.models import SystemModels, build_models, build_system_models
@@ -38,16 +39,7 @@ class Services:
     access: AccessRules
     records: Records
     realtime: Realtime | None = None
-
-    @functools.cached_property
-    def functions(self) -> Functions:
-        """Functions: discovery, sandboxes (started on first call) and the execution log."""
-        from alyx.sandbox import PoolSettings
-
-        settings = PoolSettings(warm_per_runtime=self.config.functions_warm_pool,
-                                idle_ttl=self.config.functions_idle_ttl,
-                                memory_budget=self.config.functions_memory_budget_mb)
-        return Functions(self.config, self.db, self.system.execution, settings=settings)
+    events: Events | None = None
 
     @functools.cached_property
     def auth(self) -> AuthService:
@@ -63,10 +55,22 @@ class Services:
 
         return OAuthService(self)
 
+    @functools.cached_property
+    def functions(self) -> Functions:
+        """Functions: discovery, sandboxes (started on first call) and the execution log."""
+        from alyx.sandbox import PoolSettings
+
+        settings = PoolSettings(warm_per_runtime=self.config.functions_warm_pool,
+                                idle_ttl=self.config.functions_idle_ttl,
+                                memory_budget=self.config.functions_memory_budget_mb)
+        return Functions(self.config, self.db, self.system.execution, settings=settings)
+
     def migrator(self) -> Migrator:
         return Migrator(self.db, self.schema, self.models, self.system)
 
     def close(self) -> None:
+        if self.events is not None:  # first: its loop may be running a function
+            self.events.close()
         if "functions" in self.__dict__:  # stop the sandboxes this app started
             self.functions.close()
         self.db.close()
@@ -84,6 +88,7 @@ def build_services(config: Config, migrate: bool = True) -> Services:
                             Records(db, schema, models, access, config.api_default_per_page,
                                     config.api_max_per_page))
         services.realtime = Realtime(config, db, services.records, access)
+        services.events = Events(services)
         if migrate:
             apply_safe_migrations(services)
     except peewee.OperationalError as exc:
@@ -103,6 +108,8 @@ def apply_safe_migrations(services: Services) -> Plan:
         migrator.apply(plan, allow_destructive=False)
         if services.realtime is not None:
             services.realtime.install()
+        if services.events is not None:
+            services.events.install()
         for step in plan.steps:
             log.info("migration applied: %s", step.describe())
         return plan

@@ -36,8 +36,13 @@ def register_blueprints(app: Flask) -> None:
     install_auth(app)  # first: its before_request sets g.principal for every other blueprint
     app.register_blueprint(health_bp)
     app.register_blueprint(collections_bp)
+    app.register_blueprint(functions_bp)
     from alyx.blueprints.realtime import register_realtime
 
     register_realtime(app)
-    app.register_blueprint(functions_bp)
+    from alyx.blueprints.schedules import bp as schedules_bp
+    from alyx.blueprints.webhooks import bp as webhooks_bp
+
+    app.register_blueprint(webhooks_bp)
+    app.register_blueprint(schedules_bp)
     register_docs(app)
