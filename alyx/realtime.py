@@ -11,10 +11,14 @@ Knows nothing of Flask or of WebSocket frames on the wire: the blueprint drives 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import logging
+import os
 import secrets
+import socket
+import tempfile
 import threading
 import time
 import zlib
@@ -123,8 +127,11 @@ class ChangeFeed:
             # commit so that a reader never sees cursor N+1 before N (SQLite's write lock does this).
             pw.execute_sql("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK_KEY,))
         data = orjson.dumps({"record": event.record, "previous": event.previous}).decode()
-        cursor = self.model.insert(collection=event.collection, action=event.action,
-                                   record_id=str(event.record.get("id")), data=data).execute()
+        # db.insert: the INSERT text is built once (peewee building it per write cost more than SQLite).
+        row = {"created_at": utcnow(), "collection": event.collection, "action": event.action,
+               "record_id": str(event.record.get("id")), "data": data}
+        written = self.db.insert(self.model, row)
+        cursor = written.lastrowid if self.db.is_sqlite else written.fetchone()[0]
         change = Change(int(cursor), event.collection, event.action, event.record, event.previous)
         if self.notify_in_transaction:
             pw.execute_sql("SELECT pg_notify(%s, %s)", (PG_CHANNEL, str(change.cursor)))
@@ -285,6 +292,70 @@ def open_broker(config: Config, db: Database) -> RedisBroker | PostgresBroker | 
     raise ConfigError(f"realtime.broker: expected redis://HOST:PORT/DB or 'postgres', got {url!r}")
 
 
+class Doorbell:
+    """Wakes the tailers of the other workers on this host at once (instead of at their next poll).
+
+    Each worker with a tailer binds a Unix datagram socket in a directory named after the
+    database; a writer sends one byte to every socket there after its commit. Best effort: a
+    missed ring costs one poll interval, never a change.
+    """
+
+    def __init__(self, database_display: str) -> None:
+        self.dir = os.path.join(tempfile.gettempdir(), "alyx-rt-" + format(zlib.crc32(database_display.encode()),
+                                                                           "08x"))
+        self.path: str | None = None
+        self.sock: socket.socket | None = None
+        self._peers: list[str] = []
+        self._peers_at = 0.0
+        self._sender: socket.socket | None = None
+
+    def listen(self, on_ring: Callable[[], None]) -> None:
+        """Bind this process's socket and call `on_ring` for every ring (runs in a daemon thread)."""
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self.path = os.path.join(self.dir, f"{os.getpid()}.sock")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(self.path)
+        self.sock = sock
+
+        def loop() -> None:
+            while True:
+                try:
+                    sock.recv(64)
+                except OSError:
+                    time.sleep(0.5)
+                    continue
+                on_ring()
+
+        threading.Thread(target=loop, daemon=True, name="alyx-realtime-doorbell").start()
+
+    def ring(self) -> None:
+        now = time.monotonic()
+        if now - self._peers_at > 1.0:
+            try:
+                self._peers = [os.path.join(self.dir, n) for n in os.listdir(self.dir) if n.endswith(".sock")]
+            except FileNotFoundError:
+                self._peers = []
+            self._peers_at = now
+        if not self._peers:
+            return
+        if self._sender is None:
+            self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sender.setblocking(False)
+        for peer in self._peers:
+            if peer == self.path:
+                continue
+            try:
+                self._sender.sendto(b"!", peer)
+            except (ConnectionRefusedError, FileNotFoundError):
+                with contextlib.suppress(OSError):
+                    os.unlink(peer)  # a worker that is gone
+                self._peers_at = 0.0
+            except OSError:
+                pass  # its queue is full: it is awake anyway
+
+
 # -- who sees what --------------------------------------------------------------------------------
 class Audience:
     """Subscriptions that see the same thing: one collection, one principal, one filter."""
@@ -410,12 +481,17 @@ class Client:
         self.token_expires_at: float | None = None
         self.subscriptions: dict[str, Subscription] = {}
         self.outbox: deque[bytes] = deque()
+        # Set by the transport when it can write a frame at once without blocking (True = written);
+        # then a frame costs no wake-up of the connection's greenlet.
+        self.send_now: Callable[[bytes], bool] | None = None
         self.close_request: tuple[int, str] | None = None
         self._ids = itertools.count(1)
 
     def push(self, frame: bytes) -> None:
         """Queue one frame; a queue over its bound marks the client as a slow consumer to disconnect."""
         if self.close_request is not None:
+            return
+        if not self.outbox and self.send_now is not None and self.send_now(frame):
             return
         self.outbox.append(frame)
         if len(self.outbox) > self.realtime.config.realtime_send_queue_max:
@@ -475,6 +551,11 @@ class Hub:
                 self.position = self.recent_from = self.feed.head()
             self.started = True
             broker = self.realtime.broker
+            if self.realtime.doorbell is not None:
+                try:
+                    self.realtime.doorbell.listen(self.poke)
+                except OSError as exc:
+                    log.warning("realtime: no doorbell (%s); other workers' changes arrive by polling", exc)
             if broker is not None:
                 threading.Thread(target=broker.listen, args=(self._from_broker, self.broker_ready),
                                  daemon=True, name="alyx-realtime-broker").start()
@@ -634,6 +715,7 @@ class Realtime:
         self.feed = ChangeFeed(db, config.realtime_feed_retention_seconds, config.realtime_feed_max_rows)
         self.broker = open_broker(config, db)
         self.hub = Hub(self)
+        self.doorbell: Doorbell | None = None
         self.clients: dict[str, Client] = {}
         self.node = secrets.token_hex(3)  # tells this worker's client ids apart from other workers'
         self._client_ids = itertools.count(1)
@@ -643,10 +725,16 @@ class Realtime:
         elif isinstance(self.broker, RedisBroker):
             self.feed.on_commit.append(self.broker.publish)
         else:
-            self.feed.on_commit.append(lambda change: self.hub.poke())
+            self.doorbell = Doorbell(config.database_display)
+            self.feed.on_commit.append(self._committed_locally)
 
     def install(self) -> None:
         self.feed.install()
+
+    def _committed_locally(self, change: Change) -> None:
+        self.hub.poke()
+        if self.doorbell is not None:
+            self.doorbell.ring()
 
     # -- connections
     def connect(self, wake: Callable[[], None]) -> Client:

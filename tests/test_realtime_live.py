@@ -19,6 +19,18 @@ from tests.conftest import LiveServer, write_project
 
 SCHEMA = """
 collections:
+  - name: users
+    auth: true
+    fields:
+      - {name: name, type: string}
+  - name: notes
+    fields:
+      - {name: text, type: string}
+      - {name: owner, type: string}
+    rules:
+      list: "auth != null && auth.id == doc.owner"
+      view: "auth != null && auth.id == doc.owner"
+      create: "true"
   - name: posts
     fields:
       - {name: title, type: string}
@@ -31,13 +43,15 @@ collections:
       - {name: value, type: string}
 """
 TIMEOUT = 10
+SECRET = "realtime-test-secret-" + "x" * 24
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     project = write_project(tmp_path_factory.mktemp("realtime") / "project", SCHEMA)
-    live = LiveServer(project, workers=2, env={"ALYX_REALTIME_MAX_FRAME_BYTES": "4096"})
+    live = LiveServer(project, workers=2, env={"ALYX_REALTIME_MAX_FRAME_BYTES": "4096", "ALYX_AUTH_SECRET": SECRET})
+    live.project = project
     yield live
     live.stop()
     log = live.log.read_text()
@@ -47,9 +61,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 class Socket:
     """A test client: frames as dicts, waits bounded by TIMEOUT."""
 
-    def __init__(self, server: LiveServer, query: str = "") -> None:
+    def __init__(self, server: LiveServer, query: str = "", headers: dict[str, str] | None = None) -> None:
         self.ws: ClientConnection = connect(server.url.replace("http", "ws", 1) + "/api/realtime" + query,
-                                            open_timeout=TIMEOUT, compression=None)
+                                            open_timeout=TIMEOUT, compression=None, additional_headers=headers)
         self.connected = self.recv()
         assert self.connected["type"] == "connected"
 
@@ -274,3 +288,77 @@ def test_the_python_client_reconnects_and_resumes(server: LiveServer) -> None:
         kind, doc = sub.next_event(TIMEOUT)
         assert (kind, doc["title"]) == ("update", "client 1b")
         assert rt.connections >= 2 and set(sub.docs) == {first, missed}
+
+
+def sign_in(server: LiveServer, email: str, ttl: int | None = None) -> tuple[str, str]:
+    """A user row and an access token for it, minted in process with the server's secret (same database)."""
+    from alyx.auth import Client
+    from alyx.config import load_config
+    from alyx.models import new_id, utcnow
+    from alyx.services import build_services
+
+    env = {"ALYX_AUTH_SECRET": SECRET, **({"ALYX_AUTH_ACCESS_TOKEN_TTL": str(ttl)} if ttl else {})}
+    svc = build_services(load_config(server.project, env=env), migrate=False)
+    try:
+        user = {"id": new_id(), "email": email, "role": "user", "verified": False}
+        now = utcnow()
+        with svc.db.connection(), svc.db.write():
+            svc.models["users"].insert(**user, created_at=now, updated_at=now).execute()
+        return user["id"], svc.auth.start_session(user, "password", Client())["access_token"]
+    finally:
+        svc.close()
+
+
+def create_note(server: LiveServer, owner: str, text: str) -> str:
+    r = requests.post(f"{server.url}/api/collections/notes", json={"owner": owner, "text": text}, timeout=TIMEOUT)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_signed_in_users_see_only_their_own_private_records(server: LiveServer) -> None:
+    alice_id, alice_token = sign_in(server, "alice@example.com")
+    bob_id, bob_token = sign_in(server, "bob@example.com")
+    alice = Socket(server, headers={"Authorization": f"Bearer {alice_token}"})  # header
+    bob = Socket(server, query=f"?token={bob_token}")  # query string
+    anon = Socket(server)
+    assert anon.request("auth", {"token": bob_token}, "a")["payload"]["user"]["id"] == bob_id  # auth frame
+    for s in (alice, bob, anon):
+        assert s.subscribe(collection="notes")["docs"] == []
+    private = create_note(server, alice_id, "alice's secret")
+    visible_to_bob = create_note(server, bob_id, "bob's")
+    assert [i for _, _, i in alice.changes_until({private})] == [private]
+    for s in (bob, anon):
+        got = s.changes_until({visible_to_bob})
+        assert [i for _, _, i in got] == [visible_to_bob]  # never Alice's note, not even its id
+    bad = Socket(server)
+    reply = bad.request("auth", {"token": alice_token + "x"}, "b")
+    assert reply["type"] == "error" and reply["payload"]["code"] in ("unauthorized", "invalid_token"), reply
+    for s in (alice, bob, anon, bad):
+        s.close()
+
+
+def test_an_expiring_token_closes_the_subscription_with_an_error(server: LiveServer) -> None:
+    user_id, token = sign_in(server, "carol@example.com", ttl=2)
+    s = Socket(server, query=f"?token={token}")
+    sub = s.subscribe(collection="notes")
+    frame = s.recv()  # the next frame is the expiry, once the token's exp has passed
+    assert frame["type"] == "error" and frame["payload"]["code"] == "token_expired", frame
+    assert frame["payload"]["subscription_ids"] == [sub["subscription_id"]]
+    create_note(server, user_id, "after expiry")
+    assert s.request("ping", id_="p") == {"id": "p", "type": "pong"}  # no delta came before the pong
+    s.close()
+
+
+def test_the_javascript_client_reconnects_and_resumes(server: LiveServer) -> None:
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    script = Path(__file__).parent / "js" / "realtime_client_check.js"
+    run = subprocess.run([node, "--experimental-websocket", "--no-warnings", str(script), server.url],
+                         capture_output=True, text=True, timeout=30)
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["ok"], (result, run.stderr[-2000:])
+    assert result["events"] == [["snapshot", 0], ["insert", "js first"], ["insert", "js while away"]]

@@ -9,13 +9,14 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 from flask import Blueprint, Flask, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
-from wsproto.events import CloseConnection, Ping, TextMessage
+from wsproto.events import CloseConnection, Ping
 
 from alyx.blueprints import services
 from alyx.errors import AlyxError
@@ -50,9 +51,12 @@ class _SerialSocket:
     def __init__(self, raw: Any) -> None:
         self.raw = raw
         self.lock = threading.Lock()
+        self.unsent = b""  # the tail of a frame a non-blocking write could not finish: goes out first
 
     def send(self, data: bytes) -> int:
         with self.lock:
+            if self.unsent:
+                data, self.unsent = self.unsent + data, b""
             self.raw.sendall(data)
         return len(data)
 
@@ -62,17 +66,53 @@ class _SerialSocket:
         return getattr(self.raw, name)
 
 
+def _text_frame(data: bytes) -> bytes:
+    """One server-to-client text frame (FIN, opcode 1, unmasked) around UTF-8 bytes."""
+    n = len(data)
+    if n < 126:
+        return bytes((0x81, n)) + data
+    if n < 65536:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + data
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + data
+
+
 class _Connection:
     """The socket side of one client: sending frames, heartbeats, closing."""
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
+        self.nonblocking = type(ws.sock).__module__.startswith("gevent")  # send(data, flags, timeout)
         ws.sock = _SerialSocket(ws.sock)
 
     def send(self, data: bytes) -> None:
+        self.send_many((data,))
+
+    def send_many(self, frames: Iterable[bytes]) -> None:
+        """Text frames (UTF-8 JSON), framed here — unmasked, uncompressed — and written in one call."""
         if not self.ws.connected:
             raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
-        self.ws.sock.send(self.ws.ws.send(TextMessage(data=data.decode())))
+        out = bytearray()
+        for data in frames:
+            out += _text_frame(data)
+        self.ws.sock.send(bytes(out))
+
+    def send_now(self, data: bytes) -> bool:
+        """Write one frame without blocking, from the hub's greenlet: False when it must be queued instead.
+
+        Only under gevent (one OS thread, so nothing runs between the checks and the write); a
+        partial write leaves the rest in `sock.unsent`, which the next write sends first."""
+        sock = self.ws.sock
+        if sock.unsent or not self.ws.connected or sock.lock.locked():
+            return False
+        framed = _text_frame(data)
+        try:
+            sent = sock.raw.send(framed, 0, 0.0)
+        except OSError:
+            return False
+        if sent < len(framed):
+            sock.unsent = framed[sent:]
+            self.ws.event.set()
+        return True
 
     def ping(self) -> None:
         self.ws.pong_received = False
@@ -170,6 +210,8 @@ def realtime_socket(ws: Any) -> None:
         conn.send(_error(exc))
         conn.close(CLOSE_TOO_MANY_CONNECTIONS, "too many connections")
         return
+    if conn.nonblocking:
+        client.send_now = conn.send_now
     try:
         _serve(svc, rt, client, conn)
     except ConnectionClosed:
@@ -190,8 +232,12 @@ def _serve(svc: Services, rt: Realtime, client: Client, conn: _Connection) -> No
     heartbeat = max(rt.config.realtime_heartbeat_seconds, 1)
     next_ping = time.monotonic() + heartbeat
     while True:
-        while client.outbox:
-            conn.send(client.outbox.popleft())
+        if conn.ws.sock.unsent and not client.outbox:
+            conn.send_many(())
+        if client.outbox:
+            batch = [client.outbox.popleft() for _ in range(min(len(client.outbox), 64))]
+            conn.send_many(batch)
+            continue
         if client.close_request is not None:
             conn.close(*client.close_request)
             return
