@@ -52,6 +52,7 @@ class Functions:
         self._manager: SandboxManager | None = None
         self._lock = threading.Lock()
         self._rules: dict[str, cel.Node] = {}
+        self._watcher = None
         self._closed = False
 
     # -- the manager -----------------------------------------------------------------------------
@@ -101,12 +102,34 @@ class Functions:
                 log.warning("functions cannot be prewarmed: %s", exc.message)
 
         threading.Thread(target=warm, daemon=True, name="alyx-functions-prewarm").start()
+        self._watch()
+
+    def _watch(self) -> None:
+        """Follow edits in functions/ so a changed function switches version before its next call."""
+        from alyx.sandbox.watch import FunctionWatcher
+
+        def changed(name: str) -> None:
+            if self._manager is not None:
+                self._manager.refresh(self.registry.get(name))
+
+        with self._lock:
+            if self._watcher is not None or self._closed or not self.config.functions_dir.is_dir():
+                return
+            try:
+                self._watcher = FunctionWatcher(self.config.functions_dir, changed)
+                self._watcher.start()
+            except Exception as exc:  # noqa: BLE001 - calls still see edits without the watcher
+                log.warning("not watching %s for edits: %s", self.config.functions_dir, exc)
+                self._watcher = None
 
     def close(self) -> None:
         """Stop every sandbox this app started."""
         with self._lock:
             self._closed = True
             manager, self._manager = self._manager, None
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
         if manager is not None:
             manager.shutdown()
 

@@ -280,6 +280,27 @@ def test_edits_reload_and_syntax_errors_are_not_hidden(fn_app: FnApp, ext: str) 
     assert c.get("/api/functions/live").data == b"v4"
 
 
+def test_the_watcher_switches_versions_before_the_next_call(fn_app: FnApp) -> None:
+    import time
+
+    app = fn_app({"w/manifest.yaml": "min_warm: 1\n",
+                  "w/index.py": "def handler(req, res):\n    return res.text('v1')\n"})
+    c = app.test_client()
+    assert c.get("/api/functions/w").data == b"v1"
+    manager = app.extensions["alyx"].functions.manager
+    old = manager.stats()["functions"]["w"]["version"]
+    write(app, "w/index.py", "def handler(req, res):\n    return res.text('v2')\n")
+    deadline = time.monotonic() + 60
+    while True:  # no call is made: only the watcher can switch the version and warm it
+        pool = manager.stats()["functions"]["w"]
+        if pool["version"] != old and pool["instances"]:
+            break
+        assert time.monotonic() < deadline, "the watcher did not warm the new version"
+        time.sleep(0.05)
+    assert c.get("/api/functions/w").data == b"v2"
+    assert executions(app, function_id="w")[0]["timings"]["init"] == 0  # it was bound before the call
+
+
 def test_handler_errors_and_log_capping(fn_app: FnApp) -> None:
     app = fn_app({
         "boom.py": "def handler(req, res):\n    raise ValueError('nope')\n",

@@ -21,18 +21,18 @@ IMAGES = {"python": "alyx/runtime-python:latest", "node": "alyx/runtime-node:lat
 LABEL = "alyx.sandbox"
 POOL_SIZE = 64  # the SDK's default of 10 connections starves concurrent greenlets (STACK.md)
 _client_lock = threading.Lock()
-_clients: dict[str, Any] = {}
+_clients: dict[int | None, Any] = {}
 
 
-def docker_client() -> Any:
-    """One shared Docker SDK client per process (DOCKER_HOST or the local socket)."""
+def docker_client(timeout: int | None = 60) -> Any:
+    """A shared Docker SDK client per process (DOCKER_HOST or the local socket) and read timeout."""
     import docker
 
     with _client_lock:
-        client = _clients.get("default")
+        client = _clients.get(timeout)
         if client is None:
-            client = _clients["default"] = docker.DockerClient(
-                base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"), timeout=60,
+            client = _clients[timeout] = docker.DockerClient(
+                base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"), timeout=timeout,
                 max_pool_size=POOL_SIZE)
         return client
 
@@ -98,7 +98,10 @@ class DockerSandbox(Sandbox):
                         "alyx.pid": str(os.getpid()), "alyx.runtime": profile.runtime})
             self.container_id = self.container.id
         self.container.start()
-        stream = self.container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
+        # The attach stream lives as long as the container: on a client without a read timeout, or an
+        # idle container would look dead after the SDK's 60 s.
+        stream = self.owner.stream_client.api.attach(self.container_id, stdout=True, stderr=True, stream=True,
+                                                     logs=True, demux=True)
         threading.Thread(target=self._pump, args=(stream,), daemon=True, name=f"alyx-sandbox-{self.id}-io").start()
 
     def _pump(self, stream: Any) -> None:
@@ -160,6 +163,7 @@ class DockerTier(Tier):
         if problem:
             raise RuntimeGone(problem)
         self.client = docker_client()
+        self.stream_client = docker_client(timeout=None)  # log streams: no read timeout
         self.owner_id = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self._remove_orphans()
 

@@ -116,11 +116,30 @@ class SandboxManager:
         with self._cond:
             self._runtimes.add(spec.runtime)
             pool = self._pool_for(spec)
-            if spec.limits.min_warm <= len(pool.instances) + pool.starting or spec.name in self._warming:
+            if spec.limits.min_warm <= len(pool.instances) + pool.starting or spec.key in self._warming:
                 return
-            self._warming.add(spec.name)
+            self._warming.add(spec.key)
         threading.Thread(target=self._warm_function, args=(spec,), daemon=True,
                          name=f"alyx-sandbox-warm-{spec.name}").start()
+
+    def refresh(self, spec: FunctionSpec) -> None:
+        """A function changed on disk: switch to its new version now, stop the old version's idle
+        sandboxes (busy ones finish their calls first), and warm the new one if it has min_warm."""
+        idle: list[Sandbox] = []
+        with self._cond:
+            if self._closed or spec.name not in self._pools:
+                return
+            self._pool_for(spec)
+            for pool in self._retired:
+                for sb in [sb for sb in pool.instances if sb.active == 0]:
+                    pool.instances.remove(sb)
+                    self._all.discard(sb)
+                    idle.append(sb)
+            self._retired = [p for p in self._retired if p.instances]
+        for sb in idle:
+            sb.stop()
+        if spec.limits.min_warm:
+            self.keep_warm(spec)
 
     def invoke(self, spec: FunctionSpec, call: Call) -> CallResult:
         """Run one call; function faults come back as a CallResult with an error, never raise."""
@@ -509,7 +528,7 @@ class SandboxManager:
             log.debug("min_warm for %s failed: %s", spec.name, exc)
         finally:
             with self._cond:
-                self._warming.discard(spec.name)
+                self._warming.discard(spec.key)
 
     def _reap_loop(self) -> None:
         while not self._stop.wait(self.settings.reap_interval):
@@ -540,9 +559,9 @@ class SandboxManager:
                 for sb in victims:
                     if sb in pool.instances:
                         pool.instances.remove(sb)
-                if (not pool.retired and not pool.load_error and pool.spec.name not in self._warming and
+                if (not pool.retired and not pool.load_error and pool.spec.key not in self._warming and
                         len(pool.instances) + pool.starting < pool.spec.limits.min_warm):
-                    self._warming.add(pool.spec.name)
+                    self._warming.add(pool.spec.key)
                     warm.append(pool.spec)
             self._retired = [p for p in self._retired if p.instances]
             for ready in self._generic.values():
