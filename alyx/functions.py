@@ -12,6 +12,7 @@ from typing import Any
 import peewee
 
 from alyx import cel
+from alyx.callback import CallbackServer, CallbackTokens
 from alyx.config import Config
 from alyx.db import Database
 from alyx.errors import AlyxError
@@ -54,6 +55,9 @@ class Functions:
         self._rules: dict[str, cel.Node] = {}
         self._watcher = None
         self._closed = False
+        self.callback_app: Any = None  # the WSGI app functions call back into (set by the blueprint)
+        self.callback_tokens = CallbackTokens()
+        self._callback: CallbackServer | None = None
 
     # -- the manager -----------------------------------------------------------------------------
     @property
@@ -67,6 +71,9 @@ class Functions:
                     tier = choose_tier(self.config.functions_sandbox)
                 except RuntimeError as exc:
                     raise AlyxError("sandbox_unavailable", str(exc), 503) from None
+                if self.callback_app is not None:
+                    self._callback = CallbackServer(self.callback_app, self.callback_tokens)
+                    tier.callback_dir = self._callback.start()
                 self._manager = SandboxManager(tier, self.settings)
                 atexit.register(self.close)
                 log.info("functions run in the %r sandbox tier", tier.name)
@@ -128,10 +135,13 @@ class Functions:
             self._closed = True
             manager, self._manager = self._manager, None
             watcher, self._watcher = self._watcher, None
+            callback, self._callback = self._callback, None
         if watcher is not None:
             watcher.stop()
         if manager is not None:
             manager.shutdown()
+        if callback is not None:
+            callback.stop()
 
     # -- invoking --------------------------------------------------------------------------------
     def spec(self, name: str) -> FunctionSpec:
@@ -188,7 +198,15 @@ class Functions:
                              log_input, started_at)
             raise
         call.auth = principal_dict(auth)
-        result = self.manager.invoke(spec, call)
+        manager = self.manager
+        token = None
+        if self._callback is not None:
+            token = call.callback_token = self.callback_tokens.issue(auth, spec.limits.timeout * 2 + 30)
+        try:
+            result = manager.invoke(spec, call)
+        finally:
+            if token:
+                self.callback_tokens.revoke(token)
         execution_id = self._record(spec, call, result, log_input, started_at)
         return result, execution_id
 

@@ -66,10 +66,11 @@ def fn_app(tmp_path: Path, tier: str) -> Iterator[FnApp]:
     """An app (SQLite) whose functions/ holds the given files; its principal comes from X-Test-User."""
     apps: list[Flask] = []
 
-    def factory(files: dict[str, str], config: str = "", env: dict[str, str] | None = None) -> Flask:
+    def factory(files: dict[str, str], config: str = "", env: dict[str, str] | None = None,
+                schema: str = "collections: []\n") -> Flask:
         project = tmp_path / f"project{len(apps)}"
         (project / "functions").mkdir(parents=True)
-        (project / "schema.yaml").write_text("collections: []\n")
+        (project / "schema.yaml").write_text(textwrap.dedent(schema))
         (project / "alyx.yaml").write_text(textwrap.dedent(config))
         for name, text in files.items():
             path = project / "functions" / name
@@ -455,3 +456,44 @@ def test_gunicorn_keeps_serving_during_slow_calls_and_cleans_up(live_server, tmp
 
         left = docker.from_env().containers.list(all=True, filters={"id": [c.id for c in containers]})
         assert left == [], "a sandbox container outlived the server"
+
+
+NOTES_SCHEMA = """
+collections:
+  - name: notes
+    fields:
+      - {name: text, type: string, required: true}
+      - {name: owner, type: string}
+    rules: {list: "true", view: "true", create: "auth != null", update: "false", delete: "false"}
+"""
+NOTES_PY = """
+def handler(req, res):
+    notes = req.alyx.collection("notes")
+    try:
+        made = notes.create({"text": req.query.get("text", "hi"), "owner": (req.auth or {}).get("id")})
+    except Exception as exc:
+        return res.json({"denied": exc.status, "code": exc.error.get("code")})
+    return res.json({"created": notes.get(made["id"])["owner"], "count": notes.list()["totalItems"]})
+"""
+NOTES_JS = """
+export default async function handler(req, res) {
+  const notes = req.alyx.collection('notes');
+  let made;
+  try {
+    made = await notes.create({ text: req.query.text || 'hi', owner: req.auth ? req.auth.id : null });
+  } catch (err) {
+    return res.json({ denied: err.status, code: err.error.code });
+  }
+  return res.json({ created: (await notes.get(made.id)).owner, count: (await notes.list()).totalItems });
+}
+"""
+
+
+@pytest.mark.parametrize("source", [("notes.py", NOTES_PY), ("notes.js", NOTES_JS)], ids=["python", "node"])
+def test_functions_call_the_api_back_as_their_caller(fn_app: FnApp, source: tuple[str, str]) -> None:
+    app = fn_app({source[0]: source[1]}, schema=NOTES_SCHEMA)
+    c = app.test_client()
+    assert c.get("/api/functions/notes").json == {"denied": 403, "code": "forbidden"}  # anonymous caller
+    assert c.get("/api/functions/notes", headers={"X-Test-User": "user"}).json == {"created": USER.id, "count": 1}
+    assert c.get("/api/functions/notes", headers={"X-Test-User": "user"}).json == {"created": USER.id, "count": 2}
+    assert c.get("/api/functions/notes").json["denied"] == 403  # each call is its caller, nothing carries over

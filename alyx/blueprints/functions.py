@@ -1,9 +1,11 @@
 """/api/functions/<name> (any method) runs a function; /api/executions lists runs (admins only)."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
+from flask.blueprints import BlueprintSetupState
 
 from alyx.blueprints import current_principal, services
+from alyx.callback import ENVIRON_KEY
 from alyx.errors import AlyxError
 from alyx.functions import SECRET_HEADERS, http_log_input
 from alyx.http import json_response
@@ -13,6 +15,20 @@ bp = Blueprint("functions", __name__)
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 PUBLIC_DETAILS = ("phase", "file", "line", "exit_code", "memory_mb")
+
+
+@bp.record_once
+def _callback_target(state: BlueprintSetupState) -> None:
+    """Functions call back into this same app (through a Unix socket, as their caller)."""
+    state.app.extensions["alyx"].functions.callback_app = state.app
+
+
+@bp.before_app_request
+def _callback_principal() -> None:
+    # Registered after the auth hook: a request that came through the callback socket is made by the
+    # invocation's caller (the socket strips any Authorization header).
+    if ENVIRON_KEY in request.environ:
+        g.principal = request.environ[ENVIRON_KEY]
 
 
 @bp.route("/api/functions/<name>", methods=METHODS)

@@ -6,6 +6,7 @@ process (the socket and code folders are bind mounts): a local engine, not a rem
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -13,7 +14,7 @@ import threading
 from typing import Any
 
 from alyx.sandbox.protocol import RuntimeGone
-from alyx.sandbox.tiers import ExitInfo, Profile, Sandbox, Tier, node_heap_mb
+from alyx.sandbox.tiers import RUNTIMES_DIR, ExitInfo, Profile, Sandbox, Tier, node_heap_mb
 
 log = logging.getLogger("alyx.sandbox")
 
@@ -37,6 +38,15 @@ def docker_client(timeout: int | None = 60) -> Any:
         return client
 
 
+def runtime_digest(runtime: str) -> str:
+    """A hash of runtimes/<runtime>/ (shim and Dockerfile), stamped on the image as label alyx.runtime-digest."""
+    digest = hashlib.sha256()
+    for path in sorted((RUNTIMES_DIR / runtime).iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def docker_problem() -> str | None:
     """None when a Docker engine and both runtime images are here, else why not."""
     try:
@@ -48,14 +58,19 @@ def docker_problem() -> str | None:
         client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means: no engine to use
         return f"no Docker engine reachable ({type(exc).__name__}: {str(exc)[:200]})"
-    missing = []
-    for image in IMAGES.values():
+    missing, stale = [], []
+    for runtime, image in IMAGES.items():
         try:
-            client.images.get(image)
+            labels = client.images.get(image).labels or {}
         except Exception:  # noqa: BLE001
             missing.append(image)
+            continue
+        if labels.get("alyx.runtime-digest") != runtime_digest(runtime):
+            stale.append(image)
     if missing:
         return f"runtime image(s) {', '.join(missing)} missing: run `python -m alyx runtimes build`"
+    if stale:
+        return f"runtime image(s) {', '.join(stale)} older than runtimes/: run `python -m alyx runtimes build`"
     return None
 
 
@@ -65,7 +80,7 @@ class DockerSandbox(Sandbox):
     tier = "docker"
 
     def __init__(self, profile: Profile, owner: DockerTier) -> None:
-        super().__init__(profile)
+        super().__init__(profile, owner.callback_dir)
         self.owner = owner
         self.container: Any = None
         self.container_id: str | None = None
@@ -80,6 +95,11 @@ class DockerSandbox(Sandbox):
         profile = self.profile
         env = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET": self.secret, "HOME": "/tmp", "LANG": "C.UTF-8",
                "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        volumes = {str(self.workdir / "sock"): {"bind": "/run/alyx", "mode": "rw"},
+                   str(self.workdir / "code"): {"bind": "/code", "mode": "ro"}}
+        if self.callback_dir:
+            volumes[str(self.callback_dir)] = {"bind": "/run/alyx-api", "mode": "ro"}
+            env["ALYX_API_SOCKET"] = "/run/alyx-api/api.sock"
         if profile.runtime == "node":
             env["NODE_OPTIONS"] = f"--max-old-space-size={node_heap_mb(profile.memory)}"
         with self._lifecycle:  # stop() during a launch must not miss the container being created
@@ -92,8 +112,7 @@ class DockerSandbox(Sandbox):
                 nano_cpus=int(profile.cpu * 1e9), pids_limit=128, read_only=True,
                 tmpfs={"/tmp": "rw,nosuid,nodev,size=64m,mode=1777"}, cap_drop=["ALL"],
                 security_opt=["no-new-privileges"], ipc_mode="private",
-                volumes={str(self.workdir / "sock"): {"bind": "/run/alyx", "mode": "rw"},
-                         str(self.workdir / "code"): {"bind": "/code", "mode": "ro"}},
+                volumes=volumes,
                 labels={LABEL: "1", "alyx.owner": self.owner.owner_id, "alyx.host": socket.gethostname(),
                         "alyx.pid": str(os.getpid()), "alyx.runtime": profile.runtime})
             self.container_id = self.container.id

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from alyx.sandbox.docker_tier import IMAGES, docker_client
+from alyx.sandbox.docker_tier import IMAGES, docker_client, runtime_digest
 from alyx.sandbox.tiers import RUNTIMES_DIR
 
 BASE_IMAGE = "alyx/base:bookworm"
@@ -78,7 +78,7 @@ def _ensure_base(client, echo: Callable[[str], None]) -> None:
 def _build(client, runtime: str, base: str | None) -> None:
     args = {"BASE": base} if base else {}
     client.images.build(path=str(RUNTIMES_DIR / runtime), tag=IMAGES[runtime], buildargs=args, rm=True,
-                        forcerm=True, pull=False)
+                        forcerm=True, pull=False, labels={"alyx.runtime-digest": runtime_digest(runtime)})
 
 
 def build_runtime_images(mode: str = "auto", echo: Callable[[str], None] = print) -> list[str]:

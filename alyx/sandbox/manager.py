@@ -48,6 +48,7 @@ class Call:
     auth: dict[str, Any] | None = None
     input: Any = None
     trigger: str = "http"
+    callback_token: str | None = None  # lets the function call the Alyx API as its caller
 
 
 @dataclass
@@ -374,7 +375,8 @@ class SandboxManager:
     def _run(self, spec: FunctionSpec, call: Call, pool: _FunctionPool, sandbox: Sandbox, began: float,
              deadline: float, timings: dict[str, float]) -> CallResult:
         invocation = uuid.uuid4().hex
-        context = encode_context({"auth": call.auth, "input": call.input, "trigger": call.trigger})
+        context = encode_context({"auth": call.auth, "input": call.input, "trigger": call.trigger,
+                                  "callback_token": call.callback_token})
         headers = [(k, v) for k, v in call.headers if k.lower() not in HOP_HEADERS and
                    not k.lower().startswith("x-alyx-")]
         headers += [("x-alyx-invocation-id", invocation), ("x-alyx-context", context),

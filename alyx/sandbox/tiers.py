@@ -77,8 +77,9 @@ class Sandbox(ABC):
 
     tier = "abstract"
 
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Profile, callback_dir: Path | None = None) -> None:
         self.profile = profile
+        self.callback_dir = callback_dir  # holds api.sock: the Alyx API, as the invocation's caller
         self.id = secrets.token_hex(6)
         self.secret = secrets.token_urlsafe(24)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"alyx-{profile.runtime[:2]}-"))
@@ -194,6 +195,7 @@ class Tier(ABC):
     """Makes sandboxes of one kind."""
 
     name = "abstract"
+    callback_dir: Path | None = None  # mounted into every sandbox when set (see alyx/callback.py)
 
     @abstractmethod
     def create(self, profile: Profile) -> Sandbox: ...
@@ -242,7 +244,10 @@ class ProcessSandbox(Sandbox):
         return [_interpreter("node"), f"--max-old-space-size={node_heap_mb(self.profile.memory)}", shim]
 
     def _env(self) -> dict[str, str]:
-        return _base_env({"ALYX_SOCKET": str(self.workdir / "sock" / "rt.sock"), "ALYX_SECRET": self.secret})
+        extra = {"ALYX_SOCKET": str(self.workdir / "sock" / "rt.sock"), "ALYX_SECRET": self.secret}
+        if self.callback_dir:
+            extra["ALYX_API_SOCKET"] = str(self.callback_dir / "api.sock")
+        return _base_env(extra)
 
     def _limits(self) -> None:
         memory = self.profile.memory * 1024 * 1024
@@ -305,7 +310,7 @@ class ProcessTier(Tier):
                     "no filesystem or network isolation. Use docker or bwrap in production.")
 
     def create(self, profile: Profile) -> Sandbox:
-        return ProcessSandbox(profile)
+        return ProcessSandbox(profile, self.callback_dir)
 
 
 def _bwrap_binds() -> list[str]:
@@ -341,7 +346,11 @@ class BwrapSandbox(ProcessSandbox):
                 "--chdir", "/tmp", "--clearenv"]
         if not self.profile.network:
             args.append("--unshare-net")
-        for k, v in _base_env({"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET": self.secret}).items():
+        extra = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET": self.secret}
+        if self.callback_dir:
+            args += ["--ro-bind", str(self.callback_dir), "/run/alyx-api"]
+            extra["ALYX_API_SOCKET"] = "/run/alyx-api/api.sock"
+        for k, v in _base_env(extra).items():
             args += ["--setenv", k, v]
         shim = "/opt/alyx/" + SHIMS[runtime].split("/", 1)[1]
         if runtime == "python":
@@ -364,7 +373,7 @@ class BwrapTier(Tier):
             raise RuntimeError(problem)
 
     def create(self, profile: Profile) -> Sandbox:
-        return BwrapSandbox(profile)
+        return BwrapSandbox(profile, self.callback_dir)
 
 
 def bwrap_problem() -> str | None:

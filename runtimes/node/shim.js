@@ -10,8 +10,10 @@ const { pathToFileURL } = require('url');
 
 const SOCKET_PATH = process.env.ALYX_SOCKET || '/run/alyx/rt.sock';
 const SECRET = Buffer.from(process.env.ALYX_SECRET || '');
+const API_SOCKET = process.env.ALYX_API_SOCKET || '';
 delete process.env.ALYX_SOCKET;
 delete process.env.ALYX_SECRET;
+delete process.env.ALYX_API_SOCKET;
 const state = { handler: null, env: {}, fn: null };
 
 function sameSecret(given) {
@@ -65,6 +67,52 @@ async function load(body) {
   }
 }
 
+class AlyxApiError extends Error {
+  constructor(status, error) {
+    super(`${status} ${error.code}: ${error.message}`);
+    this.status = status;
+    this.error = error;
+  }
+}
+
+// The Alyx REST API, called as the invocation's caller (req.alyx).
+function alyxClient(token) {
+  function request(method, path, body, query) {
+    if (!API_SOCKET || !token) return Promise.reject(new Error('the Alyx API is not available to this function'));
+    if (query && Object.keys(query).length) path += '?' + new URLSearchParams(query).toString();
+    const payload = body === undefined || body === null ? null : Buffer.from(JSON.stringify(body));
+    const headers = { 'X-Alyx-Callback-Token': token };
+    if (payload) { headers['Content-Type'] = 'application/json'; headers['Content-Length'] = payload.length; }
+    return new Promise((resolve, reject) => {
+      const r = http.request({ socketPath: API_SOCKET, method, path, headers }, (resp) => {
+        const chunks = [];
+        resp.on('data', (c) => chunks.push(c));
+        resp.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let data = null;
+          try { data = text ? JSON.parse(text) : null; } catch (e) { data = text; }
+          if (resp.statusCode >= 400) reject(new AlyxApiError(resp.statusCode, (data && data.error) || {}));
+          else resolve(data);
+        });
+      });
+      r.on('error', reject);
+      if (payload) r.write(payload);
+      r.end();
+    });
+  }
+  const collection = (name) => {
+    const base = `/api/collections/${name}`;
+    return {
+      list: (query) => request('GET', base, null, query),
+      get: (id, query) => request('GET', `${base}/${id}`, null, query),
+      create: (data) => request('POST', base, data),
+      update: (id, data) => request('PATCH', `${base}/${id}`, data),
+      delete: (id) => request('DELETE', `${base}/${id}`),
+    };
+  };
+  return { request, collection };
+}
+
 class Res {
   constructor() { this.statusCode = 200; this.headers = {}; this.body = Buffer.alloc(0); this.sent = false; }
   status(code) { this.statusCode = Number(code); return this; }
@@ -110,7 +158,7 @@ async function invoke(req, res, body) {
   const request = {
     method: req.method, path: url.pathname, headers, query, body: body.toString('utf8'), rawBody: body, json,
     input: context.input === undefined ? null : context.input, auth: context.auth === undefined ? null : context.auth,
-    trigger: context.trigger || 'http', env: Object.assign({}, state.env),
+    trigger: context.trigger || 'http', env: Object.assign({}, state.env), alyx: alyxClient(context.callback_token),
   };
   let out = new Res();
   let extra = { 'x-alyx-outcome': 'ok' };

@@ -5,19 +5,89 @@ invocation of that code. Standard library only: it runs inside minimal images.
 """
 import base64
 import hmac
+import http.client
 import importlib.util
 import json
 import os
+import socket
 import socketserver
 import sys
 import traceback
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 SOCKET_PATH = os.environ.pop("ALYX_SOCKET", "/run/alyx/rt.sock")
 SECRET = os.environ.pop("ALYX_SECRET", "").encode()
+API_SOCKET = os.environ.pop("ALYX_API_SOCKET", "")
 END_MARK = "\x1eALYX-END {}\x1e\n"
 STATE = {"handler": None, "env": {}, "function": None}
+
+
+class AlyxApiError(Exception):
+    """An error answer of the Alyx API: .status and .error ({code, message, details})."""
+
+    def __init__(self, status, error):
+        super().__init__(f"{status} {error.get('code')}: {error.get('message')}")
+        self.status = status
+        self.error = error
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(API_SOCKET)
+
+
+class Collection:
+    def __init__(self, client, name):
+        self.client, self.path = client, f"/api/collections/{name}"
+
+    def list(self, **query):
+        return self.client.request("GET", self.path, query=query)
+
+    def get(self, record_id, **query):
+        return self.client.request("GET", f"{self.path}/{record_id}", query=query)
+
+    def create(self, data):
+        return self.client.request("POST", self.path, data)
+
+    def update(self, record_id, data):
+        return self.client.request("PATCH", f"{self.path}/{record_id}", data)
+
+    def delete(self, record_id):
+        return self.client.request("DELETE", f"{self.path}/{record_id}")
+
+
+class AlyxClient:
+    """The Alyx REST API, called as the invocation's caller (req.alyx)."""
+
+    def __init__(self, token):
+        self.token = token
+
+    def request(self, method, path, body=None, query=None, timeout=30):
+        if not API_SOCKET or not self.token:
+            raise RuntimeError("the Alyx API is not available to this function")
+        if query:
+            path += "?" + urlencode(query)
+        conn = _UnixHTTPConnection("alyx", timeout=timeout)
+        try:
+            payload = None if body is None else json.dumps(body).encode()
+            headers = {"X-Alyx-Callback-Token": self.token}
+            if payload is not None:
+                headers["Content-Type"] = "application/json"
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        finally:
+            conn.close()
+        data = json.loads(raw) if raw else None
+        if response.status >= 400:
+            raise AlyxApiError(response.status, (data or {}).get("error") or {})
+        return data
+
+    def collection(self, name):
+        return Collection(self, name)
 
 
 class Request:
@@ -45,6 +115,7 @@ class Request:
         self.auth = context.get("auth")
         self.trigger = context.get("trigger", "http")
         self.env = dict(STATE["env"])
+        self.alyx = AlyxClient(context.get("callback_token"))
 
     def __getitem__(self, key):
         return getattr(self, key)
