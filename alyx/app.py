@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, request
 
 from alyx.config import Config, load_config
 from alyx.http import install_error_handlers
@@ -38,6 +38,8 @@ def _manage_connections(app: Flask, svc: Services) -> None:
 
     @app.before_request
     def _connect() -> None:
+        if request.endpoint == "realtime.realtime_socket":
+            return  # a WebSocket lives for hours: it borrows a connection per operation instead
         db.connect(reuse_if_open=True)
 
     @app.teardown_request

@@ -667,21 +667,27 @@ class Hub:
                     if missed:
                         self._deliver(sub.audience, [sub], missed, missed[-1].cursor)
                     sub.cursor = max(cursor, self.position)
-                    sub.audience.subs.add(sub)
-                    self.audiences[sub.audience.key] = sub.audience
+                    self._register(sub)
                     return
             with self.feed.db.connection():
                 changes = self.feed.read_after(cursor)
             if not changes:
                 with self.lock:
                     sub.cursor = max(cursor, self.position)
-                    sub.audience.subs.add(sub)
-                    self.audiences[sub.audience.key] = sub.audience
+                    self._register(sub)
                 return
             with self.lock:
                 sub.cursor = cursor
                 self._deliver(sub.audience, [sub], changes, changes[-1].cursor)
             cursor = changes[-1].cursor
+
+    def _register(self, sub: Subscription) -> None:
+        """Make `sub` live (under the lock), joining the audience already registered for its key, if any."""
+        existing = self.audiences.get(sub.audience.key)
+        if existing is not None and existing is not sub.audience:
+            sub.audience = existing  # two subscribers raced to create it: one audience, evaluated once
+        sub.audience.subs.add(sub)
+        self.audiences[sub.audience.key] = sub.audience
 
     def detach(self, sub: Subscription) -> None:
         with self.lock:

@@ -240,6 +240,7 @@ def subscriber_proc(url: str, count: int, collection: str, pipe) -> None:
             command = pipe.recv()
             if command == "start":
                 measuring, frames_seen, received = True, 0, []
+                pipe.send("started")
             elif command == "stop":
                 stop_at, last_change = time.monotonic(), time.monotonic()
             elif command == "close":
@@ -267,6 +268,8 @@ class Subscribers:
     def start(self) -> None:
         for pipe in self.pipes:
             pipe.send("start")
+        for pipe in self.pipes:
+            assert pipe.recv() == "started"
 
     def stop(self) -> tuple[list[tuple[str, float, float]], int, int]:
         for pipe in self.pipes:
@@ -404,10 +407,17 @@ def phase_latency(subscribers: int, rates: list[float], duration: float, coalesc
                          "created_p99": pct(from_created, 99), "frames": frames, "changes": len(from_ack),
                          "expected": len(acks) * subs.connected})
             r = rows[-1]
+            per_id: dict[str, int] = {}
+            for i, _, _ in received:
+                per_id[i] = per_id.get(i, 0) + 1
+            order = list(acks)
+            short = [order.index(i) for i in order if per_id.get(i, 0) < subs.connected]
+            r["incomplete_writes"] = short  # positions (in write order) of writes some subscriber did not get
             print(f"  latency coalesce={coalesce_ms}ms rate={rate}/s achieved={achieved:.0f}/s "
                   f"ack→frame p50={r['p50']:.1f}ms p99={r['p99']:.1f}ms | "
                   f"created_at→frame p50={r['created_p50']:.1f}ms p99={r['created_p99']:.1f}ms | "
-                  f"frames={frames} changes={r['changes']}/{r['expected']}", flush=True)
+                  f"frames={frames} changes={r['changes']}/{r['expected']} incomplete={short[:10]} of {len(order)}",
+                  flush=True)
             if rows[-1]["p99"] > 250:
                 break
         subs.close()

@@ -321,3 +321,23 @@ def test_redis_broker_carries_changes(services) -> None:
     assert got.wait(10)
     change = [c for c in received if c is not None][0]
     assert (change.cursor, change.collection, change.record["title"]) == (42, "posts", "t")
+
+
+def test_subscribers_racing_to_create_an_audience_both_stay_live(services) -> None:
+    from alyx.realtime import Subscription
+
+    rt, records = services.realtime, services.records
+    coll = records.collection("posts")
+    first, second = new_client(services), new_client(services)
+    # Both were built while neither was registered (as when snapshots of two sockets interleave).
+    audiences = [rt.hub.audience_for(coll, None, None, None) for _ in range(2)]
+    assert audiences[0] is not audiences[1]
+    for client, audience in zip((first, second), audiences, strict=True):
+        sub = Subscription("s1", client, audience)
+        client.subscriptions[sub.id] = sub
+        rt.hub.attach(sub, 0)
+    with services.db.connection():
+        post = records.create("posts", {"title": "both"})
+    rt.hub.advance()
+    for client in (first, second):
+        assert [d["id"] for d in deltas(client)[0]["changes"]["inserts"]] == [post["id"]]

@@ -362,3 +362,20 @@ def test_the_javascript_client_reconnects_and_resumes(server: LiveServer) -> Non
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["ok"], (result, run.stderr[-2000:])
     assert result["events"] == [["snapshot", 0], ["insert", "js first"], ["insert", "js while away"]]
+
+
+def test_more_simultaneous_sockets_than_database_connections(server: LiveServer) -> None:
+    """A WebSocket holds no pooled database connection (database.pool_size is 32 per worker)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def open_and_subscribe(_: int) -> Socket:
+        s = Socket(server)
+        s.subscribe(collection="posts", limit=1)
+        return s
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        sockets = list(pool.map(open_and_subscribe, range(100)))
+    rid = create(server, title="crowd")
+    for s in sockets:
+        assert [i for _, _, i in s.changes_until({rid})] == [rid]
+        s.close()

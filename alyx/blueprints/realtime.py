@@ -202,7 +202,8 @@ def _error(exc: AlyxError, request_id: Any = None) -> bytes:
 def realtime_socket(ws: Any) -> None:
     svc = services()
     rt: Realtime = svc.realtime
-    svc.db.peewee.close() if not svc.db.peewee.is_closed() else None  # no pooled connection held while idle
+    if not svc.db.peewee.is_closed():
+        svc.db.peewee.close()  # no pooled connection held while the socket lives (alyx/app.py skips it too)
     conn = _Connection(ws)
     try:
         client = rt.connect(wake=ws.event.set)
