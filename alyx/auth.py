@@ -276,6 +276,7 @@ class AuthService:
         self.guard = LoginGuard(services)
         self._keys: KeyRing | None = None
         self._session_cache: dict[str, tuple[Principal, float]] = {}
+        self._token_cache: dict[str, dict[str, Any]] = {}
         self._cache_lock = threading.Lock()
 
     # -- keys -------------------------------------------------------------------------------------
@@ -323,7 +324,7 @@ class AuthService:
         The session (and the user's current role) is re-read from the database at most every
         auth.session_check_seconds per process, so logout and role changes apply within seconds.
         """
-        claims = self.decode(token)
+        claims = self._verified_claims(token)
         sid = claims["sid"]
         now = time.monotonic()
         cached = self._session_cache.get(sid)
@@ -336,6 +337,19 @@ class AuthService:
                     self._session_cache.clear()
                 self._session_cache[sid] = (principal, now + self.config.auth_session_check_seconds)
         return principal, sid
+
+    def _verified_claims(self, token: Any) -> dict[str, Any]:
+        """`decode`, remembered per exact token string until it expires (a client sends the same token
+        on every request; the HMAC check and JSON parsing are the cost of a signed-in request)."""
+        hit = self._token_cache.get(token) if isinstance(token, str) else None
+        if hit is not None and hit["exp"] > time.time():
+            return hit
+        claims = self.decode(token)
+        with self._cache_lock:
+            if len(self._token_cache) > 50_000:
+                self._token_cache.clear()
+            self._token_cache[token] = claims
+        return claims
 
     def principal_from_token(self, token: Any) -> Principal:
         return self.authenticate(token)[0]

@@ -58,6 +58,7 @@ class Rule:
     text: str | None
     node: cel.Node | None
     pushdown: bool = True
+    reads_request: bool = False  # the rule looks at request.*: its SQL differs per request
 
     @property
     def public(self) -> bool:
@@ -138,7 +139,8 @@ class AccessRules:
                         names(path)  # every name must still exist
         except cel.CelError as exc:
             raise ConfigError(f"schema.yaml: collection {spec.name!r}, rule {op!r}: {exc} (rule: {text})") from None
-        return Rule(spec.name, op, text, node, pushdown)
+        reads_request = any(path[0] == "request" for path in cel.names_in(node))
+        return Rule(spec.name, op, text, node, pushdown, reads_request)
 
     def rule(self, collection: str, op: str) -> Rule:
         return self.rules[(collection, op)]
