@@ -17,7 +17,7 @@ from typing import Any
 
 from alyx.sandbox.protocol import RawResponse, RuntimeGone, RuntimeTimeout, encode_context
 from alyx.sandbox.registry import FunctionSpec
-from alyx.sandbox.tiers import LoadError, Profile, Sandbox, Tier
+from alyx.sandbox.tiers import OUTPUT_WAIT, LoadError, Profile, Sandbox, Tier
 
 log = logging.getLogger("alyx.sandbox")
 
@@ -77,7 +77,7 @@ class _FunctionPool:
         self.spec = spec
         self.instances: list[Sandbox] = []
         self.starting = 0
-        self.load_error: tuple[LoadError, str, str] | None = None
+        self.load_error: LoadError | None = None
         self.retired = False
 
 
@@ -157,11 +157,9 @@ class SandboxManager:
                                  f"{spec.limits.timeout:g}s (max_instances={spec.limits.max_instances}).",
                                  {"phase": "queue"})
         except LoadError as exc:
-            pool = self._pools.get(spec.name)
-            cached = pool.load_error if pool and pool.load_error and pool.load_error[0] is exc else None
             return self._failure(spec, began, timings, 500, "function_load_error", "load_error",
                                  f"The function {spec.name!r} failed to load: {exc.message}", exc.details,
-                                 stdout=cached[1] if cached else "", stderr=cached[2] if cached else "")
+                                 stdout=exc.stdout, stderr=exc.stderr)
         except RuntimeTimeout:
             return self._failure(spec, began, timings, 504, "function_timeout", "timeout",
                                  f"The function {spec.name!r} did not start within its timeout of "
@@ -233,7 +231,7 @@ class SandboxManager:
                 if pool.retired:  # a newer version arrived while we queued: keep to our version
                     pool = self._pool_for(spec) if self._pools[spec.name].spec.version == spec.version else pool
                 if pool.load_error:
-                    raise pool.load_error[0]
+                    raise pool.load_error
                 for sb in list(pool.instances):
                     if sb.active == 0 and not sb.alive():
                         pool.instances.remove(sb)
@@ -281,7 +279,7 @@ class SandboxManager:
                 timings["init"] = _ms(time.monotonic() - t2)
         except LoadError as exc:
             with self._cond:
-                pool.load_error = (exc, getattr(sandbox, "init_stdout", ""), getattr(sandbox, "init_stderr", ""))
+                pool.load_error = exc
             self._discard(sandbox)
             raise
         except BaseException:
@@ -410,8 +408,8 @@ class SandboxManager:
             discard = True
         if discard:
             self._discard(sandbox, pool)
-        stdout = sandbox.stdout.finish(invocation, 1.0)
-        stderr = sandbox.stderr.finish(invocation, 1.0)
+        stdout = sandbox.stdout.finish(invocation, OUTPUT_WAIT)
+        stderr = sandbox.stderr.finish(invocation, OUTPUT_WAIT)
         if not discard:
             self._release(pool, sandbox)
         duration = _ms(time.monotonic() - began)

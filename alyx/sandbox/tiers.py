@@ -33,6 +33,9 @@ RUNTIMES_DIR = Path(__file__).resolve().parent.parent.parent / "runtimes"
 SHIMS = {"python": "python/shim.py", "node": "node/shim.js"}
 START_TIMEOUT = 15.0
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
+# How long to wait for a call's end mark on stdout/stderr once the response is in. It normally comes
+# first (same process, written before the response); the wait only matters on a loaded machine.
+OUTPUT_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,12 @@ class ExitInfo:
 class LoadError(Exception):
     """The function's code failed to load (syntax error, missing handler...)."""
 
-    def __init__(self, message: str, details: dict[str, Any]) -> None:
+    def __init__(self, message: str, details: dict[str, Any], stdout: str = "", stderr: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.stdout = stdout
+        self.stderr = stderr
 
 
 def node_heap_mb(memory: int) -> int:
@@ -141,12 +146,12 @@ class Sandbox(ABC):
             response = self.client.request("POST", "/__rt/init", [("Content-Type", "application/json")], body,
                                            timeout)
         finally:
-            self.init_stdout = self.stdout.finish("init", 1.0)
-            self.init_stderr = self.stderr.finish("init", 1.0)
+            self.init_stdout = self.stdout.finish("init", OUTPUT_WAIT)
+            self.init_stderr = self.stderr.finish("init", OUTPUT_WAIT)
         if response.status != 200:
             error = response.json().get("error", {}) if response.body else {}
             raise LoadError(error.get("message") or f"init failed with HTTP {response.status}",
-                            error.get("details") or {})
+                            error.get("details") or {}, self.init_stdout, self.init_stderr)
 
     def invoke(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
                timeout: float) -> RawResponse:
