@@ -17,8 +17,15 @@ ON_DELETE_SQL = {"cascade": "CASCADE", "set_null": "SET NULL", "restrict": "REST
 
 
 def new_id() -> str:
-    """A record id: 15 random characters of [a-z0-9] (~77 bits)."""
-    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+    """A record id: 15 random characters of [a-z0-9] (~77 bits).
+
+    One ``token_bytes`` call instead of 15 ``secrets.choice`` calls; bytes of 252 and above are
+    skipped (252 = 7 * 36) so every character stays uniform.
+    """
+    chars: list[str] = []
+    while len(chars) < ID_LENGTH:
+        chars += [ID_ALPHABET[b % 36] for b in secrets.token_bytes(ID_LENGTH + 5) if b < 252]
+    return "".join(chars[:ID_LENGTH])
 
 
 def utcnow() -> dt.datetime:
@@ -31,6 +38,22 @@ def _json_dumps(value: object) -> str:
 
 class BaseModel(peewee.Model):
     """Models are bound to the app's database when they are built."""
+
+
+class DateTimeField(peewee.DateTimeField):
+    """peewee's DateTimeField, reading the text SQLite stores ('YYYY-MM-DD HH:MM:SS[.ffffff]') with
+    ``datetime.fromisoformat`` before peewee's strptime formats: a list page reads two per row."""
+
+    def python_value(self, value: object) -> object:
+        if isinstance(value, str) and len(value) >= 19 and value[10] == " ":
+            try:
+                parsed = dt.datetime.fromisoformat(value)
+            except ValueError:
+                pass
+            else:
+                if parsed.tzinfo is None:
+                    return parsed
+        return super().python_value(value)
 
 
 @dataclass(frozen=True)
@@ -187,7 +210,7 @@ def _column(spec: FieldSpec, models: dict[str, type[peewee.Model]], collection: 
     if t == "bool":
         return peewee.BooleanField(**common)
     if t == "datetime":
-        return peewee.DateTimeField(**common)
+        return DateTimeField(**common)
     if t == "date":
         return peewee.DateField(**common)
     if t == "json":
@@ -218,8 +241,8 @@ def build_model(spec: CollectionSpec, models: dict[str, type[peewee.Model]], dat
     """One peewee model class for a collection."""
     attrs: dict[str, object] = {
         "id": peewee.CharField(primary_key=True, max_length=ID_LENGTH),
-        "created_at": peewee.DateTimeField(),
-        "updated_at": peewee.DateTimeField(),
+        "created_at": DateTimeField(),
+        "updated_at": DateTimeField(),
     }
     for f in spec.fields:
         attrs[f.name] = _column(f, models, spec.name)

@@ -46,7 +46,8 @@ GuardFilter = Callable[[str, str], bool]
 
 
 def format_datetime(value: dt.datetime) -> str:
-    return value.strftime(DATETIME_FORMAT)[:-3] + "Z"
+    # Same text as strftime(DATETIME_FORMAT)[:-3], ~5x faster, and years < 1000 keep 4 digits (RFC 3339).
+    return value.isoformat(timespec="milliseconds") + "Z"
 
 
 class Collection:
@@ -63,6 +64,7 @@ class Collection:
         self.dates = [name for name in self.visible if q.field_type(spec, name) in ("datetime", "date")]
         self.relations = {f.name: f.collection for f in spec.public_fields if f.type == "relation"}
         self.defaults = {f.name: default_value(f) for f in spec.public_fields}
+        self._by_id: dict[tuple[str, ...], tuple[str, list[tuple[str, Callable[[Any], Any]]]]] = {}
 
     def serialize(self, row: Mapping[str, Any], fields: tuple[str, ...] | None = None) -> dict[str, Any]:
         """A stored row → its JSON form (RFC 3339 UTC datetimes, hidden fields dropped)."""
@@ -80,6 +82,25 @@ class Collection:
         if not fields:
             return self.visible_columns
         return [self.model._meta.fields[name] for name in fields]
+
+    def fetch_by_id(self, database: peewee.Database, record_id: str, columns: list[peewee.Field]
+                    ) -> dict[str, Any] | None:
+        """``SELECT columns WHERE id = ?`` for a caller no rule restricts, as peewee's ``dicts()`` would.
+
+        peewee builds the SQL text once per column set (building it cost more than running it);
+        every call still runs the query, so nothing read here is ever stale.
+        """
+        key = tuple(c.name for c in columns)
+        plan = self._by_id.get(key)
+        if plan is None:
+            sql, _ = self.model.select(*columns).where(self.id_column == "").sql()
+            plan = self._by_id[key] = (sql, [(c.name, c.python_value) for c in columns])
+        sql, converters = plan
+        raw = database.execute_sql(sql, (record_id,)).fetchone()
+        if raw is None:
+            return None
+        return {name: convert(value) for (name, convert), value in zip(converters, raw, strict=True)}
+
 
 
 class Records:
@@ -130,7 +151,9 @@ class Records:
         if conditions:
             base = base.where(*conditions)
         order = [(coll.model._meta.fields[f].desc() if desc else coll.model._meta.fields[f]) for f, desc in lq.sort]
-        if not any(f == "id" for f, _ in lq.sort):
+        if not lq.sort:
+            order = self._creation_order(coll)
+        elif not any(f == "id" for f, _ in lq.sort):
             order.append(coll.id_column)
         if visibility.test is not None:  # a rule SQL cannot express: filter every candidate row in order
             rows, total = self._page_by_test(coll, conditions, order, lq, visibility.test)
@@ -150,6 +173,17 @@ class Records:
         if lq.expand:
             self._expand(coll, rows, items, lq.expand, auth, request)
         return {"items": items, "page": lq.page, "perPage": lq.per_page, "totalItems": total, "totalPages": pages}
+
+    def _creation_order(self, coll: Collection) -> list[Any]:
+        """The order of a list without ``sort``: creation order, as PocketBase does.
+
+        On SQLite that is the rowid, which every index ends with, so a filtered page reads only
+        its rows (ordering by the random text id sorted every matching row, ~6 ms at 5k rows).
+        PostgreSQL has no rowid: created_at, then id.
+        """
+        if self.db.is_sqlite:
+            return [peewee.SQL("rowid")]
+        return [coll.model._meta.fields["created_at"], coll.id_column]
 
     @staticmethod
     def _page_by_test(coll: Collection, conditions: list[peewee.Node], order: list[Any], lq: q.ListQuery,
@@ -201,10 +235,13 @@ class Records:
         visibility = None if admin else self.access.visibility(coll.spec.name, op, auth, request)
         if visibility is not None and visibility.test is not None:
             columns = None  # the per-record test needs every field
-        query = coll.model.select(*(columns or coll.model._meta.sorted_fields)).where(coll.id_column == record_id)
-        if visibility is not None and visibility.sql is not None:
-            query = query.where(visibility.sql)
-        row = query.dicts().get_or_none()
+        if visibility is None or (visibility.sql is None and visibility.test is None):
+            row = coll.fetch_by_id(self.db.peewee, record_id, columns or coll.model._meta.sorted_fields)
+        else:
+            query = coll.model.select(*(columns or coll.model._meta.sorted_fields)).where(coll.id_column == record_id)
+            if visibility.sql is not None:
+                query = query.where(visibility.sql)
+            row = query.dicts().get_or_none()
         if row is not None and visibility is not None and visibility.test is not None and not visibility.test(row):
             row = None
         if row is None:
@@ -253,7 +290,7 @@ class Records:
             data.update(changes)
         with self._write(coll):
             self._check_relations(coll, data)
-            coll.model.insert(record).execute()
+            self.db.insert(coll.model, record)
             created = coll.serialize(record)
             self._publish(ChangeEvent(name, "create", created))
         return created

@@ -86,9 +86,8 @@ class _RuleNames:
     """Resolves the names of a rule: doc.<field> → column; auth.* / request.* → bound values."""
 
     def __init__(self, spec: CollectionSpec, model: type[peewee.Model] | None, auth: Principal | None,
-                 request: RequestInfo | None, dry_run: bool = False) -> None:
+                 request: RequestInfo | None) -> None:
         self.spec, self.model, self.auth, self.request = spec, model, auth, request or RequestInfo()
-        self.dry_run = dry_run  # compile-time check: request values are unknown, so not type-checked
 
     def __call__(self, path: tuple[str, ...]) -> cel.Column | cel.Literal:
         root = path[0]
@@ -105,9 +104,8 @@ class _RuleNames:
         elif root == "request" and len(path) == 2 and path[1] in REQUEST_KEYS:
             return cel.Literal(getattr(self.request, path[1]))
         elif root == "request" and len(path) == 3 and path[1] in ("query", "body"):
-            if self.dry_run:
-                return cel.Literal(cel.ERROR)
-            return cel.Literal(getattr(self.request, path[1]).get(path[2]))  # a missing key is null
+            # a missing key is a CEL error (it denies unless the rest of the rule decides without it)
+            return cel.Literal(getattr(self.request, path[1]).get(path[2], cel.ERROR))
         raise cel.CelError(f"unknown name {'.'.join(path)!r} (rules see auth.{{{','.join(AUTH_KEYS)}}}, "
                            f"doc.<field>, request.{{method,time,query.<k>,body.<k>}})")
 
@@ -132,7 +130,7 @@ class AccessRules:
             node = cel.parse(text)
             # A dry run with an anonymous and a signed-in caller checks every name and type now.
             for auth in (None, Principal("x" * 15, "a@b.c")):
-                names = _RuleNames(spec, self.models[spec.name], auth, None, dry_run=True)
+                names = _RuleNames(spec, self.models[spec.name], auth, None)
                 try:
                     cel.SqlCompiler(names, self.postgres).compile(node)
                 except cel.NotPushable:

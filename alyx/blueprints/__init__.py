@@ -19,12 +19,10 @@ def current_principal() -> Principal | None:
     return g.get("principal")
 
 
-def request_info(body: object = None) -> RequestInfo:
-    """What rules see as `request`: method, query and (for writes) the JSON body's top-level keys."""
+def request_info() -> RequestInfo:
     from flask import request
 
-    return RequestInfo(method=request.method, query=request.args.to_dict(),
-                       body=body if isinstance(body, dict) else {})
+    return RequestInfo(method=request.method, query=request.args.to_dict())
 
 
 def register_blueprints(app: Flask) -> None:

@@ -19,8 +19,7 @@ def list_records(collection: str) -> Response:
 def create_record(collection: str) -> Response:
     records = services().records
     records.collection(collection)  # 404 for an unknown collection before looking at the body
-    body = json_body()
-    created = records.create(collection, body, current_principal(), request_info(body))
+    created = records.create(collection, json_body(), current_principal(), request_info())
     return json_response(created, 201)
 
 
@@ -34,8 +33,7 @@ def view_record(collection: str, record_id: str) -> Response:
 def update_record(collection: str, record_id: str) -> Response:
     records = services().records
     records.collection(collection)
-    body = json_body()
-    updated = records.update(collection, record_id, body, current_principal(), request_info(body))
+    updated = records.update(collection, record_id, json_body(), current_principal(), request_info())
     return json_response(updated)
 
 
