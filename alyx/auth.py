@@ -56,19 +56,27 @@ def _challenge(code: str) -> str:
     return "invalid_token" if code in ("invalid_token", "token_expired", "session_revoked") else "invalid_request"
 
 
-def run_blocking(fn: Callable[..., T], *args: Any) -> T:
-    """Run CPU-heavy work (password hashing) in gevent's threadpool when the process is monkey-patched.
+_hash_pool: Any = None
+_hash_pool_pid = 0
 
-    Under gunicorn's gevent worker a 100+ ms argon2 hash would otherwise stall every greenlet; under
-    `flask run` (real threads, no patching) the work runs in the calling thread.
+
+def run_blocking(fn: Callable[..., T], *args: Any) -> T:
+    """Run CPU-heavy work (password hashing) in a gevent threadpool when the process is monkey-patched.
+
+    Under gunicorn's gevent worker a 100 ms argon2 hash would otherwise stall every greenlet; under
+    `flask run` (real threads, no patching) the work runs in the calling thread. The pool has one
+    thread per core: more concurrent hashes only add memory (tens of MiB each) and contention.
     """
     from gevent import monkey
 
-    if monkey.is_module_patched("threading"):
-        import gevent
+    if not monkey.is_module_patched("threading"):
+        return fn(*args)
+    global _hash_pool, _hash_pool_pid
+    if _hash_pool is None or _hash_pool_pid != os.getpid():  # one pool per worker, made after the fork
+        from gevent.threadpool import ThreadPool
 
-        return gevent.get_hub().threadpool.apply(fn, args)
-    return fn(*args)
+        _hash_pool, _hash_pool_pid = ThreadPool(os.cpu_count() or 2), os.getpid()
+    return _hash_pool.apply(fn, args)
 
 
 def sha256_hex(text: str) -> str:

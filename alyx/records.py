@@ -65,6 +65,7 @@ class Collection:
         self.relations = {f.name: f.collection for f in spec.public_fields if f.type == "relation"}
         self.defaults = {f.name: default_value(f) for f in spec.public_fields}
         self._by_id: dict[tuple[str, ...], tuple[str, list[tuple[str, Callable[[Any], Any]]]]] = {}
+        self._by_rule: dict[tuple[Any, ...], tuple[str, tuple[Any, ...], int, list[tuple[str, Any]]]] = {}
 
     def serialize(self, row: Mapping[str, Any], fields: tuple[str, ...] | None = None) -> dict[str, Any]:
         """A stored row → its JSON form (RFC 3339 UTC datetimes, hidden fields dropped)."""
@@ -101,6 +102,30 @@ class Collection:
             return None
         return {name: convert(value) for (name, convert), value in zip(converters, raw, strict=True)}
 
+    def fetch_by_id_where(self, database: peewee.Database, record_id: str, columns: list[peewee.Field],
+                          condition: peewee.Node, key: tuple[Any, ...]) -> dict[str, Any] | None:
+        """`fetch_by_id` plus an access-rule condition: SQL text and parameters kept per ``key``.
+
+        ``key`` must name everything the condition depends on (operation, caller, columns); rules
+        that read request.* are never passed here. The id is bound at each call.
+        """
+        plan = self._by_rule.get(key)
+        if plan is None:
+            sql, params = self.model.select(*columns).where(self.id_column == _ID_SLOT).where(condition).sql()
+            if len(self._by_rule) >= 4096:
+                self._by_rule.clear()
+            plan = self._by_rule[key] = (sql, tuple(params), params.index(_ID_SLOT),
+                                         [(c.name, c.python_value) for c in columns])
+        sql, params, slot, converters = plan
+        bound = list(params)
+        bound[slot] = record_id
+        raw = database.execute_sql(sql, bound).fetchone()
+        if raw is None:
+            return None
+        return {name: convert(value) for (name, convert), value in zip(converters, raw, strict=True)}
+
+
+_ID_SLOT = "\x00alyx-record-id"  # never a real id (ids are [a-z0-9]{15})
 
 
 class Records:
@@ -237,6 +262,10 @@ class Records:
             columns = None  # the per-record test needs every field
         if visibility is None or (visibility.sql is None and visibility.test is None):
             row = coll.fetch_by_id(self.db.peewee, record_id, columns or coll.model._meta.sorted_fields)
+        elif visibility.test is None and not self.access.rule(coll.spec.name, op).reads_request:
+            columns = columns or coll.model._meta.sorted_fields
+            row = coll.fetch_by_id_where(self.db.peewee, record_id, columns, visibility.sql,
+                                         (op, auth, tuple(c.name for c in columns)))
         else:
             query = coll.model.select(*(columns or coll.model._meta.sorted_fields)).where(coll.id_column == record_id)
             if visibility.sql is not None:

