@@ -396,6 +396,14 @@ def test_health_reports_the_tier(fn_app: FnApp, tier: str) -> None:
     assert app.test_client().get("/api/health").json["functions"]["sandbox"] == tier
 
 
+def running(pid: int) -> bool:
+    """A live process (not a zombie) with this pid."""
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
 def _descendants(pid: int) -> set[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -449,8 +457,7 @@ def test_gunicorn_keeps_serving_during_slow_calls_and_cleans_up(live_server, tmp
     else:
         assert len(pids) >= 3  # the worker and at least one sandbox per runtime
     server.stop()
-    assert not any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
-                   for pid in pids), "a sandbox process outlived the server"
+    assert not any(running(pid) for pid in pids), "a sandbox process outlived the server"
     if containers:
         import docker
 
@@ -497,3 +504,50 @@ def test_functions_call_the_api_back_as_their_caller(fn_app: FnApp, source: tupl
     assert c.get("/api/functions/notes", headers={"X-Test-User": "user"}).json == {"created": USER.id, "count": 1}
     assert c.get("/api/functions/notes", headers={"X-Test-User": "user"}).json == {"created": USER.id, "count": 2}
     assert c.get("/api/functions/notes").json["denied"] == 403  # each call is its caller, nothing carries over
+
+
+def test_a_server_killed_with_sigkill_leaves_no_sandbox(live_server, tmp_path: Path, tier: str) -> None:
+    import signal
+    import time
+
+    import requests
+
+    functions = tmp_path / "live0" / "functions"
+    functions.mkdir(parents=True)
+    (functions / "a.py").write_text(HELLO_PY)
+    (functions / "b.js").write_text(HELLO_JS)
+    server = live_server(schema="collections: []\n", workers=1, env={"ALYX_FUNCTIONS_SANDBOX": tier})
+    for name in ("a", "b"):
+        assert requests.get(f"{server.url}/api/functions/{name}", timeout=30).status_code == 200
+    pids = _descendants(server.proc.pid) | {server.proc.pid}
+    gunicorn = [pid for pid in pids if b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    sandboxes = pids - set(gunicorn)
+    containers = []
+    if tier == "docker":
+        import docker
+
+        containers = [c.id for c in docker.from_env().containers.list(all=True, filters={"label": "alyx.sandbox"})
+                      if int(c.labels.get("alyx.pid", "0")) in pids]
+        assert len(containers) >= 2
+    else:
+        assert len(sandboxes) >= 2
+    for pid in gunicorn:
+        os.kill(pid, signal.SIGKILL)
+    server.proc.wait(timeout=30)
+
+    deadline = time.monotonic() + 60
+    while any(running(pid) for pid in gunicorn):
+        assert time.monotonic() < deadline, "gunicorn survived SIGKILL"
+        time.sleep(0.05)
+    if tier == "docker":  # containers cannot notice; the next server on this host removes them
+        from alyx.sandbox.docker_tier import DockerTier
+
+        DockerTier()
+        import docker
+
+        assert docker.from_env().containers.list(all=True, filters={"id": containers}) == []
+        return
+    deadline = time.monotonic() + 60
+    while any(running(pid) for pid in sandboxes):
+        assert time.monotonic() < deadline, "sandbox processes outlived a killed server"
+        time.sleep(0.05)

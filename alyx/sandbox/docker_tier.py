@@ -74,6 +74,15 @@ def docker_problem() -> str | None:
     return None
 
 
+def _running(pid: int) -> bool:
+    """Is there a live (not zombie) process with this pid on this host?"""
+    try:
+        status = open(f"/proc/{pid}/status", encoding="ascii", errors="replace").read()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 class DockerSandbox(Sandbox):
     """One container running a runtime shim."""
 
@@ -200,7 +209,7 @@ class DockerTier(Tier):
             return
         for container in containers:
             pid = container.labels.get("alyx.pid", "")
-            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            if pid.isdigit() and not _running(int(pid)):
                 log.info("removing orphaned sandbox container %s of pid %s", container.short_id, pid)
                 try:
                     container.remove(force=True)

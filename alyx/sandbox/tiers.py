@@ -249,7 +249,8 @@ class ProcessSandbox(Sandbox):
         return [_interpreter("node"), f"--max-old-space-size={node_heap_mb(self.profile.memory)}", shim]
 
     def _env(self) -> dict[str, str]:
-        extra = {"ALYX_SOCKET": str(self.workdir / "sock" / "rt.sock"), "ALYX_SECRET": self.secret}
+        extra = {"ALYX_SOCKET": str(self.workdir / "sock" / "rt.sock"), "ALYX_SECRET": self.secret,
+                 "ALYX_LIFELINE": "stdin"}
         if self.callback_dir:
             extra["ALYX_API_SOCKET"] = str(self.callback_dir / "api.sock")
         return _base_env(extra)
@@ -265,7 +266,9 @@ class ProcessSandbox(Sandbox):
 
     def _launch(self) -> None:
         self.proc = subprocess.Popen(
-            self._command(), env=self._env(), cwd=str(self.workdir), stdin=subprocess.DEVNULL,
+            # stdin is the lifeline: this process holds its write end, so if the server dies (even
+            # killed with -9) the runtime reads EOF and exits instead of lingering.
+            self._command(), env=self._env(), cwd=str(self.workdir), stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=self._limits,
             close_fds=True)
         self._pumps = []
@@ -303,6 +306,8 @@ class ProcessSandbox(Sandbox):
             log.error("sandbox %s: pid %s did not die", self.id, self.proc.pid)
         for pump in self._pumps:
             pump.join(timeout=0.5)
+        if self.proc.stdin:
+            self.proc.stdin.close()
 
 
 class ProcessTier(Tier):
@@ -351,7 +356,7 @@ class BwrapSandbox(ProcessSandbox):
                 "--chdir", "/tmp", "--clearenv"]
         if not self.profile.network:
             args.append("--unshare-net")
-        extra = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET": self.secret}
+        extra = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET": self.secret, "ALYX_LIFELINE": "stdin"}
         if self.callback_dir:
             args += ["--ro-bind", str(self.callback_dir), "/run/alyx-api"]
             extra["ALYX_API_SOCKET"] = "/run/alyx-api/api.sock"

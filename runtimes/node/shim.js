@@ -11,9 +11,17 @@ const { pathToFileURL } = require('url');
 const SOCKET_PATH = process.env.ALYX_SOCKET || '/run/alyx/rt.sock';
 const SECRET = Buffer.from(process.env.ALYX_SECRET || '');
 const API_SOCKET = process.env.ALYX_API_SOCKET || '';
+const LIFELINE = process.env.ALYX_LIFELINE || '';
 delete process.env.ALYX_SOCKET;
 delete process.env.ALYX_SECRET;
 delete process.env.ALYX_API_SOCKET;
+delete process.env.ALYX_LIFELINE;
+if (LIFELINE === 'stdin') {
+  // The server holds the other end of stdin: EOF means it is gone, so this sandbox goes too.
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
+  process.stdin.resume();
+}
 const state = { handler: null, env: {}, fn: null };
 
 function sameSecret(given) {

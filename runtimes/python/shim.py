@@ -12,6 +12,7 @@ import os
 import socket
 import socketserver
 import sys
+import threading
 import traceback
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -19,6 +20,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 SOCKET_PATH = os.environ.pop("ALYX_SOCKET", "/run/alyx/rt.sock")
 SECRET = os.environ.pop("ALYX_SECRET", "").encode()
 API_SOCKET = os.environ.pop("ALYX_API_SOCKET", "")
+LIFELINE = os.environ.pop("ALYX_LIFELINE", "")
 END_MARK = "\x1eALYX-END {}\x1e\n"
 STATE = {"handler": None, "env": {}, "function": None}
 
@@ -297,7 +299,16 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         return sock, ("sandbox", 0)
 
 
+def _exit_with_server():
+    # The server holds the other end of stdin: EOF means it is gone, so this sandbox goes too.
+    while sys.stdin.buffer.read(4096):
+        pass
+    os._exit(0)
+
+
 def main():
+    if LIFELINE == "stdin":
+        threading.Thread(target=_exit_with_server, daemon=True).start()
     if os.path.exists(SOCKET_PATH):
         os.unlink(SOCKET_PATH)
     server = Server(SOCKET_PATH, Handler)
