@@ -86,8 +86,9 @@ class _RuleNames:
     """Resolves the names of a rule: doc.<field> → column; auth.* / request.* → bound values."""
 
     def __init__(self, spec: CollectionSpec, model: type[peewee.Model] | None, auth: Principal | None,
-                 request: RequestInfo | None) -> None:
+                 request: RequestInfo | None, dry_run: bool = False) -> None:
         self.spec, self.model, self.auth, self.request = spec, model, auth, request or RequestInfo()
+        self.dry_run = dry_run  # compile-time check: request values are unknown, so not type-checked
 
     def __call__(self, path: tuple[str, ...]) -> cel.Column | cel.Literal:
         root = path[0]
@@ -104,8 +105,9 @@ class _RuleNames:
         elif root == "request" and len(path) == 2 and path[1] in REQUEST_KEYS:
             return cel.Literal(getattr(self.request, path[1]))
         elif root == "request" and len(path) == 3 and path[1] in ("query", "body"):
-            # a missing key is a CEL error (it denies unless the rest of the rule decides without it)
-            return cel.Literal(getattr(self.request, path[1]).get(path[2], cel.ERROR))
+            if self.dry_run:
+                return cel.Literal(cel.ERROR)
+            return cel.Literal(getattr(self.request, path[1]).get(path[2]))  # a missing key is null
         raise cel.CelError(f"unknown name {'.'.join(path)!r} (rules see auth.{{{','.join(AUTH_KEYS)}}}, "
                            f"doc.<field>, request.{{method,time,query.<k>,body.<k>}})")
 
@@ -118,6 +120,7 @@ class AccessRules:
         self.models = models
         self.schema = schema
         self.rules: dict[tuple[str, str], Rule] = {}
+        self._where_cache: dict[tuple[str, str, Principal | None], peewee.Node] = {}
         for spec in schema.collections.values():
             for op in RULE_OPERATIONS:
                 self.rules[(spec.name, op)] = self._compile(spec, op, spec.rules.get(op))
@@ -130,7 +133,7 @@ class AccessRules:
             node = cel.parse(text)
             # A dry run with an anonymous and a signed-in caller checks every name and type now.
             for auth in (None, Principal("x" * 15, "a@b.c")):
-                names = _RuleNames(spec, self.models[spec.name], auth, None)
+                names = _RuleNames(spec, self.models[spec.name], auth, None, dry_run=True)
                 try:
                     cel.SqlCompiler(names, self.postgres).compile(node)
                 except cel.NotPushable:
@@ -166,12 +169,22 @@ class AccessRules:
             return cel.FALSE_SQL
         if rule.public:
             return None
+        key = None if rule.reads_request else (collection, op, auth)
+        if key is not None:  # the condition depends on nothing else: compile once per caller
+            cached = self._where_cache.get(key)
+            if cached is not None:
+                return cached
         spec = self.schema.collections[collection]
         names = _RuleNames(spec, self.models[collection], auth, request)
         try:
-            return cel.SqlCompiler(names, self.postgres, errors_deny=True).compile(rule.node)
+            condition = cel.SqlCompiler(names, self.postgres, errors_deny=True).compile(rule.node)
         except cel.CelError:
-            return cel.FALSE_SQL  # a rule that errors at run time denies
+            condition = cel.FALSE_SQL  # a rule that errors at run time denies
+        if key is not None:
+            if len(self._where_cache) >= 8192:
+                self._where_cache.clear()
+            self._where_cache[key] = condition
+        return condition
 
     def allows(self, collection: str, op: str, auth: Principal | None, doc: Mapping[str, Any],
                request: RequestInfo | None = None) -> bool:
