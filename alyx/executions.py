@@ -17,6 +17,8 @@ MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 BODY_CAP = 16 * 1024
 LOG_CAP = 64 * 1024
+KEEP_PER_FUNCTION = 1000  # newest runs kept per function; older ones are pruned as new ones arrive
+PRUNE_EVERY = 50  # inserts per function between prunes
 
 
 def capped_text(data: bytes | str | None, cap: int = BODY_CAP) -> str | None:
@@ -33,9 +35,11 @@ def capped_text(data: bytes | str | None, cap: int = BODY_CAP) -> str | None:
 class Executions:
     """Writes and reads the execution log through the one system model."""
 
-    def __init__(self, db: Database, model: type[peewee.Model]) -> None:
+    def __init__(self, db: Database, model: type[peewee.Model], keep: int = KEEP_PER_FUNCTION) -> None:
         self.db = db
         self.model = model
+        self.keep = keep
+        self._inserts: dict[str, int] = {}
 
     def record(self, *, function: str, version: str, trigger: str, status: str, input: Any, output: Any,
                error: Mapping[str, Any] | None, stdout: str, stderr: str, timings: Mapping[str, float],
@@ -50,7 +54,21 @@ class Executions:
         }
         with self.db.connection(), self.db.write():
             self.model.insert(**row).execute()
+        count = self._inserts[function] = self._inserts.get(function, 0) + 1
+        if count % PRUNE_EVERY == 1:
+            self.prune(function)
         return row_id
+
+    def prune(self, function: str) -> int:
+        """Delete a function's runs beyond the newest `keep`; returns how many went."""
+        m = self.model
+        with self.db.connection():
+            cutoff = (m.select(m.started_at).where(m.function_id == function)
+                      .order_by(m.started_at.desc()).offset(self.keep).limit(1).scalar())
+            if cutoff is None:
+                return 0
+            with self.db.write():
+                return m.delete().where((m.function_id == function) & (m.started_at <= cutoff)).execute()
 
     def list(self, query: Mapping[str, str]) -> list[dict[str, Any]]:
         """Newest first; filters: function_id, status, trigger_type; limit (default 50, max 500)."""
