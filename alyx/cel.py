@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -292,9 +293,12 @@ def coerce_for(column: Column, value: Any) -> Any:
         return value
     if t in NUMBER_TYPES and isinstance(value, (int, float)) and not isinstance(value, bool):
         # Bound as-is (no int() by the column's converter: `views == 3.5` must not match 3); ints beyond
-        # 64 bits become floats, which SQLite can bind and still compares exactly against its integers.
-        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        # 64 bits become floats beyond every int64 (SQLite cannot bind them, and compares ints and floats
+        # exactly): float(-2**63 - 1) would round to -2**63 itself, hence the next float down.
+        if isinstance(value, int) and value >= 2**63:
             value = float(value)
+        elif isinstance(value, int) and value < -(2**63):
+            value = math.nextafter(float(-(2**63)), -math.inf)
         return peewee.Value(value, converter=False)
     if t == "bool" and isinstance(value, bool):
         return value

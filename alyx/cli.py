@@ -173,4 +173,10 @@ def runtimes_build(mode: str) -> None:
     click.echo(f"Runtime images ready: {', '.join(images)}")
 
 def main() -> None:
-    cli(prog_name="alyx")
+    import peewee
+
+    try:
+        cli(prog_name="alyx")
+    except peewee.OperationalError as exc:  # e.g. a database server that cannot be reached: one line, no traceback
+        lines = str(exc).strip().splitlines()
+        _fail(ConfigError(f"cannot use the database: {lines[0] if lines else type(exc).__name__}"))

@@ -15,7 +15,7 @@ from playhouse.migrate import PostgresqlMigrator, SchemaMigrator, SqliteMigrator
 
 from alyx.db import Database
 from alyx.errors import ConfigError
-from alyx.models import SystemModels, index_definitions
+from alyx.models import ON_DELETE_SQL, SystemModels, index_definitions
 from alyx.schema import CollectionSpec, FieldSpec, Schema, creation_order
 from alyx.validation import default_value, parse_datetime
 
@@ -115,6 +115,7 @@ class Migrator:
         adds: list[Step] = []
         adds_idx: list[Step] = []
         renamed_sources: set[str] = set()
+        live_relations = self._relations(table)
         for f in spec.fields:
             if f.name in live_columns:
                 old_type = known_types.get(f.name)
@@ -123,6 +124,15 @@ class Migrator:
                                         f"change type of {f.name!r} from {old_type} to {f.type} "
                                         "(values that cannot be converted become null)", True,
                                         lambda f=f, old=old_type: self._change_type(model, f, old)))
+                elif f.type == "relation" and f.name in live_relations \
+                        and live_relations[f.name] != (f.collection, ON_DELETE_SQL[f.on_delete]):
+                    old_target, old_rule = live_relations[f.name]
+                    retarget = old_target != f.collection
+                    detail = (f"point {f.name!r} at {f.collection!r} instead of {old_target!r} (references to missing "
+                              "records become null)" if retarget else
+                              f"change on_delete of {f.name!r} from {old_rule.lower()} to {f.on_delete}")
+                    changes.append(Step(table, "change_relation", detail, retarget,
+                                        lambda f=f: self._change_type(model, f, "relation")))
                 continue
             if f.renamed_from and f.renamed_from in live_columns:
                 renamed_sources.add(f.renamed_from)
@@ -163,15 +173,17 @@ class Migrator:
             model.update({column: default_value(spec)}).execute()
 
     def _drop_column(self, table: str, name: str) -> None:
-        legacy = False
-        if self.db.is_sqlite:
-            # SQLite's native DROP COLUMN refuses columns inside a foreign-key clause: rebuild the table.
-            fks = self.pw.get_foreign_keys(table)
-            legacy = any(fk.column == name for fk in fks)
+        if not self.db.is_sqlite:
+            self.migrator.drop_column(table, name).run()
+            return
+        # SQLite's native DROP COLUMN refuses columns inside a foreign-key clause: rebuild the table.
+        legacy = any(fk.column == name for fk in self.pw.get_foreign_keys(table))
         self.migrator.drop_column(table, name, legacy=legacy).run()
 
     def _drop_table(self, name: str) -> None:
-        self.pw.execute_sql(f"DROP TABLE {_q(name)}")
+        # CASCADE (PostgreSQL): another dropped collection may still point at this one; collections that stay
+        # cannot (the schema refuses relations to unknown collections, and dropped fields go first).
+        self.pw.execute_sql(f"DROP TABLE {_q(name)}" + ("" if self.db.is_sqlite else " CASCADE"))
         self.system.managed_collection.delete().where(self.system.managed_collection.name == name).execute()
 
     def _add_index(self, table: str, name: str, cols: tuple[str, ...], unique: bool) -> None:
@@ -183,20 +195,45 @@ class Migrator:
                 f"cannot add unique index {name}: collection {table!r} already has duplicate values in "
                 f"({', '.join(cols)}); remove the duplicates or drop 'unique' from schema.yaml") from None
 
+    def _relations(self, table: str) -> dict[str, tuple[str, str]]:
+        """The live foreign keys of a table: column → (target table, ON DELETE rule in upper case)."""
+        if self.db.is_sqlite:
+            rows = [(r[3], r[2], r[6]) for r in self.pw.execute_sql(f"PRAGMA foreign_key_list({_q(table)})")]
+        else:
+            rows = self.pw.execute_sql(
+                "SELECT kcu.column_name, ccu.table_name, rc.delete_rule"
+                " FROM information_schema.referential_constraints rc"
+                " JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = rc.constraint_name"
+                "  AND kcu.constraint_schema = rc.constraint_schema"
+                " JOIN information_schema.constraint_column_usage ccu ON ccu.constraint_name = rc.constraint_name"
+                "  AND ccu.constraint_schema = rc.constraint_schema"
+                " WHERE kcu.table_name = %s AND kcu.table_schema = current_schema()", (table,)).fetchall()
+        return {column: (target, rule.upper()) for column, target, rule in rows}
+
     def _change_type(self, model: type[peewee.Model], spec: FieldSpec, old_type: str) -> None:
+        """Recreate a column (new type, or new foreign key), converting the values and keeping its indexes."""
         table = model._meta.table_name
         id_col = model._meta.fields["id"]
         rows = list(self.pw.execute_sql(f"SELECT {_q('id')}, {_q(spec.name)} FROM {_q(table)}"))
-        for name, cols, _ in index_definitions(self.schema.collections[table]):
-            if spec.name in cols and name in {i.name for i in self.pw.get_indexes(table)}:
-                self.migrator.drop_index(table, name).run()
+        live = {i.name for i in self.pw.get_indexes(table)}
+        rebuilt = [d for d in index_definitions(self.schema.collections[table]) if spec.name in d[1] and d[0] in live]
+        for name, _, _ in rebuilt:
+            self.migrator.drop_index(table, name).run()
         self._drop_column(table, spec.name)
         column = model._meta.fields[spec.name]
         self.migrator.add_column(table, spec.name, column).run()
-        for record_id, value in rows:
-            converted = convert_value(value, spec.type)
+        values = {record_id: convert_value(value, spec.type) for record_id, value in rows}
+        if spec.type == "relation":  # only references to records that exist in the (new) target survive
+            target = self.models[spec.collection]
+            wanted = list({v for v in values.values() if v is not None})
+            found = {r for (r,) in target.select(target._meta.fields["id"]).where(
+                target._meta.fields["id"].in_(wanted)).tuples()} if wanted else set()
+            values = {k: (v if v in found else None) for k, v in values.items()}
+        for record_id, converted in values.items():
             if converted is not None:
                 model.update({column: converted}).where(id_col == record_id).execute()
+        for name, cols, unique in rebuilt:
+            self._add_index(table, name, cols, unique)
 
     # -- applying -----------------------------------------------------------------------------
     def apply(self, plan: Plan, allow_destructive: bool = False) -> list[Step]:
