@@ -44,7 +44,8 @@ class _Client:
         return self.redirect_uris[0]
 
     def get_allowed_scope(self, scope: str) -> str:
-        return " ".join(s for s in (scope or "").split() if s in ("openid", "email", "profile"))
+        allowed = ("openid", "email", "profile", "read:user", "user:email")
+        return " ".join(s for s in (scope or "").split() if s in allowed)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.redirect_uris
@@ -238,5 +239,26 @@ class OidcProvider:
             user = current_token.user
             return jsonify({"sub": user.sub, "email": user.email, "email_verified": user.email_verified,
                             "name": user.name})
+
+        # GitHub-shaped profile endpoints (plain OAuth2, no ID token), for `type: github` providers.
+        @app.get("/user")
+        @protect()
+        def github_user():
+            from authlib.integrations.flask_oauth2 import current_token
+
+            user = current_token.user
+            return jsonify({"id": int(user.sub) if user.sub.isdigit() else user.sub, "login": "octo",
+                            "name": user.name})
+
+        @app.get("/user/emails")
+        @protect()
+        def github_emails():
+            from authlib.integrations.flask_oauth2 import current_token
+
+            user = current_token.user
+            emails = [{"email": "other@example.com", "primary": False, "verified": True}]
+            if user.email:
+                emails.append({"email": user.email, "primary": True, "verified": user.email_verified})
+            return jsonify(emails)
 
         return app

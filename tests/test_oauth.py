@@ -15,13 +15,14 @@ from tests.oidc_provider import IdpUser, OidcProvider
 pytestmark = pytest.mark.filterwarnings("ignore:The 'grant' parameter will become mandatory")
 
 CALLBACK = "http://localhost/api/auth/oauth/corp/callback"
+GITHUB_CALLBACK = "http://localhost/api/auth/oauth/github/callback"
 PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
 def idp(monkeypatch: pytest.MonkeyPatch) -> Iterator[OidcProvider]:
     monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")  # the test provider speaks plain HTTP on 127.0.0.1
-    provider = OidcProvider([CALLBACK]).start()
+    provider = OidcProvider([CALLBACK, GITHUB_CALLBACK]).start()
     yield provider
     provider.stop()
 
@@ -36,6 +37,12 @@ def app(make_app, idp: OidcProvider):
           issuer: {idp.issuer}
           client_id: {idp.client.client_id}
           client_secret: {idp.client.client_secret}
+        github:
+          client_id: {idp.client.client_id}
+          client_secret: {idp.client.client_secret}
+          authorize_url: {idp.issuer}/authorize
+          token_url: {idp.issuer}/token
+          userinfo_url: {idp.issuer}/user
     """
     return make_app(config=config)
 
@@ -48,12 +55,12 @@ def start_login(c) -> tuple[str, dict[str, list[str]]]:
     return location, parse_qs(urlparse(location).query)
 
 
-def at_provider(location: str) -> str:
+def at_provider(location: str, callback: str = CALLBACK) -> str:
     """The browser at the provider: it approves and redirects back; returns the callback path + query."""
     resp = requests.get(location, allow_redirects=False, timeout=10)
     assert resp.status_code == 302, resp.text
     back = urlparse(resp.headers["Location"])
-    assert f"{back.scheme}://{back.netloc}{back.path}" == CALLBACK
+    assert f"{back.scheme}://{back.netloc}{back.path}" == callback
     return f"{back.path}?{back.query}"
 
 
@@ -65,7 +72,7 @@ def login(c, idp: OidcProvider, user: IdpUser):
 
 def test_first_login_creates_a_verified_user_and_later_logins_find_it(app, idp):
     c = app.test_client()
-    assert c.get("/api/auth/providers").get_json() == {"providers": ["corp"]}
+    assert c.get("/api/auth/providers").get_json() == {"providers": ["corp", "github"]}
     location, query = start_login(c)
     assert location.startswith(idp.issuer + "/authorize")
     assert query["code_challenge_method"] == ["S256"] and len(query["code_challenge"][0]) >= 43
@@ -83,6 +90,23 @@ def test_first_login_creates_a_verified_user_and_later_logins_find_it(app, idp):
     # the same provider account again, even after changing its email there: linked by subject
     again = login(c, idp, IdpUser("sub-1", "carol.new@example.com", True))
     assert again.status_code == 200 and again.get_json()["user"]["id"] == tokens["user"]["id"]
+
+
+def test_github_style_login_uses_the_primary_verified_email(app, idp):
+    c = app.test_client()
+    idp.user = IdpUser("4242", "Gh@Example.com", True, "Octo Cat")
+    resp = c.get("/api/auth/oauth/github")
+    assert resp.status_code == 302
+    query = parse_qs(urlparse(resp.headers["Location"]).query)
+    assert query["code_challenge_method"] == ["S256"] and "nonce" not in query
+    done = c.get(at_provider(resp.headers["Location"], GITHUB_CALLBACK))
+    assert done.status_code == 200, done.get_json()
+    user = done.get_json()["user"]
+    assert user["email"] == "gh@example.com" and user["verified"] is True
+    # an unverified primary email is not enough
+    idp.user = IdpUser("4343", "nope@example.com", False)
+    resp = c.get("/api/auth/oauth/github")
+    assert_error(c.get(at_provider(resp.headers["Location"], GITHUB_CALLBACK)), 401, "oauth_email_unverified")
 
 
 def test_links_to_an_existing_verified_user_by_email(app, idp):
