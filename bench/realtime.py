@@ -418,7 +418,7 @@ def phase_latency(subscribers: int, rates: list[float], duration: float, coalesc
                   f"created_at→frame p50={r['created_p50']:.1f}ms p99={r['created_p99']:.1f}ms | "
                   f"frames={frames} changes={r['changes']}/{r['expected']} incomplete={short[:10]} of {len(order)}",
                   flush=True)
-            if rows[-1]["p99"] > 250:
+            if rows[-1]["p99"] > 2000:  # far past the target: higher rates only take longer
                 break
         subs.close()
     finally:
@@ -448,8 +448,8 @@ def phase_rest(subscribers: int, duration: float, procs: int) -> dict:
         write(server, 0, 2, writers=2)  # some rows to read
         result = {"create_alone": rest(server, "create", duration), "get_alone": rest(server, "get", duration)}
         subs = Subscribers(server, subscribers, "posts", procs)
+        result["get_with_subs"] = rest(server, "get", duration)  # first: creates leave fan-out work behind
         result["create_with_subs"] = rest(server, "create", duration)
-        result["get_with_subs"] = rest(server, "get", duration)
         result["subscribers"] = subs.connected
         subs.close()
         return result

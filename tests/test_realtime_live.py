@@ -379,3 +379,54 @@ def test_more_simultaneous_sockets_than_database_connections(server: LiveServer)
     for s in sockets:
         assert [i for _, _, i in s.changes_until({rid})] == [rid]
         s.close()
+
+
+def test_heartbeats_reap_dead_peers_and_connections_are_bounded(tmp_path: Path) -> None:
+    """One worker, a 1 s heartbeat and room for 2 connections."""
+    import base64
+    import os
+
+    def frames_of(data: bytes) -> tuple[list[int], bytes]:  # small unmasked server frames only
+        opcodes = []
+        while len(data) >= 2 and len(data) >= 2 + (data[1] & 0x7F):
+            opcodes.append(data[0] & 0x0F)
+            data = data[2 + (data[1] & 0x7F):]
+        return opcodes, data
+
+    project = write_project(tmp_path / "limits", SCHEMA)
+    live = LiveServer(project, workers=1, env={"ALYX_REALTIME_HEARTBEAT_SECONDS": "1",
+                                               "ALYX_REALTIME_MAX_CONNECTIONS": "2"})
+    try:
+        alive = Socket(live)  # the websockets client answers pings by itself
+        raw = socket.create_connection(("127.0.0.1", live.port), timeout=TIMEOUT)  # this one never answers
+        key = base64.b64encode(os.urandom(16)).decode()
+        raw.sendall(f"GET /api/realtime HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += raw.recv(4096)
+        head, data = data.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        opcodes: list[int] = []
+        while not opcodes:  # its `connected` frame: it now counts
+            data += raw.recv(4096)
+            found, data = frames_of(data)
+            opcodes += found
+        third = connect(live.url.replace("http", "ws", 1) + "/api/realtime", open_timeout=TIMEOUT, compression=None)
+        refusal = json.loads(third.recv(timeout=TIMEOUT))
+        assert refusal["type"] == "error" and refusal["payload"]["code"] == "too_many_connections", refusal
+        with pytest.raises(ConnectionClosed) as closed:
+            third.recv(timeout=TIMEOUT)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        while 8 not in opcodes:  # read until the server closes it
+            chunk = raw.recv(4096)
+            if not chunk:
+                break
+            found, data = frames_of(data + chunk)
+            opcodes += found
+        assert 9 in opcodes and opcodes[-1] == 8, opcodes  # pinged, then closed for not answering
+        assert alive.request("ping")["type"] == "pong"  # the one that answers pings is still there
+        alive.close()
+        raw.close()
+    finally:
+        live.stop()
