@@ -53,6 +53,14 @@ collections:
       update: "auth != null && auth.id in doc.editors && doc.rank > 0"
       delete: "auth != null && auth.id in doc.editors"
       create: "true"
+  - name: tickets
+    fields:
+      - {name: title, type: string}
+      - {name: owner, type: relation, collection: users}
+    rules:
+      view: "auth != null && doc.owner == auth.id"
+      create: "auth != null && request.body.owner == auth.id"
+      update: "auth != null && doc.owner == auth.id && request.body.owner == null"
   - name: events
     fields:
       - {name: title, type: string}
@@ -253,6 +261,18 @@ def test_a_rule_that_errors_at_run_time_denies(world):
     assert_error(world.call("anonymous", "get", path), 404)
     listed = world.call("anonymous", "get", "/api/collections/events")
     assert listed.status_code == 200 and listed.get_json()["items"] == []
+
+
+def test_rules_see_the_request_body(world):
+    owner, other = world.ids["owner"], world.ids["other"]
+    assert_error(world.call("owner", "post", "/api/collections/tickets", json={"title": "t"}), 403)
+    made = world.call("owner", "post", "/api/collections/tickets", json={"title": "t", "owner": owner})
+    assert made.status_code == 201
+    path = f"/api/collections/tickets/{made.get_json()['id']}"
+    assert world.call("owner", "patch", path, json={"title": "renamed"}).status_code == 200
+    # the owner may edit, but not hand the ticket to someone else (the body names owner)
+    assert_error(world.call("owner", "patch", path, json={"owner": other}), 403, "forbidden")
+    assert world.call("admin", "get", path).get_json()["owner"] == owner
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -19,10 +19,12 @@ def current_principal() -> Principal | None:
     return g.get("principal")
 
 
-def request_info() -> RequestInfo:
+def request_info(body: object = None) -> RequestInfo:
+    """What rules see as `request`: method, query and (for writes) the JSON body's top-level keys."""
     from flask import request
 
-    return RequestInfo(method=request.method, query=request.args.to_dict())
+    return RequestInfo(method=request.method, query=request.args.to_dict(),
+                       body=body if isinstance(body, dict) else {})
 
 
 def register_blueprints(app: Flask) -> None:

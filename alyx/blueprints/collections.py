@@ -19,7 +19,8 @@ def list_records(collection: str) -> Response:
 def create_record(collection: str) -> Response:
     records = services().records
     records.collection(collection)  # 404 for an unknown collection before looking at the body
-    created = records.create(collection, json_body(), current_principal(), request_info())
+    body = json_body()
+    created = records.create(collection, body, current_principal(), request_info(body))
     return json_response(created, 201)
 
 
@@ -33,7 +34,8 @@ def view_record(collection: str, record_id: str) -> Response:
 def update_record(collection: str, record_id: str) -> Response:
     records = services().records
     records.collection(collection)
-    updated = records.update(collection, record_id, json_body(), current_principal(), request_info())
+    body = json_body()
+    updated = records.update(collection, record_id, body, current_principal(), request_info(body))
     return json_response(updated)
 
 
