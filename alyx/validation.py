@@ -92,21 +92,29 @@ class IsoDate(fields.Field):
             raise self.make_error("invalid") from None
 
 
-class JsonValue(fields.Raw):
-    """Any JSON value; NUL characters in strings are refused for PostgreSQL's sake."""
+MAX_JSON_DEPTH = 64
 
-    default_error_messages = {"nul": "Strings may not contain NUL characters."}
+
+class JsonValue(fields.Raw):
+    """Any JSON value up to MAX_JSON_DEPTH levels (responses must serialise it); NUL characters in strings
+    are refused for PostgreSQL's sake."""
+
+    default_error_messages = {"nul": "Strings may not contain NUL characters.",
+                              "deep": f"JSON values may nest at most {MAX_JSON_DEPTH} levels."}
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        if "\\u0000" in _json_text(value) or "\x00" in _json_text(value):
-            raise self.make_error("nul")
+        stack = [(value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if depth > MAX_JSON_DEPTH:
+                raise self.make_error("deep")
+            if isinstance(item, str) and "\x00" in item:
+                raise self.make_error("nul")
+            if isinstance(item, dict):
+                stack += [(k, depth) for k in item] + [(v, depth + 1) for v in item.values()]
+            elif isinstance(item, list):
+                stack += [(v, depth + 1) for v in item]
         return value
-
-
-def _json_text(value: Any) -> str:
-    import orjson
-
-    return orjson.dumps(value).decode()
 
 
 class RecordId(StrictString):

@@ -377,6 +377,11 @@ def test_odd_record_ids_are_404(client, record_id):
     assert_error(client.delete(f"{POSTS}/{record_id}"), 404, "not_found")
 
 
+DEEP_JSON: list = []
+for _ in range(70):
+    DEEP_JSON = [DEEP_JSON]
+
+
 # -- validation ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("data,field", [
     ({"title": "x", "views": 2**63}, "views"),
@@ -412,6 +417,8 @@ def test_odd_record_ids_are_404(client, record_id):
     ({"title": ["x"]}, "title"),
     ({"title": "a\x00b"}, "title"),
     ({"title": "x", "tags": {"k": "a\x00b"}}, "tags"),
+    ({"title": "x", "tags": {"a\x00b": 1}}, "tags"),
+    ({"title": "x", "tags": DEEP_JSON}, "tags"),
     ({"title": "x", "slug": "Not A Slug"}, "slug"),
     ({"title": "x", "unknown": 1}, "unknown"),
     ({"title": "x", "created_at": "2026-01-01T00:00:00Z"}, "created_at"),
@@ -440,6 +447,12 @@ def test_update_validation(client):
     assert "nope" in assert_error(client.patch(url, json={"nope": 1}), 422)["details"]
     assert client.patch(url, json={}).status_code == 200  # nothing to change is fine
     assert client.get(url).get_json()["title"] == "x"
+
+
+def test_json_values_round_trip(client):
+    for value in ({"nested": [[[{"deep": True}]]], "n": -1.5, "s": "\\u0000 is text"}, [], "plain", 0, False):
+        post = create(client, {"title": "j", "tags": value})
+        assert client.get(f"{POSTS}/{post['id']}").get_json()["tags"] == value
 
 
 def test_boundary_values_are_accepted(client):
