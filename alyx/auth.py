@@ -192,7 +192,7 @@ class Passwords:
         """True when ``password`` matches; an account without a hash costs a dummy verify (no timing oracle)."""
         if not stored:
             if self._dummy is None:
-                self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+                self._dummy = run_blocking(self.hasher.hash, secrets.token_urlsafe(16))
             stored = self._dummy
             password = password + "\x00never"
         try:

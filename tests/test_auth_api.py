@@ -10,6 +10,8 @@ import time
 
 import jwt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from alyx.auth import key_id, load_key_ring
 from alyx.config import load_config
@@ -71,6 +73,26 @@ def test_me_needs_a_token_and_bad_tokens_are_401(client):
         assert resp.headers["WWW-Authenticate"].startswith("Bearer")
     # A bad token is refused on every endpoint, not only /me (no silent downgrade to anonymous).
     assert_error(client.get("/api/collections/posts", headers=bearer("a.b.c")), 401, "invalid_token")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=st.one_of(
+    st.text(max_size=300).map(lambda t: "Bearer " + t),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.=", max_size=400)
+    .map(lambda t: "Bearer " + t),
+    st.lists(st.text(alphabet="abcdefABCDEF0123456789-_", min_size=0, max_size=80), min_size=3, max_size=3)
+    .map(lambda parts: "Bearer " + ".".join(parts)),
+))
+def test_fuzzed_authorization_headers_are_401_never_500(client, header):
+    try:
+        header.encode("latin-1")
+    except UnicodeEncodeError:
+        return  # not sendable as an HTTP header
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in header):
+        return  # control characters: the client refuses to send them
+    resp = client.get("/api/collections/posts", headers={"Authorization": header})
+    assert resp.status_code == 401, (header, resp.status_code, resp.get_data(as_text=True)[:200])
+    assert_error(resp, 401)
 
 
 def _forge(payload: dict, key: bytes | str, kid: str, alg: str = "HS256") -> str:
