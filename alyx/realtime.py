@@ -849,10 +849,13 @@ class Realtime:
         """The first page the subscription matches, and the feed cursor it is consistent with."""
         postgres = not self.db.is_sqlite
         conditions = q.compile_where(lq, coll.spec, coll.model, postgres)
+        tests = []
         for op in ("list", "view"):
-            rule = self.access.where(coll.spec.name, op, principal)
-            if rule is not None:
-                conditions.append(rule)
+            visibility = self.access.visibility(coll.spec.name, op, principal)
+            if visibility.sql is not None:
+                conditions.append(visibility.sql)
+            if visibility.test is not None:  # a rule SQL cannot express: checked row by row
+                tests.append(visibility.test)
         model = coll.model
         query = model.select(*coll.visible_columns)
         counter = model.select()
@@ -861,12 +864,19 @@ class Realtime:
         order = [(model._meta.fields[f].desc() if desc else model._meta.fields[f]) for f, desc in lq.sort]
         if not any(f == "id" for f, _ in lq.sort):
             order.append(coll.id_column)
-        with self.db.connection(), self.db.peewee.atomic():
+        # A read transaction (DEFERRED on SQLite: it must not take the write lock the database's
+        # IMMEDIATE default would take); its first read fixes the snapshot both queries see.
+        with self.db.connection(), self.db.peewee.atomic(**({} if postgres else {"lock_type": "DEFERRED"})):
             if postgres:
                 self.db.peewee.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cursor = self.feed.head()  # the first read fixes the snapshot both reads see
-            rows = list(query.order_by(*order).limit(lq.per_page).dicts())
-            total = counter.count()
+            cursor = self.feed.head()
+            if tests:
+                rows = [row for row in query.order_by(*order).dicts() if all(test(row) for test in tests)]
+                total = len(rows)
+                rows = rows[:lq.per_page]
+            else:
+                rows = list(query.order_by(*order).limit(lq.per_page).dicts())
+                total = counter.count()
         docs = [coll.serialize(row) for row in rows]
         return {"subscription_id": sub_id, "docs": docs, "total": total, "cursor": cursor}, cursor
 
