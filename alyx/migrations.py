@@ -116,14 +116,17 @@ class Migrator:
         adds_idx: list[Step] = []
         renamed_sources: set[str] = set()
         live_relations = self._relations(table)
+
+        def change_type(f: FieldSpec, old_type: str) -> Step:
+            return Step(table, "change_type", f"change type of {f.name!r} from {old_type} to {f.type} "
+                        "(values that cannot be converted become null)", True,
+                        lambda: self._change_type(model, f, old_type))
+
         for f in spec.fields:
             if f.name in live_columns:
                 old_type = known_types.get(f.name)
                 if old_type and old_type != f.type:
-                    changes.append(Step(table, "change_type",
-                                        f"change type of {f.name!r} from {old_type} to {f.type} "
-                                        "(values that cannot be converted become null)", True,
-                                        lambda f=f, old=old_type: self._change_type(model, f, old)))
+                    changes.append(change_type(f, old_type))
                 elif f.type == "relation" and f.name in live_relations \
                         and live_relations[f.name] != (f.collection, ON_DELETE_SQL[f.on_delete]):
                     old_target, old_rule = live_relations[f.name]
@@ -138,6 +141,9 @@ class Migrator:
                 renamed_sources.add(f.renamed_from)
                 renames.append(Step(table, "rename_field", f"rename field {f.renamed_from!r} to {f.name!r}", True,
                                     lambda f=f: self.migrator.rename_column(table, f.renamed_from, f.name).run()))
+                old_type = known_types.get(f.renamed_from)
+                if old_type and old_type != f.type:  # renamed and retyped: converted after the rename
+                    changes.append(change_type(f, old_type))
                 continue
             adds.append(Step(table, "add_field", f"add field {f.name!r} ({f.type})", False,
                              lambda f=f: self._add_column(model, f)))

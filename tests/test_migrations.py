@@ -365,3 +365,17 @@ def test_dropping_related_collections_together(build, project, database_env):
     svc = app.extensions["alyx"]
     with svc.db.connection():
         assert not {"alpha", "beta"} & set(svc.db.peewee.get_tables())
+
+
+def test_rename_and_type_change_together(build, project, database_env):
+    app = build(V1)
+    seed(app)
+    changed = V1.replace("{name: n, type: int}", "{name: label, type: string, renamed_from: n}")
+    with pytest.raises(ConfigError, match="rename field 'n' to 'label'"):
+        build(changed)
+    app.extensions["alyx"].close()
+    write_project(project, changed)
+    assert apply_all(project, database_env) == ["rename_field", "change_type"]
+    app = build(changed)
+    assert sorted(str(r["label"]) for r in rows(app)) == ["1", "22", "None"]
+    assert post(app, {"title": "four", "label": "text now"})["label"] == "text now"
