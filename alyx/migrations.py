@@ -256,6 +256,7 @@ class Migrator:
                     self.system.migration_step.create(collection=step.collection, action=step.action,
                                                       detail=step.detail, destructive=step.destructive)
                 self._sync_types()
+                self._check_foreign_keys()  # inside the transaction: a broken migration is rolled back
         return plan.steps
 
     def _sync_types(self) -> None:
@@ -265,18 +266,21 @@ class Migrator:
 
     @contextlib.contextmanager
     def _foreign_keys_off(self) -> Iterator[None]:
-        """SQLite table rebuilds must not fire ON DELETE CASCADE: foreign keys off, checked after."""
+        """SQLite table rebuilds must not fire ON DELETE CASCADE: foreign keys off (checked before commit)."""
         if not self.db.is_sqlite:
             yield
             return
         self.pw.execute_sql("PRAGMA foreign_keys = OFF")
         try:
             yield
+        finally:
+            self.pw.execute_sql("PRAGMA foreign_keys = ON")
+
+    def _check_foreign_keys(self) -> None:
+        if self.db.is_sqlite:
             problems = list(self.pw.execute_sql("PRAGMA foreign_key_check"))
             if problems:
                 raise ConfigError(f"migration left {len(problems)} broken relation(s), e.g. {problems[0]}")
-        finally:
-            self.pw.execute_sql("PRAGMA foreign_keys = ON")
 
     def history(self) -> list[dict[str, Any]]:
         self.pw.create_tables(self.system.all, safe=True)
