@@ -20,6 +20,8 @@ AUTH_FIELDS = ("email", "password_hash", "role", "verified")
 RULE_OPERATIONS = ("list", "view", "create", "update", "delete")
 ON_DELETE = ("cascade", "set_null", "restrict")
 RESERVED_FIELD_NAMES = set(SYSTEM_FIELDS) | {"expand", "password", "collection"}
+CEL_RESERVED = {"true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function", "if",
+                "import", "let", "loop", "package", "namespace", "return", "var", "void", "while"}
 
 _COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -294,6 +296,9 @@ def _parse_field(reader: _Reader, raw: Any, where: str, parent: Any) -> FieldSpe
                     key="name")
     if name in RESERVED_FIELD_NAMES:
         reader.fail(node, f"{where}.name", f"{name!r} is reserved (system fields: id, created_at, updated_at)",
+                    key="name")
+    if name in CEL_RESERVED:
+        reader.fail(node, f"{where}.name", f"{name!r} is a reserved word of filters and rules; choose another name",
                     key="name")
     where = f"{where} ({name})"
     ftype = reader.get(node, "type", where, (str,), required=True)

@@ -168,6 +168,8 @@ BAD_SCHEMAS = [
     ("collections:\n  - name: a\n    fields:\n      - {name: id, type: string}\n",
      ["schema.yaml:4", "'id' is reserved"]),
     ("collections:\n  - name: a\n    fields:\n      - {name: created_at, type: datetime}\n", ["reserved"]),
+    ("collections:\n  - name: a\n    fields:\n      - {name: in, type: string}\n",
+     ["schema.yaml:4", "'in'", "reserved"]),
     ("collections:\n  - name: Bad-Name\n", ["schema.yaml:2", "invalid collection name 'Bad-Name'"]),
     ("collections:\n  - name: a\n    fields:\n      - {name: Bad, type: string}\n", ["schema.yaml:4", "'Bad'"]),
     ("collections: 5\n", ["schema.yaml:1", "collections", "expected a list"]),
