@@ -76,9 +76,14 @@ class CallbackServer:
         return self.wsgi_app(environ, start_response)
 
     def start(self) -> Path:
-        from werkzeug.serving import make_server
+        from werkzeug.serving import WSGIRequestHandler, make_server
 
-        self._server = make_server(f"unix://{self.socket_path}", 0, self._app, threaded=True)
+        class QuietHandler(WSGIRequestHandler):
+            def log_request(self, *args: Any, **kwargs: Any) -> None:
+                pass  # the execution log and the app's own logging cover these calls
+
+        self._server = make_server(f"unix://{self.socket_path}", 0, self._app, threaded=True,
+                                   request_handler=QuietHandler)
         self.socket_path.chmod(0o666)  # sandboxes run as uid 65534
         threading.Thread(target=self._server.serve_forever, daemon=True, name="alyx-functions-callback").start()
         return self.dir
