@@ -3,6 +3,7 @@
 
     /work/venv/bin/python bench/auth.py                 # 3 alternating runs per system, prints a table
     /work/venv/bin/python bench/auth.py --only alyx --runs 1
+    /work/venv/bin/python bench/auth.py --inprocess      # server-side rule cost only (Flask test client)
 
 Both systems get the same data: USERS users, and ROWS notes (title, body, owner, public) spread
 evenly over the users, in two identical collections that differ only in their rules:
@@ -469,6 +470,67 @@ def print_table(results: dict[str, list[dict]]) -> None:
     print()
 
 
+def in_process(args: argparse.Namespace) -> None:
+    """Server-side cost per request, without HTTP or other processes: the Flask test client on one
+    app, anonymous and rule requests interleaved, medians (robust on a busy shared machine)."""
+    sys.path.insert(0, str(ROOT))
+    from alyx.app import create_app
+    from alyx.config import load_config
+    from alyx.models import utcnow
+
+    project = Path(tempfile.mkdtemp(prefix="bench-auth-inproc-"))
+    (project / "functions").mkdir()
+    (project / "schema.yaml").write_text(textwrap.dedent(ALYX_SCHEMA))
+    app = create_app(load_config(project, env={"ALYX_AUTH_SECRET": secrets.token_hex(32)}))
+    try:
+        svc = app.extensions["alyx"]
+        c = app.test_client()
+        users = []
+        for k in range(args.users):
+            body = c.post("/api/auth/register", json={"email": f"u{k}@example.com", "password": PASSWORD}).get_json()
+            users.append((body["user"]["id"], body["access_token"]))
+        now = utcnow()
+        with svc.db.connection(), svc.db.peewee.atomic():
+            for name in ("pub", "priv"):
+                model = svc.records.collection(name).model
+                rows = [{"id": f"{name[:2]}{i:013d}", "created_at": now, "updated_at": now, "title": f"note {i}",
+                         "body": BODY_TEXT, "owner": users[i % len(users)][0], "public": i % 2 == 0}
+                        for i in range(args.rows)]
+                for j in range(0, len(rows), 200):
+                    model.insert_many(rows[j:j + 200]).execute()
+        uid, token = users[0]
+        bearer = {"Authorization": f"Bearer {token}"}
+        mine = [f"{i:013d}" for i in range(0, args.rows, len(users))][:200]
+        pages = max(1, args.rows // len(users) // 50)
+        cases = {
+            "list_anon": lambda n: c.get("/api/collections/pub", query_string={
+                "perPage": 50, "page": n % pages + 1, "filter": f'owner == "{uid}"'}),
+            "list_rule": lambda n: c.get("/api/collections/priv", query_string={"perPage": 50, "page": n % pages + 1},
+                                         headers=bearer),
+            "get_anon": lambda n: c.get(f"/api/collections/pub/pu{mine[n % len(mine)]}"),
+            "get_rule": lambda n: c.get(f"/api/collections/priv/pr{mine[n % len(mine)]}", headers=bearer),
+        }
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for kind, rounds in (("list", args.inprocess_rounds // 4), ("get", args.inprocess_rounds)):
+            for n in range(rounds):
+                order = ("anon", "rule") if n % 2 else ("rule", "anon")
+                for who in order:
+                    name = f"{kind}_{who}"
+                    t0 = time.perf_counter()
+                    resp = cases[name](n)
+                    times[name].append(time.perf_counter() - t0)
+                    assert resp.status_code == 200, (name, resp.status_code, resp.get_data(as_text=True)[:200])
+        med = {name: statistics.median(v) * 1e6 for name, v in times.items()}
+        print(f"\nin-process (Flask test client, {args.rows} rows per collection, medians of interleaved requests):")
+        for kind in ("list", "get"):
+            anon, rule = med[f"{kind}_anon"], med[f"{kind}_rule"]
+            print(f"  {kind}: anonymous {anon:7.0f} us, token + rule {rule:7.0f} us "
+                  f"(rules + token cost {100 * (rule / anon - 1):+.1f}%)")
+    finally:
+        app.extensions["alyx"].close()
+        shutil.rmtree(project, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="runs per system, alternating (default 3)")
@@ -480,7 +542,12 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=50_000, help="cap per client per phase")
     parser.add_argument("--only", choices=["alyx", "pocketbase"], help="benchmark one system only")
     parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
+    parser.add_argument("--inprocess", action="store_true", help="only the in-process rule cost measurement")
+    parser.add_argument("--inprocess-rounds", type=int, default=4000, help="get requests per kind in-process")
     args = parser.parse_args()
+    if args.inprocess:
+        in_process(args)
+        return
     systems: list[type[Target]] = [Alyx, PocketBase]
     if args.only:
         systems = [Alyx] if args.only == "alyx" else [PocketBase]
