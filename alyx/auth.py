@@ -254,6 +254,10 @@ class LoginGuard:
                 if over >= 0:
                     row.locked_until = now + dt.timedelta(seconds=min(self.max_lock, 2 ** min(over, 20)))
                 row.save(force_insert=created)
+            if secrets.randbelow(100) == 0:  # now and then, forget streaks nobody is locked by any more
+                stale = now - dt.timedelta(seconds=2 * self.max_lock)
+                self.model.delete().where((self.model.last_failure_at < stale) & (
+                    self.model.locked_until.is_null() | (self.model.locked_until < now))).execute()
 
     def succeeded(self, keys: list[tuple[str, str]]) -> None:
         """A good password clears the account's streak (not the IP's: one own account must not reset it)."""
@@ -441,6 +445,8 @@ class AuthService:
                         problem = unauthorized("The user no longer exists.", "session_revoked")
                     else:
                         self._insert_refresh(session.id, new_refresh, now)
+                        if secrets.randbelow(100) == 0:  # expired tokens prove nothing any more
+                            rt_model.delete().where(rt_model.expires_at < now).execute()
                         session_model.update(last_used_at=now).where(session_model.id == session.id).execute()
         if problem is not None:
             raise problem
