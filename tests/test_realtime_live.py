@@ -333,6 +333,16 @@ def test_signed_in_users_see_only_their_own_private_records(server: LiveServer) 
     bad = Socket(server)
     reply = bad.request("auth", {"token": alice_token + "x"}, "b")
     assert reply["type"] == "error" and reply["payload"]["code"] in ("unauthorized", "invalid_token"), reply
+    by_query = Socket(server, query=f"?token={alice_token}x")
+    reply = by_query.recv()
+    assert reply["type"] == "error" and reply["payload"]["code"] in ("unauthorized", "invalid_token"), reply
+    assert by_query.subscribe(collection="posts", limit=1)["docs"] is not None  # still usable, anonymously
+    by_query.close()
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus) as refused:
+        Socket(server, headers={"Authorization": f"Bearer {alice_token}x"})
+    assert refused.value.response.status_code == 401
     for s in (alice, bob, anon, bad):
         s.close()
 
