@@ -11,6 +11,7 @@ Knows nothing of Flask or of WebSocket frames on the wire: the blueprint drives 
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import itertools
@@ -318,6 +319,7 @@ class Doorbell:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(self.path)
         self.sock = sock
+        atexit.register(self._forget, self.path)
 
         def loop() -> None:
             while True:
@@ -329,6 +331,13 @@ class Doorbell:
                 on_ring()
 
         threading.Thread(target=loop, daemon=True, name="alyx-realtime-doorbell").start()
+
+    @staticmethod
+    def _forget(path: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(path))  # only when no other worker is bound there
 
     def ring(self) -> None:
         now = time.monotonic()
