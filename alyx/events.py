@@ -38,6 +38,7 @@ from alyx.jobs import Job, JobQueue, job_row
 from alyx.leases import Leases
 from alyx.models import build_event_models, utcnow
 from alyx.records import ChangeEvent
+from alyx.rules import Principal
 from alyx.schedules import ScheduleError, ScheduleSpec, parse_schedules
 from alyx.signatures import ALGORITHMS, DEFAULT_TOLERANCE_SECONDS, Verification, sign, verify
 from alyx.signatures import sign_plain as _sign_plain
@@ -55,6 +56,8 @@ SECRET_HEADERS = {"authorization", "cookie", "proxy-authorization", "x-alyx-secr
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DEFAULT_SIGNATURE_HEADER = "X-Alyx-Signature"
 INDEX_TTL_SECONDS = 1.0
+# Who a hook, webhook, schedule or event run is when it calls the API back (req.alyx): the server itself.
+SYSTEM_PRINCIPAL = Principal("system", "system@alyx.local", "admin", True)
 
 
 # -- what manifests listen to ---------------------------------------------------------------------
@@ -432,8 +435,16 @@ class Events:
             body = orjson.dumps(hook_input)
             headers = [("content-type", "application/json"), *(headers or [])]
         call = Call("POST", f"/api/functions/{spec.name}", list(headers or []), body, None, hook_input, trigger)
+        functions = self.services.functions
         started = utcnow()
-        result = self.services.functions.manager.invoke(spec, call)
+        manager = functions.manager
+        # req.alyx calls back into the API as the server itself: no user triggered this run.
+        token = call.callback_token = functions.issue_callback_token(SYSTEM_PRINCIPAL, spec)
+        try:
+            result = manager.invoke(spec, call)
+        finally:
+            if token:
+                functions.callback_tokens.revoke(token)
         execution_id = self.record(spec.name, spec.version, trigger, hook_input, result, started, status=status,
                                    error=error) if record else ""
         return result, execution_id
@@ -483,7 +494,8 @@ class Events:
             body = (hook_input.get("body") or "").encode()
             headers = [(k, v) for k, v in (hook_input.get("headers") or {}).items()
                        if k.lower() not in ("content-length", "host")]
-        headers = [*(headers or []), ("x-alyx-job-id", str(job.id)), ("x-alyx-attempt", str(job.attempts))]
+        # Not x-alyx-*: the sandbox manager reserves those names for the runtime protocol.
+        headers = [*(headers or []), ("alyx-job-id", str(job.id)), ("alyx-attempt", str(job.attempts))]
         try:
             result, _ = self.invoke(spec, job.trigger_type, hook_input, body=body, headers=headers, record=False)
         except AlyxError as exc:  # no sandbox tier, or shutting down

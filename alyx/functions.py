@@ -210,6 +210,12 @@ class Functions:
         execution_id = self._record(spec, call, result, log_input, started_at)
         return result, execution_id
 
+    def issue_callback_token(self, auth: Principal | None, spec: FunctionSpec) -> str | None:
+        """A callback token for a call made outside invoke() (event triggers); None without a callback socket."""
+        if self._callback is None:
+            return None
+        return self.callback_tokens.issue(auth, spec.limits.timeout * 2 + 30)
+
     def _record(self, spec: FunctionSpec, call: Call, result: CallResult, log_input: Any,
                 started_at: Any) -> str:
         output = None

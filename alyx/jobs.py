@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import peewee
 
 from alyx.db import Database
@@ -22,6 +23,8 @@ from alyx.errors import AlyxError, bad_request, not_found
 from alyx.models import utcnow
 
 STATUSES = ("pending", "running", "done", "dead")
+INSERT_COLUMNS = ("kind", "target", "trigger_type", "payload", "status", "attempts", "max_attempts", "run_at",
+                  "created_at", "updated_at")
 
 
 def backoff_seconds(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
@@ -66,13 +69,25 @@ class JobQueue:
         self.model = model
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self._insert_sql: str | None = None
 
     # -- enqueue -----------------------------------------------------------------------------------
     def insert(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Insert job rows in the caller's (already open) write transaction: the outbox."""
-        rows = list(rows)
-        if rows:
-            self.model.insert_many(rows).execute()
+        """Insert job rows in the caller's (already open) write transaction: the outbox.
+
+        Plain SQL prepared once: this runs inside every hooked record write, and building the
+        statement with peewee's query builder cost more than the insert itself.
+        """
+        database = self.db.peewee
+        if self._insert_sql is None:
+            marks = ", ".join([database.param] * len(INSERT_COLUMNS))
+            self._insert_sql = (f'INSERT INTO "{self.model._meta.table_name}" ({", ".join(INSERT_COLUMNS)}) '
+                                f"VALUES ({marks})")
+        cursor = database.cursor()
+        for row in rows:
+            values = [row[c] for c in INSERT_COLUMNS]
+            values[3] = orjson.dumps(values[3]).decode()  # payload: the JSON column's text
+            cursor.execute(self._insert_sql, values)
 
     def enqueue(self, kind: str, target: str, trigger: str, payload: Any, max_attempts: int,
                 run_at: dt.datetime | None = None) -> int:

@@ -219,6 +219,7 @@ def test_sync_hook_changes_are_validated(ev_app: EvApp) -> None:
 # -- retries and the dead letter ------------------------------------------------------------------
 FLAKY = '''
 def handler(req, res):
+    print("job", req.headers.get("alyx-job-id"), "attempt", req.headers.get("alyx-attempt"))
     raise RuntimeError("always failing")
 '''
 
@@ -233,6 +234,7 @@ def test_retries_with_backoff_then_dead_letter_then_admin_retry(ev_app: EvApp) -
     assert sorted(r["status"] for r in runs) == ["dead_letter", "error", "error"]
     assert {r["error"]["details"]["job_id"] for r in runs} == {job["id"]}
     assert sorted(r["error"]["details"]["attempt"] for r in runs) == [1, 2, 3]
+    assert sorted(r["logs"]["stdout"] for r in runs) == [f"job {job['id']} attempt {n}\n" for n in (1, 2, 3)]
     assert executions(app, status="dead_letter")[0]["id"] == job["last_execution_id"]
     assert c.post(f"/api/jobs/{job['id']}/retry", headers={"X-Test-User": "user"}).status_code == 403
     assert c.post(f"/api/jobs/{job['id']}/retry").status_code == 401
@@ -412,3 +414,29 @@ def test_outgoing_webhook_config_errors_name_the_entry(ev_app: EvApp) -> None:
 
     with pytest.raises(ConfigError, match=r"webhooks\[0\]: secret is required"):
         ev_app({}, config='webhooks:\n  - {url: "http://127.0.0.1:1/x"}\n')
+
+
+CHAIN = '''
+def handler(req, res):
+    doc = req.input["document"]
+    note = req.alyx.collection("notes").create({"text": "about " + doc["title"]})
+    req.alyx.request("POST", "/api/events", {"type": "post.noted", "source": "chain", "payload": {"note": note["id"]}})
+    return res.json({"note": note["id"]})
+'''
+
+
+def test_callback_writes_fire_hooks_and_functions_publish_events(ev_app: EvApp) -> None:
+    """A hook writes through its API client (req.alyx): that write fires the next hook; the event it publishes
+    reaches its subscriber. Triggered runs call back as the server itself (an admin principal)."""
+    app = ev_app({"chain/manifest.yaml": hook_manifest(), "chain/index.py": CHAIN,
+                  "onnote/manifest.yaml": hook_manifest("notes"), "onnote/index.py": ECHO,
+                  "listener/manifest.yaml": "runtime: python\nhooks:\n  - {type: event, event: post.noted}\n",
+                  "listener/index.py": ECHO})
+    c = app.test_client()
+    assert c.post("/api/collections/posts", json={"title": "chained"}).status_code == 201
+    noted = wait_until(lambda: executions(app, function_id="onnote"), what="the hook of the note the hook wrote")
+    assert noted[0]["input"]["document"]["text"] == "about chained"
+    heard = wait_until(lambda: executions(app, function_id="listener"), what="the published event")
+    assert heard[0]["input"]["type"] == "post.noted" and heard[0]["input"]["source"] == "chain"
+    assert heard[0]["input"]["payload"]["note"] == noted[0]["input"]["document"]["id"]
+    assert executions(app, function_id="chain")[0]["status"] == "success"
