@@ -21,10 +21,15 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG")  # off by default: it costs thr
 
 
 def on_starting(server):
-    """Apply safe migrations once in the master, before workers fork (they then find nothing to do)."""
+    """Apply safe migrations once in the master, before workers fork (they then find nothing to do);
+    check the auth keys and OAuth providers here too, so a missing secret stops the master at once."""
+    from alyx.auth import load_key_ring
+    from alyx.oauth import load_providers
     from alyx.services import build_services
 
     try:
         build_services(_config).close()
+        load_key_ring(_config)
+        load_providers(_config)
     except ConfigError as exc:
         raise SystemExit(f"Alyx cannot start: {exc}") from None
