@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import time
@@ -322,6 +323,18 @@ def test_signing_key_rules(tmp_path, backend):
 def test_the_app_refuses_to_start_in_production_without_a_secret(make_app):
     with pytest.raises(ConfigError, match="no auth secret"):
         make_app(env={"ALYX_SERVER_ENVIRONMENT": "production"})
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_gunicorn_without_a_secret_stops_at_once(tmp_path, backend):
+    project = write_project(tmp_path / "nosecret", "")
+    env = {k: v for k, v in os.environ.items() if k not in ("ALYX_AUTH_SECRET", "JWT_SECRET")}
+    env.update({"ALYX_PROJECT_DIR": str(project), "ALYX_SERVER_ENVIRONMENT": "production"})
+    done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "-w", "1",
+                           "-b", "127.0.0.1:0", "wsgi:app"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    assert "Alyx cannot start: no auth secret" in done.stdout + done.stderr
 
 
 def test_key_rotation_keeps_old_tokens_valid(make_app, tmp_path):
