@@ -33,3 +33,10 @@ def on_starting(server):
         load_providers(_config)
     except ConfigError as exc:
         raise SystemExit(f"Alyx cannot start: {exc}") from None
+
+
+def post_fork(server, worker):
+    """Headers and body of each response in one send (alyx/serving.py says why)."""
+    from alyx.serving import coalesce_response_writes
+
+    coalesce_response_writes()
