@@ -17,8 +17,10 @@ SANDBOX_TIERS = ("auto", "docker", "bwrap", "process")
 ENVIRONMENTS = ("production", "development")
 
 
-def _setting(default: Any, key: str, kind: Any, choices: tuple[str, ...] | None = None, env: tuple[str, ...] = ()):
-    return field(default=default, metadata={"key": key, "kind": kind, "choices": choices, "env": env})
+def _setting(default: Any, key: str, kind: Any, choices: tuple[str, ...] | None = None, env: tuple[str, ...] = (),
+             maximum: int | None = None):
+    return field(default=default, metadata={"key": key, "kind": kind, "choices": choices, "env": env,
+                                            "maximum": maximum})
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Config:
 
     project_dir: Path = Path(".")
     server_host: str = _setting("127.0.0.1", "server.host", str)
-    server_port: int = _setting(8080, "server.port", int)
+    server_port: int = _setting(8080, "server.port", int, maximum=65535)
     server_max_body_bytes: int = _setting(1_048_576, "server.max_body_bytes", int)
     server_workers: int = _setting(2, "server.workers", int)
     database_url: str | None = _setting(None, "database.url", str)
@@ -121,6 +123,8 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
             raise ConfigError(f"{where}: {key}: expected an integer, got {value!r}") from None
         if value < 0:
             raise ConfigError(f"{where}: {key}: expected a non-negative integer, got {value}")
+        if f.metadata.get("maximum") is not None and value > f.metadata["maximum"]:
+            raise ConfigError(f"{where}: {key}: expected at most {f.metadata['maximum']}, got {value}")
     elif kind is dict:
         if isinstance(value, str):  # from the environment: a JSON object
             try:

@@ -73,6 +73,7 @@ BAD_FILES = [
     ("server:\n  port: true\n", ["alyx.yaml:2", "server.port", "expected an integer"]),
     ("server:\n  port: 1.5\n", ["alyx.yaml:2", "server.port", "expected an integer"]),
     ("server:\n  port: -1\n", ["alyx.yaml:2", "server.port", "non-negative"]),
+    ("server:\n  port: 99999\n", ["alyx.yaml:2", "server.port", "at most 65535"]),
     ("server:\n  host: [a, b]\n", ["alyx.yaml:2", "server.host", "expected a string"]),
     ("server:\n  port: 8080\n  port: 9090\n", ["alyx.yaml:3", "duplicate key 'port'", "line 2"]),
     ("server:\n  prot: 1\n", ["alyx.yaml:2", "unknown key 'server.prot'", "server.port"]),
