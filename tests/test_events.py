@@ -440,3 +440,21 @@ def test_callback_writes_fire_hooks_and_functions_publish_events(ev_app: EvApp) 
     assert heard[0]["input"]["type"] == "post.noted" and heard[0]["input"]["source"] == "chain"
     assert heard[0]["input"]["payload"]["note"] == noted[0]["input"]["document"]["id"]
     assert executions(app, function_id="chain")[0]["status"] == "success"
+
+
+ECHO_JS = '''
+export default async function handler(req, res) {
+  console.log(JSON.stringify({ trigger: req.trigger, input: req.input }));
+  return res.json({ ok: true });
+}
+'''
+
+
+def test_node_functions_get_the_same_hook_input(ev_app: EvApp) -> None:
+    app = ev_app({"onpostjs/manifest.yaml": hook_manifest().replace("python", "node"), "onpostjs/index.js": ECHO_JS})
+    assert app.test_client().post("/api/collections/posts", json={"title": "from node"}).status_code == 201
+    (run,) = wait_until(lambda: executions(app, function_id="onpostjs"), what="the node hook")
+    assert run["status"] == "success" and run["trigger_type"] == "database"
+    logged = json.loads(run["logs"]["stdout"])
+    assert logged["trigger"] == "database" and logged["input"]["document"]["title"] == "from node"
+    assert logged["input"]["action"] == "insert" and logged["input"]["collection"] == "posts"
