@@ -410,7 +410,12 @@ class Events:
         changes: dict[str, Any] = {}
         functions = self.services.functions
         for name in self.index.sync_db.get((collection, action), []):
-            spec = functions.spec(name)
+            try:
+                spec = functions.spec(name)
+            except AlyxError as exc:
+                if exc.status == 404:  # removed since the index was read: it no longer guards anything
+                    continue
+                raise
             timeout = min(spec.limits.timeout, float(self.config.events_sync_timeout_seconds))
             spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, timeout=timeout))
             hook_input: dict[str, Any] = {"document": {**document, **changes}, "collection": collection,
