@@ -252,7 +252,12 @@ class _Builder:
         if t == "FLOAT_LIT":
             return Literal(float(tok.value))
         if t == "STRING_LIT":
-            return Literal(str(celstr(tok)))
+            text = str(celstr(tok))
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise CelError("string literals must be valid Unicode (a lone surrogate escape is not)") from None
+            return Literal(text)
         if t == "BOOL_LIT":
             return Literal(tok.value == "true")
         if t == "NULL_LIT":

@@ -342,6 +342,8 @@ HOSTILE_FILTERS = [
     "views > 1e999",
     "\ufeffviews == 1",
     "title == '''a'''",
+    "title == \"\\ud800\"",  # a lone surrogate escape cannot be stored: 400, not 500
+    "title.startsWith('\\udfff')",
 ]
 
 
