@@ -202,10 +202,18 @@ class RealtimeClient:
         elif kind == "error":
             sub = self._pending.pop(request_id, None) if request_id is not None else None
             if sub is None:
-                for ended in payload.get("subscription_ids", ()):
-                    for candidate in self.subscriptions:
-                        if candidate.server_id == ended:
-                            candidate._events.put(("error", payload))
+                ended = [c for c in self.subscriptions if c.server_id in payload.get("subscription_ids", ())]
+                if payload.get("code") == "token_expired":
+                    # Sign in again (a callable token may return a refreshed one) and resume from the cursors.
+                    token = self._token()
+                    with self._lock:
+                        if token:
+                            self._send({"id": "auth", "type": "auth", "payload": {"token": token}})
+                        for candidate in ended:
+                            candidate.server_id = None
+                            self._send_subscribe(candidate)
+                for candidate in ended:
+                    candidate._events.put(("error", payload))
                 return
             if payload.get("code") == "cursor_expired":
                 with self._lock:

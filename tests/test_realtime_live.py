@@ -440,3 +440,23 @@ def test_heartbeats_reap_dead_peers_and_connections_are_bounded(tmp_path: Path) 
         raw.close()
     finally:
         live.stop()
+
+
+def test_the_python_client_signs_in_again_when_its_token_expires(server: LiveServer) -> None:
+    from alyx.realtime_client import RealtimeClient
+
+    user_id, short = sign_in(server, "dave@example.com", ttl=2)
+    other_id, fresh = sign_in(server, "erin@example.com")  # the token that comes next is Erin's
+    tokens = [short]
+    url = server.url.replace("http", "ws", 1) + "/api/realtime"
+    with RealtimeClient(url, token=lambda: tokens[-1]) as rt:
+        sub = rt.subscribe("notes")
+        assert sub.next_event(TIMEOUT) == ("snapshot", [])
+        tokens.append(fresh)  # what a refresh would hand out
+        kind, error = sub.next_event(TIMEOUT)
+        assert (kind, error["code"]) == ("error", "token_expired")
+        note = create_note(server, user_id, "for Dave")  # no longer who this connection is
+        other = create_note(server, other_id, "for Erin")
+        kind, doc = sub.next_event(TIMEOUT)
+        assert (kind, doc["id"]) == ("insert", other) and note not in sub.docs
+
