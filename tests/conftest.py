@@ -7,11 +7,9 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 import requests
 from flask import Flask
@@ -73,17 +71,10 @@ def write_project(path: Path, schema: str, config: str = "") -> Path:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for one test, dropped afterwards (fails if PostgreSQL is down)."""
-    name = f"alyx_t_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    from tests.helpers import pg_database
+
+    with pg_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
