@@ -35,13 +35,6 @@ def on_starting(server):
         raise SystemExit(f"Alyx cannot start: {exc}") from None
 
 
-def post_fork(server, worker):
-    """Headers and body of each response in one send (alyx/serving.py says why)."""
-    from alyx.serving import coalesce_response_writes
-
-    coalesce_response_writes()
-
-
 def post_worker_init(worker):
     """After the app is loaded in a worker: move everything built so far out of the cyclic GC's sight
     and collect less often. Full collections walk every tracked object (thousands of WebSockets'
