@@ -79,10 +79,12 @@ class Collection:
                 out[name] = value.isoformat()
         return out
 
-    def columns(self, fields: tuple[str, ...] | None) -> list[peewee.Field]:
+    def columns(self, fields: tuple[str, ...] | None, expand: tuple[str, ...] = ()) -> list[peewee.Field]:
+        """The columns to read: the requested ones, plus the relations to expand even when not shown."""
         if not fields:
             return self.visible_columns
-        return [self.model._meta.fields[name] for name in fields]
+        names = fields + tuple(name for name in expand if name not in fields)
+        return [self.model._meta.fields[name] for name in names]
 
     def fetch_by_id(self, database: peewee.Database, record_id: str, columns: list[peewee.Field]
                     ) -> dict[str, Any] | None:
@@ -172,7 +174,7 @@ class Records:
         visibility = self.access.visibility(name, "list", auth, request)
         if visibility.sql is not None:
             conditions.append(visibility.sql)
-        base = coll.model.select(*coll.columns(lq.fields))
+        base = coll.model.select(*coll.columns(lq.fields, lq.expand))
         if conditions:
             base = base.where(*conditions)
         order = [(coll.model._meta.fields[f].desc() if desc else coll.model._meta.fields[f]) for f, desc in lq.sort]
@@ -237,7 +239,7 @@ class Records:
         args = args or {}
         fields = q.parse_fields(coll.spec, args.get("fields"))
         expand = q.parse_expand(coll.spec, args.get("expand"))
-        row = self._fetch(coll, record_id, "view", auth, request, coll.columns(fields))
+        row = self._fetch(coll, record_id, "view", auth, request, coll.columns(fields, expand))
         item = coll.serialize(row, fields)
         if expand:
             self._expand(coll, [row], [item], expand, auth, request)

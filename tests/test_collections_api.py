@@ -593,3 +593,9 @@ def test_expand_with_fields(client):
     create(c, {"title": "p1", "author": ann["id"]}, "articles")
     items = c.get(ARTICLES, query_string={"expand": "author", "fields": "title,author"}).get_json()["items"]
     assert items == [{"title": "p1", "author": ann["id"], "expand": {"author": ann}}]
+    # The relation is read for expansion even when `fields` leaves it out of the record itself.
+    items = c.get(ARTICLES, query_string={"expand": "author", "fields": "title"}).get_json()["items"]
+    assert items == [{"title": "p1", "expand": {"author": ann}}]
+    record_id = c.get(ARTICLES).get_json()["items"][0]["id"]
+    viewed = c.get(f"{ARTICLES}/{record_id}", query_string={"expand": "author", "fields": "id"}).get_json()
+    assert viewed == {"id": record_id, "expand": {"author": ann}}
