@@ -125,22 +125,15 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
             raise ConfigError(f"{where}: {key}: expected a non-negative integer, got {value}")
         if f.metadata.get("maximum") is not None and value > f.metadata["maximum"]:
             raise ConfigError(f"{where}: {key}: expected at most {f.metadata['maximum']}, got {value}")
-    elif kind is dict:
-        if isinstance(value, str):  # from the environment: a JSON object
+    elif kind in (dict, list):
+        json_name, yaml_name = ("a JSON object", "a mapping") if kind is dict else ("a JSON array", "a list")
+        if isinstance(value, str):  # from the environment: JSON
             try:
                 value = json.loads(value)
             except ValueError:
-                raise ConfigError(f"{where}: {key}: expected a JSON object") from None
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {key}: expected a mapping, got {value!r}")
-    elif kind is list:
-        if isinstance(value, str):  # from the environment: a JSON array
-            try:
-                value = json.loads(value)
-            except ValueError:
-                raise ConfigError(f"{where}: {key}: expected a JSON array") from None
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: {key}: expected a list, got {value!r}")
+                raise ConfigError(f"{where}: {key}: expected {json_name}") from None
+        if not isinstance(value, kind):
+            raise ConfigError(f"{where}: {key}: expected {yaml_name}, got {value!r}")
     elif kind is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}: {key}: expected a string, got {value!r}")

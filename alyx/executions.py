@@ -8,8 +8,9 @@ from typing import Any
 import peewee
 
 from alyx.db import Database
-from alyx.errors import bad_request, not_found
+from alyx.errors import not_found
 from alyx.models import new_id, utcnow
+from alyx.query import filtered_listing
 
 STATUSES = ("success", "error", "timeout", "crashed", "memory_limit", "load_error", "denied")
 TRIGGERS = ("http", "database", "webhook", "schedule")
@@ -72,20 +73,8 @@ class Executions:
 
     def list(self, query: Mapping[str, str]) -> list[dict[str, Any]]:
         """Newest first; filters: function_id, status, trigger_type; limit (default 50, max 500)."""
-        unknown = set(query) - {"function_id", "status", "trigger_type", "limit"}
-        if unknown:
-            raise bad_request(f"Unknown filter {sorted(unknown)[0]!r}; use function_id, status, trigger_type, limit.")
         m = self.model
-        select = m.select()
-        for key in ("function_id", "status", "trigger_type"):
-            if query.get(key):
-                select = select.where(getattr(m, key) == query[key])
-        try:
-            limit = int(query.get("limit") or DEFAULT_LIMIT)
-        except ValueError:
-            raise bad_request("limit must be an integer.") from None
-        if not 1 <= limit <= MAX_LIMIT:
-            raise bad_request(f"limit must be between 1 and {MAX_LIMIT}.")
+        select, limit = filtered_listing(m, query, ("function_id", "status", "trigger_type"), DEFAULT_LIMIT, MAX_LIMIT)
         with self.db.connection():
             rows = list(select.order_by(m.started_at.desc(), m.id.desc()).limit(limit).dicts())
         return [self._shape(r) for r in rows]

@@ -19,8 +19,9 @@ import orjson
 import peewee
 
 from alyx.db import Database
-from alyx.errors import AlyxError, bad_request, not_found
+from alyx.errors import AlyxError, not_found
 from alyx.models import utcnow
+from alyx.query import filtered_listing
 
 STATUSES = ("pending", "running", "done", "dead")
 INSERT_COLUMNS = ("kind", "target", "trigger_type", "payload", "status", "attempts", "max_attempts", "run_at",
@@ -216,20 +217,8 @@ class JobQueue:
 
     def list(self, query: Mapping[str, str]) -> list[dict[str, Any]]:
         """Newest first; filters: status, trigger_type, target; limit (default 50, max 500)."""
-        unknown = set(query) - {"status", "trigger_type", "target", "limit"}
-        if unknown:
-            raise bad_request(f"Unknown filter {sorted(unknown)[0]!r}; use status, trigger_type, target, limit.")
         m = self.model
-        select = m.select()
-        for key in ("status", "trigger_type", "target"):
-            if query.get(key):
-                select = select.where(getattr(m, key) == query[key])
-        try:
-            limit = int(query.get("limit") or 50)
-        except ValueError:
-            raise bad_request("limit must be an integer.") from None
-        if not 1 <= limit <= 500:
-            raise bad_request("limit must be between 1 and 500.")
+        select, limit = filtered_listing(m, query, ("status", "trigger_type", "target"))
         with self.db.connection():
             return [shape(r) for r in select.order_by(m.id.desc()).limit(limit).dicts()]
 

@@ -210,3 +210,26 @@ def compile_where(query: ListQuery, spec: CollectionSpec, model: type[peewee.Mod
         except cel.CelError as exc:
             raise bad_request(f"Invalid filter: {exc}.", {"filter": [str(exc)]}) from None
     return conditions
+
+
+def filtered_listing(model: type[peewee.Model], query: Mapping[str, str], filters: tuple[str, ...],
+                     default_limit: int = 50, max_limit: int = 500) -> tuple[peewee.ModelSelect, int]:
+    """An admin listing (executions, jobs): equality filters on named columns plus a bounded limit.
+
+    Unknown parameters and bad limits are 400s naming what is accepted.
+    """
+    accepted = (*filters, "limit")
+    unknown = set(query) - set(accepted)
+    if unknown:
+        raise bad_request(f"Unknown filter {sorted(unknown)[0]!r}; use {', '.join(accepted)}.")
+    select = model.select()
+    for key in filters:
+        if query.get(key):
+            select = select.where(getattr(model, key) == query[key])
+    try:
+        limit = int(query.get("limit") or default_limit)
+    except ValueError:
+        raise bad_request("limit must be an integer.") from None
+    if not 1 <= limit <= max_limit:
+        raise bad_request(f"limit must be between 1 and {max_limit}.")
+    return select, limit
