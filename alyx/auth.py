@@ -27,9 +27,9 @@ import argon2
 import jwt
 import peewee
 
+from alyx.clock import utcnow
 from alyx.config import Config
 from alyx.errors import AlyxError, ConfigError, validation_failed
-from alyx.models import utcnow
 from alyx.rules import Principal, RequestInfo
 
 if TYPE_CHECKING:

@@ -32,11 +32,12 @@ import orjson
 import requests
 import yaml
 
+from alyx.clock import utcnow
 from alyx.errors import AlyxError, ConfigError, bad_request
 from alyx.executions import capped_text
 from alyx.jobs import Job, JobQueue, job_row
 from alyx.leases import Leases
-from alyx.models import build_event_models, utcnow
+from alyx.models import build_event_models
 from alyx.records import ChangeEvent
 from alyx.rules import Principal
 from alyx.schedules import ScheduleError, ScheduleSpec, parse_schedules

@@ -7,9 +7,10 @@ from typing import Any
 
 import peewee
 
+from alyx.clock import utcnow
 from alyx.db import Database
 from alyx.errors import not_found
-from alyx.models import new_id, utcnow
+from alyx.models import new_id
 from alyx.query import filtered_listing
 
 STATUSES = ("success", "error", "timeout", "crashed", "memory_limit", "load_error", "denied")

@@ -13,11 +13,11 @@ import peewee
 
 from alyx import cel
 from alyx.callback import CallbackServer, CallbackTokens
+from alyx.clock import utcnow
 from alyx.config import Config
 from alyx.db import Database
 from alyx.errors import AlyxError
 from alyx.executions import Executions, capped_text
-from alyx.models import utcnow
 from alyx.rules import AUTH_KEYS, Principal
 from alyx.sandbox import (
     Call,

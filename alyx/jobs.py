@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 import peewee
 
+from alyx.clock import utcnow
 from alyx.db import Database
 from alyx.errors import AlyxError, not_found
-from alyx.models import utcnow
 from alyx.query import filtered_listing
 
 STATUSES = ("pending", "running", "done", "dead")

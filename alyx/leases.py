@@ -11,8 +11,8 @@ import datetime as dt
 
 import peewee
 
+from alyx.clock import utcnow
 from alyx.db import Database
-from alyx.models import utcnow
 
 
 class Leases:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import orjson
 import peewee
 
+from alyx.clock import utcnow
 from alyx.schema import CollectionSpec, FieldSpec, Schema, creation_order
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -26,10 +27,6 @@ def new_id() -> str:
     while len(chars) < ID_LENGTH:
         chars += [ID_ALPHABET[b % 36] for b in secrets.token_bytes(ID_LENGTH + 5) if b < 252]
     return "".join(chars[:ID_LENGTH])
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 def _json_dumps(value: object) -> str:

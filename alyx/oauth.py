@@ -21,8 +21,8 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 
 from alyx.auth import USERS, Client, normalize_email, sha256_hex
+from alyx.clock import utcnow
 from alyx.errors import AlyxError, ConfigError
-from alyx.models import utcnow
 
 if TYPE_CHECKING:
     from alyx.services import Services

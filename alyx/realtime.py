@@ -33,10 +33,10 @@ import peewee
 
 from alyx import cel
 from alyx import query as q
+from alyx.clock import utcnow
 from alyx.config import Config
 from alyx.db import Database
 from alyx.errors import AlyxError, ConfigError, bad_request
-from alyx.models import utcnow
 from alyx.records import ChangeEvent, Collection, Records
 from alyx.rules import AccessRules, Principal, RequestInfo, _RuleNames
 from alyx.validation import parse_datetime

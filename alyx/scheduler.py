@@ -23,9 +23,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from alyx.clock import utcnow
 from alyx.errors import AlyxError
 from alyx.jobs import Job, job_row
-from alyx.models import utcnow
 from alyx.schedules import ScheduleSpec, plan_runs
 
 if TYPE_CHECKING:

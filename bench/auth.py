@@ -379,8 +379,8 @@ def in_process(args: argparse.Namespace) -> None:
     app, anonymous and rule requests interleaved, medians (robust on a busy shared machine)."""
     sys.path.insert(0, str(ROOT))
     from alyx.app import create_app
+    from alyx.clock import utcnow
     from alyx.config import load_config
-    from alyx.models import utcnow
 
     project = Path(tempfile.mkdtemp(prefix="bench-auth-inproc-"))
     (project / "functions").mkdir()

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from alyx.clock import utcnow
 from alyx.config import Config
 from alyx.db import Database
 from alyx.jobs import JobQueue, backoff_seconds, job_row
 from alyx.leases import Leases
-from alyx.models import EventModels, build_event_models, utcnow
+from alyx.models import EventModels, build_event_models
 
 
 @pytest.fixture

@@ -293,8 +293,9 @@ def test_the_python_client_reconnects_and_resumes(server: LiveServer) -> None:
 def sign_in(server: LiveServer, email: str, ttl: int | None = None) -> tuple[str, str]:
     """A user row and an access token for it, minted in process with the server's secret (same database)."""
     from alyx.auth import Client
+    from alyx.clock import utcnow
     from alyx.config import load_config
-    from alyx.models import new_id, utcnow
+    from alyx.models import new_id
     from alyx.services import build_services
 
     env = {"ALYX_AUTH_SECRET": SECRET, **({"ALYX_AUTH_ACCESS_TOKEN_TTL": str(ttl)} if ttl else {})}

@@ -1,0 +1,29 @@
+"""alyx/clock.py: one clock, one timestamp format."""
+from __future__ import annotations
+
+import datetime as dt
+
+from alyx.clock import iso, iso_or_value, utcnow
+
+
+def test_utcnow_is_naive_utc() -> None:
+    now = utcnow()
+    assert now.tzinfo is None
+    aware = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    assert abs((aware - now).total_seconds()) < 5
+
+
+def test_iso_prints_milliseconds_and_z() -> None:
+    assert iso(dt.datetime(2026, 12, 1, 20, 53, 37, 123456)) == "2026-12-01T20:53:37.123Z"
+    assert iso(dt.datetime(999, 1, 2)) == "0999-01-02T00:00:00.000Z"
+
+
+def test_iso_converts_aware_values_to_utc() -> None:
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    assert iso(dt.datetime(2026, 1, 1, 2, 0, tzinfo=plus_two)) == "2026-01-01T00:00:00.000Z"
+
+
+def test_iso_or_value_leaves_other_values() -> None:
+    assert iso_or_value(None) is None
+    assert iso_or_value("2026-01-01") == "2026-01-01"
+    assert iso_or_value(dt.datetime(2026, 1, 1)) == "2026-01-01T00:00:00.000Z"
