@@ -1,13 +1,14 @@
-"""List query parameters (filter, sort, page, fields, expand, bare equality) → a checked ListQuery.
+"""List queries: parameters (filter, sort, page, fields, expand, bare equality) → a checked ListQuery → a page.
 
 Every name is checked against the collection before anything reaches peewee; unknown names are
 a 400 that names them.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import peewee
 
@@ -200,7 +201,7 @@ def compile_where(query: ListQuery, spec: CollectionSpec, model: type[peewee.Mod
     for name, raw in query.equals.items():
         value = equality_value(spec, name, raw)
         try:
-            node = cel.Compare("==", cel.Name((name,)), cel.Literal(value))
+            node: cel.Node = cel.Compare("==", cel.Name((name,)), cel.Literal(value))
             conditions.append(compiler.compile(node))
         except cel.CelError as exc:
             raise bad_request(f"Invalid value for {name}: {exc}.", {name: [str(exc)]}) from None
@@ -233,3 +234,69 @@ def filtered_listing(model: type[peewee.Model], query: Mapping[str, str], filter
     if not 1 <= limit <= max_limit:
         raise bad_request(f"limit must be between 1 and {max_limit}.")
     return select, limit
+
+
+RowTests = list[Callable[[Mapping[str, Any]], bool]]  # per-row checks of rules SQL cannot express
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the rows a caller may see, in list order, and how many match in all (-1: not counted)."""
+
+    rows: list[dict[str, Any]]
+    total: int
+
+
+def filter_node(query: ListQuery, spec: CollectionSpec) -> cel.Node | None:
+    """A list query's conditions (bare equality and filter) as one expression, to test a record in Python."""
+    nodes: list[cel.Node] = [cel.Compare("==", cel.Name((name,)), cel.Literal(equality_value(spec, name, raw)))
+                             for name, raw in query.equals.items()]
+    nodes += query.where
+    return functools.reduce(lambda left, right: cel.BoolOp("&&", left, right), nodes) if nodes else None
+
+
+def order_of(query: ListQuery, model: type[peewee.Model], sqlite: bool) -> list[Any]:
+    """The ORDER BY of a list: its sort with the id as tie-break, else creation order (as PocketBase).
+
+    Creation order on SQLite is the rowid, which every index ends with, so a filtered page reads
+    only its rows (ordering by the random text id sorted every matching row, ~6 ms at 5k rows).
+    PostgreSQL has no rowid: created_at, then id.
+    """
+    fields = model._meta.fields
+    if not query.sort:
+        return [peewee.SQL("rowid")] if sqlite else [fields["created_at"], fields["id"]]
+    order = [(fields[name].desc() if desc else fields[name]) for name, desc in query.sort]
+    if not any(name == "id" for name, _ in query.sort):
+        order.append(fields["id"])
+    return order
+
+
+def select_page(model: type[peewee.Model], columns: list[peewee.Field], query: ListQuery,
+                conditions: list[peewee.Node], tests: RowTests, sqlite: bool) -> Page:
+    """One page of a list and its count, for rows that meet ``conditions`` and pass every test.
+
+    Without tests the database pages and counts; with them every candidate row is read in order
+    and tested (O(candidate rows)), stopping at the page's end when no total is wanted.
+    """
+    select = model.select(*columns)
+    if conditions:
+        select = select.where(*conditions)
+    ordered = select.order_by(*order_of(query, model, sqlite))
+    if not tests:
+        rows = cast(list[dict[str, Any]], list(ordered.paginate(query.page, query.per_page).dicts()))
+        if query.skip_total:
+            return Page(rows, -1)
+        counter = model.select()
+        return Page(rows, (counter.where(*conditions) if conditions else counter).count())
+    start, stop = (query.page - 1) * query.per_page, query.page * query.per_page
+    page: list[dict[str, Any]] = []
+    passed = 0
+    for row in cast(Iterator[dict[str, Any]], ordered.dicts().iterator()):
+        if not all(test(row) for test in tests):
+            continue
+        if start <= passed < stop:
+            page.append(row)
+        passed += 1
+        if query.skip_total and passed >= stop:
+            break
+    return Page(page, -1 if query.skip_total else passed)

@@ -166,67 +166,32 @@ class Records:
         """One page of the records the caller may see, in the DESIGN.md list envelope."""
         coll = self.collection(name)
         lq = q.parse_list_query(coll.spec, args, self.default_per_page, self.max_per_page)
-        conditions = q.compile_where(lq, coll.spec, coll.model, not self.db.is_sqlite)
-        visibility = self.access.visibility(name, "list", auth, request)
-        if visibility.sql is not None:
-            conditions.append(visibility.sql)
-        base = coll.model.select(*coll.columns(lq.fields, lq.expand))
-        if conditions:
-            base = base.where(*conditions)
-        order = [(coll.model._meta.fields[f].desc() if desc else coll.model._meta.fields[f]) for f, desc in lq.sort]
-        if not lq.sort:
-            order = self._creation_order(coll)
-        elif not any(f == "id" for f, _ in lq.sort):
-            order.append(coll.id_column)
-        if visibility.test is not None:  # a rule SQL cannot express: filter every candidate row in order
-            rows, total = self._page_by_test(coll, conditions, order, lq, visibility.test)
-        else:
-            rows = list(base.order_by(*order).paginate(lq.page, lq.per_page).dicts())
-        items = [coll.serialize(row, lq.fields) for row in rows]
-        if lq.skip_total:
-            total, pages = -1, -1
-        elif visibility.test is not None:
-            pages = math.ceil(total / lq.per_page) if total else 0
-        else:
-            counter = coll.model.select()
-            if conditions:
-                counter = counter.where(*conditions)
-            total = counter.count()
-            pages = math.ceil(total / lq.per_page) if total else 0
+        page = self.page(coll, lq, auth, request)
+        items = [coll.serialize(row, lq.fields) for row in page.rows]
+        pages = -1 if page.total < 0 else math.ceil(page.total / lq.per_page)
         if lq.expand:
-            self._expand(coll, rows, items, lq.expand, auth, request)
-        return {"items": items, "page": lq.page, "perPage": lq.per_page, "totalItems": total, "totalPages": pages}
+            self._expand(coll, page.rows, items, lq.expand, auth, request)
+        return {"items": items, "page": lq.page, "perPage": lq.per_page, "totalItems": page.total,
+                "totalPages": pages}
 
-    def _creation_order(self, coll: Collection) -> list[Any]:
-        """The order of a list without ``sort``: creation order, as PocketBase does.
+    def page(self, coll: Collection, lq: q.ListQuery, auth: Principal | None, request: RequestInfo | None = None,
+             operations: tuple[str, ...] = ("list",)) -> q.Page:
+        """The one list query, for REST lists and realtime snapshots alike.
 
-        On SQLite that is the rowid, which every index ends with, so a filtered page reads only
-        its rows (ordering by the random text id sorted every matching row, ~6 ms at 5k rows).
-        PostgreSQL has no rowid: created_at, then id.
+        Filter and bare equality, the rules of ``operations`` (as SQL, plus a per-row test for a
+        rule SQL cannot express), order (creation order without ``sort``), paging and count. Runs on
+        the caller's connection, so a snapshot can read it inside its own transaction.
         """
-        if self.db.is_sqlite:
-            return [peewee.SQL("rowid")]
-        return [coll.model._meta.fields["created_at"], coll.id_column]
-
-    @staticmethod
-    def _page_by_test(coll: Collection, conditions: list[peewee.Node], order: list[Any], lq: q.ListQuery,
-                      test: Callable[[Mapping[str, Any]], bool]) -> tuple[list[dict[str, Any]], int]:
-        """One page of the rows that pass ``test``, and how many pass in all (O(candidate rows))."""
-        query = coll.model.select()
-        if conditions:
-            query = query.where(*conditions)
-        start, stop = (lq.page - 1) * lq.per_page, lq.page * lq.per_page
-        page: list[dict[str, Any]] = []
-        passed = 0
-        for row in query.order_by(*order).dicts().iterator():
-            if not test(row):
-                continue
-            if start <= passed < stop:
-                page.append(row)
-            passed += 1
-            if lq.skip_total and passed >= stop:
-                break
-        return page, passed
+        conditions = q.compile_where(lq, coll.spec, coll.model, not self.db.is_sqlite)
+        tests: q.RowTests = []
+        for op in operations:
+            visibility = self.access.visibility(coll.spec.name, op, auth, request)
+            if visibility.sql is not None:
+                conditions.append(visibility.sql)
+            if visibility.test is not None:
+                tests.append(visibility.test)
+        columns = coll.model._meta.sorted_fields if tests else coll.columns(lq.fields, lq.expand)
+        return q.select_page(coll.model, columns, lq, conditions, tests, self.db.is_sqlite)
 
     def view(self, name: str, record_id: str, args: Mapping[str, str] | None = None,
              auth: Principal | None = None, request: RequestInfo | None = None) -> dict[str, Any]:

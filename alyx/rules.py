@@ -82,7 +82,7 @@ def _auth_value(auth: Principal | None, key: str | None) -> Any:
     return getattr(auth, key)
 
 
-class _RuleNames:
+class RuleNames:
     """Resolves the names of a rule: doc.<field> → column; auth.* / request.* → bound values."""
 
     def __init__(self, spec: CollectionSpec, model: type[peewee.Model] | None, auth: Principal | None,
@@ -133,7 +133,7 @@ class AccessRules:
             node = cel.parse(text)
             # A dry run with an anonymous and a signed-in caller checks every name and type now.
             for auth in (None, Principal("x" * 15, "a@b.c")):
-                names = _RuleNames(spec, self.models[spec.name], auth, None, dry_run=True)
+                names = RuleNames(spec, self.models[spec.name], auth, None, dry_run=True)
                 try:
                     cel.SqlCompiler(names, self.postgres).compile(node)
                 except cel.NotPushable:
@@ -175,7 +175,7 @@ class AccessRules:
             if cached is not None:
                 return cached
         spec = self.schema.collections[collection]
-        names = _RuleNames(spec, self.models[collection], auth, request)
+        names = RuleNames(spec, self.models[collection], auth, request)
         try:
             condition = cel.SqlCompiler(names, self.postgres, errors_deny=True).compile(rule.node)
         except cel.CelError:
@@ -197,7 +197,7 @@ class AccessRules:
         if rule.public:
             return True
         spec = self.schema.collections[collection]
-        names = _RuleNames(spec, None, auth, request)
+        names = RuleNames(spec, None, auth, request)
 
         def lookup(path: tuple[str, ...]) -> Any:
             resolved = names(path)

@@ -1,0 +1,166 @@
+"""The change feed (`_alyx_changes`): one row per committed write, appended inside its transaction.
+
+The feed's cursor orders changes exactly as they committed; the database stays the source of
+truth for realtime delivery (a broker only makes it faster).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import peewee
+
+from alyx.clock import utcnow
+from alyx.db import Database
+from alyx.errors import AlyxError
+from alyx.records import ChangeEvent
+
+log = logging.getLogger("alyx.realtime")
+
+FEED_TABLE = "_alyx_changes"
+FEED_LOCK_KEY = zlib.crc32(b"alyx-change-feed")  # PostgreSQL advisory lock: feed rows commit in cursor order
+PG_CHANNEL = "alyx_changes"
+READ_CHUNK = 1000
+PRUNE_EVERY_SECONDS = 10.0
+
+
+def build_change_model(database: peewee.Database) -> type[peewee.Model]:
+    """The change feed table: one row per committed write, `id` is the cursor."""
+
+    class Change(peewee.Model):
+        id = peewee.BigAutoField()
+        created_at = peewee.DateTimeField(default=utcnow, index=True)
+        collection = peewee.TextField()
+        action = peewee.TextField()
+        record_id = peewee.TextField()
+        data = peewee.TextField()  # JSON: {"record": {...}, "previous": {...} | null}
+
+        class Meta:
+            table_name = FEED_TABLE
+
+    Change._meta.set_database(database)
+    return Change
+
+
+@dataclass(eq=False)
+class Change:
+    """One committed change as the feed holds it; `cursor` increases with commit order."""
+
+    cursor: int
+    collection: str
+    action: str  # create | update | delete
+    record: dict[str, Any]
+    previous: dict[str, Any] | None = None
+    typed: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)  # id(doc) → typed values
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"cursor": self.cursor, "collection": self.collection, "action": self.action,
+                             "record": self.record, "previous": self.previous})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Change:
+        data = orjson.loads(raw)
+        return cls(int(data["cursor"]), data["collection"], data["action"], data["record"], data.get("previous"))
+
+
+class CursorExpired(AlyxError):
+    """A `since` cursor the feed no longer holds (or never held): the client must re-snapshot."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("cursor_expired", message, 410)
+
+
+class ChangeFeed:
+    """Appends changes inside the write transaction, reads them back in cursor order, prunes old ones."""
+
+    def __init__(self, db: Database, retention_seconds: int, max_rows: int) -> None:
+        self.db = db
+        self.model: Any = build_change_model(db.peewee)  # Any: peewee's fields are class attributes
+        self.retention_seconds = retention_seconds
+        self.max_rows = max(max_rows, 1)
+        self.on_commit: list[Callable[[Change], None]] = []
+        self.notify_in_transaction = False  # PostgreSQL LISTEN/NOTIFY broker
+        self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+
+    def install(self) -> None:
+        """Create the feed table if it is missing (safe to run from every process)."""
+        self.db.peewee.create_tables([self.model], safe=True)
+
+    def append(self, event: ChangeEvent) -> None:
+        """Called by the records service inside the write transaction, before it commits."""
+        pw: Any = self.db.peewee
+        if not self.db.is_sqlite:
+            # Sequence values are handed out at insert, not at commit: serialise feed inserts until
+            # commit so that a reader never sees cursor N+1 before N (SQLite's write lock does this).
+            pw.execute_sql("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK_KEY,))
+        data = orjson.dumps({"record": event.record, "previous": event.previous}).decode()
+        # db.insert: the INSERT text is built once (peewee building it per write cost more than SQLite).
+        row = {"created_at": utcnow(), "collection": event.collection, "action": event.action,
+               "record_id": str(event.record.get("id")), "data": data}
+        written = self.db.insert(self.model, row)
+        cursor = written.lastrowid if self.db.is_sqlite else written.fetchone()[0]
+        change = Change(int(cursor), event.collection, event.action, event.record, event.previous)
+        if self.notify_in_transaction:
+            pw.execute_sql("SELECT pg_notify(%s, %s)", (PG_CHANNEL, str(change.cursor)))
+        if self.on_commit:
+            pw.after_commit(lambda: self._committed(change))
+
+    def _committed(self, change: Change) -> None:
+        for callback in self.on_commit:
+            try:
+                callback(change)
+            except Exception:  # a broker hiccup must not fail a write that already committed
+                log.exception("realtime: after-commit callback failed")
+        now = time.monotonic()
+        if now >= self._next_prune:
+            # Every few seconds per process, a writer (on its own connection, its transaction done)
+            # prunes: a worker that never holds a WebSocket still keeps the feed bounded.
+            self._next_prune = now + PRUNE_EVERY_SECONDS
+            try:
+                self.prune()
+            except peewee.PeeweeException:
+                log.exception("realtime: pruning the change feed failed")
+
+    def prune(self) -> int:
+        """Drop changes older than the retention or beyond the row bound; the newest row always stays
+        (SQLite hands out max(id)+1, so keeping it keeps cursors increasing)."""
+        m = self.model
+        head = self.head()
+        if not head:
+            return 0
+        cutoff = utcnow() - dt.timedelta(seconds=self.retention_seconds)
+        with self.db.write():
+            return int(m.delete().where((m.id < head) & ((m.id <= head - self.max_rows) | (m.created_at < cutoff))
+                                        ).execute())
+
+    def head(self) -> int:
+        """The cursor of the newest change (0 when the feed is empty)."""
+        return int(self.model.select(peewee.fn.MAX(self.model.id)).scalar() or 0)
+
+    def oldest(self) -> int:
+        return int(self.model.select(peewee.fn.MIN(self.model.id)).scalar() or 0)
+
+    def read_after(self, cursor: int, limit: int = READ_CHUNK) -> list[Change]:
+        """Changes with a cursor above `cursor`, oldest first."""
+        m = self.model
+        rows = m.select(m.id, m.collection, m.action, m.data).where(m.id > cursor).order_by(m.id).limit(limit)
+        changes = []
+        for row in rows.tuples():
+            data = orjson.loads(row[3])
+            changes.append(Change(int(row[0]), row[1], row[2], data["record"], data.get("previous")))
+        return changes
+
+    def check_since(self, since: int) -> None:
+        """Raise CursorExpired when `since` is older than what the feed retains, or from its future."""
+        head, oldest = self.head(), self.oldest()
+        if since > head:
+            raise CursorExpired(f"Cursor {since} is not in the change feed (newest is {head}); take a new snapshot.")
+        if oldest and since < oldest - 1:
+            raise CursorExpired(f"Cursor {since} is older than the retained change feed (oldest is {oldest}); "
+                                "take a new snapshot.")
