@@ -101,6 +101,28 @@ class Socket:
         self.ws.close()
 
 
+WORKER_SLOTS = 4  # gunicorn --worker-connections of the servers whose sockets must reach both workers
+
+
+def fanout_server(project: Path, env: dict[str, str] | None = None) -> LiveServer:
+    """Two workers that each hold at most WORKER_SLOTS connections: a full worker stops accepting."""
+    return LiveServer(project, workers=2, env={"GUNICORN_CMD_ARGS": f"--worker-connections {WORKER_SLOTS}",
+                                               **(env or {})})
+
+
+def sockets_on_every_worker(live: LiveServer, workers: int = 2) -> list[Socket]:
+    """Sockets opened until every worker holds one (each `connected` frame names its worker's node).
+
+    Deterministic whatever the kernel does: a gevent worker whose WORKER_SLOTS connections are
+    taken stops accepting, so after at most (workers - 1) * WORKER_SLOTS + 1 sockets each worker has one.
+    """
+    sockets = [Socket(live)]
+    while len({s.node for s in sockets}) < workers:
+        assert len(sockets) <= (workers - 1) * WORKER_SLOTS, "a full worker went on accepting connections"
+        sockets.append(Socket(live))
+    return sockets
+
+
 def create(server: LiveServer, **body: Any) -> str:
     r = requests.post(f"{server.url}/api/collections/posts", json=body, timeout=TIMEOUT)
     assert r.status_code == 201, r.text
@@ -112,18 +134,21 @@ def update(server: LiveServer, rid: str, **body: Any) -> None:
     assert r.status_code == 200, r.text
 
 
-def test_changes_reach_subscribers_on_every_worker(server: LiveServer) -> None:
-    sockets = [Socket(server)]
-    while len({s.node for s in sockets}) < 2 and len(sockets) < 24:
-        sockets.append(Socket(server))
-    assert len({s.node for s in sockets}) == 2, "the two workers should each hold a connection"
-    for s in sockets:
-        s.subscribe(collection="posts", filter='title.startsWith("fanout")')
-    ids = {create(server, title=f"fanout {i}") for i in range(6)}  # REST writes land on both workers
-    for s in sockets:
-        got = s.changes_until(ids)
-        assert sorted(rid for _, _, rid in got) == sorted(ids) and {k for _, k, _ in got} == {"inserts"}
-        s.close()
+def test_changes_reach_subscribers_on_every_worker(tmp_path: Path) -> None:
+    live = fanout_server(write_project(tmp_path / "fanout", SCHEMA))
+    try:
+        sockets = sockets_on_every_worker(live)
+        assert len({s.node for s in sockets}) == 2, "the two workers should each hold a connection"
+        for s in sockets:
+            s.subscribe(collection="posts", filter='title.startsWith("fanout")')
+        ids = {create(live, title=f"fanout {i}") for i in range(6)}
+        for s in sockets:
+            got = s.changes_until(ids)
+            assert sorted(rid for _, _, rid in got) == sorted(ids) and {k for _, k, _ in got} == {"inserts"}
+            s.close()
+    finally:
+        live.stop()
+    assert "Traceback" not in live.log.read_text()
 
 
 def test_filter_and_rule_transitions(server: LiveServer) -> None:
@@ -230,11 +255,9 @@ def test_resume_after_a_forced_disconnect_has_no_gap_and_no_duplicate(server: Li
 def test_a_broker_fans_out_across_workers(tmp_path: Path) -> None:
     """Redis pub/sub (the real one on 127.0.0.1:6379) instead of polling the feed."""
     project = write_project(tmp_path / "redis", SCHEMA)
-    live = LiveServer(project, workers=2, env={"ALYX_REALTIME_BROKER": "redis://127.0.0.1:6379/0"})
+    live = fanout_server(project, {"ALYX_REALTIME_BROKER": "redis://127.0.0.1:6379/0"})
     try:
-        sockets = [Socket(live)]
-        while len({s.node for s in sockets}) < 2 and len(sockets) < 24:
-            sockets.append(Socket(live))
+        sockets = sockets_on_every_worker(live)
         for s in sockets:
             s.subscribe(collection="posts")
         ids = {create(live, title=f"via redis {i}") for i in range(4)}
@@ -248,11 +271,9 @@ def test_a_broker_fans_out_across_workers(tmp_path: Path) -> None:
 
 def test_postgres_listen_notify_fans_out(tmp_path: Path, pg_url: str) -> None:
     project = write_project(tmp_path / "pg", SCHEMA)
-    live = LiveServer(project, workers=2, env={"ALYX_DATABASE_URL": pg_url, "ALYX_REALTIME_BROKER": "postgres"})
+    live = fanout_server(project, {"ALYX_DATABASE_URL": pg_url, "ALYX_REALTIME_BROKER": "postgres"})
     try:
-        sockets = [Socket(live)]
-        while len({s.node for s in sockets}) < 2 and len(sockets) < 24:
-            sockets.append(Socket(live))
+        sockets = sockets_on_every_worker(live)
         for s in sockets:
             s.subscribe(collection="posts")
         ids = {create(live, title=f"via notify {i}") for i in range(4)}
