@@ -367,3 +367,28 @@ def test_rules_sql_cannot_express_apply_to_snapshots_and_deltas(services) -> Non
     rt.hub.advance()
     (delta,) = deltas(alice)
     assert [d["id"] for d in delta["changes"]["inserts"]] == [later["id"]]
+
+
+def test_the_tailer_reads_a_burst_of_commits_in_one_coalescing_window(make_app) -> None:
+    """Commits poke the tailer (no polling here); pokes inside the window are read in one batch."""
+    import time
+
+    env = {"ALYX_REALTIME_COALESCE_MS": "1000", "ALYX_REALTIME_POLL_INTERVAL_MS": "600000"}
+    services = make_app(NOTES_SCHEMA, env=env).extensions["alyx"]
+    rt = services.realtime
+    client = new_client(services)
+    rt.subscribe(client, {"collection": "posts"})
+    rt.hub.ensure_started()
+    try:
+        with services.db.connection():
+            for n in range(3):
+                services.records.create("posts", {"title": f"burst {n}"})
+            head = rt.feed.head()
+        deadline = time.monotonic() + 10
+        while rt.hub.position < head and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert rt.hub.position == head and rt.hub.batches == 1
+        (delta,) = deltas(client)
+        assert [d["title"] for d in delta["changes"]["inserts"]] == ["burst 0", "burst 1", "burst 2"]
+    finally:
+        rt.hub.tailer.stop()
