@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from alyx.errors import ConfigError
-from alyx.schema import load_yaml
+from alyx.yamlfile import load_yaml
 
 CONFIG_FILE = "alyx.yaml"
 SANDBOX_TIERS = ("auto", "docker", "bwrap", "process")
