@@ -389,6 +389,10 @@ def test_unknown_and_misconfigured_functions(fn_app: FnApp) -> None:
     r = c.get("/api/functions/bad")
     assert r.status_code == 503 and r.json["error"]["code"] == "function_unavailable"
     assert r.json["error"]["message"].startswith("functions/bad/manifest.yaml:1: timeout: ")
+    problems = c.get("/api/health").json["functions"]["problems"]
+    assert problems == [{"function": "bad", "message": r.json["error"]["message"]}]
+    assert app.extensions["alyx"].functions.catalog() == [
+        {"name": "bad", "status": "unavailable", "error": r.json["error"]["message"]}]
 
 
 def test_health_reports_the_tier(fn_app: FnApp, tier: str) -> None:

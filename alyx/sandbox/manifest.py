@@ -213,28 +213,25 @@ def _number(kind: type, minimum: float) -> Callable[[Any], Any]:
     return parse
 
 
-def _duration(minimum: float) -> Callable[[Any], float]:
-    def parse(value: Any) -> float:
+def _measure(convert: Callable[[Any], float], what: str, minimum: float, unit: str) -> Callable[[Any], Any]:
+    """A parser of durations or sizes: ``convert`` (alyx/units.py), then at least ``minimum``."""
+    def parse(value: Any) -> Any:
         try:
-            seconds = parse_duration(value)
+            amount = convert(value)
         except ValueError:
-            raise ValueError(f"expected a duration ({DURATION_HINT}), got {describe(value)}") from None
-        if seconds < minimum:
-            raise ValueError(f"expected at least {minimum:g}s, got {describe(value)}")
-        return seconds
+            raise ValueError(f"expected {what}, got {describe(value)}") from None
+        if amount < minimum:
+            raise ValueError(f"expected at least {minimum:g}{unit}, got {describe(value)}")
+        return amount
     return parse
+
+
+def _duration(minimum: float) -> Callable[[Any], float]:
+    return _measure(parse_duration, f"a duration ({DURATION_HINT})", minimum, "s")
 
 
 def _size(minimum: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        try:
-            megabytes = parse_size_mb(value)
-        except ValueError:
-            raise ValueError(f"expected a size ({SIZE_HINT}), got {describe(value)}") from None
-        if megabytes < minimum:
-            raise ValueError(f"expected at least {minimum} MB, got {describe(value)}")
-        return megabytes
-    return parse
+    return _measure(parse_size_mb, f"a size ({SIZE_HINT})", minimum, " MB")
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
