@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from alyx.errors import ConfigError
-from alyx.schema import load_yaml
+from alyx.yamlfile import load_yaml
 
 CONFIG_FILE = "alyx.yaml"
 SANDBOX_TIERS = ("auto", "docker", "bwrap", "process")
@@ -18,7 +18,7 @@ ENVIRONMENTS = ("production", "development")
 
 
 def _setting(default: Any, key: str, kind: Any, choices: tuple[str, ...] | None = None, env: tuple[str, ...] = (),
-             maximum: int | None = None):
+             maximum: int | None = None) -> Any:
     return field(default=default, metadata={"key": key, "kind": kind, "choices": choices, "env": env,
                                             "maximum": maximum})
 
@@ -58,7 +58,7 @@ class Config:
     auth_login_max_failures_account: int = _setting(5, "auth.login_max_failures_account", int)
     auth_login_max_failures_ip: int = _setting(50, "auth.login_max_failures_ip", int)
     auth_login_lockout_max_seconds: int = _setting(900, "auth.login_lockout_max_seconds", int)
-    auth_oauth: dict | None = _setting(None, "auth.oauth", dict)
+    auth_oauth: dict[str, Any] | None = _setting(None, "auth.oauth", dict)
     functions_sandbox: str = _setting("auto", "functions.sandbox", str, choices=SANDBOX_TIERS)
     functions_warm_pool: int = _setting(1, "functions.warm_pool", int)  # started generic sandboxes per runtime
     functions_idle_ttl: int = _setting(300, "functions.idle_ttl", int)  # seconds an idle sandbox is kept
@@ -75,7 +75,7 @@ class Config:
     events_job_retention_seconds: int = _setting(7 * 86400, "events.job_retention_seconds", int)
     schedules_catch_up: str = _setting("once", "schedules.catch_up", str, choices=("once", "all", "none"))
     schedules_lease_seconds: int = _setting(15, "schedules.lease_seconds", int)
-    webhooks: list | None = _setting(None, "webhooks", list)  # outgoing webhooks (alyx/events.py)
+    webhooks: list[Any] | None = _setting(None, "webhooks", list)  # outgoing webhooks (alyx/events.py)
     realtime_max_connections: int = _setting(10000, "realtime.max_connections", int)  # per worker process
     realtime_max_subscriptions: int = _setting(100, "realtime.max_subscriptions", int)  # per connection
     realtime_max_frame_bytes: int = _setting(65536, "realtime.max_frame_bytes", int)  # client → server
@@ -105,11 +105,11 @@ class Config:
         return self.database_url or f"sqlite:///{self.sqlite_path}"
 
 
-def _settings() -> list[dataclasses.Field]:
+def _settings() -> list[dataclasses.Field[Any]]:
     return [f for f in dataclasses.fields(Config) if "key" in f.metadata]
 
 
-def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
+def _coerce(value: Any, f: dataclasses.Field[Any], where: str) -> Any:
     kind = f.metadata["kind"]
     key = f.metadata["key"]
     if value is None:

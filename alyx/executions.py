@@ -7,7 +7,7 @@ from typing import Any
 
 import peewee
 
-from alyx.clock import utcnow
+from alyx.clock import iso_or_value, utcnow
 from alyx.db import Database
 from alyx.errors import not_found
 from alyx.models import new_id
@@ -39,7 +39,7 @@ class Executions:
 
     def __init__(self, db: Database, model: type[peewee.Model], keep: int = KEEP_PER_FUNCTION) -> None:
         self.db = db
-        self.model = model
+        self.model: Any = model  # the Execution model of alyx/models.py (its columns are dynamic)
         self.keep = keep
         self._inserts: dict[str, int] = {}
 
@@ -70,14 +70,15 @@ class Executions:
             if cutoff is None:
                 return 0
             with self.db.write():
-                return m.delete().where((m.function_id == function) & (m.started_at <= cutoff)).execute()
+                return int(m.delete().where((m.function_id == function) & (m.started_at <= cutoff)).execute())
 
     def list(self, query: Mapping[str, str]) -> list[dict[str, Any]]:
         """Newest first; filters: function_id, status, trigger_type; limit (default 50, max 500)."""
         m = self.model
         select, limit = filtered_listing(m, query, ("function_id", "status", "trigger_type"), DEFAULT_LIMIT, MAX_LIMIT)
         with self.db.connection():
-            rows = list(select.order_by(m.started_at.desc(), m.id.desc()).limit(limit).dicts())
+            found: Any = select.order_by(m.started_at.desc(), m.id.desc()).limit(limit).dicts()
+            rows: list[dict[str, Any]] = list(found)
         return [self._shape(r) for r in rows]
 
     def get(self, execution_id: str) -> dict[str, Any]:
@@ -89,7 +90,6 @@ class Executions:
 
     @staticmethod
     def _shape(row: dict[str, Any]) -> dict[str, Any]:
-        started = row.pop("started_at")
-        row["started_at"] = started.isoformat() + "Z" if isinstance(started, dt.datetime) else started
+        row["started_at"] = iso_or_value(row.pop("started_at"))
         row["logs"] = {"stdout": row.pop("stdout"), "stderr": row.pop("stderr")}
         return row

@@ -1,13 +1,19 @@
-"""Functions of one app: find them, check rules.invoke, run them in the sandbox manager, log each run."""
+"""Functions of one app: find them, check rules.invoke, run them in the sandbox manager, log each run.
+
+``Functions.run`` is the one way a function runs, whoever asks: an HTTP call (``invoke``) or a
+trigger (hooks, webhooks, schedules, events in alyx/events/). It issues and revokes the callback
+token, runs the call and writes the execution record; what differs is passed in.
+"""
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import logging
 import os
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import peewee
 
@@ -29,16 +35,37 @@ from alyx.sandbox import (
     choose_tier,
     detect_tier,
 )
+from alyx.sandbox.registry import unavailable
+
+if TYPE_CHECKING:
+    from alyx.sandbox.watch import FunctionWatcher
 
 log = logging.getLogger("alyx.functions")
 
+# Never handed to a function nor written to the execution log: the caller's credentials stay here.
 SECRET_HEADERS = {"authorization", "cookie", "proxy-authorization", "x-alyx-secret"}
+# What of a failed run's error details a client may see (the rest is in the execution log).
+PUBLIC_DETAILS = ("phase", "file", "line", "exit_code", "memory_mb")
+FAULT_OUTCOMES_WITH_OUTPUT = ("error", "memory_limit")  # failures whose answer an HTTP run still logs
 
 
 def principal_dict(auth: Principal | None) -> dict[str, Any] | None:
-    if auth is None:
-        return None
-    return {"id": auth.id, "email": auth.email, "role": auth.role, "verified": auth.verified}
+    """req.auth of a call: the caller's JSON form, or None for anonymous and trigger runs."""
+    return None if auth is None else auth.as_dict()
+
+
+def public_details(error: Mapping[str, Any] | None, execution_id: str) -> dict[str, Any]:
+    """The details of a failed run a client gets: PUBLIC_DETAILS and the execution id."""
+    details = {k: v for k, v in ((error or {}).get("details") or {}).items() if k in PUBLIC_DETAILS}
+    details["execution_id"] = execution_id
+    return details
+
+
+def trigger_log_input(value: Any) -> Any:
+    """What an execution record keeps of a trigger's input: big webhook bodies are capped."""
+    if isinstance(value, dict) and isinstance(value.get("body"), str) and len(value["body"]) > 16 * 1024:
+        return {**value, "body": capped_text(value["body"])}
+    return value
 
 
 class Functions:
@@ -53,7 +80,7 @@ class Functions:
         self._manager: SandboxManager | None = None
         self._lock = threading.Lock()
         self._rules: dict[str, cel.Node] = {}
-        self._watcher = None
+        self._watcher: FunctionWatcher | None = None
         self._closed = False
         self.callback_app: Any = None  # the WSGI app functions call back into (set by the blueprint)
         self.callback_tokens = CallbackTokens()
@@ -156,7 +183,7 @@ class Functions:
             try:
                 node = cel.parse(spec.invoke_rule)
             except cel.CelError as exc:
-                raise AlyxError("function_config_error", f"Function {spec.name!r}: rules.invoke: {exc}", 500) from None
+                raise unavailable(f"Function {spec.name!r}: rules.invoke: {exc}") from None
             self._rules[spec.invoke_rule] = node
         auth_value = principal_dict(auth)
 
@@ -187,50 +214,83 @@ class Functions:
 
     def invoke(self, name: str, call: Call, auth: Principal | None, rule_request: Mapping[str, Any],
                log_input: Any) -> tuple[CallResult, str]:
-        """Run a function for a caller; returns the result and the execution id (faults are results)."""
+        """Run a function for an HTTP caller (rules.invoke first); returns the result and the execution id."""
         spec = self.registry.get(name)
-        started_at = utcnow()
         try:
             self.check_invoke_rule(spec, auth, rule_request)
         except AlyxError as exc:
             if exc.status in (401, 403):
-                self._record(spec, call, CallResult(exc.status, [], b"", "denied", exc.to_dict()["error"]),
-                             log_input, started_at)
+                self.log_run(spec.name, spec.version, call.trigger, log_input,
+                             CallResult(exc.status, [], b"", "denied", exc.to_dict()["error"]), utcnow(),
+                             fault_output=False)
             raise
         call.auth = principal_dict(auth)
-        manager = self.manager
+        return self.run(spec, call, callback_as=auth, log_input=log_input, fault_output=False)
+
+    def run(self, spec: FunctionSpec, call: Call, *, callback_as: Principal | None, log_input: Any,
+            record: bool = True, fault_output: bool = True) -> tuple[CallResult, str]:
+        """Run ``call`` (its trigger, req.auth and input already set) and log it; faults are results.
+
+        ``callback_as``: who the function is when it calls the API back (req.alyx). ``record``: False
+        when the caller writes the execution itself (a job, inside its own transaction); the id is then
+        "". ``fault_output``: log the answer of a run that timed out or crashed too (see log_run).
+        """
+        started_at = utcnow()
+        manager = self.manager  # first: it starts the callback socket
         token = None
         if self._callback is not None:
-            token = call.callback_token = self.callback_tokens.issue(auth, spec.limits.timeout * 2 + 30)
+            token = call.callback_token = self.callback_tokens.issue(callback_as, spec.limits.timeout * 2 + 30)
         try:
             result = manager.invoke(spec, call)
         finally:
             if token:
                 self.callback_tokens.revoke(token)
-        execution_id = self._record(spec, call, result, log_input, started_at)
+        execution_id = self.log_run(spec.name, spec.version, call.trigger, log_input, result, started_at,
+                                    fault_output=fault_output) if record else ""
         return result, execution_id
 
-    def issue_callback_token(self, auth: Principal | None, spec: FunctionSpec) -> str | None:
-        """A callback token for a call made outside invoke() (event triggers); None without a callback socket."""
-        if self._callback is None:
-            return None
-        return self.callback_tokens.issue(auth, spec.limits.timeout * 2 + 30)
+    def log_run(self, function: str, version: str, trigger: str, log_input: Any, result: CallResult | None,
+                started_at: dt.datetime, *, status: str | None = None, error: Mapping[str, Any] | None = None,
+                output: Any = None, duration_ms: float | None = None, fault_output: bool = True) -> str:
+        """One execution record; returns its id.
 
-    def _record(self, spec: FunctionSpec, call: Call, result: CallResult, log_input: Any,
-                started_at: Any) -> str:
-        output = None
-        if result.error is None or result.outcome in ("error", "memory_limit"):
+        With a result, status, error, logs and timings come from it unless given, and ``output`` is its
+        answer; an HTTP run (``fault_output=False``) logs no answer for timeouts, crashes and load errors.
+        Without one (the run never started, or was refused), what is given is logged.
+        """
+        if result is not None and (fault_output or result.error is None
+                                   or result.outcome in FAULT_OUTCOMES_WITH_OUTPUT):
             content_type = next((v for k, v in result.headers if k.lower() == "content-type"), None)
             output = {"status": result.status, "content_type": content_type, "body": capped_text(result.body)}
         t0 = time.monotonic()
         try:
             return self.executions.record(
-                function=spec.name, version=spec.version, trigger=call.trigger, status=result.outcome,
-                input=log_input, output=output, error=result.error, stdout=result.stdout, stderr=result.stderr,
-                timings=result.timings, duration_ms=result.duration_ms, tier=self.tier or "",
-                sandbox=result.sandbox, started_at=started_at)
+                function=function, version=version, trigger=trigger,
+                status=status or (result.outcome if result is not None else "error"), input=log_input,
+                output=output, error=error if error is not None else (result.error if result is not None else None),
+                stdout=result.stdout if result else "", stderr=result.stderr if result else "",
+                timings=result.timings if result else {},
+                duration_ms=duration_ms if duration_ms is not None else (result.duration_ms if result else 0.0),
+                tier=self.tier or "", sandbox=result.sandbox if result else None, started_at=started_at)
         finally:
-            log.debug("execution of %s logged in %.2f ms", spec.name, (time.monotonic() - t0) * 1000)
+            log.debug("execution of %s logged in %.2f ms", function, (time.monotonic() - t0) * 1000)
+
+    def problems(self) -> list[dict[str, str]]:
+        """Functions that cannot be loaded now, with why (file:line: key: message), for /api/health."""
+        return [{"function": name, "message": message} for name, message in sorted(self.registry.problems().items())]
+
+    def catalog(self) -> list[dict[str, Any]]:
+        """Every function with its runtime and version, or the problem that keeps it from loading."""
+        items: list[dict[str, Any]] = []
+        for name in self.registry.names():
+            try:
+                spec = self.registry.get(name)
+            except AlyxError as exc:
+                if exc.status != 404:
+                    items.append({"name": name, "status": "unavailable", "error": exc.message})
+                continue
+            items.append({"name": name, "status": "ok", "runtime": spec.runtime, "version": spec.version[:12]})
+        return items
 
 
 def http_log_input(method: str, path: str, query: Mapping[str, Any], headers: Mapping[str, str],

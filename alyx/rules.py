@@ -34,6 +34,10 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form of a caller (rules' `auth`, a function's `req.auth`, realtime's `auth` frame)."""
+        return {"id": self.id, "email": self.email, "role": self.role, "verified": self.verified}
+
 
 @dataclass(frozen=True)
 class RequestInfo:
@@ -78,7 +82,7 @@ def _auth_value(auth: Principal | None, key: str | None) -> Any:
     if auth is None:  # `auth` is null; `auth.id` of null is a CEL error (it never matches a null column)
         return None if key is None else cel.ERROR
     if key is None:
-        return {"id": auth.id, "email": auth.email, "role": auth.role, "verified": auth.verified}
+        return auth.as_dict()
     return getattr(auth, key)
 
 

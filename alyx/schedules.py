@@ -1,7 +1,8 @@
 """Schedules: parse manifest `schedules:` entries and compute run times — pure, no database, no Flask.
 
 Three kinds: ``cron`` (croniter, evaluated in an IANA timezone with zoneinfo), ``interval``
-(``30s``, ``5m``, ``1h``, ``1d``, or combined ``1h30m``) and ``one_time`` (an RFC 3339 instant).
+(``30s``, ``5m``, ``1h``, ``1d``, or combined ``1h30m``: alyx/units.py's durations) and ``one_time``
+(an RFC 3339 instant).
 All times handed out are aware UTC datetimes.
 
 Daylight saving: a cron time that does not exist on the spring-forward day (02:30 in New York) runs
@@ -21,12 +22,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from alyx.units import parse_duration_text
+from alyx.yamlfile import Reader
+
 UTC = dt.timezone.utc
 KINDS = ("cron", "interval", "one_time")
 CATCH_UP = ("once", "all", "none")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-INTERVAL_RE = re.compile(r"(\d+)\s*([smhd])")
-UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_CATCH_UP_RUNS = 100  # catch_up: all never queues more than this many missed runs at once
 SCHEDULE_KEYS = {"name", "type", "expression", "timezone", "config", "catch_up", "enabled"}
 
@@ -36,13 +38,13 @@ class ScheduleError(ValueError):
 
 
 def parse_interval(text: str) -> dt.timedelta:
-    """``30s`` / ``5m`` / ``1h`` / ``1d`` / ``1h30m`` → a positive timedelta (ValueError otherwise)."""
-    compact = str(text).strip().lower().replace(" ", "")
-    if not compact or INTERVAL_RE.sub("", compact):
-        raise ValueError(f"interval {text!r} is not like 30s, 5m, 1h, 1d or 1h30m")
-    seconds = sum(int(n) * UNIT_SECONDS[unit] for n, unit in INTERVAL_RE.findall(compact))
-    if seconds <= 0:
-        raise ValueError(f"interval {text!r} must be longer than zero")
+    """``30s`` / ``5m`` / ``1h`` / ``1d`` / ``1h30m`` → a timedelta of at least a second (ValueError otherwise)."""
+    try:
+        seconds = parse_duration_text(text)
+    except ValueError:
+        raise ValueError(f"interval {text!r} is not like 30s, 5m, 1h, 1d or 1h30m") from None
+    if seconds < 1:
+        raise ValueError(f"interval {text!r} must be at least a second")
     return dt.timedelta(seconds=seconds)
 
 
@@ -141,39 +143,43 @@ def plan_runs(spec: ScheduleSpec, next_run: dt.datetime | None, now: dt.datetime
     return [], following
 
 
-def parse_schedules(function: str, raw: Any, environ_tz: str | None = None) -> list[ScheduleSpec]:
-    """A manifest's ``schedules:`` list → ScheduleSpecs; ScheduleError names the entry that is wrong."""
+def parse_schedules(function: str, raw: Any, environ_tz: str | None = None, *, reader: Reader | None = None,
+                    parent: Any = None) -> list[ScheduleSpec]:
+    """A manifest's ``schedules:`` list → ScheduleSpecs; the error names the entry (and line) that is wrong.
+
+    ``reader`` is the manifest's (its errors then carry file:line); alone, errors are ScheduleErrors.
+    """
+    reader = reader or Reader(f"Function {function!r}: manifest.yaml", ScheduleError)
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise ScheduleError(f"Function {function!r}: manifest.yaml: schedules must be a list")
+        reader.fail(parent, "schedules", "must be a list", key="schedules")
     specs: list[ScheduleSpec] = []
     seen: set[str] = set()
     for index, entry in enumerate(raw):
-        where = f"Function {function!r}: manifest.yaml: schedules[{index}]"
+        where = f"schedules[{index}]"
         if not isinstance(entry, dict):
-            raise ScheduleError(f"{where} must be a mapping")
-        unknown = sorted(set(entry) - SCHEDULE_KEYS)
-        if unknown:
-            raise ScheduleError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(SCHEDULE_KEYS))}")
+            reader.fail(parent, where, "must be a mapping", key="schedules")
+        reader.mapping(entry, where, SCHEDULE_KEYS)
         name = str(entry.get("name") or f"schedule{index}")
         if not NAME_RE.match(name):
-            raise ScheduleError(f"{where}: name {name!r} must be letters, digits, '_', '-' or '.'")
+            reader.fail(entry, where, f"name {name!r} must be letters, digits, '_', '-' or '.'", key="name")
         if name in seen:
-            raise ScheduleError(f"{where}: two schedules are named {name!r}")
+            reader.fail(entry, where, f"two schedules are named {name!r}", key="name")
         seen.add(name)
         kind = entry.get("type", "cron")
         if kind not in KINDS:
-            raise ScheduleError(f"{where}: type must be one of {', '.join(KINDS)}, got {kind!r}")
+            reader.fail(entry, where, f"type must be one of {', '.join(KINDS)}, got {kind!r}", key="type")
         expression = entry.get("expression")
         if expression is None or isinstance(expression, (bool, dict, list)):
-            raise ScheduleError(f"{where}: expression is required")
+            reader.fail(entry, where, "expression is required", key="expression")
         expression = str(expression).strip()
         tz_name = str(entry.get("timezone") or environ_tz or "UTC")
         try:
             tz = ZoneInfo(tz_name)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ScheduleError(f"{where}: timezone {tz_name!r} is not an IANA timezone (like Europe/Paris)") from None
+            reader.fail(entry, where, f"timezone {tz_name!r} is not an IANA timezone (like Europe/Paris)",
+                        key="timezone")
         try:
             if kind == "cron":
                 if not croniter.is_valid(expression) or len(expression.split()) != 5:
@@ -183,16 +189,17 @@ def parse_schedules(function: str, raw: Any, environ_tz: str | None = None) -> l
             else:
                 parse_instant(expression, tz)
         except ValueError as exc:
-            raise ScheduleError(f"{where}: {exc}") from None
+            reader.fail(entry, where, str(exc), key="expression")
         config = entry.get("config") or {}
         if not isinstance(config, dict) or set(config) - {"input"}:
-            raise ScheduleError(f"{where}: config may only hold 'input'")
+            reader.fail(entry, where, "config may only hold 'input'", key="config")
         catch_up = entry.get("catch_up")
         if catch_up is not None and catch_up not in CATCH_UP:
-            raise ScheduleError(f"{where}: catch_up must be one of {', '.join(CATCH_UP)}, got {catch_up!r}")
+            reader.fail(entry, where, f"catch_up must be one of {', '.join(CATCH_UP)}, got {catch_up!r}",
+                        key="catch_up")
         enabled = entry.get("enabled", True)
         if not isinstance(enabled, bool):
-            raise ScheduleError(f"{where}: enabled must be true or false")
+            reader.fail(entry, where, "enabled must be true or false", key="enabled")
         specs.append(ScheduleSpec(function, name, kind, expression, tz_name, config.get("input"), catch_up,
                                   enabled, tz))
     return specs

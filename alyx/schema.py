@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from alyx.errors import ConfigError
+from alyx.yamlfile import Located as _Located
+from alyx.yamlfile import Reader as _Reader
+from alyx.yamlfile import describe as _kind
+from alyx.yamlfile import load_yaml
 
 FIELD_TYPES = (
     "string", "text", "int", "float", "bool", "datetime", "date", "json",
@@ -106,94 +107,6 @@ def default_auth_fields() -> tuple[FieldSpec, ...]:
         FieldSpec("role", "select", values=("user", "admin"), default="user"),
         FieldSpec("verified", "bool", default=False),
     )
-
-
-class _LineLoader(yaml.SafeLoader):
-    """A safe loader that remembers where each mapping and key came from, and refuses duplicate keys."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Located:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
-            )
-        seen[key] = key_node.start_mark.line + 1
-    mapping = _Located(loader.construct_mapping(node, deep=True))
-    mapping.line = node.start_mark.line + 1
-    mapping.key_lines = seen
-    return mapping
-
-
-class _Located(dict):
-    line: int = 0
-    key_lines: dict[Any, int]
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-class _Reader:
-    """Walks the loaded YAML and raises ConfigError with file:line: path: message."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def fail(self, node: Any, where: str, message: str, key: str | None = None) -> None:
-        line = 0
-        if isinstance(node, _Located):
-            line = node.key_lines.get(key, node.line) if key else node.line
-        prefix = f"{self.path}:{line}" if line else self.path
-        raise ConfigError(f"{prefix}: {where}: {message}")
-
-    def mapping(self, node: Any, where: str, allowed: set[str], parent: Any = None) -> _Located:
-        if not isinstance(node, dict):
-            self.fail(parent, where, f"expected a mapping, got {_kind(node)}")
-        unknown = sorted(str(k) for k in node if k not in allowed)
-        if unknown:
-            self.fail(node, where, f"unknown key {unknown[0]!r} (expected one of: {', '.join(sorted(allowed))})",
-                      key=unknown[0])
-        return node
-
-    def get(self, node: _Located, key: str, where: str, kinds: tuple[type, ...], default: Any = None,
-            required: bool = False) -> Any:
-        if key not in node:
-            if required:
-                self.fail(node, where, f"missing required key {key!r}")
-            return default
-        value = node[key]
-        if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
-            expected = " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
-            self.fail(node, f"{where}.{key}", f"expected {expected}, got {_kind(value)}", key=key)
-        return value
-
-
-_KIND_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number",
-               list: "a list", dict: "a mapping"}
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"boolean {value}"
-    if isinstance(value, (dict, list)):
-        return "a mapping" if isinstance(value, dict) else "a list"
-    return f"{type(value).__name__} {value!r}"
-
-
-def load_yaml(text: str, path: str) -> Any:
-    """Safe YAML whose mappings remember their lines (``.line``, ``.key_lines``); any problem,
-    duplicate keys included, is a ConfigError naming the file and line."""
-    try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}{line}: not valid YAML: {problem}") from None
 
 
 def parse_schema(text: str, path: str = "schema.yaml") -> Schema:

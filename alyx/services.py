@@ -88,7 +88,7 @@ def build_services(config: Config, migrate: bool = True) -> Services:
                             Records(db, schema, models, access, config.api_default_per_page,
                                     config.api_max_per_page))
         services.realtime = Realtime(config, db, services.records, access)
-        services.events = Events(services)
+        services.events = Events(config, db, services.records, services.functions)
         if migrate:
             apply_safe_migrations(services)
     except peewee.OperationalError as exc:

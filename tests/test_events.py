@@ -416,6 +416,18 @@ def test_outgoing_webhook_config_errors_name_the_entry(ev_app: EvApp) -> None:
         ev_app({}, config='webhooks:\n  - {url: "http://127.0.0.1:1/x"}\n')
 
 
+def test_outgoing_webhook_errors_carry_the_line_and_timeouts_are_durations() -> None:
+    from alyx.errors import ConfigError
+    from alyx.events import parse_outgoing
+    from alyx.yamlfile import load_yaml
+
+    text = 'webhooks:\n  - url: "http://x/a"\n    secret: s\n    timeout_seconds: 500ms\n  - url: ftp://x\n'
+    entries = load_yaml(text, "alyx.yaml")["webhooks"]
+    with pytest.raises(ConfigError, match=r"^alyx\.yaml:5: webhooks\[1\]: url must be an http\(s\) URL"):
+        parse_outgoing(entries, {})
+    assert parse_outgoing(entries[:1], {})["webhook0"].timeout_seconds == 0.5
+
+
 CHAIN = '''
 def handler(req, res):
     doc = req.input["document"]

@@ -21,7 +21,7 @@ def test_filters_shape_and_pruning(make_app) -> None:
     newest = log.list({"function_id": "a", "limit": "2"})
     assert [r["id"] for r in newest] == [ids[4], ids[3]]
     assert newest[0]["logs"] == {"stdout": "out", "stderr": ""} and newest[0]["timings"] == {"handler": 1.0}
-    assert newest[0]["started_at"] == "2026-01-01T00:00:04Z"
+    assert newest[0]["started_at"] == "2026-01-01T00:00:04.000Z"
     assert log.get(ids[0])["status"] == "error"
     assert log.prune("a") == 2
     assert [r["id"] for r in log.list({"function_id": "a"})] == [ids[4], ids[3], ids[2]]

@@ -387,8 +387,12 @@ def test_unknown_and_misconfigured_functions(fn_app: FnApp) -> None:
     assert c.get("/api/functions/missing").status_code == 404
     assert c.get("/api/functions/..%2Fetc").status_code == 404
     r = c.get("/api/functions/bad")
-    assert r.status_code == 500 and r.json["error"]["code"] == "function_config_error"
-    assert "timeout" in r.json["error"]["message"]
+    assert r.status_code == 503 and r.json["error"]["code"] == "function_unavailable"
+    assert r.json["error"]["message"].startswith("functions/bad/manifest.yaml:1: timeout: ")
+    problems = c.get("/api/health").json["functions"]["problems"]
+    assert problems == [{"function": "bad", "message": r.json["error"]["message"]}]
+    assert app.extensions["alyx"].functions.catalog() == [
+        {"name": "bad", "status": "unavailable", "error": r.json["error"]["message"]}]
 
 
 def test_health_reports_the_tier(fn_app: FnApp, tier: str) -> None:

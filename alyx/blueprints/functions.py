@@ -7,14 +7,13 @@ from flask.blueprints import BlueprintSetupState
 from alyx.blueprints import current_principal, services
 from alyx.callback import ENVIRON_KEY
 from alyx.errors import AlyxError
-from alyx.functions import SECRET_HEADERS, http_log_input
+from alyx.functions import SECRET_HEADERS, http_log_input, public_details
 from alyx.http import json_response
 from alyx.sandbox import Call
 
 bp = Blueprint("functions", __name__)
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-PUBLIC_DETAILS = ("phase", "file", "line", "exit_code", "memory_mb")
 
 
 @bp.record_once
@@ -46,10 +45,8 @@ def invoke(name: str, rest: str = "") -> Response:
     result, execution_id = functions.invoke(name, call, current_principal(), rule_request, log_input)
     if result.outcome != "success":
         error = result.error or {"code": "function_error", "message": "The function failed."}
-        details = {k: v for k, v in (error.get("details") or {}).items() if k in PUBLIC_DETAILS}
-        details["execution_id"] = execution_id
         raise AlyxError(error.get("code") or "function_error", error.get("message") or "The function failed.",
-                        result.status, details, {"X-Alyx-Execution-Id": execution_id})
+                        result.status, public_details(error, execution_id), {"X-Alyx-Execution-Id": execution_id})
     response = Response(result.body, status=result.status)
     for key, value in result.headers:
         if key.lower() == "content-type":

@@ -19,7 +19,8 @@ def health() -> Response:
         "version": __version__,
         "database": "sqlite" if svc.db.is_sqlite else "postgresql",
         "collections": sorted(svc.schema.collections),
-        "functions": {"sandbox": svc.functions.describe_tier(), "setting": svc.config.functions_sandbox},
+        "functions": {"sandbox": svc.functions.describe_tier(), "setting": svc.config.functions_sandbox,
+                      "problems": svc.functions.problems()},
     })
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 
 from alyx.sandbox.manager import Call, CallResult, PoolSettings, SandboxManager
-from alyx.sandbox.registry import FunctionRegistry, FunctionSpec, Limits
+from alyx.sandbox.manifest import Limits
+from alyx.sandbox.registry import FunctionRegistry, FunctionSpec
 from alyx.sandbox.tiers import BwrapTier, ProcessTier, Profile, Tier, bwrap_problem
 
 log = logging.getLogger("alyx.sandbox")

@@ -1,0 +1,40 @@
+"""What an incoming webhook and a custom event become: a checked ``req.input`` (verification, event shape)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from alyx.errors import bad_request
+from alyx.functions import SECRET_HEADERS
+from alyx.sandbox.manifest import WebhookHook
+from alyx.signatures import Verification, verify
+
+EVENT_KEYS = {"type", "source", "action", "payload"}
+
+
+def webhook_input(hook: WebhookHook, body: bytes, headers: Mapping[str, str]) -> tuple[dict[str, Any], Verification]:
+    """Check the signature; the delivery's input {body, headers (no secrets), verified, verification_error}."""
+    if hook.algorithm is None or hook.header is None:
+        result = Verification(False, "this webhook has no verification configured")
+    else:
+        wanted = hook.header.lower()
+        header_value = next((v for k, v in headers.items() if k.lower() == wanted), None)
+        result = verify(body, header_value, hook.secret, hook.algorithm, hook.tolerance_seconds)
+    kept_headers = {k.lower(): v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}
+    hook_input = {"body": body.decode("utf-8", "replace"), "headers": kept_headers,
+                  "verified": result.verified, "verification_error": result.error}
+    return hook_input, result
+
+
+def clean_event(event: Any) -> dict[str, Any]:
+    """A published event {type, source?, action?, payload?}, checked (400 naming what is wrong)."""
+    if not isinstance(event, dict) or set(event) - EVENT_KEYS:
+        raise bad_request("An event is an object {type, source?, action?, payload?}.")
+    kind = event.get("type")
+    if not isinstance(kind, str) or not kind or len(kind) > 200:
+        raise bad_request("An event needs a type (a string like 'order.paid').")
+    for key in ("source", "action"):
+        if event.get(key) is not None and not isinstance(event[key], str):
+            raise bad_request(f"event.{key} must be a string.")
+    return {"type": kind, "source": event.get("source"), "action": event.get("action"),
+            "payload": event.get("payload")}

@@ -1,0 +1,48 @@
+"""Durations and sizes as people write them in config files: ``500ms``, ``1h30m``, ``128MB``, ``1G``."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+SIZE_RE = re.compile(r"(\d+)([mg])?(?:i?b)?")
+DURATION_HINT = "seconds, or like 500ms, 1s, 2m, 1h30m"
+SIZE_HINT = "megabytes, or like 128MB, 256m, 1G"
+
+
+def parse_duration_text(text: str) -> float:
+    """``30s`` / ``500ms`` / ``5m`` / ``1h`` / ``1d`` / ``1h30m`` → seconds (ValueError otherwise; units required)."""
+    compact = str(text).strip().lower().replace(" ", "")
+    if not compact or DURATION_PART.sub("", compact):
+        raise ValueError(f"{text!r} is not a duration like 500ms, 30s, 5m, 1h, 1d or 1h30m")
+    return sum(float(n) * UNIT_SECONDS[unit] for n, unit in DURATION_PART.findall(compact))
+
+
+def parse_duration(value: Any) -> float:
+    """A number of seconds, or a duration text (``1s``, ``500ms``, ``2m``) → seconds (ValueError otherwise)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration ({DURATION_HINT})")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return parse_duration_text(value)
+    raise ValueError(f"{value!r} is not a duration ({DURATION_HINT})")
+
+
+def parse_size_mb(value: Any) -> int:
+    """A whole number of megabytes, or ``128MB`` / ``128m`` / ``256MiB`` / ``1G`` → megabytes (ValueError otherwise)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size ({SIZE_HINT})")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = SIZE_RE.fullmatch(value.strip().lower().replace(" ", ""))
+        if m:
+            return int(m.group(1)) * (1024 if m.group(2) == "g" else 1)
+    raise ValueError(f"{value!r} is not a size ({SIZE_HINT})")
