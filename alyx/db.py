@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -13,8 +13,6 @@ from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from alyx.config import Config
 from alyx.errors import ConfigError
-
-InsertColumn = tuple[str, Callable[[Any], Any]]
 
 
 class Database:
@@ -31,7 +29,7 @@ class Database:
         _per_greenlet_state(self.peewee)
         self.is_sqlite = isinstance(self.peewee, peewee.SqliteDatabase)
         self._write_lock = threading.RLock() if self.is_sqlite else None
-        self._insert_plans: dict[tuple[type[peewee.Model], frozenset[str]], tuple[str, list[InsertColumn]]] = {}
+        self._inserts: dict[tuple[type[peewee.Model], frozenset[str]], PreparedInsert] = {}
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
@@ -46,28 +44,17 @@ class Database:
     def insert(self, model: type[peewee.Model], row: Mapping[str, Any]) -> Any:
         """``model.insert(row).execute()`` for a row that names every column it fills (model
         defaults are not applied), returning the cursor (``lastrowid`` on SQLite; PostgreSQL's
-        carries ``RETURNING`` the primary key).
-
-        peewee builds the INSERT text once per (model, column set): building it took longer than
-        SQLite took to run it. Values still go through each field's ``db_value``.
-        """
+        carries ``RETURNING`` the primary key). The statement is a ``PreparedInsert`` kept per
+        (model, column set)."""
         key = (model, frozenset(row))
-        plan = self._insert_plans.get(key)
-        if plan is None:
-            fields = [f for f in model._meta.sorted_fields if f.name in row]
-            if len(fields) != len(row):
-                unknown = sorted(set(row) - {f.name for f in fields})
-                raise ValueError(f"{model.__name__} has no field(s) {', '.join(unknown)}")
-            # JSON fields get a non-null sample: peewee wraps their placeholder in json(?) on SQLite.
-            sample = [{} if isinstance(f, peewee.JSONField) else None for f in fields]
-            sql, params = model.insert_many([sample], fields=fields).sql()
-            if len(params) != len(fields):  # pragma: no cover - a peewee change would show here
-                raise RuntimeError(f"unexpected INSERT for {model.__name__}: {sql}")
-            plan = (sql, [(f.name, _insert_converter(f)) for f in fields])
-            if len(self._insert_plans) < 1024:
-                self._insert_plans[key] = plan
-        sql, columns = plan
-        return self.peewee.execute_sql(sql, [convert(row[name]) for name, convert in columns])
+        prepared = self._inserts.get(key)
+        if prepared is None:
+            ordered = [f.name for f in model._meta.sorted_fields if f.name in row]
+            # An unknown name makes the column lists differ: PreparedInsert then names it in its error.
+            prepared = PreparedInsert(self.peewee, model, ordered if len(ordered) == len(row) else list(row))
+            if len(self._inserts) < 1024:
+                self._inserts[key] = prepared
+        return prepared.run(row)
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[None]:
@@ -85,6 +72,47 @@ class Database:
         close_all = getattr(self.peewee, "close_all", None)
         if close_all:
             close_all()
+
+
+class PreparedInsert:
+    """One INSERT statement for a model and a fixed column list, built once and run many times.
+
+    peewee's query builder took longer to build an INSERT than SQLite took to run it, so hot paths
+    (record writes, the change feed, the job outbox) build the text once. Each value still goes
+    through its field's ``db_value``; JSON columns get their JSON text (on SQLite the statement
+    holds ``json(?)``, the way peewee writes it). Columns are written in the order given.
+    """
+
+    def __init__(self, database: peewee.Database, model: type[peewee.Model], columns: Sequence[str]) -> None:
+        fields_by_name = model._meta.fields
+        unknown = [name for name in columns if name not in fields_by_name]
+        if unknown:
+            raise ValueError(f"{model.__name__} has no field(s) {', '.join(sorted(unknown))}")
+        fields = [fields_by_name[name] for name in columns]
+        # JSON fields get a non-null sample: peewee wraps their placeholder in json(?) on SQLite.
+        sample = [{} if isinstance(f, peewee.JSONField) else None for f in fields]
+        sql, params = model.insert_many([sample], fields=fields).sql()
+        if len(params) != len(fields):  # pragma: no cover - a peewee change would show here
+            raise RuntimeError(f"unexpected INSERT for {model.__name__}: {sql}")
+        self.database = database
+        self.sql: str = sql
+        self.columns: tuple[str, ...] = tuple(columns)
+        self.json_columns: frozenset[str] = frozenset(f.name for f in fields if isinstance(f, peewee.JSONField))
+        self._converters = [(f.name, _insert_converter(f)) for f in fields]
+
+    def values(self, row: Mapping[str, Any]) -> list[Any]:
+        """The statement's parameters for ``row`` (which must hold every column)."""
+        return [convert(row[name]) for name, convert in self._converters]
+
+    def run(self, row: Mapping[str, Any]) -> Any:
+        """Insert one row; returns the cursor."""
+        return self.database.execute_sql(self.sql, self.values(row))
+
+    def run_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Insert rows one statement each on one cursor (inside the caller's transaction)."""
+        cursor = self.database.cursor()
+        for row in rows:
+            cursor.execute(self.sql, self.values(row))
 
 
 def _insert_converter(field: peewee.Field) -> Callable[[Any], Any]:

@@ -40,6 +40,7 @@ from alyx.leases import Leases
 from alyx.models import build_event_models
 from alyx.records import ChangeEvent
 from alyx.rules import Principal
+from alyx.scheduler import JobRunner, RunnerSettings, Scheduler
 from alyx.schedules import ScheduleError, ScheduleSpec, parse_schedules
 from alyx.signatures import ALGORITHMS, DEFAULT_TOLERANCE_SECONDS, Verification, sign, verify
 from alyx.signatures import sign_plain as _sign_plain
@@ -283,12 +284,12 @@ class Events:
         self._index_at = 0.0
         self._index_lock = threading.Lock()
         self._parsed: dict[str, tuple[str, FunctionHooks | str]] = {}  # function → (version, hooks or error)
-        self.wake = threading.Event()
         self._local = threading.local()
-        from alyx.scheduler import Loop, Scheduler
-
-        self.scheduler = Scheduler(self)
-        self.loop = Loop(self)
+        self.scheduler = Scheduler(self.db, self.models.schedule, self.jobs, self.leases, self, self.worker_id,
+                                   lease_seconds=self.config.schedules_lease_seconds,
+                                   catch_up=self.config.schedules_catch_up, notify=lambda: self.loop.kick())
+        self.loop = JobRunner(self.jobs, self.scheduler, RunnerSettings.of(self.config), run_job=self.run_job,
+                              reclaim_stale=self.reclaim_stale)
         records = services.records
         records.journal(self._outbox)
         records.subscribe(self._after_commit)
@@ -400,7 +401,7 @@ class Events:
         if getattr(self._local, "queued", False):
             self._local.queued = False
             self.loop.ensure_started()
-            self.wake.set()
+            self.loop.wake()
 
     # -- sync hooks (before the write's transaction) -------------------------------------------
     def _has_sync_hooks(self, collection: str, action: str) -> bool:
@@ -601,7 +602,7 @@ class Events:
         self.refresh()
         job_id = self.jobs.enqueue("function", name, "webhook", {"input": hook_input}, 1 + self.retries_of(name))
         self.loop.ensure_started()
-        self.wake.set()
+        self.loop.wake()
         return {"job_id": job_id, "verified": result.verified, "verification_error": result.error}
 
     # -- custom events -------------------------------------------------------------------------
@@ -625,7 +626,7 @@ class Events:
             with self.db.connection(), self.db.write():
                 self.jobs.insert(rows)
             self.loop.ensure_started()
-            self.wake.set()
+            self.loop.wake()
         return {"delivered_to": targets}
 
 

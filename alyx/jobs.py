@@ -15,11 +15,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import peewee
 
-from alyx.clock import utcnow
-from alyx.db import Database
+from alyx.clock import iso_or_value, utcnow
+from alyx.db import Database, PreparedInsert
 from alyx.errors import AlyxError, not_found
 from alyx.query import filtered_listing
 
@@ -70,25 +69,16 @@ class JobQueue:
         self.model = model
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self._insert_sql: str | None = None
+        self._insert = PreparedInsert(db.peewee, model, INSERT_COLUMNS)
 
     # -- enqueue -----------------------------------------------------------------------------------
     def insert(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Insert job rows in the caller's (already open) write transaction: the outbox.
 
-        Plain SQL prepared once: this runs inside every hooked record write, and building the
-        statement with peewee's query builder cost more than the insert itself.
+        Prepared once (alyx.db.PreparedInsert): this runs inside every hooked record write, and
+        building the statement with peewee's query builder cost more than the insert itself.
         """
-        database = self.db.peewee
-        if self._insert_sql is None:
-            marks = ", ".join([database.param] * len(INSERT_COLUMNS))
-            self._insert_sql = (f'INSERT INTO "{self.model._meta.table_name}" ({", ".join(INSERT_COLUMNS)}) '
-                                f"VALUES ({marks})")
-        cursor = database.cursor()
-        for row in rows:
-            values = [row[c] for c in INSERT_COLUMNS]
-            values[3] = orjson.dumps(values[3]).decode()  # payload: the JSON column's text
-            cursor.execute(self._insert_sql, values)
+        self._insert.run_many(rows)
 
     def enqueue(self, kind: str, target: str, trigger: str, payload: Any, max_attempts: int,
                 run_at: dt.datetime | None = None) -> int:
@@ -234,10 +224,6 @@ class JobQueue:
             return m.delete().where((m.status == "done") & (m.updated_at < older_than)).execute()
 
 
-def _iso(value: Any) -> Any:
-    return value.isoformat() + "Z" if isinstance(value, dt.datetime) else value
-
-
 def shape(row: Mapping[str, Any]) -> dict[str, Any]:
     """A job row as JSON (GET /api/jobs)."""
-    return {k: _iso(v) for k, v in row.items()}
+    return {k: iso_or_value(v) for k, v in row.items()}

@@ -52,8 +52,7 @@ def retry_job(job_id: int) -> Response:
     _require_admin("Retrying a job")
     events = services().events
     job = events.jobs.retry(job_id)
-    events.loop.ensure_started()
-    events.wake.set()
+    events.loop.kick()
     return json_response(job, 202)
 
 
