@@ -27,8 +27,7 @@ def create_app(config: Config | None = None, project_dir: str | Path | None = No
 
     register_blueprints(app)
     svc.functions.prewarm()  # warm sandboxes for the runtimes functions/ uses, in the background
-    if svc.events is not None:
-        svc.events.start()  # this worker runs due jobs; one worker (a database lease) runs schedules
+    svc.events.start()  # this worker runs due jobs; one worker (a database lease) runs schedules
     return app
 
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import argon2
 import jwt
@@ -29,11 +29,11 @@ import peewee
 
 from alyx.clock import utcnow
 from alyx.config import Config
+from alyx.db import Database
 from alyx.errors import AlyxError, ConfigError, validation_failed
-from alyx.rules import Principal, RequestInfo
-
-if TYPE_CHECKING:
-    from alyx.services import Services
+from alyx.models import SystemModels
+from alyx.records import Records
+from alyx.rules import AccessRules, Principal, RequestInfo
 
 log = logging.getLogger("alyx.auth")
 
@@ -212,10 +212,9 @@ class LoginGuard:
     """Brute-force protection: failed logins counted per account and per IP in the database
     (so every worker sees them); past a threshold each further failure doubles a lockout (429)."""
 
-    def __init__(self, services: Services) -> None:
-        self.db = services.db
-        self.model = services.system.login_attempt
-        config = services.config
+    def __init__(self, db: Database, model: type[peewee.Model], config: Config) -> None:
+        self.db = db
+        self.model = model
         self.limits = {"account": config.auth_login_max_failures_account, "ip": config.auth_login_max_failures_ip}
         self.max_lock = max(1, config.auth_login_lockout_max_seconds)
 
@@ -278,14 +277,15 @@ class Client:
 class AuthService:
     """Register, log in, refresh, log out, change passwords; turn access tokens into principals."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.config = services.config
-        self.db = services.db
-        self.records = services.records
-        self.system = services.system
-        self.passwords = Passwords(services.config)
-        self.guard = LoginGuard(services)
+    def __init__(self, config: Config, db: Database, records: Records, access: AccessRules,
+                 system: SystemModels) -> None:
+        self.config = config
+        self.db = db
+        self.records = records
+        self.access = access
+        self.system = system
+        self.passwords = Passwords(config)
+        self.guard = LoginGuard(db, system.login_attempt, config)
         self._keys: KeyRing | None = None
         self._session_cache: dict[str, tuple[Principal, float]] = {}
         self._token_cache: dict[str, dict[str, Any]] = {}
@@ -505,7 +505,7 @@ class AuthService:
             raise validation_failed({"passwordConfirm": ["Does not match the password."]})
         if isinstance(fields.get("email"), str):
             fields["email"] = normalize_email(fields["email"])
-        declared_rule = self.services.access.rule(USERS, "create").node is not None
+        declared_rule = self.access.rule(USERS, "create").node is not None
         if not declared_rule and self.config.auth_registration == "closed":
             raise AlyxError("forbidden", "Registration is closed on this server.", 403)
         self.records.validate(USERS, fields)  # cheap checks before the expensive hash
@@ -605,7 +605,14 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def principal_from_token(services: Services, token: str) -> Principal | None:
+class HasAuth(Protocol):
+    """Anything holding the auth service (the app's Services)."""
+
+    @property
+    def auth(self) -> AuthService: ...
+
+
+def principal_from_token(services: HasAuth, token: str | None) -> Principal | None:
     """An access token → the Principal it stands for (None for no token); AlyxError 401 when it is bad.
 
     For callers outside Flask requests, such as the realtime WebSocket channel.

@@ -290,10 +290,7 @@ class Events:
                                    catch_up=self.config.schedules_catch_up, notify=lambda: self.loop.kick())
         self.loop = JobRunner(self.jobs, self.scheduler, RunnerSettings.of(self.config), run_job=self.run_job,
                               reclaim_stale=self.reclaim_stale)
-        records = services.records
-        records.journal(self._outbox)
-        records.subscribe(self._after_commit)
-        records.guard(self._sync_hooks, self._has_sync_hooks)
+        # Its record hooks (outbox, after_commit, sync_hooks) are registered by build_services (alyx/services.py).
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def install(self) -> None:
@@ -376,7 +373,7 @@ class Events:
         return self.config.events_retries if hooks is None or hooks.retries is None else hooks.retries
 
     # -- outbox (inside the record's write transaction) ----------------------------------------
-    def _outbox(self, event: ChangeEvent) -> None:
+    def outbox(self, event: ChangeEvent) -> None:
         key = (event.collection, event.action)
         functions = self.index.async_db.get(key)
         outgoing = [h for h in self.outgoing.values() if h.matches(*key)] if self.outgoing else None
@@ -397,17 +394,17 @@ class Events:
         self.jobs.insert(rows)
         self._local.queued = True
 
-    def _after_commit(self, event: ChangeEvent) -> None:
+    def after_commit(self, event: ChangeEvent) -> None:
         if getattr(self._local, "queued", False):
             self._local.queued = False
             self.loop.ensure_started()
             self.loop.wake()
 
     # -- sync hooks (before the write's transaction) -------------------------------------------
-    def _has_sync_hooks(self, collection: str, action: str) -> bool:
+    def has_sync_hooks(self, collection: str, action: str) -> bool:
         return bool(self.refresh().sync_db.get((collection, action)))
 
-    def _sync_hooks(self, collection: str, action: str, document: dict[str, Any],
+    def sync_hooks(self, collection: str, action: str, document: dict[str, Any],
                     previous: dict[str, Any] | None) -> dict[str, Any] | None:
         changes: dict[str, Any] = {}
         functions = self.services.functions

@@ -69,8 +69,10 @@ class Migrator:
 
     # -- planning -----------------------------------------------------------------------------
     def plan(self) -> Plan:
-        """Compare live tables, columns, indexes and recorded field types with the schema."""
-        self.pw.create_tables(self.system.all, safe=True)
+        """Compare live tables, columns, indexes and recorded field types with the schema.
+
+        Alyx's own tables must exist: run ``apply_system_migrations`` (alyx/system_migrations.py) first.
+        """
         tables = set(self.pw.get_tables())
         recorded = {row.name: row for row in self.system.managed_collection.select()}
         steps: list[Step] = []
@@ -283,7 +285,7 @@ class Migrator:
                 raise ConfigError(f"migration left {len(problems)} broken relation(s), e.g. {problems[0]}")
 
     def history(self) -> list[dict[str, Any]]:
-        self.pw.create_tables(self.system.all, safe=True)
+        """Every applied step, oldest first."""
         ms = self.system.migration_step
         return list(ms.select().order_by(ms.id).dicts())
 

@@ -14,18 +14,21 @@ import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jwt
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 
-from alyx.auth import USERS, Client, normalize_email, sha256_hex
+from alyx.auth import USERS, AuthService, Client, normalize_email, sha256_hex
 from alyx.clock import utcnow
+from alyx.config import Config
+from alyx.db import Database
 from alyx.errors import AlyxError, ConfigError
-
-if TYPE_CHECKING:
-    from alyx.services import Services
+from alyx.models import SystemModels
+from alyx.records import Records
+from alyx.rules import AccessRules
+from alyx.schema import Schema
 
 log = logging.getLogger("alyx.oauth")
 
@@ -100,10 +103,16 @@ class OAuthService:
 
     STATE_TTL = 600
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.db = services.db
-        self.providers = load_providers(services.config)
+    def __init__(self, config: Config, db: Database, schema: Schema, records: Records, access: AccessRules,
+                 system: SystemModels, auth: AuthService) -> None:
+        self.config = config
+        self.db = db
+        self.schema = schema
+        self.records = records
+        self.access = access
+        self.system = system
+        self.auth = auth
+        self.providers = load_providers(config)
         self._discovery_lock = threading.Lock()
 
     def provider_names(self) -> list[str]:
@@ -147,7 +156,7 @@ class OAuthService:
         """(authorize URL, state): the state, verifier and nonce are kept server-side for one use."""
         provider = self.provider(name)
         state, verifier, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(48), secrets.token_urlsafe(24)
-        states = self.services.system.oauth_state
+        states = self.system.oauth_state
         now = utcnow()
         with self.db.connection(), self.db.write():
             states.delete().where(states.expires_at < now).execute()
@@ -161,7 +170,7 @@ class OAuthService:
     def finish(self, name: str, state: str, code: str, client: Client) -> dict[str, Any]:
         """Consume the state, exchange the code (PKCE), identify the user, sign them in."""
         provider = self.provider(name)
-        states = self.services.system.oauth_state
+        states = self.system.oauth_state
         with self.db.connection(), self.db.write():
             pending = states.get_or_none((states.state_hash == sha256_hex(state)) & (states.provider == name))
             if pending is not None:
@@ -182,7 +191,7 @@ class OAuthService:
         else:
             identity = self._oidc_identity(session, provider, token, pending.nonce)
         user = self._user_for(provider, identity)
-        return self.services.auth.start_session(user, f"oauth:{name}", client)
+        return self.auth.start_session(user, f"oauth:{name}", client)
 
     # -- identities ---------------------------------------------------------------------------------
     def _oidc_identity(self, session: OAuth2Session, provider: Provider, token: Mapping[str, Any],
@@ -240,9 +249,9 @@ class OAuthService:
 
     def _user_for(self, provider: Provider, identity: Identity) -> dict[str, Any]:
         """The linked user; else link by verified email; else create one (registration policy applies)."""
-        auth = self.services.auth
-        records = self.services.records
-        links = self.services.system.oauth_identity
+        auth = self.auth
+        records = self.records
+        links = self.system.oauth_identity
         users = auth.users
         with self.db.connection():
             link = links.get_or_none((links.provider == provider.name) & (links.subject == identity.subject))
@@ -270,13 +279,13 @@ class OAuthService:
             return users.select().where(users.id == user["id"]).dicts().get()
 
     def _create_user(self, email: str, identity: Identity) -> dict[str, Any]:
-        access = self.services.access
+        access = self.access
         declared_rule = access.rule(USERS, "create").node is not None
-        if not declared_rule and self.services.config.auth_registration == "closed":
+        if not declared_rule and self.config.auth_registration == "closed":
             raise AlyxError("forbidden", "Registration is closed on this server.", 403)
         fields: dict[str, Any] = {"email": email}
-        name_field = self.services.schema.collections[USERS].field("name")
+        name_field = self.schema.collections[USERS].field("name")
         if identity.name and name_field is not None and name_field.type == "string" and not name_field.hidden:
             fields["name"] = identity.name[: int(name_field.max)] if name_field.max else identity.name
-        return self.services.records.create(USERS, fields, None, server_values={"verified": True},
+        return self.records.create(USERS, fields, None, server_values={"verified": True},
                                             check_rule=declared_rule)

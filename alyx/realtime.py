@@ -734,7 +734,7 @@ class Realtime:
         self.clients: dict[str, Client] = {}
         self.node = secrets.token_hex(3)  # tells this worker's client ids apart from other workers'
         self._client_ids = itertools.count(1)
-        records.journal(self.feed.append)
+        # feed.append is registered as a journal writer by build_services (alyx/services.py).
         if isinstance(self.broker, PostgresBroker):
             self.feed.notify_in_transaction = True
         elif isinstance(self.broker, RedisBroker):
