@@ -6,6 +6,7 @@ from pathlib import Path
 
 from flask import Flask, request
 
+from alyx.blueprints.routes import register_blueprints
 from alyx.config import Config, load_config
 from alyx.http import install_error_handlers
 from alyx.services import Services, build_services
@@ -23,8 +24,6 @@ def create_app(config: Config | None = None, project_dir: str | Path | None = No
     app.extensions["alyx"] = svc
     install_error_handlers(app)
     _manage_connections(app, svc)
-    from alyx.blueprints import register_blueprints
-
     register_blueprints(app)
     svc.functions.prewarm()  # warm sandboxes for the runtimes functions/ uses, in the background
     svc.events.start()  # this worker runs due jobs; one worker (a database lease) runs schedules

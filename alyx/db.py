@@ -56,6 +56,10 @@ class Database:
                 self._inserts[key] = prepared
         return prepared.run(row)
 
+    def ping(self) -> None:
+        """A round trip to the database (raises when it cannot be reached)."""
+        self.peewee.execute_sql("SELECT 1")
+
     @contextlib.contextmanager
     def connection(self) -> Iterator[None]:
         """Borrow a pooled connection for the duration of a request or a task."""
