@@ -20,7 +20,7 @@ import peewee
 
 from alyx.clock import utcnow
 from alyx.db import Database
-from alyx.models import build_event_models, build_system_models
+from alyx.models import bind, build_event_models, build_system_models
 from alyx.realtime import build_change_model
 
 log = logging.getLogger("alyx")
@@ -68,14 +68,8 @@ class AppliedMigration(peewee.Model):
 
 
 def _record_model(db: Database) -> type[AppliedMigration]:
-    """The record table's model bound to ``db``: a subclass per database, so apps never share one."""
-
-    class Bound(AppliedMigration):
-        class Meta:
-            table_name = RECORD_TABLE
-
-    Bound._meta.set_database(db.peewee)
-    return Bound
+    """The record table's model bound to ``db`` (each app gets its own class)."""
+    return bind(AppliedMigration, db.peewee)
 
 
 def _checked(steps: Sequence[SystemMigration]) -> Sequence[SystemMigration]:
