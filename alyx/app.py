@@ -20,7 +20,7 @@ def create_app(config: Config | None = None, project_dir: str | Path | None = No
     app = Flask("alyx", static_folder=str(Path(__file__).resolve().parent.parent / "static"),
                 static_url_path="/_static")
     app.config["MAX_CONTENT_LENGTH"] = config.server_max_body_bytes
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # the default provider has it
     app.extensions["alyx"] = svc
     install_error_handlers(app)
     _manage_connections(app, svc)

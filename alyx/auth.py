@@ -31,7 +31,7 @@ from alyx.clock import utcnow
 from alyx.config import Config
 from alyx.db import Database
 from alyx.errors import AlyxError, ConfigError, validation_failed
-from alyx.models import SystemModels
+from alyx.models import LoginAttempt, SystemModels
 from alyx.records import Records
 from alyx.rules import AccessRules, Principal, RequestInfo
 
@@ -212,7 +212,7 @@ class LoginGuard:
     """Brute-force protection: failed logins counted per account and per IP in the database
     (so every worker sees them); past a threshold each further failure doubles a lockout (429)."""
 
-    def __init__(self, db: Database, model: type[peewee.Model], config: Config) -> None:
+    def __init__(self, db: Database, model: type[LoginAttempt], config: Config) -> None:
         self.db = db
         self.model = model
         self.limits = {"account": config.auth_login_max_failures_account, "ip": config.auth_login_max_failures_ip}

@@ -58,7 +58,7 @@ class Database:
 
     def ping(self) -> None:
         """A round trip to the database (raises when it cannot be reached)."""
-        self.peewee.execute_sql("SELECT 1")
+        self.peewee.execute_sql("SELECT 1")  # type: ignore[no-untyped-call]
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[None]:
@@ -78,6 +78,28 @@ class Database:
             close_all()
 
 
+# peewee-stubs types .dicts()/.tuples() results and row counts loosely: these say what they are.
+def dict_rows(query: Any) -> list[dict[str, Any]]:
+    """A select's rows as dicts."""
+    return list(query.dicts())
+
+
+def dict_row(query: Any) -> dict[str, Any] | None:
+    """A select's first row as a dict, or None."""
+    row: dict[str, Any] | None = query.dicts().first()
+    return row
+
+
+def tuple_rows(query: Any) -> list[tuple[Any, ...]]:
+    """A select's rows as tuples."""
+    return list(query.tuples())
+
+
+def row_count(query: Any) -> int:
+    """Run an UPDATE or DELETE; how many rows it changed."""
+    return int(query.execute())
+
+
 class PreparedInsert:
     """One INSERT statement for a model and a fixed column list, built once and run many times.
 
@@ -94,7 +116,7 @@ class PreparedInsert:
             raise ValueError(f"{model.__name__} has no field(s) {', '.join(sorted(unknown))}")
         fields = [fields_by_name[name] for name in columns]
         # JSON fields get a non-null sample: peewee wraps their placeholder in json(?) on SQLite.
-        sample = [{} if isinstance(f, peewee.JSONField) else None for f in fields]
+        sample: list[Any] = [{} if isinstance(f, peewee.JSONField) else None for f in fields]
         sql, params = model.insert_many([sample], fields=fields).sql()
         if len(params) != len(fields):  # pragma: no cover - a peewee change would show here
             raise RuntimeError(f"unexpected INSERT for {model.__name__}: {sql}")
@@ -110,11 +132,11 @@ class PreparedInsert:
 
     def run(self, row: Mapping[str, Any]) -> Any:
         """Insert one row; returns the cursor."""
-        return self.database.execute_sql(self.sql, self.values(row))
+        return self.database.execute_sql(self.sql, self.values(row))  # type: ignore[no-untyped-call]
 
     def run_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Insert rows one statement each on one cursor (inside the caller's transaction)."""
-        cursor = self.database.cursor()
+        cursor = self.database.cursor()  # type: ignore[no-untyped-call]
         for row in rows:
             cursor.execute(self.sql, self.values(row))
 
@@ -122,14 +144,15 @@ class PreparedInsert:
 def _insert_converter(field: peewee.Field) -> Callable[[Any], Any]:
     """A field's ``db_value`` for a prepared INSERT. On SQLite a JSON field's ``db_value`` is the SQL
     ``json(<text>)``; the prepared text already holds ``json(?)``, so the parameter is the text."""
-    if isinstance(field, peewee.JSONField) and isinstance(field.db_value({}), peewee.Node):
-        dumps = field._dumps
+    if isinstance(field, peewee.JSONField) and isinstance(field.db_value({}), peewee.Node):  # type: ignore[no-untyped-call]
+        dumps: Callable[[Any], str] = getattr(field, "_dumps")  # noqa: B009 - peewee keeps it private
 
         def to_text(value: Any) -> Any:
             return None if value is None else dumps(value)
 
         return to_text
-    return field.db_value
+    convert: Callable[[Any], Any] = field.db_value
+    return convert
 
 
 def _per_greenlet_state(database: peewee.Database) -> None:
@@ -144,11 +167,11 @@ def _per_greenlet_state(database: peewee.Database) -> None:
         from gevent import monkey
     except ImportError:  # pragma: no cover - gevent is a dependency
         return
-    if not monkey.is_module_patched("threading") or isinstance(database._state, threading.local):
+    if not monkey.is_module_patched("threading") or isinstance(getattr(database, "_state"), threading.local):  # noqa: B009
         return
     # Built here, not at import time: alyx.db may itself be imported before the patch.
     state_class = type("GreenletConnectionState", (peewee._ConnectionState, threading.local), {})
-    database._state = state_class()
+    setattr(database, "_state", state_class())  # noqa: B010 - peewee's private per-thread state
 
 
 def open_database(config: Config) -> peewee.Database:
@@ -158,24 +181,24 @@ def open_database(config: Config) -> peewee.Database:
         scheme = urlparse(url).scheme
         if scheme in ("postgres", "postgresql", "postgresql+pool", "postgres+pool"):
             params = parse_db_url(url)
-            return PooledPostgresqlDatabase(
+            postgres: peewee.Database = PooledPostgresqlDatabase(
                 params.pop("database"), max_connections=config.database_pool_size,
                 stale_timeout=300, autoconnect=False, **params,
             )
+            return postgres
         if scheme in ("sqlite", "sqlite+pool"):
-            path = url.split("://", 1)[1]
-            return _sqlite(path, config)
+            return _sqlite(url.split("://", 1)[1], config)
         raise ConfigError(f"database.url: unsupported scheme {scheme!r} (expected sqlite:/// or postgresql://)")
-    path = config.sqlite_path
+    sqlite_path = config.sqlite_path
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"database.path: cannot create {path.parent}: {exc.strerror}") from None
-    return _sqlite(str(path), config)
+        raise ConfigError(f"database.path: cannot create {sqlite_path.parent}: {exc.strerror}") from None
+    return _sqlite(str(sqlite_path), config)
 
 
 def _sqlite(path: str, config: Config) -> peewee.SqliteDatabase:
-    return PooledSqliteDatabase(
+    sqlite: peewee.SqliteDatabase = PooledSqliteDatabase(
         path,
         max_connections=config.database_pool_size,
         stale_timeout=300,
@@ -193,3 +216,4 @@ def _sqlite(path: str, config: Config) -> peewee.SqliteDatabase:
         # SQLITE_BUSY when another worker committed in between; immediate ones wait their turn.
         lock_type="IMMEDIATE",
     )
+    return sqlite

@@ -28,15 +28,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import peewee
-
 from alyx.background import Loop, spawn
 from alyx.clock import iso, iso_or_value, utcnow
 from alyx.config import Config
-from alyx.db import Database
+from alyx.db import Database, dict_rows, tuple_rows
 from alyx.errors import AlyxError
 from alyx.jobs import Job, JobQueue, job_row
 from alyx.leases import Leases
+from alyx.models import Schedule
 from alyx.schedules import ScheduleSpec, plan_runs
 
 log = logging.getLogger("alyx.scheduler")
@@ -87,7 +86,7 @@ def _naive(value: dt.datetime | None) -> dt.datetime | None:
 class Scheduler:
     """Schedules of every function: persisted next/last runs, queued as jobs by the lease holder."""
 
-    def __init__(self, db: Database, model: type[peewee.Model], jobs: JobQueue, leases: Leases,
+    def __init__(self, db: Database, model: type[Schedule], jobs: JobQueue, leases: Leases,
                  hooks: HookSource, worker_id: str, *, lease_seconds: float, catch_up: str,
                  notify: Callable[[], None]) -> None:
         self.db = db
@@ -119,7 +118,7 @@ class Scheduler:
         queued = 0
         db, m = self.db, self.model
         with db.connection():
-            rows = {r["key"]: r for r in m.select().dicts()}
+            rows = {r["key"]: r for r in dict_rows(m.select())}
             for spec in specs:
                 row = rows.get(spec.key)
                 if row is None or row["fingerprint"] != spec.fingerprint:
@@ -184,14 +183,14 @@ class Scheduler:
         index = self.hooks.refresh(force=True)
         m = self.model
         with self.db.connection():
-            rows = {r["key"]: r for r in m.select().dicts()}
+            rows = {r["key"]: r for r in dict_rows(m.select())}
             job_ids = [r["last_job_id"] for r in rows.values() if r["last_job_id"] is not None]
             jm = self.jobs.model
-            statuses = {j: s for j, s in jm.select(jm.id, jm.status).where(jm.id.in_(job_ids)).tuples()} \
+            statuses = {j: s for j, s in tuple_rows(jm.select(jm.id, jm.status).where(jm.id.in_(job_ids)))} \
                 if job_ids else {}
         items = []
         for spec in index.schedules:
-            row = rows.get(spec.key) or {}
+            row: dict[str, Any] = rows.get(spec.key) or {}
             fresh = row.get("fingerprint") == spec.fingerprint
             items.append({
                 "function": spec.function, "name": spec.name, "key": spec.key, "type": spec.type,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import peewee
 
 from alyx.clock import utcnow
-from alyx.db import Database
+from alyx.db import Database, tuple_rows
 from alyx.models import bind, build_event_models, build_system_models
 from alyx.realtime import build_change_model
 
@@ -84,7 +84,7 @@ def applied_numbers(db: Database) -> set[int]:
     if RECORD_TABLE not in db.peewee.get_tables():
         return set()
     model = _record_model(db)
-    return {number for (number,) in model.select(model.number).tuples()}
+    return {number for (number,) in tuple_rows(model.select(model.number))}
 
 
 def pending_system_migrations(db: Database, steps: Sequence[SystemMigration] | None = None

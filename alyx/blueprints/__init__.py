@@ -12,12 +12,14 @@ from alyx.services import Services
 
 def services() -> Services:
     """The services of the current app."""
-    return current_app.extensions["alyx"]
+    svc: Services = current_app.extensions["alyx"]
+    return svc
 
 
 def current_principal() -> Principal | None:
     """The authenticated caller; None for anonymous requests."""
-    return g.get("principal")
+    principal: Principal | None = g.get("principal")
+    return principal
 
 
 def request_info(body: object = None) -> RequestInfo:

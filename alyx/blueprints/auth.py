@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 
 from flask import Blueprint, Flask, Response, g, redirect, request
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from alyx.auth import Client, unauthorized
 from alyx.blueprints import request_info, services
@@ -129,7 +130,7 @@ def providers() -> Response:
 
 
 @bp.get("/oauth/<provider>")
-def oauth_start(provider: str) -> Response:
+def oauth_start(provider: str) -> WerkzeugResponse:
     """Redirect to the provider; the state also goes into a cookie so the callback is bound to this browser."""
     oauth = services().oauth
     url, state = oauth.start(provider, request.base_url.rstrip("/") + "/callback")
