@@ -25,11 +25,10 @@ from typing import Any, Protocol, TypeVar
 
 import argon2
 import jwt
-import peewee
 
 from alyx.clock import utcnow
 from alyx.config import Config
-from alyx.db import Database
+from alyx.db import Database, dict_row, row_count
 from alyx.errors import AlyxError, ConfigError, validation_failed
 from alyx.models import LoginAttempt, SystemModels
 from alyx.records import Records
@@ -76,7 +75,8 @@ def run_blocking(fn: Callable[..., T], *args: Any) -> T:
         from gevent.threadpool import ThreadPool
 
         _hash_pool, _hash_pool_pid = ThreadPool(os.cpu_count() or 2), os.getpid()
-    return _hash_pool.apply(fn, args)
+    result: T = _hash_pool.apply(fn, args)
+    return result
 
 
 def sha256_hex(text: str) -> str:
@@ -299,7 +299,8 @@ class AuthService:
         return self._keys
 
     @property
-    def users(self) -> type[peewee.Model]:
+    def users(self) -> Any:
+        """The users model: built from schema.yaml, so its columns are known at run time only."""
         return self.records.collection(USERS).model
 
     # -- tokens -----------------------------------------------------------------------------------
@@ -316,7 +317,8 @@ class AuthService:
             raise unauthorized("The access token is missing or malformed.", "invalid_token")
         try:
             header = jwt.get_unverified_header(token)
-            key = self.keys.keys.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+            kid = header.get("kid")
+            key = self.keys.keys.get(kid) if isinstance(kid, str) else None
             if key is None:
                 raise unauthorized("The access token was not signed by a known key.", "invalid_token")
             claims = jwt.decode(token, key, algorithms=[ALGORITHM], issuer=ISSUER,
@@ -369,8 +371,8 @@ class AuthService:
     def _load_principal(self, sid: str, user_id: str) -> Principal:
         session_model = self.system.session
         with self.db.connection():
-            session = session_model.select(session_model.user_id, session_model.revoked_at).where(
-                session_model.id == sid).dicts().get_or_none()
+            session = dict_row(session_model.select(session_model.user_id, session_model.revoked_at).where(
+                session_model.id == sid))
             user = None
             if session is not None and session["revoked_at"] is None and session["user_id"] == user_id:
                 users = self.users
@@ -450,6 +452,7 @@ class AuthService:
                         session_model.update(last_used_at=now).where(session_model.id == session.id).execute()
         if problem is not None:
             raise problem
+        assert user is not None and session is not None  # no problem: both were found
         return self.token_response(user, session.id, new_refresh)
 
     def _revoke(self, sid: str, reason: str, now: dt.datetime | None = None) -> None:
@@ -466,7 +469,7 @@ class AuthService:
                 (session_model.user_id == user_id) & session_model.revoked_at.is_null())
             if keep:
                 query = query.where(session_model.id != keep)
-            count = query.execute()
+            count = row_count(query)
         self._forget_sessions()
         return count
 
@@ -487,12 +490,12 @@ class AuthService:
 
     # -- users ------------------------------------------------------------------------------------
     def _user_row(self, user_id: str) -> dict[str, Any] | None:
-        return self.users.select().where(self.users.id == user_id).dicts().get_or_none()
+        return dict_row(self.users.select().where(self.users.id == user_id))
 
     def user_by_email(self, email: str) -> dict[str, Any] | None:
         users = self.users
         with self.db.connection():
-            return users.select().where(users.email == normalize_email(email)).dicts().get_or_none()
+            return dict_row(users.select().where(users.email == normalize_email(email)))
 
     def register(self, body: Any, client: Client, request: RequestInfo | None = None) -> dict[str, Any]:
         """Create a user through the records service (users' create rule, if declared, applies) and sign in."""
@@ -514,9 +517,10 @@ class AuthService:
                             {k: ["Only admins can set this field."] for k in ("role", "verified") if k in fields})
         password_hash = self.passwords.hash(password)
         with self.db.connection():
-            user = self.records.create(USERS, fields, None, request, server_values={"password_hash": password_hash},
-                                       check_rule=declared_rule)
-            user = self._user_row(user["id"])
+            created = self.records.create(USERS, fields, None, request,
+                                          server_values={"password_hash": password_hash}, check_rule=declared_rule)
+            user = self._user_row(created["id"])
+        assert user is not None  # just created, in this connection
         return self.start_session(user, "password", client)
 
     def login(self, body: Any, client: Client) -> dict[str, Any]:
@@ -528,6 +532,7 @@ class AuthService:
                    if not isinstance(v, str) or not v}
         if missing:
             raise validation_failed(missing, "Email and password are required.")
+        assert isinstance(email, str) and isinstance(password, str)  # checked above
         email = normalize_email(email)
         keys = self.guard.keys(email, client.ip)
         with self.db.connection():
@@ -539,6 +544,7 @@ class AuthService:
                 self.guard.failed(keys)
                 raise unauthorized("Invalid email or password.", "invalid_credentials")
             self.guard.succeeded(keys)
+            assert user is not None  # a password verified against a stored hash
             if self.passwords.needs_rehash(user["password_hash"]):
                 self.set_password(user["id"], password)
         return self.start_session(user, "password", client)

@@ -13,7 +13,7 @@ from typing import Any
 import peewee
 from playhouse.migrate import PostgresqlMigrator, SchemaMigrator, SqliteMigrator
 
-from alyx.db import Database
+from alyx.db import Database, dict_rows
 from alyx.errors import ConfigError
 from alyx.models import ON_DELETE_SQL, SystemModels, index_definitions
 from alyx.schema import CollectionSpec, FieldSpec, Schema, creation_order
@@ -287,7 +287,7 @@ class Migrator:
     def history(self) -> list[dict[str, Any]]:
         """Every applied step, oldest first."""
         ms = self.system.migration_step
-        return list(ms.select().order_by(ms.id).dicts())
+        return dict_rows(ms.select().order_by(ms.id))
 
 
 def _q(name: str) -> str:

@@ -23,7 +23,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from alyx.auth import USERS, AuthService, Client, normalize_email, sha256_hex
 from alyx.clock import utcnow
 from alyx.config import Config
-from alyx.db import Database
+from alyx.db import Database, dict_row
 from alyx.errors import AlyxError, ConfigError
 from alyx.models import SystemModels
 from alyx.records import Records
@@ -220,6 +220,8 @@ class OAuthService:
     def _verify_id_token(self, provider: Provider, id_token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(id_token)
+            if not provider.jwks_uri:
+                raise ValueError("the provider has no jwks_uri")
             response = requests.get(provider.jwks_uri, timeout=HTTP_TIMEOUT)
             response.raise_for_status()
             keys = jwt.PyJWKSet.from_dict(response.json())
@@ -235,6 +237,8 @@ class OAuthService:
             raise AlyxError("oauth_failed", f"The ID token from {provider.name!r} is not valid.", 401) from None
 
     def _github_identity(self, session: OAuth2Session, provider: Provider) -> Identity:
+        if not provider.userinfo_url:
+            raise AlyxError("oauth_failed", "Could not read the GitHub profile.", 401)
         try:
             user = session.get(provider.userinfo_url, timeout=HTTP_TIMEOUT).json()
             emails = session.get(provider.userinfo_url.rstrip("/") + "/emails", timeout=HTTP_TIMEOUT).json()
@@ -256,9 +260,9 @@ class OAuthService:
         with self.db.connection():
             link = links.get_or_none((links.provider == provider.name) & (links.subject == identity.subject))
             if link is not None:
-                user = users.select().where(users.id == link.user_id).dicts().get_or_none()
-                if user is not None:
-                    return user
+                linked = dict_row(users.select().where(users.id == link.user_id))
+                if linked is not None:
+                    return linked
                 links.delete().where(links.id == link.id).execute()
             if not identity.email or not identity.email_verified:
                 raise AlyxError("oauth_email_unverified", f"{provider.name!r} did not confirm a verified email "
@@ -276,7 +280,8 @@ class OAuthService:
             with self.db.write():
                 links.insert(provider=provider.name, subject=identity.subject, user_id=user["id"],
                              email=email).on_conflict_ignore().execute()
-            return users.select().where(users.id == user["id"]).dicts().get()
+            found: dict[str, Any] = users.select().where(users.id == user["id"]).dicts().get()
+            return found
 
     def _create_user(self, email: str, identity: Identity) -> dict[str, Any]:
         access = self.access
