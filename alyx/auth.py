@@ -1,4 +1,7 @@
-"""Authentication services: password hashing, signing keys, access/refresh tokens, sessions, login backoff.
+"""Authentication services: access/refresh tokens, sessions, register/login/logout, principals.
+
+Passwords (alyx/passwords.py), signing keys (alyx/signing_keys.py) and login backoff
+(alyx/login_guard.py) are its parts.
 
 No Flask here: the blueprint in alyx/blueprints/auth.py parses requests and calls these services;
 the realtime channel turns tokens into principals with `principal_from_token`.
@@ -13,37 +16,32 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
-import math
-import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-import argon2
 import jwt
 
 from alyx.clock import utcnow
 from alyx.config import Config
 from alyx.db import Database, dict_row, row_count
-from alyx.errors import AlyxError, ConfigError, validation_failed
-from alyx.models import LoginAttempt, SystemModels
+from alyx.errors import AlyxError, validation_failed
+from alyx.login_guard import LoginGuard
+from alyx.models import SystemModels
+from alyx.passwords import MAX_PASSWORD_LENGTH, Passwords
 from alyx.records import Records
 from alyx.rules import AccessRules, Principal, RequestInfo
+from alyx.signing_keys import KeyRing, load_key_ring
 
 log = logging.getLogger("alyx.auth")
 
 ALGORITHM = "HS256"
 ISSUER = "alyx"
-MIN_SECRET_LENGTH = 32
 MAX_TOKEN_LENGTH = 4096
-MAX_PASSWORD_LENGTH = 1024
-DEV_KEY_FILE = "auth.key"
 USERS = "users"
-T = TypeVar("T")
 
 
 def unauthorized(message: str, code: str = "unauthorized") -> AlyxError:
@@ -55,214 +53,8 @@ def _challenge(code: str) -> str:
     return "invalid_token" if code in ("invalid_token", "token_expired", "session_revoked") else "invalid_request"
 
 
-_hash_pool: Any = None
-_hash_pool_pid = 0
-
-
-def run_blocking(fn: Callable[..., T], *args: Any) -> T:
-    """Run CPU-heavy work (password hashing) in a gevent threadpool when the process is monkey-patched.
-
-    Under gunicorn's gevent worker a 100 ms argon2 hash would otherwise stall every greenlet; under
-    `flask run` (real threads, no patching) the work runs in the calling thread. The pool has one
-    thread per core: more concurrent hashes only add memory (tens of MiB each) and contention.
-    """
-    from gevent import monkey
-
-    if not monkey.is_module_patched("threading"):
-        return fn(*args)
-    global _hash_pool, _hash_pool_pid
-    if _hash_pool is None or _hash_pool_pid != os.getpid():  # one pool per worker, made after the fork
-        from gevent.threadpool import ThreadPool
-
-        _hash_pool, _hash_pool_pid = ThreadPool(os.cpu_count() or 2), os.getpid()
-    result: T = _hash_pool.apply(fn, args)
-    return result
-
-
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-# -- signing keys --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class KeyRing:
-    """The key that signs new access tokens, and every key (current and previous) that verifies them."""
-
-    signing_kid: str
-    keys: dict[str, bytes]
-
-    @property
-    def signing_key(self) -> bytes:
-        return self.keys[self.signing_kid]
-
-
-def key_id(secret: str) -> str:
-    """A public name for a secret (a truncated hash: it says which key, never the key)."""
-    return hashlib.sha256(b"alyx-kid:" + secret.encode()).hexdigest()[:16]
-
-
-def load_key_ring(config: Config) -> KeyRing:
-    """The configured keys; a missing, empty or short secret outside development stops start-up.
-
-    Order: auth.secret (ALYX_AUTH_SECRET / JWT_SECRET), then auth.key_file (one secret per line, the
-    first signs), then — only with server.environment: development — a key generated once and kept
-    in the data directory. auth.previous_secrets (comma-separated) still verify, for rotation.
-    """
-    if config.auth_secret is not None:
-        if not config.auth_secret.strip():
-            raise ConfigError("auth.secret (ALYX_AUTH_SECRET / JWT_SECRET) is empty; set a random secret of at "
-                              f"least {MIN_SECRET_LENGTH} characters")
-        current = [config.auth_secret.strip()]
-        source = "auth.secret"
-    elif config.auth_key_file:
-        path = Path(config.auth_key_file)
-        path = path if path.is_absolute() else config.project_dir / path
-        try:
-            current = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except OSError as exc:
-            raise ConfigError(f"auth.key_file: cannot read {path}: {exc.strerror}") from None
-        if not current:
-            raise ConfigError(f"auth.key_file: {path} holds no key")
-        source = f"auth.key_file ({path})"
-    elif config.server_environment == "development":
-        current = [_development_key(config)]
-        source = "the development key"
-    else:
-        raise ConfigError(
-            "no auth secret: set ALYX_AUTH_SECRET (or JWT_SECRET) to a random string of at least "
-            f"{MIN_SECRET_LENGTH} characters, or auth.key_file in alyx.yaml; only server.environment: "
-            "development generates a key by itself")
-    previous = [s.strip() for s in (config.auth_previous_secrets or "").split(",") if s.strip()]
-    for secret in current + previous:
-        if len(secret) < MIN_SECRET_LENGTH:
-            raise ConfigError(f"{source}: auth secrets must be at least {MIN_SECRET_LENGTH} characters long "
-                              f"(got {len(secret)})")
-    keys = {key_id(s): s.encode() for s in current + previous}
-    return KeyRing(key_id(current[0]), keys)
-
-
-def _development_key(config: Config) -> str:
-    """Generate (once, atomically: several workers may race) and read the development key."""
-    path = config.project_dir / "data" / DEV_KEY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_urlsafe(48) + "\n")
-    for _ in range(50):  # another worker may have created the file and not yet written it
-        text = path.read_text(encoding="utf-8").strip()
-        if text:
-            break
-        time.sleep(0.01)
-    log.warning("auth: using the development signing key in %s; set ALYX_AUTH_SECRET in production", path)
-    return text.splitlines()[0].strip()
-
-
-# -- passwords -----------------------------------------------------------------------------------
-class Passwords:
-    """argon2id hashing (argon2-cffi), always off the event loop."""
-
-    def __init__(self, config: Config) -> None:
-        self.hasher = argon2.PasswordHasher(time_cost=config.auth_argon2_time_cost,
-                                            memory_cost=config.auth_argon2_memory_kib,
-                                            parallelism=config.auth_argon2_parallelism,
-                                            type=argon2.Type.ID)
-        self.min_length = config.auth_password_min_length
-        self._dummy: str | None = None
-
-    def check_policy(self, password: Any, field: str = "password") -> str:
-        if not isinstance(password, str) or not password:
-            raise validation_failed({field: ["A password is required."]}, "The password is missing.")
-        if len(password) < self.min_length:
-            raise validation_failed({field: [f"Must be at least {self.min_length} characters."]},
-                                    "The password is too short.")
-        if len(password) > MAX_PASSWORD_LENGTH:
-            raise validation_failed({field: [f"Must be at most {MAX_PASSWORD_LENGTH} characters."]},
-                                    "The password is too long.")
-        return password
-
-    def hash(self, password: str) -> str:
-        return run_blocking(self.hasher.hash, password)
-
-    def verify(self, stored: str | None, password: str) -> bool:
-        """True when ``password`` matches; an account without a hash costs a dummy verify (no timing oracle)."""
-        if not stored:
-            if self._dummy is None:
-                self._dummy = run_blocking(self.hasher.hash, secrets.token_urlsafe(16))
-            stored = self._dummy
-            password = password + "\x00never"
-        try:
-            return run_blocking(self.hasher.verify, stored, password)
-        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
-            return False
-
-    def needs_rehash(self, stored: str) -> bool:
-        try:
-            return self.hasher.check_needs_rehash(stored)
-        except argon2.exceptions.InvalidHashError:
-            return True
-
-
-# -- login backoff ---------------------------------------------------------------------------------
-class LoginGuard:
-    """Brute-force protection: failed logins counted per account and per IP in the database
-    (so every worker sees them); past a threshold each further failure doubles a lockout (429)."""
-
-    def __init__(self, db: Database, model: type[LoginAttempt], config: Config) -> None:
-        self.db = db
-        self.model = model
-        self.limits = {"account": config.auth_login_max_failures_account, "ip": config.auth_login_max_failures_ip}
-        self.max_lock = max(1, config.auth_login_lockout_max_seconds)
-
-    def keys(self, email: str, ip: str | None) -> list[tuple[str, str]]:
-        found = [("account", f"account:{email[:254]}")]
-        if ip:
-            found.append(("ip", f"ip:{ip[:45]}"))
-        return found
-
-    def check(self, keys: list[tuple[str, str]]) -> None:
-        """429 with Retry-After while any key is locked."""
-        now = utcnow()
-        rows = self.model.select().where(self.model.key.in_([k for _, k in keys]))
-        wait = max([(row.locked_until - now).total_seconds() for row in rows if row.locked_until] or [0])
-        if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            raise AlyxError("rate_limited", f"Too many failed logins; try again in {seconds} seconds.", 429,
-                            {"retry_after": seconds}, {"Retry-After": str(seconds)})
-
-    def failed(self, keys: list[tuple[str, str]]) -> None:
-        now = utcnow()
-        with self.db.write():
-            for kind, key in keys:
-                row = self.model.get_or_none(self.model.key == key)
-                if row is None:
-                    row = self.model(key=key, failures=0)
-                    created = True
-                else:
-                    created = False
-                    locked = row.locked_until is not None and row.locked_until > now
-                    if not locked and (now - row.last_failure_at).total_seconds() > self.max_lock:
-                        row.failures = 0  # an old streak is forgotten
-                row.failures += 1
-                row.last_failure_at = now
-                over = row.failures - self.limits[kind]
-                if over >= 0:
-                    row.locked_until = now + dt.timedelta(seconds=min(self.max_lock, 2 ** min(over, 20)))
-                row.save(force_insert=created)
-            if secrets.randbelow(100) == 0:  # now and then, forget streaks nobody is locked by any more
-                stale = now - dt.timedelta(seconds=2 * self.max_lock)
-                self.model.delete().where((self.model.last_failure_at < stale) & (
-                    self.model.locked_until.is_null() | (self.model.locked_until < now))).execute()
-
-    def succeeded(self, keys: list[tuple[str, str]]) -> None:
-        """A good password clears the account's streak (not the IP's: one own account must not reset it)."""
-        account = [k for kind, k in keys if kind == "account"]
-        with self.db.write():
-            self.model.delete().where(self.model.key.in_(account)).execute()
 
 
 # -- the service ---------------------------------------------------------------------------------
