@@ -106,7 +106,8 @@ class PreparedInsert:
     peewee's query builder took longer to build an INSERT than SQLite took to run it, so hot paths
     (record writes, the change feed, the job outbox) build the text once. Each value still goes
     through its field's ``db_value``; JSON columns get their JSON text (on SQLite the statement
-    holds ``json(?)``, the way peewee writes it). Columns are written in the order given.
+    holds ``json(?)``, the way peewee writes it). Columns are written in the order given; they
+    must include every column that has a model default (defaults are not applied here).
     """
 
     def __init__(self, database: peewee.Database, model: type[peewee.Model], columns: Sequence[str]) -> None:
@@ -115,6 +116,11 @@ class PreparedInsert:
         if unknown:
             raise ValueError(f"{model.__name__} has no field(s) {', '.join(sorted(unknown))}")
         fields = [fields_by_name[name] for name in columns]
+        defaulted = sorted(f.name for f in model._meta.sorted_fields
+                           if f.name not in columns and f.default is not None)
+        if defaulted:  # peewee would add their defaults to the statement: name them instead
+            raise ValueError(f"{model.__name__}: a prepared insert names every column with a default "
+                             f"(missing {', '.join(defaulted)})")
         # JSON fields get a non-null sample: peewee wraps their placeholder in json(?) on SQLite.
         sample: list[Any] = [{} if isinstance(f, peewee.JSONField) else None for f in fields]
         sql, params = model.insert_many([sample], fields=fields).sql()
