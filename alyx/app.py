@@ -6,6 +6,7 @@ from pathlib import Path
 
 from flask import Flask, request
 
+from alyx.blueprints.routes import register_blueprints
 from alyx.config import Config, load_config
 from alyx.http import install_error_handlers
 from alyx.services import Services, build_services
@@ -19,16 +20,13 @@ def create_app(config: Config | None = None, project_dir: str | Path | None = No
     app = Flask("alyx", static_folder=str(Path(__file__).resolve().parent.parent / "static"),
                 static_url_path="/_static")
     app.config["MAX_CONTENT_LENGTH"] = config.server_max_body_bytes
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # the default provider has it
     app.extensions["alyx"] = svc
     install_error_handlers(app)
     _manage_connections(app, svc)
-    from alyx.blueprints import register_blueprints
-
     register_blueprints(app)
     svc.functions.prewarm()  # warm sandboxes for the runtimes functions/ uses, in the background
-    if svc.events is not None:
-        svc.events.start()  # this worker runs due jobs; one worker (a database lease) runs schedules
+    svc.events.start()  # this worker runs due jobs; one worker (a database lease) runs schedules
     return app
 
 

@@ -1,4 +1,7 @@
-"""Authentication services: password hashing, signing keys, access/refresh tokens, sessions, login backoff.
+"""Authentication services: access/refresh tokens, sessions, register/login/logout, principals.
+
+Passwords (alyx/passwords.py), signing keys (alyx/signing_keys.py) and login backoff
+(alyx/login_guard.py) are its parts.
 
 No Flask here: the blueprint in alyx/blueprints/auth.py parses requests and calls these services;
 the realtime channel turns tokens into principals with `principal_from_token`.
@@ -13,38 +16,32 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
-import math
-import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol
 
-import argon2
 import jwt
-import peewee
 
 from alyx.clock import utcnow
 from alyx.config import Config
-from alyx.errors import AlyxError, ConfigError, validation_failed
-from alyx.rules import Principal, RequestInfo
-
-if TYPE_CHECKING:
-    from alyx.services import Services
+from alyx.db import Database, dict_row, row_count
+from alyx.errors import AlyxError, validation_failed
+from alyx.login_guard import LoginGuard
+from alyx.models import SystemModels
+from alyx.passwords import MAX_PASSWORD_LENGTH, Passwords
+from alyx.records import Records
+from alyx.rules import AccessRules, Principal, RequestInfo
+from alyx.signing_keys import KeyRing, load_key_ring
 
 log = logging.getLogger("alyx.auth")
 
 ALGORITHM = "HS256"
 ISSUER = "alyx"
-MIN_SECRET_LENGTH = 32
 MAX_TOKEN_LENGTH = 4096
-MAX_PASSWORD_LENGTH = 1024
-DEV_KEY_FILE = "auth.key"
 USERS = "users"
-T = TypeVar("T")
 
 
 def unauthorized(message: str, code: str = "unauthorized") -> AlyxError:
@@ -56,214 +53,8 @@ def _challenge(code: str) -> str:
     return "invalid_token" if code in ("invalid_token", "token_expired", "session_revoked") else "invalid_request"
 
 
-_hash_pool: Any = None
-_hash_pool_pid = 0
-
-
-def run_blocking(fn: Callable[..., T], *args: Any) -> T:
-    """Run CPU-heavy work (password hashing) in a gevent threadpool when the process is monkey-patched.
-
-    Under gunicorn's gevent worker a 100 ms argon2 hash would otherwise stall every greenlet; under
-    `flask run` (real threads, no patching) the work runs in the calling thread. The pool has one
-    thread per core: more concurrent hashes only add memory (tens of MiB each) and contention.
-    """
-    from gevent import monkey
-
-    if not monkey.is_module_patched("threading"):
-        return fn(*args)
-    global _hash_pool, _hash_pool_pid
-    if _hash_pool is None or _hash_pool_pid != os.getpid():  # one pool per worker, made after the fork
-        from gevent.threadpool import ThreadPool
-
-        _hash_pool, _hash_pool_pid = ThreadPool(os.cpu_count() or 2), os.getpid()
-    return _hash_pool.apply(fn, args)
-
-
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-# -- signing keys --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class KeyRing:
-    """The key that signs new access tokens, and every key (current and previous) that verifies them."""
-
-    signing_kid: str
-    keys: dict[str, bytes]
-
-    @property
-    def signing_key(self) -> bytes:
-        return self.keys[self.signing_kid]
-
-
-def key_id(secret: str) -> str:
-    """A public name for a secret (a truncated hash: it says which key, never the key)."""
-    return hashlib.sha256(b"alyx-kid:" + secret.encode()).hexdigest()[:16]
-
-
-def load_key_ring(config: Config) -> KeyRing:
-    """The configured keys; a missing, empty or short secret outside development stops start-up.
-
-    Order: auth.secret (ALYX_AUTH_SECRET / JWT_SECRET), then auth.key_file (one secret per line, the
-    first signs), then — only with server.environment: development — a key generated once and kept
-    in the data directory. auth.previous_secrets (comma-separated) still verify, for rotation.
-    """
-    if config.auth_secret is not None:
-        if not config.auth_secret.strip():
-            raise ConfigError("auth.secret (ALYX_AUTH_SECRET / JWT_SECRET) is empty; set a random secret of at "
-                              f"least {MIN_SECRET_LENGTH} characters")
-        current = [config.auth_secret.strip()]
-        source = "auth.secret"
-    elif config.auth_key_file:
-        path = Path(config.auth_key_file)
-        path = path if path.is_absolute() else config.project_dir / path
-        try:
-            current = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except OSError as exc:
-            raise ConfigError(f"auth.key_file: cannot read {path}: {exc.strerror}") from None
-        if not current:
-            raise ConfigError(f"auth.key_file: {path} holds no key")
-        source = f"auth.key_file ({path})"
-    elif config.server_environment == "development":
-        current = [_development_key(config)]
-        source = "the development key"
-    else:
-        raise ConfigError(
-            "no auth secret: set ALYX_AUTH_SECRET (or JWT_SECRET) to a random string of at least "
-            f"{MIN_SECRET_LENGTH} characters, or auth.key_file in alyx.yaml; only server.environment: "
-            "development generates a key by itself")
-    previous = [s.strip() for s in (config.auth_previous_secrets or "").split(",") if s.strip()]
-    for secret in current + previous:
-        if len(secret) < MIN_SECRET_LENGTH:
-            raise ConfigError(f"{source}: auth secrets must be at least {MIN_SECRET_LENGTH} characters long "
-                              f"(got {len(secret)})")
-    keys = {key_id(s): s.encode() for s in current + previous}
-    return KeyRing(key_id(current[0]), keys)
-
-
-def _development_key(config: Config) -> str:
-    """Generate (once, atomically: several workers may race) and read the development key."""
-    path = config.project_dir / "data" / DEV_KEY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_urlsafe(48) + "\n")
-    for _ in range(50):  # another worker may have created the file and not yet written it
-        text = path.read_text(encoding="utf-8").strip()
-        if text:
-            break
-        time.sleep(0.01)
-    log.warning("auth: using the development signing key in %s; set ALYX_AUTH_SECRET in production", path)
-    return text.splitlines()[0].strip()
-
-
-# -- passwords -----------------------------------------------------------------------------------
-class Passwords:
-    """argon2id hashing (argon2-cffi), always off the event loop."""
-
-    def __init__(self, config: Config) -> None:
-        self.hasher = argon2.PasswordHasher(time_cost=config.auth_argon2_time_cost,
-                                            memory_cost=config.auth_argon2_memory_kib,
-                                            parallelism=config.auth_argon2_parallelism,
-                                            type=argon2.Type.ID)
-        self.min_length = config.auth_password_min_length
-        self._dummy: str | None = None
-
-    def check_policy(self, password: Any, field: str = "password") -> str:
-        if not isinstance(password, str) or not password:
-            raise validation_failed({field: ["A password is required."]}, "The password is missing.")
-        if len(password) < self.min_length:
-            raise validation_failed({field: [f"Must be at least {self.min_length} characters."]},
-                                    "The password is too short.")
-        if len(password) > MAX_PASSWORD_LENGTH:
-            raise validation_failed({field: [f"Must be at most {MAX_PASSWORD_LENGTH} characters."]},
-                                    "The password is too long.")
-        return password
-
-    def hash(self, password: str) -> str:
-        return run_blocking(self.hasher.hash, password)
-
-    def verify(self, stored: str | None, password: str) -> bool:
-        """True when ``password`` matches; an account without a hash costs a dummy verify (no timing oracle)."""
-        if not stored:
-            if self._dummy is None:
-                self._dummy = run_blocking(self.hasher.hash, secrets.token_urlsafe(16))
-            stored = self._dummy
-            password = password + "\x00never"
-        try:
-            return run_blocking(self.hasher.verify, stored, password)
-        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
-            return False
-
-    def needs_rehash(self, stored: str) -> bool:
-        try:
-            return self.hasher.check_needs_rehash(stored)
-        except argon2.exceptions.InvalidHashError:
-            return True
-
-
-# -- login backoff ---------------------------------------------------------------------------------
-class LoginGuard:
-    """Brute-force protection: failed logins counted per account and per IP in the database
-    (so every worker sees them); past a threshold each further failure doubles a lockout (429)."""
-
-    def __init__(self, services: Services) -> None:
-        self.db = services.db
-        self.model = services.system.login_attempt
-        config = services.config
-        self.limits = {"account": config.auth_login_max_failures_account, "ip": config.auth_login_max_failures_ip}
-        self.max_lock = max(1, config.auth_login_lockout_max_seconds)
-
-    def keys(self, email: str, ip: str | None) -> list[tuple[str, str]]:
-        found = [("account", f"account:{email[:254]}")]
-        if ip:
-            found.append(("ip", f"ip:{ip[:45]}"))
-        return found
-
-    def check(self, keys: list[tuple[str, str]]) -> None:
-        """429 with Retry-After while any key is locked."""
-        now = utcnow()
-        rows = self.model.select().where(self.model.key.in_([k for _, k in keys]))
-        wait = max([(row.locked_until - now).total_seconds() for row in rows if row.locked_until] or [0])
-        if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            raise AlyxError("rate_limited", f"Too many failed logins; try again in {seconds} seconds.", 429,
-                            {"retry_after": seconds}, {"Retry-After": str(seconds)})
-
-    def failed(self, keys: list[tuple[str, str]]) -> None:
-        now = utcnow()
-        with self.db.write():
-            for kind, key in keys:
-                row = self.model.get_or_none(self.model.key == key)
-                if row is None:
-                    row = self.model(key=key, failures=0)
-                    created = True
-                else:
-                    created = False
-                    locked = row.locked_until is not None and row.locked_until > now
-                    if not locked and (now - row.last_failure_at).total_seconds() > self.max_lock:
-                        row.failures = 0  # an old streak is forgotten
-                row.failures += 1
-                row.last_failure_at = now
-                over = row.failures - self.limits[kind]
-                if over >= 0:
-                    row.locked_until = now + dt.timedelta(seconds=min(self.max_lock, 2 ** min(over, 20)))
-                row.save(force_insert=created)
-            if secrets.randbelow(100) == 0:  # now and then, forget streaks nobody is locked by any more
-                stale = now - dt.timedelta(seconds=2 * self.max_lock)
-                self.model.delete().where((self.model.last_failure_at < stale) & (
-                    self.model.locked_until.is_null() | (self.model.locked_until < now))).execute()
-
-    def succeeded(self, keys: list[tuple[str, str]]) -> None:
-        """A good password clears the account's streak (not the IP's: one own account must not reset it)."""
-        account = [k for kind, k in keys if kind == "account"]
-        with self.db.write():
-            self.model.delete().where(self.model.key.in_(account)).execute()
 
 
 # -- the service ---------------------------------------------------------------------------------
@@ -278,14 +69,15 @@ class Client:
 class AuthService:
     """Register, log in, refresh, log out, change passwords; turn access tokens into principals."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.config = services.config
-        self.db = services.db
-        self.records = services.records
-        self.system = services.system
-        self.passwords = Passwords(services.config)
-        self.guard = LoginGuard(services)
+    def __init__(self, config: Config, db: Database, records: Records, access: AccessRules,
+                 system: SystemModels) -> None:
+        self.config = config
+        self.db = db
+        self.records = records
+        self.access = access
+        self.system = system
+        self.passwords = Passwords(config)
+        self.guard = LoginGuard(db, system.login_attempt, config)
         self._keys: KeyRing | None = None
         self._session_cache: dict[str, tuple[Principal, float]] = {}
         self._token_cache: dict[str, dict[str, Any]] = {}
@@ -299,7 +91,8 @@ class AuthService:
         return self._keys
 
     @property
-    def users(self) -> type[peewee.Model]:
+    def users(self) -> Any:
+        """The users model: built from schema.yaml, so its columns are known at run time only."""
         return self.records.collection(USERS).model
 
     # -- tokens -----------------------------------------------------------------------------------
@@ -316,7 +109,8 @@ class AuthService:
             raise unauthorized("The access token is missing or malformed.", "invalid_token")
         try:
             header = jwt.get_unverified_header(token)
-            key = self.keys.keys.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+            kid = header.get("kid")
+            key = self.keys.keys.get(kid) if isinstance(kid, str) else None
             if key is None:
                 raise unauthorized("The access token was not signed by a known key.", "invalid_token")
             claims = jwt.decode(token, key, algorithms=[ALGORITHM], issuer=ISSUER,
@@ -369,8 +163,8 @@ class AuthService:
     def _load_principal(self, sid: str, user_id: str) -> Principal:
         session_model = self.system.session
         with self.db.connection():
-            session = session_model.select(session_model.user_id, session_model.revoked_at).where(
-                session_model.id == sid).dicts().get_or_none()
+            session = dict_row(session_model.select(session_model.user_id, session_model.revoked_at).where(
+                session_model.id == sid))
             user = None
             if session is not None and session["revoked_at"] is None and session["user_id"] == user_id:
                 users = self.users
@@ -450,6 +244,7 @@ class AuthService:
                         session_model.update(last_used_at=now).where(session_model.id == session.id).execute()
         if problem is not None:
             raise problem
+        assert user is not None and session is not None  # no problem: both were found
         return self.token_response(user, session.id, new_refresh)
 
     def _revoke(self, sid: str, reason: str, now: dt.datetime | None = None) -> None:
@@ -466,7 +261,7 @@ class AuthService:
                 (session_model.user_id == user_id) & session_model.revoked_at.is_null())
             if keep:
                 query = query.where(session_model.id != keep)
-            count = query.execute()
+            count = row_count(query)
         self._forget_sessions()
         return count
 
@@ -487,12 +282,12 @@ class AuthService:
 
     # -- users ------------------------------------------------------------------------------------
     def _user_row(self, user_id: str) -> dict[str, Any] | None:
-        return self.users.select().where(self.users.id == user_id).dicts().get_or_none()
+        return dict_row(self.users.select().where(self.users.id == user_id))
 
     def user_by_email(self, email: str) -> dict[str, Any] | None:
         users = self.users
         with self.db.connection():
-            return users.select().where(users.email == normalize_email(email)).dicts().get_or_none()
+            return dict_row(users.select().where(users.email == normalize_email(email)))
 
     def register(self, body: Any, client: Client, request: RequestInfo | None = None) -> dict[str, Any]:
         """Create a user through the records service (users' create rule, if declared, applies) and sign in."""
@@ -505,7 +300,7 @@ class AuthService:
             raise validation_failed({"passwordConfirm": ["Does not match the password."]})
         if isinstance(fields.get("email"), str):
             fields["email"] = normalize_email(fields["email"])
-        declared_rule = self.services.access.rule(USERS, "create").node is not None
+        declared_rule = self.access.rule(USERS, "create").node is not None
         if not declared_rule and self.config.auth_registration == "closed":
             raise AlyxError("forbidden", "Registration is closed on this server.", 403)
         self.records.validate(USERS, fields)  # cheap checks before the expensive hash
@@ -514,9 +309,10 @@ class AuthService:
                             {k: ["Only admins can set this field."] for k in ("role", "verified") if k in fields})
         password_hash = self.passwords.hash(password)
         with self.db.connection():
-            user = self.records.create(USERS, fields, None, request, server_values={"password_hash": password_hash},
-                                       check_rule=declared_rule)
-            user = self._user_row(user["id"])
+            created = self.records.create(USERS, fields, None, request,
+                                          server_values={"password_hash": password_hash}, check_rule=declared_rule)
+            user = self._user_row(created["id"])
+        assert user is not None  # just created, in this connection
         return self.start_session(user, "password", client)
 
     def login(self, body: Any, client: Client) -> dict[str, Any]:
@@ -528,6 +324,7 @@ class AuthService:
                    if not isinstance(v, str) or not v}
         if missing:
             raise validation_failed(missing, "Email and password are required.")
+        assert isinstance(email, str) and isinstance(password, str)  # checked above
         email = normalize_email(email)
         keys = self.guard.keys(email, client.ip)
         with self.db.connection():
@@ -539,6 +336,7 @@ class AuthService:
                 self.guard.failed(keys)
                 raise unauthorized("Invalid email or password.", "invalid_credentials")
             self.guard.succeeded(keys)
+            assert user is not None  # a password verified against a stored hash
             if self.passwords.needs_rehash(user["password_hash"]):
                 self.set_password(user["id"], password)
         return self.start_session(user, "password", client)
@@ -605,7 +403,14 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def principal_from_token(services: Services, token: str) -> Principal | None:
+class HasAuth(Protocol):
+    """Anything holding the auth service (the app's Services)."""
+
+    @property
+    def auth(self) -> AuthService: ...
+
+
+def principal_from_token(services: HasAuth, token: str | None) -> Principal | None:
     """An access token → the Principal it stands for (None for no token); AlyxError 401 when it is bad.
 
     For callers outside Flask requests, such as the realtime WebSocket channel.

@@ -5,10 +5,14 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from alyx.errors import ConfigError
+
+if TYPE_CHECKING:
+    from alyx.services import Services
 
 SCAFFOLD = Path(__file__).resolve().parent / "scaffold"
 
@@ -70,26 +74,33 @@ def migrate() -> None:
     """Inspect and apply schema migrations."""
 
 
-def _migrator():
+def _migration_services() -> Services:
+    """Services for a migrate command: nothing applied yet (the command decides)."""
     from alyx.config import load_config
     from alyx.services import build_services
 
-    services = build_services(load_config(), migrate=False)
-    return services
+    return build_services(load_config(), migrate=False)
 
 
 @migrate.command("status")
 def migrate_status() -> None:
     """List the steps between the database and schema.yaml, and the applied history."""
+    from alyx.migrations import migration_lock
+    from alyx.system_migrations import apply_system_migrations
+
     try:
-        services = _migrator()
+        services = _migration_services()
         with services.db.connection():
+            with migration_lock(services.db):  # Alyx's own tables first: they hold the history
+                system_applied = apply_system_migrations(services.db)
             migrator = services.migrator()
             plan = migrator.plan()
             history = migrator.history()
     except ConfigError as exc:
         _fail(exc)
     click.echo(f"Database: {services.config.database_display}")
+    for system_step in system_applied:
+        click.echo(f"applied {system_step.describe()}")
     click.echo(f"Applied steps: {len(history)}")
     for row in history[-10:]:
         click.echo(f"  {row['applied_at']:%Y-%m-%d %H:%M:%S}  {row['collection']}: {row['detail']}")
@@ -106,15 +117,19 @@ def migrate_status() -> None:
 def migrate_apply(allow_destructive: bool) -> None:
     """Apply pending migration steps (only safe ones unless --allow-destructive)."""
     from alyx.migrations import migration_lock
+    from alyx.system_migrations import apply_system_migrations
 
     try:
-        services = _migrator()
+        services = _migration_services()
         with services.db.connection(), migration_lock(services.db):
+            system_applied = apply_system_migrations(services.db)
             migrator = services.migrator()
             plan = migrator.plan()
             applied = migrator.apply(plan, allow_destructive=allow_destructive)
     except ConfigError as exc:
         _fail(exc)
+    for system_step in system_applied:
+        click.echo(f"applied {system_step.describe()}")
     for step in applied:
         click.echo(f"applied {step.describe()}")
     click.echo(f"{len(applied)} step(s) applied." if applied else "Nothing to apply.")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -13,8 +13,6 @@ from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from alyx.config import Config
 from alyx.errors import ConfigError
-
-InsertColumn = tuple[str, Callable[[Any], Any]]
 
 
 class Database:
@@ -31,7 +29,7 @@ class Database:
         _per_greenlet_state(self.peewee)
         self.is_sqlite = isinstance(self.peewee, peewee.SqliteDatabase)
         self._write_lock = threading.RLock() if self.is_sqlite else None
-        self._insert_plans: dict[tuple[type[peewee.Model], frozenset[str]], tuple[str, list[InsertColumn]]] = {}
+        self._inserts: dict[tuple[type[peewee.Model], frozenset[str]], PreparedInsert] = {}
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
@@ -46,28 +44,21 @@ class Database:
     def insert(self, model: type[peewee.Model], row: Mapping[str, Any]) -> Any:
         """``model.insert(row).execute()`` for a row that names every column it fills (model
         defaults are not applied), returning the cursor (``lastrowid`` on SQLite; PostgreSQL's
-        carries ``RETURNING`` the primary key).
-
-        peewee builds the INSERT text once per (model, column set): building it took longer than
-        SQLite took to run it. Values still go through each field's ``db_value``.
-        """
+        carries ``RETURNING`` the primary key). The statement is a ``PreparedInsert`` kept per
+        (model, column set)."""
         key = (model, frozenset(row))
-        plan = self._insert_plans.get(key)
-        if plan is None:
-            fields = [f for f in model._meta.sorted_fields if f.name in row]
-            if len(fields) != len(row):
-                unknown = sorted(set(row) - {f.name for f in fields})
-                raise ValueError(f"{model.__name__} has no field(s) {', '.join(unknown)}")
-            # JSON fields get a non-null sample: peewee wraps their placeholder in json(?) on SQLite.
-            sample = [{} if isinstance(f, peewee.JSONField) else None for f in fields]
-            sql, params = model.insert_many([sample], fields=fields).sql()
-            if len(params) != len(fields):  # pragma: no cover - a peewee change would show here
-                raise RuntimeError(f"unexpected INSERT for {model.__name__}: {sql}")
-            plan = (sql, [(f.name, _insert_converter(f)) for f in fields])
-            if len(self._insert_plans) < 1024:
-                self._insert_plans[key] = plan
-        sql, columns = plan
-        return self.peewee.execute_sql(sql, [convert(row[name]) for name, convert in columns])
+        prepared = self._inserts.get(key)
+        if prepared is None:
+            ordered = [f.name for f in model._meta.sorted_fields if f.name in row]
+            # An unknown name makes the column lists differ: PreparedInsert then names it in its error.
+            prepared = PreparedInsert(self.peewee, model, ordered if len(ordered) == len(row) else list(row))
+            if len(self._inserts) < 1024:
+                self._inserts[key] = prepared
+        return prepared.run(row)
+
+    def ping(self) -> None:
+        """A round trip to the database (raises when it cannot be reached)."""
+        self.peewee.execute_sql("SELECT 1")  # type: ignore[no-untyped-call]
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[None]:
@@ -87,17 +78,87 @@ class Database:
             close_all()
 
 
+# peewee-stubs types .dicts()/.tuples() results and row counts loosely: these say what they are.
+def dict_rows(query: Any) -> list[dict[str, Any]]:
+    """A select's rows as dicts."""
+    return list(query.dicts())
+
+
+def dict_row(query: Any) -> dict[str, Any] | None:
+    """A select's first row as a dict, or None."""
+    row: dict[str, Any] | None = query.dicts().first()
+    return row
+
+
+def tuple_rows(query: Any) -> list[tuple[Any, ...]]:
+    """A select's rows as tuples."""
+    return list(query.tuples())
+
+
+def row_count(query: Any) -> int:
+    """Run an UPDATE or DELETE; how many rows it changed."""
+    return int(query.execute())
+
+
+class PreparedInsert:
+    """One INSERT statement for a model and a fixed column list, built once and run many times.
+
+    peewee's query builder took longer to build an INSERT than SQLite took to run it, so hot paths
+    (record writes, the change feed, the job outbox) build the text once. Each value still goes
+    through its field's ``db_value``; JSON columns get their JSON text (on SQLite the statement
+    holds ``json(?)``, the way peewee writes it). Columns are written in the order given; they
+    must include every column that has a model default (defaults are not applied here).
+    """
+
+    def __init__(self, database: peewee.Database, model: type[peewee.Model], columns: Sequence[str]) -> None:
+        fields_by_name = model._meta.fields
+        unknown = [name for name in columns if name not in fields_by_name]
+        if unknown:
+            raise ValueError(f"{model.__name__} has no field(s) {', '.join(sorted(unknown))}")
+        fields = [fields_by_name[name] for name in columns]
+        defaulted = sorted(f.name for f in model._meta.sorted_fields
+                           if f.name not in columns and f.default is not None)
+        if defaulted:  # peewee would add their defaults to the statement: name them instead
+            raise ValueError(f"{model.__name__}: a prepared insert names every column with a default "
+                             f"(missing {', '.join(defaulted)})")
+        # JSON fields get a non-null sample: peewee wraps their placeholder in json(?) on SQLite.
+        sample: list[Any] = [{} if isinstance(f, peewee.JSONField) else None for f in fields]
+        sql, params = model.insert_many([sample], fields=fields).sql()
+        if len(params) != len(fields):  # pragma: no cover - a peewee change would show here
+            raise RuntimeError(f"unexpected INSERT for {model.__name__}: {sql}")
+        self.database = database
+        self.sql: str = sql
+        self.columns: tuple[str, ...] = tuple(columns)
+        self.json_columns: frozenset[str] = frozenset(f.name for f in fields if isinstance(f, peewee.JSONField))
+        self._converters = [(f.name, _insert_converter(f)) for f in fields]
+
+    def values(self, row: Mapping[str, Any]) -> list[Any]:
+        """The statement's parameters for ``row`` (which must hold every column)."""
+        return [convert(row[name]) for name, convert in self._converters]
+
+    def run(self, row: Mapping[str, Any]) -> Any:
+        """Insert one row; returns the cursor."""
+        return self.database.execute_sql(self.sql, self.values(row))  # type: ignore[no-untyped-call]
+
+    def run_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Insert rows one statement each on one cursor (inside the caller's transaction)."""
+        cursor = self.database.cursor()  # type: ignore[no-untyped-call]
+        for row in rows:
+            cursor.execute(self.sql, self.values(row))
+
+
 def _insert_converter(field: peewee.Field) -> Callable[[Any], Any]:
     """A field's ``db_value`` for a prepared INSERT. On SQLite a JSON field's ``db_value`` is the SQL
     ``json(<text>)``; the prepared text already holds ``json(?)``, so the parameter is the text."""
-    if isinstance(field, peewee.JSONField) and isinstance(field.db_value({}), peewee.Node):
-        dumps = field._dumps
+    if isinstance(field, peewee.JSONField) and isinstance(field.db_value({}), peewee.Node):  # type: ignore[no-untyped-call]
+        dumps: Callable[[Any], str] = getattr(field, "_dumps")  # noqa: B009 - peewee keeps it private
 
         def to_text(value: Any) -> Any:
             return None if value is None else dumps(value)
 
         return to_text
-    return field.db_value
+    convert: Callable[[Any], Any] = field.db_value
+    return convert
 
 
 def _per_greenlet_state(database: peewee.Database) -> None:
@@ -112,11 +173,11 @@ def _per_greenlet_state(database: peewee.Database) -> None:
         from gevent import monkey
     except ImportError:  # pragma: no cover - gevent is a dependency
         return
-    if not monkey.is_module_patched("threading") or isinstance(database._state, threading.local):
+    if not monkey.is_module_patched("threading") or isinstance(getattr(database, "_state"), threading.local):  # noqa: B009
         return
     # Built here, not at import time: alyx.db may itself be imported before the patch.
     state_class = type("GreenletConnectionState", (peewee._ConnectionState, threading.local), {})
-    database._state = state_class()
+    setattr(database, "_state", state_class())  # noqa: B010 - peewee's private per-thread state
 
 
 def open_database(config: Config) -> peewee.Database:
@@ -126,24 +187,24 @@ def open_database(config: Config) -> peewee.Database:
         scheme = urlparse(url).scheme
         if scheme in ("postgres", "postgresql", "postgresql+pool", "postgres+pool"):
             params = parse_db_url(url)
-            return PooledPostgresqlDatabase(
+            postgres: peewee.Database = PooledPostgresqlDatabase(
                 params.pop("database"), max_connections=config.database_pool_size,
                 stale_timeout=300, autoconnect=False, **params,
             )
+            return postgres
         if scheme in ("sqlite", "sqlite+pool"):
-            path = url.split("://", 1)[1]
-            return _sqlite(path, config)
+            return _sqlite(url.split("://", 1)[1], config)
         raise ConfigError(f"database.url: unsupported scheme {scheme!r} (expected sqlite:/// or postgresql://)")
-    path = config.sqlite_path
+    sqlite_path = config.sqlite_path
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"database.path: cannot create {path.parent}: {exc.strerror}") from None
-    return _sqlite(str(path), config)
+        raise ConfigError(f"database.path: cannot create {sqlite_path.parent}: {exc.strerror}") from None
+    return _sqlite(str(sqlite_path), config)
 
 
 def _sqlite(path: str, config: Config) -> peewee.SqliteDatabase:
-    return PooledSqliteDatabase(
+    sqlite: peewee.SqliteDatabase = PooledSqliteDatabase(
         path,
         max_connections=config.database_pool_size,
         stale_timeout=300,
@@ -161,3 +222,4 @@ def _sqlite(path: str, config: Config) -> peewee.SqliteDatabase:
         # SQLITE_BUSY when another worker committed in between; immediate ones wait their turn.
         lock_type="IMMEDIATE",
     )
+    return sqlite

@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import peewee
 
-from alyx.clock import utcnow
-from alyx.db import Database
+from alyx.clock import iso_or_value, utcnow
+from alyx.db import Database, PreparedInsert, dict_row, dict_rows, row_count, tuple_rows
 from alyx.errors import AlyxError, not_found
+from alyx.models import Job as JobModel
 from alyx.query import filtered_listing
 
 STATUSES = ("pending", "running", "done", "dead")
@@ -31,7 +31,7 @@ INSERT_COLUMNS = ("kind", "target", "trigger_type", "payload", "status", "attemp
 def backoff_seconds(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
     """Delay before attempt ``attempt + 1``: base·2^(attempt-1), capped, with "equal jitter" (½ to 1×)."""
     ceiling = min(cap, base * (2 ** max(attempt - 1, 0)))
-    return ceiling / 2 + ceiling / 2 * rand()
+    return float(ceiling / 2 + ceiling / 2 * rand())
 
 
 @dataclass(frozen=True)
@@ -64,31 +64,22 @@ def job_row(kind: str, target: str, trigger: str, payload: Any, max_attempts: in
 class JobQueue:
     """Enqueue, claim, finish, retry and dead-letter jobs in one table."""
 
-    def __init__(self, db: Database, model: type[peewee.Model], backoff_base: float = 1.0,
+    def __init__(self, db: Database, model: type[JobModel], backoff_base: float = 1.0,
                  backoff_cap: float = 3600.0) -> None:
         self.db = db
         self.model = model
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self._insert_sql: str | None = None
+        self._insert = PreparedInsert(db.peewee, model, INSERT_COLUMNS)
 
     # -- enqueue -----------------------------------------------------------------------------------
     def insert(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Insert job rows in the caller's (already open) write transaction: the outbox.
 
-        Plain SQL prepared once: this runs inside every hooked record write, and building the
-        statement with peewee's query builder cost more than the insert itself.
+        Prepared once (alyx.db.PreparedInsert): this runs inside every hooked record write, and
+        building the statement with peewee's query builder cost more than the insert itself.
         """
-        database = self.db.peewee
-        if self._insert_sql is None:
-            marks = ", ".join([database.param] * len(INSERT_COLUMNS))
-            self._insert_sql = (f'INSERT INTO "{self.model._meta.table_name}" ({", ".join(INSERT_COLUMNS)}) '
-                                f"VALUES ({marks})")
-        cursor = database.cursor()
-        for row in rows:
-            values = [row[c] for c in INSERT_COLUMNS]
-            values[3] = orjson.dumps(values[3]).decode()  # payload: the JSON column's text
-            cursor.execute(self._insert_sql, values)
+        self._insert.run_many(rows)
 
     def enqueue(self, kind: str, target: str, trigger: str, payload: Any, max_attempts: int,
                 run_at: dt.datetime | None = None) -> int:
@@ -109,8 +100,8 @@ class JobQueue:
         now = now or utcnow()
         m = self.model
         with self.db.connection():
-            candidates = list(m.select(m.id).where((m.status == "pending") & (m.run_at <= now))
-                              .order_by(m.run_at, m.id).limit(limit * 2).tuples())
+            candidates = tuple_rows(m.select(m.id).where((m.status == "pending") & (m.run_at <= now))
+                                    .order_by(m.run_at, m.id).limit(limit * 2))
             claimed: list[Job] = []
             for (job_id,) in candidates:
                 if len(claimed) >= limit:
@@ -121,7 +112,7 @@ class JobQueue:
                                     attempts=m.attempts + 1, updated_at=now)
                            .where((m.id == job_id) & (m.status == "pending")).execute())
                     if won:
-                        row = m.select().where(m.id == job_id).dicts().get()
+                        row = dict_rows(m.select().where(m.id == job_id))[0]
                 if won:
                     claimed.append(Job(row["id"], row["kind"], row["target"], row["trigger_type"], row["payload"],
                                        row["attempts"], row["max_attempts"], row["created_at"]))
@@ -132,7 +123,7 @@ class JobQueue:
         m = self.model
         until = utcnow() + dt.timedelta(seconds=lock_seconds)
         with self.db.connection(), self.db.write():
-            return m.update(locked_until=until).where((m.locked_by == worker) & (m.status == "running")).execute()
+            return row_count(m.update(locked_until=until).where((m.locked_by == worker) & (m.status == "running")))
 
     # -- finishing ---------------------------------------------------------------------------------
     def succeed(self, job: Job, worker: str, execution_id: str | None = None) -> bool:
@@ -173,7 +164,7 @@ class JobQueue:
         now = now or utcnow()
         m = self.model
         with self.db.connection():
-            stale = list(m.select().where((m.status == "running") & (m.locked_until < now)).dicts())
+            stale = dict_rows(m.select().where((m.status == "running") & (m.locked_until < now)))
             out: list[tuple[Job, str]] = []
             for row in stale:
                 job = Job(row["id"], row["kind"], row["target"], row["trigger_type"], row["payload"], row["attempts"],
@@ -197,7 +188,7 @@ class JobQueue:
         m = self.model
         with self.db.connection():
             with self.db.write():
-                row = m.select().where(m.id == job_id).dicts().first()
+                row = dict_row(m.select().where(m.id == job_id))
                 if row is None:
                     raise not_found(f"No job {job_id}.")
                 if row["status"] != "dead":
@@ -210,7 +201,7 @@ class JobQueue:
     def get(self, job_id: int) -> dict[str, Any]:
         m = self.model
         with self.db.connection():
-            row = m.select().where(m.id == job_id).dicts().first()
+            row = dict_row(m.select().where(m.id == job_id))
         if row is None:
             raise not_found(f"No job {job_id}.")
         return shape(row)
@@ -220,24 +211,20 @@ class JobQueue:
         m = self.model
         select, limit = filtered_listing(m, query, ("status", "trigger_type", "target"))
         with self.db.connection():
-            return [shape(r) for r in select.order_by(m.id.desc()).limit(limit).dicts()]
+            return [shape(r) for r in dict_rows(select.order_by(m.id.desc()).limit(limit))]
 
     def counts(self) -> dict[str, int]:
         m = self.model
         with self.db.connection():
-            return {status: n for status, n in m.select(m.status, peewee.fn.COUNT(m.id)).group_by(m.status).tuples()}
+            return {status: n for status, n in tuple_rows(m.select(m.status, peewee.fn.COUNT(m.id)).group_by(m.status))}
 
     def purge_done(self, older_than: dt.datetime) -> int:
         """Delete finished jobs last touched before ``older_than`` (their attempts stay in the execution log)."""
         m = self.model
         with self.db.connection(), self.db.write():
-            return m.delete().where((m.status == "done") & (m.updated_at < older_than)).execute()
-
-
-def _iso(value: Any) -> Any:
-    return value.isoformat() + "Z" if isinstance(value, dt.datetime) else value
+            return row_count(m.delete().where((m.status == "done") & (m.updated_at < older_than)))
 
 
 def shape(row: Mapping[str, Any]) -> dict[str, Any]:
     """A job row as JSON (GET /api/jobs)."""
-    return {k: _iso(v) for k, v in row.items()}
+    return {k: iso_or_value(v) for k, v in row.items()}

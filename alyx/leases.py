@@ -13,12 +13,13 @@ import peewee
 
 from alyx.clock import utcnow
 from alyx.db import Database
+from alyx.models import Lease
 
 
 class Leases:
     """Acquire, renew and release named leases stored in one table."""
 
-    def __init__(self, db: Database, model: type[peewee.Model]) -> None:
+    def __init__(self, db: Database, model: type[Lease]) -> None:
         self.db = db
         self.model = model
 

@@ -13,7 +13,7 @@ from typing import Any
 import peewee
 from playhouse.migrate import PostgresqlMigrator, SchemaMigrator, SqliteMigrator
 
-from alyx.db import Database
+from alyx.db import Database, dict_rows
 from alyx.errors import ConfigError
 from alyx.models import ON_DELETE_SQL, SystemModels, index_definitions
 from alyx.schema import CollectionSpec, FieldSpec, Schema, creation_order
@@ -69,8 +69,10 @@ class Migrator:
 
     # -- planning -----------------------------------------------------------------------------
     def plan(self) -> Plan:
-        """Compare live tables, columns, indexes and recorded field types with the schema."""
-        self.pw.create_tables(self.system.all, safe=True)
+        """Compare live tables, columns, indexes and recorded field types with the schema.
+
+        Alyx's own tables must exist: run ``apply_system_migrations`` (alyx/system_migrations.py) first.
+        """
         tables = set(self.pw.get_tables())
         recorded = {row.name: row for row in self.system.managed_collection.select()}
         steps: list[Step] = []
@@ -283,9 +285,9 @@ class Migrator:
                 raise ConfigError(f"migration left {len(problems)} broken relation(s), e.g. {problems[0]}")
 
     def history(self) -> list[dict[str, Any]]:
-        self.pw.create_tables(self.system.all, safe=True)
+        """Every applied step, oldest first."""
         ms = self.system.migration_step
-        return list(ms.select().order_by(ms.id).dicts())
+        return dict_rows(ms.select().order_by(ms.id))
 
 
 def _q(name: str) -> str:

@@ -5,6 +5,7 @@ import datetime as dt
 import secrets
 import string
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 import peewee
@@ -53,18 +54,153 @@ class DateTimeField(peewee.DateTimeField):
         return super().python_value(value)
 
 
+# -- system tables ------------------------------------------------------------------------------
+# Declared once here with their fields (so code that uses them is type-checked); each app binds its
+# own subclasses to its database (``build_system_models``), so two apps never share a model class.
+# Changes to these tables are numbered system migrations (alyx/system_migrations.py).
+M = TypeVar("M", bound=peewee.Model)
+
+
+def bind(model: type[M], database: peewee.Database) -> type[M]:
+    """A subclass of ``model`` bound to ``database`` (same table, fields and indexes)."""
+    meta = type("Meta", (), {"table_name": model._meta.table_name, "database": database})
+    bound: type[M] = type(model.__name__, (model,), {"Meta": meta, "__module__": model.__module__})
+    return bound
+
+
+class MigrationStep(BaseModel):
+    """History: one row per applied migration step."""
+
+    id = peewee.AutoField()
+    applied_at = peewee.DateTimeField(default=utcnow)
+    collection = peewee.TextField()
+    action = peewee.TextField()
+    detail = peewee.TextField()
+    destructive = peewee.BooleanField(default=False)
+
+    class Meta:
+        table_name = "_alyx_migrations"
+
+
+class ManagedCollection(BaseModel):
+    """Tables Alyx created: only these are ever dropped by a migration."""
+
+    name = peewee.TextField(primary_key=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    field_types = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "_alyx_collections"
+
+
+# Auth tables (alyx/auth.py). No foreign keys to `users`: system tables are created before the
+# collections; the auth service checks that the user still exists instead.
+class Session(BaseModel):
+    """One signed-in device: its refresh tokens rotate inside it; revoking it ends them all."""
+
+    id = peewee.CharField(primary_key=True, max_length=32)
+    user_id = peewee.CharField(max_length=ID_LENGTH, index=True)
+    method = peewee.TextField(default="password")  # password | oauth:<provider> | admin
+    created_at = peewee.DateTimeField(default=utcnow)
+    last_used_at = peewee.DateTimeField(default=utcnow)
+    revoked_at = peewee.DateTimeField(null=True)
+    revoked_reason = peewee.TextField(null=True)
+    ip = peewee.TextField(null=True)
+    user_agent = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "_alyx_sessions"
+
+
+class RefreshToken(BaseModel):
+    """A refresh token, stored as its SHA-256 only; used_at set when it is rotated."""
+
+    token_hash = peewee.CharField(primary_key=True, max_length=64)
+    session_id = peewee.CharField(max_length=32, index=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    expires_at = peewee.DateTimeField()
+    used_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "_alyx_refresh_tokens"
+
+
+class LoginAttempt(BaseModel):
+    """Failed logins per key ('account:<email>' or 'ip:<address>'), for backoff across workers."""
+
+    key = peewee.CharField(primary_key=True, max_length=300)
+    failures = peewee.IntegerField(default=0)
+    last_failure_at = peewee.DateTimeField(default=utcnow)
+    locked_until = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "_alyx_login_attempts"
+
+
+class OAuthIdentity(BaseModel):
+    """A user's account at an OAuth2/OIDC provider (provider + subject → user)."""
+
+    id = peewee.AutoField()
+    provider = peewee.TextField()
+    subject = peewee.TextField()
+    user_id = peewee.CharField(max_length=ID_LENGTH, index=True)
+    email = peewee.TextField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "_alyx_oauth_identities"
+        indexes = ((("provider", "subject"), True),)
+
+
+class OAuthState(BaseModel):
+    """A pending OAuth login: state (hashed), PKCE verifier and OIDC nonce, used once."""
+
+    state_hash = peewee.CharField(primary_key=True, max_length=64)
+    provider = peewee.TextField()
+    code_verifier = peewee.TextField()
+    nonce = peewee.TextField()
+    redirect_uri = peewee.TextField()
+    expires_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "_alyx_oauth_states"
+
+
+class Execution(BaseModel):
+    """One function run (alyx/executions.py): trigger, input, output, status, timings, logs, error."""
+
+    id = peewee.CharField(primary_key=True, max_length=ID_LENGTH)
+    function_id = peewee.TextField(index=True)
+    version = peewee.TextField()
+    trigger_type = peewee.TextField()
+    status = peewee.TextField()
+    started_at = peewee.DateTimeField(default=utcnow, index=True)
+    duration_ms = peewee.DoubleField()
+    timings = peewee.JSONField(dumps=_json_dumps)
+    input = peewee.JSONField(dumps=_json_dumps, null=True)
+    output = peewee.JSONField(dumps=_json_dumps, null=True)
+    error = peewee.JSONField(dumps=_json_dumps, null=True)
+    stdout = peewee.TextField(default="")
+    stderr = peewee.TextField(default="")
+    tier = peewee.TextField(default="")
+    sandbox = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "_alyx_executions"
+
+
 @dataclass(frozen=True)
 class SystemModels:
     """Alyx's own tables, bound to one database (each app gets its own classes)."""
 
-    migration_step: type[peewee.Model]
-    managed_collection: type[peewee.Model]
-    session: type[peewee.Model]
-    refresh_token: type[peewee.Model]
-    login_attempt: type[peewee.Model]
-    oauth_identity: type[peewee.Model]
-    oauth_state: type[peewee.Model]
-    execution: type[peewee.Model]
+    migration_step: type[MigrationStep]
+    managed_collection: type[ManagedCollection]
+    session: type[Session]
+    refresh_token: type[RefreshToken]
+    login_attempt: type[LoginAttempt]
+    oauth_identity: type[OAuthIdentity]
+    oauth_state: type[OAuthState]
+    execution: type[Execution]
 
     @property
     def all(self) -> list[type[peewee.Model]]:
@@ -73,124 +209,10 @@ class SystemModels:
 
 
 def build_system_models(database: peewee.Database) -> SystemModels:
-    class MigrationStep(BaseModel):
-        """History: one row per applied migration step."""
-
-        id = peewee.AutoField()
-        applied_at = peewee.DateTimeField(default=utcnow)
-        collection = peewee.TextField()
-        action = peewee.TextField()
-        detail = peewee.TextField()
-        destructive = peewee.BooleanField(default=False)
-
-        class Meta:
-            table_name = "_alyx_migrations"
-
-    class ManagedCollection(BaseModel):
-        """Tables Alyx created: only these are ever dropped by a migration."""
-
-        name = peewee.TextField(primary_key=True)
-        created_at = peewee.DateTimeField(default=utcnow)
-        field_types = peewee.TextField(null=True)
-
-        class Meta:
-            table_name = "_alyx_collections"
-
-    # Auth tables (alyx/auth.py). No foreign keys to `users`: system tables are created before the
-    # collections; the auth service checks that the user still exists instead.
-    class Session(BaseModel):
-        """One signed-in device: its refresh tokens rotate inside it; revoking it ends them all."""
-
-        id = peewee.CharField(primary_key=True, max_length=32)
-        user_id = peewee.CharField(max_length=ID_LENGTH, index=True)
-        method = peewee.TextField(default="password")  # password | oauth:<provider> | admin
-        created_at = peewee.DateTimeField(default=utcnow)
-        last_used_at = peewee.DateTimeField(default=utcnow)
-        revoked_at = peewee.DateTimeField(null=True)
-        revoked_reason = peewee.TextField(null=True)
-        ip = peewee.TextField(null=True)
-        user_agent = peewee.TextField(null=True)
-
-        class Meta:
-            table_name = "_alyx_sessions"
-
-    class RefreshToken(BaseModel):
-        """A refresh token, stored as its SHA-256 only; used_at set when it is rotated."""
-
-        token_hash = peewee.CharField(primary_key=True, max_length=64)
-        session_id = peewee.CharField(max_length=32, index=True)
-        created_at = peewee.DateTimeField(default=utcnow)
-        expires_at = peewee.DateTimeField()
-        used_at = peewee.DateTimeField(null=True)
-
-        class Meta:
-            table_name = "_alyx_refresh_tokens"
-
-    class LoginAttempt(BaseModel):
-        """Failed logins per key ('account:<email>' or 'ip:<address>'), for backoff across workers."""
-
-        key = peewee.CharField(primary_key=True, max_length=300)
-        failures = peewee.IntegerField(default=0)
-        last_failure_at = peewee.DateTimeField(default=utcnow)
-        locked_until = peewee.DateTimeField(null=True)
-
-        class Meta:
-            table_name = "_alyx_login_attempts"
-
-    class OAuthIdentity(BaseModel):
-        """A user's account at an OAuth2/OIDC provider (provider + subject → user)."""
-
-        id = peewee.AutoField()
-        provider = peewee.TextField()
-        subject = peewee.TextField()
-        user_id = peewee.CharField(max_length=ID_LENGTH, index=True)
-        email = peewee.TextField(null=True)
-        created_at = peewee.DateTimeField(default=utcnow)
-
-        class Meta:
-            table_name = "_alyx_oauth_identities"
-            indexes = ((("provider", "subject"), True),)
-
-    class OAuthState(BaseModel):
-        """A pending OAuth login: state (hashed), PKCE verifier and OIDC nonce, used once."""
-
-        state_hash = peewee.CharField(primary_key=True, max_length=64)
-        provider = peewee.TextField()
-        code_verifier = peewee.TextField()
-        nonce = peewee.TextField()
-        redirect_uri = peewee.TextField()
-        expires_at = peewee.DateTimeField()
-
-        class Meta:
-            table_name = "_alyx_oauth_states"
-
-    models = (MigrationStep, ManagedCollection, Session, RefreshToken, LoginAttempt, OAuthIdentity, OAuthState)
-    class Execution(BaseModel):
-        """One function run (alyx/executions.py): trigger, input, output, status, timings, logs, error."""
-
-        id = peewee.CharField(primary_key=True, max_length=ID_LENGTH)
-        function_id = peewee.TextField(index=True)
-        version = peewee.TextField()
-        trigger_type = peewee.TextField()
-        status = peewee.TextField()
-        started_at = peewee.DateTimeField(default=utcnow, index=True)
-        duration_ms = peewee.DoubleField()
-        timings = peewee.JSONField(dumps=_json_dumps)
-        input = peewee.JSONField(dumps=_json_dumps, null=True)
-        output = peewee.JSONField(dumps=_json_dumps, null=True)
-        error = peewee.JSONField(dumps=_json_dumps, null=True)
-        stdout = peewee.TextField(default="")
-        stderr = peewee.TextField(default="")
-        tier = peewee.TextField(default="")
-        sandbox = peewee.TextField(null=True)
-
-        class Meta:
-            table_name = "_alyx_executions"
-
-    Execution._meta.set_database(database)
-    for model in models:
-        model._meta.set_database(database)
-    return SystemModels(*models, execution=Execution)
+    """Alyx's own tables (migrations, auth, executions) bound to ``database``."""
+    return SystemModels(bind(MigrationStep, database), bind(ManagedCollection, database), bind(Session, database),
+                        bind(RefreshToken, database), bind(LoginAttempt, database), bind(OAuthIdentity, database),
+                        bind(OAuthState, database), execution=bind(Execution, database))
 
 
 def _column(spec: FieldSpec, models: dict[str, type[peewee.Model]], collection: str) -> peewee.Field:
@@ -264,13 +286,65 @@ def build_models(schema: Schema, database: peewee.Database) -> dict[str, type[pe
     return {name: models[name] for name in schema.collections}
 
 
+class Job(BaseModel):
+    """One durable unit of work: a function run (hook, webhook, schedule, event) or an outgoing webhook."""
+
+    id = peewee.BigAutoField()
+    kind = peewee.TextField()  # function | outgoing
+    target = peewee.TextField()  # function name, or outgoing webhook name
+    trigger_type = peewee.TextField()  # database | webhook | schedule | event
+    payload = peewee.JSONField(dumps=_json_dumps, null=True)
+    status = peewee.TextField(default="pending")  # pending | running | done | dead
+    attempts = peewee.IntegerField(default=0)
+    max_attempts = peewee.IntegerField(default=1)
+    run_at = peewee.DateTimeField(default=utcnow)
+    locked_by = peewee.TextField(null=True)
+    locked_until = peewee.DateTimeField(null=True)
+    last_error = peewee.JSONField(dumps=_json_dumps, null=True)
+    last_execution_id = peewee.TextField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "_alyx_jobs"
+        indexes = ((("status", "run_at"), False),)
+
+
+class Lease(BaseModel):
+    """Who runs a background loop (e.g. the scheduler) until when; taken over once it expires."""
+
+    name = peewee.TextField(primary_key=True)
+    holder = peewee.TextField()
+    expires_at = peewee.DateTimeField()
+    acquired_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "_alyx_leases"
+
+
+class Schedule(BaseModel):
+    """Persisted state of one schedule (`<function>/<name>`): next and last run survive restarts."""
+
+    key = peewee.TextField(primary_key=True)
+    function = peewee.TextField()
+    name = peewee.TextField()
+    fingerprint = peewee.TextField()
+    next_run_at = peewee.DateTimeField(null=True)
+    last_run_at = peewee.DateTimeField(null=True)
+    last_job_id = peewee.BigIntegerField(null=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "_alyx_schedules"
+
+
 @dataclass(frozen=True)
 class EventModels:
     """The tables of events, webhooks and schedules (alyx/jobs.py, alyx/leases.py, alyx/scheduler.py)."""
 
-    job: type[peewee.Model]
-    lease: type[peewee.Model]
-    schedule: type[peewee.Model]
+    job: type[Job]
+    lease: type[Lease]
+    schedule: type[Schedule]
 
     @property
     def all(self) -> list[type[peewee.Model]]:
@@ -278,56 +352,5 @@ class EventModels:
 
 
 def build_event_models(database: peewee.Database) -> EventModels:
-    class Job(BaseModel):
-        """One durable unit of work: a function run (hook, webhook, schedule, event) or an outgoing webhook."""
-
-        id = peewee.BigAutoField()
-        kind = peewee.TextField()  # function | outgoing
-        target = peewee.TextField()  # function name, or outgoing webhook name
-        trigger_type = peewee.TextField()  # database | webhook | schedule | event
-        payload = peewee.JSONField(dumps=_json_dumps, null=True)
-        status = peewee.TextField(default="pending")  # pending | running | done | dead
-        attempts = peewee.IntegerField(default=0)
-        max_attempts = peewee.IntegerField(default=1)
-        run_at = peewee.DateTimeField(default=utcnow)
-        locked_by = peewee.TextField(null=True)
-        locked_until = peewee.DateTimeField(null=True)
-        last_error = peewee.JSONField(dumps=_json_dumps, null=True)
-        last_execution_id = peewee.TextField(null=True)
-        created_at = peewee.DateTimeField(default=utcnow)
-        updated_at = peewee.DateTimeField(default=utcnow)
-
-        class Meta:
-            table_name = "_alyx_jobs"
-            indexes = ((("status", "run_at"), False),)
-
-    class Lease(BaseModel):
-        """Who runs a background loop (e.g. the scheduler) until when; taken over once it expires."""
-
-        name = peewee.TextField(primary_key=True)
-        holder = peewee.TextField()
-        expires_at = peewee.DateTimeField()
-        acquired_at = peewee.DateTimeField(default=utcnow)
-
-        class Meta:
-            table_name = "_alyx_leases"
-
-    class Schedule(BaseModel):
-        """Persisted state of one schedule (`<function>/<name>`): next and last run survive restarts."""
-
-        key = peewee.TextField(primary_key=True)
-        function = peewee.TextField()
-        name = peewee.TextField()
-        fingerprint = peewee.TextField()
-        next_run_at = peewee.DateTimeField(null=True)
-        last_run_at = peewee.DateTimeField(null=True)
-        last_job_id = peewee.BigIntegerField(null=True)
-        updated_at = peewee.DateTimeField(default=utcnow)
-
-        class Meta:
-            table_name = "_alyx_schedules"
-
-    models = EventModels(Job, Lease, Schedule)
-    for model in models.all:
-        model._meta.set_database(database)
-    return models
+    """The event tables bound to ``database``."""
+    return EventModels(bind(Job, database), bind(Lease, database), bind(Schedule, database))

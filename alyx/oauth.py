@@ -14,18 +14,21 @@ import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jwt
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 
-from alyx.auth import USERS, Client, normalize_email, sha256_hex
+from alyx.auth import USERS, AuthService, Client, normalize_email, sha256_hex
 from alyx.clock import utcnow
+from alyx.config import Config
+from alyx.db import Database, dict_row
 from alyx.errors import AlyxError, ConfigError
-
-if TYPE_CHECKING:
-    from alyx.services import Services
+from alyx.models import SystemModels
+from alyx.records import Records
+from alyx.rules import AccessRules
+from alyx.schema import Schema
 
 log = logging.getLogger("alyx.oauth")
 
@@ -100,10 +103,16 @@ class OAuthService:
 
     STATE_TTL = 600
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.db = services.db
-        self.providers = load_providers(services.config)
+    def __init__(self, config: Config, db: Database, schema: Schema, records: Records, access: AccessRules,
+                 system: SystemModels, auth: AuthService) -> None:
+        self.config = config
+        self.db = db
+        self.schema = schema
+        self.records = records
+        self.access = access
+        self.system = system
+        self.auth = auth
+        self.providers = load_providers(config)
         self._discovery_lock = threading.Lock()
 
     def provider_names(self) -> list[str]:
@@ -147,7 +156,7 @@ class OAuthService:
         """(authorize URL, state): the state, verifier and nonce are kept server-side for one use."""
         provider = self.provider(name)
         state, verifier, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(48), secrets.token_urlsafe(24)
-        states = self.services.system.oauth_state
+        states = self.system.oauth_state
         now = utcnow()
         with self.db.connection(), self.db.write():
             states.delete().where(states.expires_at < now).execute()
@@ -161,7 +170,7 @@ class OAuthService:
     def finish(self, name: str, state: str, code: str, client: Client) -> dict[str, Any]:
         """Consume the state, exchange the code (PKCE), identify the user, sign them in."""
         provider = self.provider(name)
-        states = self.services.system.oauth_state
+        states = self.system.oauth_state
         with self.db.connection(), self.db.write():
             pending = states.get_or_none((states.state_hash == sha256_hex(state)) & (states.provider == name))
             if pending is not None:
@@ -182,7 +191,7 @@ class OAuthService:
         else:
             identity = self._oidc_identity(session, provider, token, pending.nonce)
         user = self._user_for(provider, identity)
-        return self.services.auth.start_session(user, f"oauth:{name}", client)
+        return self.auth.start_session(user, f"oauth:{name}", client)
 
     # -- identities ---------------------------------------------------------------------------------
     def _oidc_identity(self, session: OAuth2Session, provider: Provider, token: Mapping[str, Any],
@@ -211,6 +220,8 @@ class OAuthService:
     def _verify_id_token(self, provider: Provider, id_token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(id_token)
+            if not provider.jwks_uri:
+                raise ValueError("the provider has no jwks_uri")
             response = requests.get(provider.jwks_uri, timeout=HTTP_TIMEOUT)
             response.raise_for_status()
             keys = jwt.PyJWKSet.from_dict(response.json())
@@ -226,6 +237,8 @@ class OAuthService:
             raise AlyxError("oauth_failed", f"The ID token from {provider.name!r} is not valid.", 401) from None
 
     def _github_identity(self, session: OAuth2Session, provider: Provider) -> Identity:
+        if not provider.userinfo_url:
+            raise AlyxError("oauth_failed", "Could not read the GitHub profile.", 401)
         try:
             user = session.get(provider.userinfo_url, timeout=HTTP_TIMEOUT).json()
             emails = session.get(provider.userinfo_url.rstrip("/") + "/emails", timeout=HTTP_TIMEOUT).json()
@@ -240,16 +253,16 @@ class OAuthService:
 
     def _user_for(self, provider: Provider, identity: Identity) -> dict[str, Any]:
         """The linked user; else link by verified email; else create one (registration policy applies)."""
-        auth = self.services.auth
-        records = self.services.records
-        links = self.services.system.oauth_identity
+        auth = self.auth
+        records = self.records
+        links = self.system.oauth_identity
         users = auth.users
         with self.db.connection():
             link = links.get_or_none((links.provider == provider.name) & (links.subject == identity.subject))
             if link is not None:
-                user = users.select().where(users.id == link.user_id).dicts().get_or_none()
-                if user is not None:
-                    return user
+                linked = dict_row(users.select().where(users.id == link.user_id))
+                if linked is not None:
+                    return linked
                 links.delete().where(links.id == link.id).execute()
             if not identity.email or not identity.email_verified:
                 raise AlyxError("oauth_email_unverified", f"{provider.name!r} did not confirm a verified email "
@@ -267,16 +280,17 @@ class OAuthService:
             with self.db.write():
                 links.insert(provider=provider.name, subject=identity.subject, user_id=user["id"],
                              email=email).on_conflict_ignore().execute()
-            return users.select().where(users.id == user["id"]).dicts().get()
+            found: dict[str, Any] = users.select().where(users.id == user["id"]).dicts().get()
+            return found
 
     def _create_user(self, email: str, identity: Identity) -> dict[str, Any]:
-        access = self.services.access
+        access = self.access
         declared_rule = access.rule(USERS, "create").node is not None
-        if not declared_rule and self.services.config.auth_registration == "closed":
+        if not declared_rule and self.config.auth_registration == "closed":
             raise AlyxError("forbidden", "Registration is closed on this server.", 403)
         fields: dict[str, Any] = {"email": email}
-        name_field = self.services.schema.collections[USERS].field("name")
+        name_field = self.schema.collections[USERS].field("name")
         if identity.name and name_field is not None and name_field.type == "string" and not name_field.hidden:
             fields["name"] = identity.name[: int(name_field.max)] if name_field.max else identity.name
-        return self.services.records.create(USERS, fields, None, server_values={"verified": True},
+        return self.records.create(USERS, fields, None, server_values={"verified": True},
                                             check_rule=declared_rule)

@@ -1,13 +1,19 @@
-"""Builds the services of one Alyx instance from a Config — no Flask, so the CLI uses it too."""
+"""Builds the services of one Alyx instance from a Config — no Flask, so the CLI uses it too.
+
+``build_services`` is the one place services are made: each gets only what it uses, the record
+hook points are registered in one ordered list (``record_hooks``), and the returned ``Services``
+is complete. Nothing else constructs a service or registers a record hook.
+"""
 from __future__ import annotations
 
-import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Literal
 
 import peewee
 
+from alyx.auth import AuthService
 from alyx.config import Config
 from alyx.db import Database
 from alyx.errors import ConfigError
@@ -15,16 +21,31 @@ from alyx.events import Events
 from alyx.functions import Functions
 from alyx.migrations import Migrator, Plan, migration_lock
 from alyx.models import SystemModels, build_models, build_system_models
+from alyx.oauth import OAuthService
 from alyx.realtime import Realtime
 from alyx.records import Records
 from alyx.rules import AccessRules
+from alyx.sandbox import PoolSettings
 from alyx.schema import Schema, load_schema
-
-if TYPE_CHECKING:
-    from alyx.auth import AuthService
-    from alyx.oauth import OAuthService
+from alyx.system_migrations import apply_system_migrations
 
 log = logging.getLogger("alyx")
+
+HookPoint = Literal["guard", "journal", "listener"]
+
+
+@dataclass(frozen=True)
+class RecordHook:
+    """One registration on a hook point of the records service (alyx/records.py).
+
+    ``guard``: before a write, outside its transaction (``applies`` says for which writes);
+    ``journal``: inside the write transaction, before commit; ``listener``: after commit.
+    """
+
+    point: HookPoint
+    owner: str
+    call: Callable[..., Any]
+    applies: Callable[[str, str], bool] | None = None
 
 
 @dataclass
@@ -38,42 +59,42 @@ class Services:
     system: SystemModels
     access: AccessRules
     records: Records
-    realtime: Realtime | None = None
-    events: Events | None = None
-
-    @functools.cached_property
-    def auth(self) -> AuthService:
-        """Passwords, tokens and sessions (alyx/auth.py); signing keys load on first use."""
-        from alyx.auth import AuthService
-
-        return AuthService(self)
-
-    @functools.cached_property
-    def oauth(self) -> OAuthService:
-        """OAuth2/OIDC login with the providers of alyx.yaml auth.oauth (alyx/oauth.py)."""
-        from alyx.oauth import OAuthService
-
-        return OAuthService(self)
-
-    @functools.cached_property
-    def functions(self) -> Functions:
-        """Functions: discovery, sandboxes (started on first call) and the execution log."""
-        from alyx.sandbox import PoolSettings
-
-        settings = PoolSettings(warm_per_runtime=self.config.functions_warm_pool,
-                                idle_ttl=self.config.functions_idle_ttl,
-                                memory_budget=self.config.functions_memory_budget_mb)
-        return Functions(self.config, self.db, self.system.execution, settings=settings)
+    functions: Functions
+    auth: AuthService
+    oauth: OAuthService
+    realtime: Realtime
+    events: Events
+    hooks: list[RecordHook]  # who is registered on the record hook points, in order
 
     def migrator(self) -> Migrator:
         return Migrator(self.db, self.schema, self.models, self.system)
 
     def close(self) -> None:
-        if self.events is not None:  # first: its loop may be running a function
-            self.events.close()
-        if "functions" in self.__dict__:  # stop the sandboxes this app started
-            self.functions.close()
+        self.events.close()  # first: its loop may be running a function
+        self.functions.close()  # stops the sandboxes this app started (none if no function ran)
         self.db.close()
+
+
+def record_hooks(realtime: Realtime, events: Events) -> list[RecordHook]:
+    """Who is on the record hook points, in the order they run."""
+    return [
+        RecordHook("guard", "events: sync database hooks", events.sync_hooks.run, events.sync_hooks.applies),
+        RecordHook("journal", "realtime: change feed", realtime.feed.append),
+        RecordHook("journal", "events: outbox (async hooks, outgoing webhooks)", events.outbox),
+        RecordHook("listener", "events: wake the job runner", events.after_commit),
+    ]
+
+
+def register_record_hooks(records: Records, hooks: list[RecordHook]) -> None:
+    """Register ``hooks`` on ``records`` in list order."""
+    for hook in hooks:
+        if hook.point == "guard":
+            assert hook.applies is not None, f"guard {hook.owner!r} needs applies"
+            records.guard(hook.call, hook.applies)
+        elif hook.point == "journal":
+            records.journal(hook.call)
+        else:
+            records.subscribe(hook.call)
 
 
 def build_services(config: Config, migrate: bool = True) -> Services:
@@ -84,11 +105,19 @@ def build_services(config: Config, migrate: bool = True) -> Services:
         models = build_models(schema, db.peewee)
         system = build_system_models(db.peewee)
         access = AccessRules(schema, models, postgres=not db.is_sqlite)
-        services = Services(config, schema, db, models, system, access,
-                            Records(db, schema, models, access, config.api_default_per_page,
-                                    config.api_max_per_page))
-        services.realtime = Realtime(config, db, services.records, access)
-        services.events = Events(config, db, services.records, services.functions)
+        records = Records(db, schema, models, access, config.api_default_per_page, config.api_max_per_page)
+        # The sandbox manager inside starts on the first function call (or prewarm), not here.
+        functions = Functions(config, db, system.execution, settings=PoolSettings(
+            warm_per_runtime=config.functions_warm_pool, idle_ttl=config.functions_idle_ttl,
+            memory_budget=config.functions_memory_budget_mb))
+        auth = AuthService(config, db, records, access, system)  # signing keys load on first use
+        oauth = OAuthService(config, db, schema, records, access, system, auth)
+        realtime = Realtime(config, db, records, access)
+        events = Events(config, db, functions)
+        hooks = record_hooks(realtime, events)
+        register_record_hooks(records, hooks)
+        services = Services(config, schema, db, models, system, access, records, functions, auth, oauth, realtime,
+                            events, hooks)
         if migrate:
             apply_safe_migrations(services)
     except peewee.OperationalError as exc:
@@ -101,15 +130,15 @@ def build_services(config: Config, migrate: bool = True) -> Services:
 
 
 def apply_safe_migrations(services: Services) -> Plan:
-    """Apply what is safe; raise ConfigError (naming the command to run) when something is not."""
+    """Apply what is safe; raise ConfigError (naming the command to run) when something is not.
+
+    Alyx's own tables first (numbered system migrations), then the schema's, under one lock.
+    """
     with services.db.connection(), migration_lock(services.db):
+        apply_system_migrations(services.db)
         migrator = services.migrator()
         plan = migrator.plan()
         migrator.apply(plan, allow_destructive=False)
-        if services.realtime is not None:
-            services.realtime.install()
-        if services.events is not None:
-            services.events.install()
         for step in plan.steps:
             log.info("migration applied: %s", step.describe())
         return plan

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alyx.auth import key_id, load_key_ring
 from alyx.config import load_config
 from alyx.errors import ConfigError
+from alyx.signing_keys import key_id, load_key_ring
 from tests.conftest import ROOT, TEST_ENV, write_project
 from tests.helpers import assert_error
 

@@ -10,8 +10,8 @@ import pytest
 
 from alyx.clock import utcnow
 from alyx.config import Config
-from alyx.db import Database
-from alyx.jobs import JobQueue, backoff_seconds, job_row
+from alyx.db import Database, PreparedInsert
+from alyx.jobs import INSERT_COLUMNS, JobQueue, backoff_seconds, job_row
 from alyx.leases import Leases
 from alyx.models import EventModels, build_event_models
 
@@ -164,3 +164,27 @@ def test_leases_under_concurrent_contenders(event_db) -> None:
     for t in threads:
         t.join(timeout=30)
     assert len(winners) == 1
+
+
+def test_outbox_payloads_keep_their_json_and_times_print_like_records(event_db) -> None:
+    db, models = event_db
+    queue = JobQueue(db, models.job)
+    payload = {"input": {"document": {"id": "abc", "tags": ["x", "ü"], "n": 1.5, "none": None}}}
+    with db.connection(), db.write():
+        queue.insert([job_row("function", "fn", "database", payload, 2),
+                      job_row("outgoing", "hook", "database", None, 1)])
+    jobs = {j["kind"]: j for j in queue.list({})}
+    assert jobs["function"]["payload"] == payload and jobs["outgoing"]["payload"] is None
+    created = jobs["function"]["created_at"]
+    assert created.endswith("Z") and len(created) == len("2026-12-01T20:53:37.123Z")  # clock.iso
+
+
+def test_prepared_insert_names_unknown_columns(event_db) -> None:
+    db, models = event_db
+    with pytest.raises(ValueError, match="no field"):
+        PreparedInsert(db.peewee, models.job, ["kind", "colour"])
+    prepared = PreparedInsert(db.peewee, models.lease, ["name", "holder", "expires_at", "acquired_at"])
+    assert prepared.columns == ("name", "holder", "expires_at", "acquired_at") and not prepared.json_columns
+    with pytest.raises(ValueError, match="missing acquired_at"):  # a column with a default must be named
+        PreparedInsert(db.peewee, models.lease, ["name", "holder", "expires_at"])
+    assert PreparedInsert(db.peewee, models.job, INSERT_COLUMNS).json_columns == {"payload"}

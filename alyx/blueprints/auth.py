@@ -5,9 +5,11 @@ from __future__ import annotations
 import secrets
 
 from flask import Blueprint, Flask, Response, g, redirect, request
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from alyx.auth import Client, unauthorized
 from alyx.blueprints import request_info, services
+from alyx.blueprints.access import signed_in_principal, signed_in_required
 from alyx.errors import AlyxError
 from alyx.http import json_body, json_response
 from alyx.ratelimit import RateLimiter
@@ -74,12 +76,6 @@ def install_auth(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-def _signed_in():
-    if g.get("principal") is None:
-        raise unauthorized("Sign in first: send Authorization: Bearer <access token>.")
-    return g.principal
-
-
 @bp.post("/register")
 def register() -> Response:
     return json_response(services().auth.register(json_body(), client(), request_info()), 201)
@@ -115,15 +111,16 @@ def logout() -> Response:
 
 
 @bp.get("/me")
+@signed_in_required
 def me() -> Response:
-    return json_response(services().auth.me(_signed_in()))
+    return json_response(services().auth.me(signed_in_principal()))
 
 
 @bp.post("/password")
+@signed_in_required
 def change_password() -> Response:
     """{"old_password", "password"}: sets a new password and ends the user's other sessions."""
-    principal = _signed_in()
-    services().auth.change_password(principal, g.session_id, json_body())
+    services().auth.change_password(signed_in_principal(), g.session_id, json_body())
     return Response(status=204)
 
 
@@ -133,7 +130,7 @@ def providers() -> Response:
 
 
 @bp.get("/oauth/<provider>")
-def oauth_start(provider: str) -> Response:
+def oauth_start(provider: str) -> WerkzeugResponse:
     """Redirect to the provider; the state also goes into a cookie so the callback is bound to this browser."""
     oauth = services().oauth
     url, state = oauth.start(provider, request.base_url.rstrip("/") + "/callback")

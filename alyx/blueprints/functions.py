@@ -1,4 +1,4 @@
-"""/api/functions/<name> (any method) runs a function; /api/executions lists runs (admins only)."""
+"""/api/functions/<name> (any method) runs a function (the execution log is blueprints/executions.py)."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, request
@@ -8,7 +8,6 @@ from alyx.blueprints import current_principal, services
 from alyx.callback import ENVIRON_KEY
 from alyx.errors import AlyxError
 from alyx.functions import SECRET_HEADERS, http_log_input, public_details
-from alyx.http import json_response
 from alyx.sandbox import Call
 
 bp = Blueprint("functions", __name__)
@@ -55,23 +54,3 @@ def invoke(name: str, rest: str = "") -> Response:
             response.headers.add(key, value)
     response.headers["X-Alyx-Execution-Id"] = execution_id
     return response
-
-
-def _require_admin() -> None:
-    principal = current_principal()
-    if principal is None:
-        raise AlyxError("unauthorized", "The execution log is for admins: sign in.", 401)
-    if not principal.is_admin:
-        raise AlyxError("forbidden", "The execution log is for admins only.", 403)
-
-
-@bp.get("/api/executions")
-def list_executions() -> Response:
-    _require_admin()
-    return json_response({"items": services().functions.executions.list(request.args.to_dict())})
-
-
-@bp.get("/api/executions/<execution_id>")
-def view_execution(execution_id: str) -> Response:
-    _require_admin()
-    return json_response(services().functions.executions.get(execution_id))

@@ -13,7 +13,7 @@ bp = Blueprint("health", __name__)
 @bp.get("/api/health")
 def health() -> Response:
     svc = services()
-    svc.db.peewee.execute_sql("SELECT 1")
+    svc.db.ping()
     return json_response({
         "status": "ok",
         "version": __version__,

@@ -26,15 +26,15 @@ from alyx.functions import Functions
 from alyx.jobs import Job, JobQueue, job_row
 from alyx.leases import Leases
 from alyx.models import build_event_models
-from alyx.records import ChangeEvent, Records
+from alyx.records import ChangeEvent
 from alyx.sandbox.manifest import FunctionHooks
-from alyx.scheduler import Loop, Scheduler
+from alyx.scheduler import JobLoop, JobLoopSettings, Scheduler
 
 
 class Events:
     """Hooks, webhooks, custom events and the job runner of one app (see alyx/events/__init__.py)."""
 
-    def __init__(self, config: Config, db: Database, records: Records, functions: Functions) -> None:
+    def __init__(self, config: Config, db: Database, functions: Functions) -> None:
         self.config = config
         self.db = db
         self.functions = functions
@@ -44,22 +44,18 @@ class Events:
         self.leases = Leases(db, self.models.lease)
         self.outgoing = parse_outgoing(config.webhooks, os.environ, str(config.project_dir / CONFIG_FILE))
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.wake = threading.Event()
         self._local = threading.local()
         self.catalog = HookCatalog(functions.registry, config.events_retries, lambda: self.loop.ensure_started())
         self.sync_hooks = SyncHooks(self.catalog, functions, float(config.events_sync_timeout_seconds))
         self.runner = JobRunner(db, self.jobs, functions, self.outgoing, self.worker_id)
-        self.scheduler = Scheduler(self)
-        self.loop = Loop(self)
-        records.journal(self.outbox)
-        records.subscribe(self.after_commit)
-        records.guard(self.sync_hooks.run, self.sync_hooks.applies)
+        self.scheduler = Scheduler(db, self.models.schedule, self.jobs, self.leases, self, self.worker_id,
+                                   lease_seconds=config.schedules_lease_seconds,
+                                   catch_up=config.schedules_catch_up, notify=lambda: self.loop.kick())
+        self.loop = JobLoop(self.jobs, self.scheduler, JobLoopSettings.of(config), run_job=self.run_job,
+                            reclaim_stale=self.reclaim_stale)
+        # Its record hooks (outbox, after_commit, sync_hooks) are registered by alyx/services.py.
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def install(self) -> None:
-        """Create the tables (called with the migrations, in the master before workers fork)."""
-        self.db.peewee.create_tables(self.models.all, safe=True)
-
     def start(self) -> None:
         """Run jobs and schedules in this process (a worker, after fork), unless events.runner is off."""
         if self.config.events_runner == "off":
@@ -75,11 +71,6 @@ class Events:
     def _queue_has_work(self) -> bool:
         counts = self.jobs.counts()
         return bool(counts.get("pending") or counts.get("running"))
-
-    def _kick(self) -> None:
-        """New jobs are due: make sure the loop runs and wake it."""
-        self.loop.ensure_started()
-        self.wake.set()
 
     # -- what manifests listen to ------------------------------------------------------------------
     @property
@@ -109,7 +100,7 @@ class Events:
         """Listener: the write that queued jobs committed, so wake the loop."""
         if getattr(self._local, "queued", False):
             self._local.queued = False
-            self._kick()
+            self.loop.kick()
 
     # -- jobs ----------------------------------------------------------------------------------
     def run_due_jobs(self, limit: int | None = None) -> int:
@@ -143,7 +134,7 @@ class Events:
             raise AlyxError("invalid_signature", message, 401)
         self.refresh()
         job_id = self.jobs.enqueue("function", name, "webhook", {"input": hook_input}, 1 + self.retries_of(name))
-        self._kick()
+        self.loop.kick()
         return {"job_id": job_id, "verified": result.verified, "verification_error": result.error}
 
     # -- custom events -------------------------------------------------------------------------
@@ -155,5 +146,5 @@ class Events:
         if rows:
             with self.db.connection(), self.db.write():
                 self.jobs.insert(rows)
-            self._kick()
+            self.loop.kick()
         return {"delivered_to": targets}

@@ -88,10 +88,6 @@ class ChangeFeed:
         self.notify_in_transaction = False  # PostgreSQL LISTEN/NOTIFY broker
         self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
 
-    def install(self) -> None:
-        """Create the feed table if it is missing (safe to run from every process)."""
-        self.db.peewee.create_tables([self.model], safe=True)
-
     def append(self, event: ChangeEvent) -> None:
         """Called by the records service inside the write transaction, before it commits."""
         pw: Any = self.db.peewee

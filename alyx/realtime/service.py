@@ -39,7 +39,6 @@ class Realtime:
         self.clients: dict[str, Client] = {}
         self.node = secrets.token_hex(3)  # tells this worker's client ids apart from other workers'
         self._client_ids = itertools.count(1)
-        records.journal(self.feed.append)
         if isinstance(self.broker, PostgresBroker):
             self.feed.notify_in_transaction = True
         elif isinstance(self.broker, RedisBroker):
@@ -48,9 +47,6 @@ class Realtime:
             self.doorbell = Doorbell(config.database_display)
             self.feed.on_commit.append(self._committed_locally)
         self.hub = Hub(self.feed, config, access, self.broker, self.doorbell)
-
-    def install(self) -> None:
-        self.feed.install()
 
     def _committed_locally(self, change: Change) -> None:
         self.hub.poke()

@@ -1,0 +1,31 @@
+"""Every blueprint, registered in one place, in the order their request hooks must run."""
+from __future__ import annotations
+
+from flask import Flask
+
+from alyx.blueprints.auth import install_auth
+from alyx.blueprints.collections import bp as collections_bp
+from alyx.blueprints.docs import register_docs
+from alyx.blueprints.events import bp as events_bp
+from alyx.blueprints.executions import bp as executions_bp
+from alyx.blueprints.functions import bp as functions_bp
+from alyx.blueprints.health import bp as health_bp
+from alyx.blueprints.jobs import bp as jobs_bp
+from alyx.blueprints.realtime import register_realtime
+from alyx.blueprints.schedules import bp as schedules_bp
+from alyx.blueprints.webhooks import bp as webhooks_bp
+
+
+def register_blueprints(app: Flask) -> None:
+    """The one place blueprints are registered."""
+    install_auth(app)  # first: its before_request sets g.principal for every other blueprint
+    app.register_blueprint(health_bp)
+    app.register_blueprint(collections_bp)
+    app.register_blueprint(functions_bp)  # its before_app_request runs after the auth hook
+    app.register_blueprint(executions_bp)
+    register_realtime(app)
+    app.register_blueprint(webhooks_bp)
+    app.register_blueprint(schedules_bp)
+    app.register_blueprint(jobs_bp)
+    app.register_blueprint(events_bp)
+    register_docs(app)

@@ -1,0 +1,82 @@
+"""Password hashing (argon2id) and its policy, run off the event loop."""
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import argon2
+
+from alyx.config import Config
+from alyx.errors import validation_failed
+
+MAX_PASSWORD_LENGTH = 1024
+T = TypeVar("T")
+
+_hash_pool: Any = None
+_hash_pool_pid = 0
+
+
+def run_blocking(fn: Callable[..., T], *args: Any) -> T:
+    """Run CPU-heavy work (password hashing) in a gevent threadpool when the process is monkey-patched.
+
+    Under gunicorn's gevent worker a 100 ms argon2 hash would otherwise stall every greenlet; under
+    `flask run` (real threads, no patching) the work runs in the calling thread. The pool has one
+    thread per core: more concurrent hashes only add memory (tens of MiB each) and contention.
+    """
+    from gevent import monkey
+
+    if not monkey.is_module_patched("threading"):
+        return fn(*args)
+    global _hash_pool, _hash_pool_pid
+    if _hash_pool is None or _hash_pool_pid != os.getpid():  # one pool per worker, made after the fork
+        from gevent.threadpool import ThreadPool
+
+        _hash_pool, _hash_pool_pid = ThreadPool(os.cpu_count() or 2), os.getpid()
+    result: T = _hash_pool.apply(fn, args)
+    return result
+
+
+class Passwords:
+    """argon2id hashing (argon2-cffi), always off the event loop."""
+
+    def __init__(self, config: Config) -> None:
+        self.hasher = argon2.PasswordHasher(time_cost=config.auth_argon2_time_cost,
+                                            memory_cost=config.auth_argon2_memory_kib,
+                                            parallelism=config.auth_argon2_parallelism,
+                                            type=argon2.Type.ID)
+        self.min_length = config.auth_password_min_length
+        self._dummy: str | None = None
+
+    def check_policy(self, password: Any, field: str = "password") -> str:
+        if not isinstance(password, str) or not password:
+            raise validation_failed({field: ["A password is required."]}, "The password is missing.")
+        if len(password) < self.min_length:
+            raise validation_failed({field: [f"Must be at least {self.min_length} characters."]},
+                                    "The password is too short.")
+        if len(password) > MAX_PASSWORD_LENGTH:
+            raise validation_failed({field: [f"Must be at most {MAX_PASSWORD_LENGTH} characters."]},
+                                    "The password is too long.")
+        return password
+
+    def hash(self, password: str) -> str:
+        return run_blocking(self.hasher.hash, password)
+
+    def verify(self, stored: str | None, password: str) -> bool:
+        """True when ``password`` matches; an account without a hash costs a dummy verify (no timing oracle)."""
+        if not stored:
+            if self._dummy is None:
+                self._dummy = run_blocking(self.hasher.hash, secrets.token_urlsafe(16))
+            stored = self._dummy
+            password = password + "\x00never"
+        try:
+            return run_blocking(self.hasher.verify, stored, password)
+        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+            return False
+
+    def needs_rehash(self, stored: str) -> bool:
+        try:
+            return self.hasher.check_needs_rehash(stored)
+        except argon2.exceptions.InvalidHashError:
+            return True
