@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alyx.background import spawn
 from alyx.rules import Principal
 
 log = logging.getLogger("alyx.functions")
@@ -85,7 +86,7 @@ class CallbackServer:
         self._server = make_server(f"unix://{self.socket_path}", 0, self._app, threaded=True,
                                    request_handler=QuietHandler)
         self.socket_path.chmod(0o666)  # sandboxes run as uid 65534
-        threading.Thread(target=self._server.serve_forever, daemon=True, name="alyx-functions-callback").start()
+        spawn(self._server.serve_forever, name="alyx-functions-callback")
         return self.dir
 
     def stop(self) -> None:

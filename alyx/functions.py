@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import peewee
 
 from alyx import cel
+from alyx.background import spawn
 from alyx.callback import CallbackServer, CallbackTokens
 from alyx.clock import utcnow
 from alyx.config import Config
@@ -135,7 +136,7 @@ class Functions:
             except AlyxError as exc:
                 log.warning("functions cannot be prewarmed: %s", exc.message)
 
-        threading.Thread(target=warm, daemon=True, name="alyx-functions-prewarm").start()
+        spawn(warm, name="alyx-functions-prewarm")
         self._watch()
 
     def _watch(self) -> None:

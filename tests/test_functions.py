@@ -391,8 +391,10 @@ def test_unknown_and_misconfigured_functions(fn_app: FnApp) -> None:
     assert r.json["error"]["message"].startswith("functions/bad/manifest.yaml:1: timeout: ")
     problems = c.get("/api/health").json["functions"]["problems"]
     assert problems == [{"function": "bad", "message": r.json["error"]["message"]}]
-    assert app.extensions["alyx"].functions.catalog() == [
-        {"name": "bad", "status": "unavailable", "error": r.json["error"]["message"]}]
+    listed = c.get("/api/functions", headers={"X-Test-User": "admin"})
+    assert listed.json == {"items": [{"name": "bad", "status": "unavailable", "error": r.json["error"]["message"]}]}
+    assert c.get("/api/functions", headers={"X-Test-User": "user"}).status_code == 403
+    assert c.get("/api/functions").status_code == 401
 
 
 def test_health_reports_the_tier(fn_app: FnApp, tier: str) -> None:

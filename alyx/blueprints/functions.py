@@ -1,13 +1,17 @@
-"""/api/functions/<name> (any method) runs a function (the execution log is blueprints/executions.py)."""
+"""/api/functions lists functions (admins); /api/functions/<name> (any method) runs one.
+
+The execution log is blueprints/executions.py."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, request
 from flask.blueprints import BlueprintSetupState
 
 from alyx.blueprints import current_principal, services
+from alyx.blueprints.access import admin_required
 from alyx.callback import ENVIRON_KEY
 from alyx.errors import AlyxError
 from alyx.functions import SECRET_HEADERS, http_log_input, public_details
+from alyx.http import json_response
 from alyx.sandbox import Call
 
 bp = Blueprint("functions", __name__)
@@ -27,6 +31,13 @@ def _callback_principal() -> None:
     # invocation's caller (the socket strips any Authorization header).
     if ENVIRON_KEY in request.environ:
         g.principal = request.environ[ENVIRON_KEY]
+
+
+@bp.get("/api/functions")
+@admin_required("The function list")
+def list_functions() -> Response:
+    """Every function with its runtime and version, or the file:line problem that keeps it from loading."""
+    return json_response({"items": services().functions.catalog()})
 
 
 @bp.route("/api/functions/<name>", methods=METHODS)
