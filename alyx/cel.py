@@ -6,8 +6,8 @@ value such as ``auth.id``), so whitelisting lives in one place and no text ever 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import functools
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,6 +16,8 @@ import lark
 import peewee
 from celpy import celparser
 from celpy.evaluation import celstr
+
+from alyx.clock import parse_iso
 
 MAX_EXPRESSION_LENGTH = 4096
 MAX_DEPTH = 64  # brackets in the text
@@ -268,13 +270,50 @@ class _Builder:
 
 
 # -- resolving names ----------------------------------------------------------------------------
+class Family(enum.Enum):
+    """Which values a column holds, as far as comparisons go: columns of one family compare with each
+    other, text columns take the string methods, bool columns are conditions, opaque ones (json) only
+    compare with null."""
+
+    TEXT = "text"
+    NUMBER = "number"
+    BOOL = "bool"
+    TIMESTAMP = "timestamp"
+    DATE = "date"
+    OPAQUE = "opaque"
+
+
+class Coercer(Protocol):
+    """A column's type as the compiler sees it; the resolver supplies it, so cel knows no field types."""
+
+    @property
+    def name(self) -> str:
+        """The type's name, for messages."""
+
+    @property
+    def family(self) -> Family: ...
+
+    def cel_literal(self, value: Any) -> Any:
+        """A non-null literal made comparable with the column (a bound SQL value); TypeError when the
+        literal is of the wrong kind, ValueError when it is of the right kind but invalid."""
+
+
 @dataclass(frozen=True)
 class Column:
-    """A name that refers to a stored field: its peewee column and the Alyx field type."""
+    """A name that refers to a stored field: its peewee column and its type's coercer."""
 
     field: peewee.Field
-    type: str
+    coercer: Coercer
     name: str
+
+    @property
+    def type(self) -> str:
+        """The field type's name (for messages)."""
+        return self.coercer.name
+
+    @property
+    def family(self) -> Family:
+        return self.coercer.family
 
 
 class Resolver(Protocol):
@@ -283,38 +322,19 @@ class Resolver(Protocol):
     def __call__(self, path: tuple[str, ...]) -> Column | Literal: ...
 
 
-TEXT_TYPES = {"string", "text", "email", "url", "uuid", "select", "relation"}
-NUMBER_TYPES = {"int", "float"}
-
-
 def coerce_for(column: Column, value: Any) -> Any:
     """A literal made comparable with a column (numbers as bound SQL values), or CelError naming the mismatch."""
     if value is None:
         return None
-    t = column.type
     if isinstance(value, str) and "\x00" in value:
         raise CelError(f"{column.name}: strings may not contain NUL characters")
-    if t in TEXT_TYPES and isinstance(value, str):
-        return value
-    if t in NUMBER_TYPES and isinstance(value, (int, float)) and not isinstance(value, bool):
-        # Bound as-is (no int() by the column's converter: `views == 3.5` must not match 3); ints beyond
-        # 64 bits become floats beyond every int64 (SQLite cannot bind them, and compares ints and floats
-        # exactly): float(-2**63 - 1) would round to -2**63 itself, hence the next float down.
-        if isinstance(value, int) and value >= 2**63:
-            value = float(value)
-        elif isinstance(value, int) and value < -(2**63):
-            value = math.nextafter(float(-(2**63)), -math.inf)
-        return peewee.Value(value, converter=False)
-    if t == "bool" and isinstance(value, bool):
-        return value
-    if t in ("datetime", "date") and isinstance(value, str):
-        from alyx.validation import parse_datetime
-
-        parsed = parse_datetime(value) if t == "datetime" else _parse_date(value)
-        if parsed is None:
-            raise CelError(f"{column.name}: {value!r} is not a valid {t}")
-        return parsed
-    raise CelError(f"{column.name} is a {t} field and cannot be compared with {_describe(value)}")
+    try:
+        return column.coercer.cel_literal(value)
+    except TypeError:
+        raise CelError(f"{column.name} is a {column.type} field and cannot be compared with {_describe(value)}"
+                       ) from None
+    except ValueError:
+        raise CelError(f"{column.name}: {value!r} is not a valid {column.type}") from None
 
 
 def _parse_date(value: str) -> dt.date | None:
@@ -393,7 +413,7 @@ class SqlCompiler:
             return self._method(node)
         operand = self._operand(node)
         if isinstance(operand, Column):
-            if operand.type != "bool":
+            if operand.family is not Family.BOOL:
                 raise CelError(f"{operand.name} is a {operand.type} field, not a condition")
             return operand.field.is_null(False) & (operand.field == True)  # noqa: E712
         if isinstance(operand, bool):
@@ -423,7 +443,7 @@ class SqlCompiler:
         left, right = self._operand(node.left), self._operand(node.right)
         op = node.op
         if op == "in":
-            if isinstance(right, Column) and right.type == "json":
+            if isinstance(right, Column) and right.family is Family.OPAQUE:
                 raise NotPushable(f"'in {right.name}' (a json field) cannot be computed in SQL")
             if not isinstance(right, list):
                 raise CelError("'in' needs a list on its right-hand side")
@@ -453,7 +473,7 @@ class SqlCompiler:
                 if op == "!=":
                     return left.field.is_null(False)
                 raise CelError(f"{left.name} cannot be ordered against null")
-            if left.type == "json":
+            if left.family is Family.OPAQUE:
                 raise CelError(f"{left.name} is a json field: only == null and != null are supported")
             if op == "!=":
                 return self._paren(left.field.is_null() | (left.field != value))
@@ -462,8 +482,7 @@ class SqlCompiler:
 
     @staticmethod
     def _check_compatible(a: Column, b: Column) -> None:
-        families = [TEXT_TYPES, NUMBER_TYPES, {"bool"}, {"datetime"}, {"date"}]
-        if not any(a.type in fam and b.type in fam for fam in families):
+        if a.family is not b.family or a.family is Family.OPAQUE:
             raise CelError(f"{a.name} ({a.type}) and {b.name} ({b.type}) cannot be compared")
 
     def _method(self, node: Method) -> peewee.Node:
@@ -474,7 +493,7 @@ class SqlCompiler:
             raise CelError(f"{node.name}(): strings may not contain NUL characters")
         if not isinstance(target, Column):
             return TRUE_SQL if evaluate_method(node.name, target, arg) else FALSE_SQL
-        if target.type not in TEXT_TYPES:
+        if target.family is not Family.TEXT:
             raise CelError(f"{node.name}() applies to text fields, and {target.name} is a {target.type} field")
         col = target.field
         if node.name == "contains":
@@ -495,22 +514,22 @@ def _as_sql(condition: peewee.Node | bool) -> peewee.Node:
     return condition
 
 
-def _sql_all(parts: list[peewee.Node | bool]) -> peewee.Node | bool:
-    if any(p is False for p in parts):
-        return False
-    parts = [p for p in parts if p is not True]
+def _sql_join(parts: list[peewee.Node | bool], absorbing: bool, glue: str) -> peewee.Node | bool:
+    """AND (absorbing False) or OR (absorbing True) of parts, with the constants folded away."""
+    if any(p is absorbing for p in parts):
+        return absorbing
+    parts = [p for p in parts if p is not (not absorbing)]
     if not parts:
-        return True
-    return parts[0] if len(parts) == 1 else peewee.NodeList(parts, glue=" AND ", parens=True)
+        return not absorbing
+    return parts[0] if len(parts) == 1 else peewee.NodeList(parts, glue=glue, parens=True)
+
+
+def _sql_all(parts: list[peewee.Node | bool]) -> peewee.Node | bool:
+    return _sql_join(parts, False, " AND ")
 
 
 def _sql_any(parts: list[peewee.Node | bool]) -> peewee.Node | bool:
-    if any(p is True for p in parts):
-        return True
-    parts = [p for p in parts if p is not False]
-    if not parts:
-        return False
-    return parts[0] if len(parts) == 1 else peewee.NodeList(parts, glue=" OR ", parens=True)
+    return _sql_join(parts, True, " OR ")
 
 
 _FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
@@ -613,9 +632,7 @@ class Evaluator:
     def _align(mine: Any, other: Any) -> Any:
         """Literal strings compared with a datetime/date value are parsed, as in SQL."""
         if isinstance(mine, str) and isinstance(other, (dt.datetime, dt.date)):
-            from alyx.validation import parse_datetime
-
-            parsed = parse_datetime(mine) if isinstance(other, dt.datetime) else _parse_date(mine)
+            parsed = parse_iso(mine) if isinstance(other, dt.datetime) else _parse_date(mine)
             return parsed if parsed is not None else mine
         return mine
 

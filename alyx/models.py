@@ -1,20 +1,21 @@
 """Collection specs → peewee models (one per collection), and Alyx's own system tables."""
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 import string
 from dataclasses import dataclass
 
-import orjson
 import peewee
 
 from alyx.clock import utcnow
-from alyx.schema import CollectionSpec, FieldSpec, Schema, creation_order
+from alyx.fields.datetime import DateTimeField as DateTimeField
+from alyx.fields.json import json_text
+from alyx.fields.registry import lookup
+from alyx.fields.relation import ON_DELETE_SQL as ON_DELETE_SQL
+from alyx.schema import CollectionSpec, Schema, creation_order
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_LENGTH = 15
-ON_DELETE_SQL = {"cascade": "CASCADE", "set_null": "SET NULL", "restrict": "RESTRICT"}
 
 
 def new_id() -> str:
@@ -29,28 +30,11 @@ def new_id() -> str:
     return "".join(chars[:ID_LENGTH])
 
 
-def _json_dumps(value: object) -> str:
-    return orjson.dumps(value).decode()
+_json_dumps = json_text
 
 
 class BaseModel(peewee.Model):
     """Models are bound to the app's database when they are built."""
-
-
-class DateTimeField(peewee.DateTimeField):
-    """peewee's DateTimeField, reading the text SQLite stores ('YYYY-MM-DD HH:MM:SS[.ffffff]') with
-    ``datetime.fromisoformat`` before peewee's strptime formats: a list page reads two per row."""
-
-    def python_value(self, value: object) -> object:
-        if isinstance(value, str) and len(value) >= 19 and value[10] == " ":
-            try:
-                parsed = dt.datetime.fromisoformat(value)
-            except ValueError:
-                pass
-            else:
-                if parsed.tzinfo is None:
-                    return parsed
-        return super().python_value(value)
 
 
 @dataclass(frozen=True)
@@ -193,40 +177,13 @@ def build_system_models(database: peewee.Database) -> SystemModels:
     return SystemModels(*models, execution=Execution)
 
 
-def _column(spec: FieldSpec, models: dict[str, type[peewee.Model]], collection: str) -> peewee.Field:
-    # User columns are nullable in the database: "required" is enforced by validation, so that adding
-    # a required field to a table that already has rows is a safe migration (no fill value needed).
-    common = {"null": True}
-    t = spec.type
-    if t in ("string", "text", "email", "url", "uuid", "select"):
-        return peewee.TextField(**common)
-    if t == "int":
-        return peewee.BigIntegerField(**common)
-    if t == "float":
-        return peewee.DoubleField(**common)
-    if t == "bool":
-        return peewee.BooleanField(**common)
-    if t == "datetime":
-        return DateTimeField(**common)
-    if t == "date":
-        return peewee.DateField(**common)
-    if t == "json":
-        return peewee.JSONField(dumps=_json_dumps, **common)
-    if t == "relation":
-        target = "self" if spec.collection == collection else models[spec.collection]
-        return peewee.ForeignKeyField(target, column_name=spec.name, object_id_name=f"{spec.name}_ref",
-                                      backref="+", on_delete=ON_DELETE_SQL[spec.on_delete], lazy_load=False,
-                                      **common)
-    raise ValueError(f"unhandled field type {t}")
-
-
 def index_definitions(spec: CollectionSpec) -> list[tuple[str, tuple[str, ...], bool]]:
     """Every index of a collection as (name, columns, unique), deterministic names for diffing."""
     result = [(f"idx_{spec.name}_created_at", ("created_at",), False)]
     for f in spec.fields:
         if f.unique:
             result.append((f"uq_{spec.name}_{f.name}", (f.name,), True))
-        elif f.index or f.type == "relation":
+        elif f.index or lookup(f.type).always_indexed:
             result.append((f"idx_{spec.name}_{f.name}", (f.name,), False))
     for idx in spec.indexes:
         result.append((idx.name, idx.fields, idx.unique))
@@ -242,7 +199,7 @@ def build_model(spec: CollectionSpec, models: dict[str, type[peewee.Model]], dat
         "updated_at": DateTimeField(),
     }
     for f in spec.fields:
-        attrs[f.name] = _column(f, models, spec.name)
+        attrs[f.name] = lookup(f.type).column(f, models, spec.name)
 
     class Meta:
         table_name = spec.name

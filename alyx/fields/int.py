@@ -1,0 +1,30 @@
+"""The int type: a 64-bit signed integer."""
+from __future__ import annotations
+
+from typing import Any
+
+import peewee
+
+from alyx.fields.base import FieldSpec, Models
+from alyx.fields.number import NumberType
+from alyx.fields.strict import StrictInt
+
+
+class IntType(NumberType):
+    """A JSON integer within 64 bits (a float with no fraction is taken); stored as BIGINT."""
+
+    name = "int"
+    rank = 30
+    marshmallow_class = StrictInt
+    json_type = {"type": "integer", "format": "int64"}
+
+    def column(self, spec: FieldSpec, models: Models, collection: str) -> peewee.Field:
+        return peewee.BigIntegerField(null=True)
+
+    def convert(self, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+        return int(float(value)) if isinstance(value, (str, float)) else int(value)
+
+    def query_value(self, raw: str) -> Any:
+        return int(raw)
