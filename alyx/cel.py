@@ -10,7 +10,7 @@ import enum
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import lark
 import peewee
@@ -53,7 +53,7 @@ class _NoValueType:
         return "ERROR"
 
 
-ERROR = _NoValueType()
+ERROR: Final[_NoValueType] = _NoValueType()
 
 
 class _NoValue(Exception):
@@ -421,7 +421,7 @@ class SqlCompiler:
         raise CelError("the expression must be a condition (true or false)")
 
     @staticmethod
-    def _paren(expr: peewee.Node) -> peewee.Node:
+    def _paren(expr: peewee.Node) -> peewee.ColumnBase:
         return peewee.NodeList((expr,), parens=True)
 
     def _operand(self, node: Node) -> Column | Any:
@@ -462,7 +462,9 @@ class SqlCompiler:
                 both_set = left.field.is_null(False) & right.field.is_null(False) & (left.field == right.field)
                 eq = self._paren(self._paren(both_set) | (left.field.is_null() & right.field.is_null()))
                 return eq if op == "==" else ~eq
-            return left.field.is_null(False) & right.field.is_null(False) & _SQL_OPS[op](left.field, right.field)
+            both: peewee.Node = left.field.is_null(False) & right.field.is_null(False) & _SQL_OPS[op](left.field,
+                                                                                                       right.field)
+            return both
         if isinstance(left, Column):
             if isinstance(right, list):
                 raise CelError(f"{left.name} cannot be compared with a list (did you mean 'in'?)")
@@ -477,7 +479,8 @@ class SqlCompiler:
                 raise CelError(f"{left.name} is a json field: only == null and != null are supported")
             if op == "!=":
                 return self._paren(left.field.is_null() | (left.field != value))
-            return left.field.is_null(False) & _SQL_OPS[op](left.field, value)
+            ordered: peewee.Node = left.field.is_null(False) & _SQL_OPS[op](left.field, value)
+            return ordered
         return TRUE_SQL if evaluate_compare(op, left, right) else FALSE_SQL
 
     @staticmethod
@@ -496,6 +499,7 @@ class SqlCompiler:
         if target.family is not Family.TEXT:
             raise CelError(f"{node.name}() applies to text fields, and {target.name} is a {target.type} field")
         col = target.field
+        test: peewee.Node
         if node.name == "contains":
             test = (peewee.fn.strpos(col, arg) > 0) if self.postgres else (peewee.fn.instr(col, arg) > 0)
         elif node.name == "startsWith":
@@ -560,7 +564,7 @@ def _equal(a: Any, b: Any) -> bool:
         return a is None and b is None
     if not _comparable(a, b):
         return False
-    return a == b
+    return bool(a == b)
 
 
 def _comparable(a: Any, b: Any) -> bool:
@@ -619,10 +623,10 @@ class Evaluator:
             if left is ERROR or right is ERROR or (isinstance(right, list) and any(v is ERROR for v in right)):
                 return ERROR
             left, right = self._align(left, right), self._align(right, left)
-            return evaluate_compare(node.op, left, right)
+            return bool(evaluate_compare(node.op, left, right))
         if isinstance(node, Method):
             target, argument = self.value(node.target), self.value(node.argument)
-            if target is ERROR or argument is ERROR:
+            if ERROR in (target, argument):
                 return ERROR
             return evaluate_method(node.name, target, argument)
         value = self.value(node)

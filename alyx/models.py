@@ -179,7 +179,7 @@ def build_system_models(database: peewee.Database) -> SystemModels:
 
 def index_definitions(spec: CollectionSpec) -> list[tuple[str, tuple[str, ...], bool]]:
     """Every index of a collection as (name, columns, unique), deterministic names for diffing."""
-    result = [(f"idx_{spec.name}_created_at", ("created_at",), False)]
+    result: list[tuple[str, tuple[str, ...], bool]] = [(f"idx_{spec.name}_created_at", ("created_at",), False)]
     for f in spec.fields:
         if f.unique:
             result.append((f"uq_{spec.name}_{f.name}", (f.name,), True))
@@ -201,13 +201,8 @@ def build_model(spec: CollectionSpec, models: dict[str, type[peewee.Model]], dat
     for f in spec.fields:
         attrs[f.name] = lookup(f.type).column(f, models, spec.name)
 
-    class Meta:
-        table_name = spec.name
-        legacy_table_names = False
-
-    Meta.database = database
-    attrs["Meta"] = Meta
-    model = type(f"Collection_{spec.name}", (BaseModel,), attrs)
+    attrs["Meta"] = type("Meta", (), {"table_name": spec.name, "legacy_table_names": False, "database": database})
+    model: type[peewee.Model] = type(f"Collection_{spec.name}", (BaseModel,), attrs)
     for name, cols, unique in index_definitions(spec):
         model.add_index(*[model._meta.fields[c] for c in cols], unique=unique, name=name)
     return model

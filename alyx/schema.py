@@ -221,7 +221,7 @@ def _parse_collection(reader: _Reader, raw: Any, where: str, parent: Any) -> Col
             reader.fail(raw_field, f"{where}.fields[{i}].name", f"field {f.name!r} is declared twice{reserved}",
                         key="name")
         fields.append(f)
-    indexes = []
+    indexes: list[IndexSpec] = []
     for i, raw_index in enumerate(reader.get(node, "indexes", where, (list,), default=[]) or []):
         iwhere = f"{where}.indexes[{i}]"
         inode = reader.mapping(raw_index, iwhere, _INDEX_KEYS, node)
@@ -345,7 +345,7 @@ def _check_settings(reader: _Reader, node: Any, where: str, problem: SettingsPro
         reader.fail(node, f"{where}{problem.where}", problem.message, key=problem.key)
 
 
-def _check_references(reader: _Reader, collections: dict[str, CollectionSpec], raw: list) -> None:
+def _check_references(reader: _Reader, collections: dict[str, CollectionSpec], raw: list[Any]) -> None:
     def node_of(collection: str, field_name: str) -> Any:
         """The YAML mapping of a field (for its line), else that of its collection."""
         node = next((r for r in raw if isinstance(r, dict) and r.get("name") == collection), None)

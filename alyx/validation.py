@@ -14,7 +14,7 @@ from alyx.fields.strict import RECORD_ID, RecordId
 from alyx.schema import CollectionSpec, FieldSpec
 
 
-def marshmallow_field(spec: FieldSpec, required: bool = False) -> fields.Field:
+def marshmallow_field(spec: FieldSpec, required: bool = False) -> fields.Field[Any]:
     """The marshmallow field that validates one schema field."""
     return lookup(spec.type).validator(spec, required)
 

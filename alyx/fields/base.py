@@ -75,11 +75,11 @@ class FieldType:
         raise NotImplementedError
 
     # -- validation ---------------------------------------------------------------------------
-    def validator(self, spec: FieldSpec, required: bool = False) -> fields.Field:
+    def validator(self, spec: FieldSpec, required: bool = False) -> fields.Field[Any]:
         """The marshmallow field that validates a value sent by a client."""
         return self.marshmallow(spec, required=required, allow_none=not spec.required)
 
-    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field:
+    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field[Any]:
         raise NotImplementedError
 
     def default_problem(self, spec: FieldSpec, value: Any) -> str | None:

@@ -26,7 +26,7 @@ class BoolType(FieldType):
             return {"true": True, "1": True, "false": False, "0": False}.get(value.strip().lower())
         return bool(value)
 
-    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field:
+    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field[Any]:
         return StrictBool(required=required, allow_none=allow_none)
 
     def value_schema(self, spec: FieldSpec) -> dict[str, Any]:

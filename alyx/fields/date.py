@@ -26,7 +26,7 @@ class DateType(DatetimeType):
     def convert(self, value: Any) -> Any:
         return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
 
-    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field:
+    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field[Any]:
         return IsoDate(required=required, allow_none=allow_none)
 
     def value_schema(self, spec: FieldSpec) -> dict[str, Any]:

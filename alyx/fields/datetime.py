@@ -26,7 +26,7 @@ class DateTimeField(peewee.DateTimeField):
             else:
                 if parsed.tzinfo is None:
                     return parsed
-        return super().python_value(value)
+        return super().python_value(value)  # type: ignore[no-untyped-call]
 
 
 class DatetimeType(FieldType):
@@ -43,7 +43,7 @@ class DatetimeType(FieldType):
     def convert(self, value: Any) -> Any:
         return value if isinstance(value, dt.datetime) else parse_iso(str(value))
 
-    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field:
+    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field[Any]:
         return IsoDateTime(required=required, allow_none=allow_none)
 
     def value_schema(self, spec: FieldSpec) -> dict[str, Any]:

@@ -38,7 +38,7 @@ class JsonType(FieldType):
                 return value
         return value
 
-    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field:
+    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field[Any]:
         return JsonValue(required=required, allow_none=allow_none)
 
     def value_schema(self, spec: FieldSpec) -> dict[str, Any]:

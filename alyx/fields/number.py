@@ -17,10 +17,10 @@ class NumberType(FieldType):
     family = cel.Family.NUMBER
     options = frozenset({"min", "max"})
     length_bounds = False
-    marshmallow_class: ClassVar[type[fields.Number]]
+    marshmallow_class: ClassVar[type[fields.Number[Any]]]
     json_type: ClassVar[dict[str, str]]
 
-    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field:
+    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field[Any]:
         bounds = [] if spec.min is None and spec.max is None else [validate.Range(min=spec.min, max=spec.max)]
         return self.marshmallow_class(validate=bounds, required=required, allow_none=allow_none)
 

@@ -37,7 +37,7 @@ class StrictInt(fields.Integer):
                 raise self.make_error("invalid")
         if not INT64_MIN <= value <= INT64_MAX:
             raise self.make_error("range")
-        return value
+        return int(value)
 
 
 class StrictFloat(fields.Float):
@@ -48,10 +48,10 @@ class StrictFloat(fields.Float):
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.make_error("invalid")
-        value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
+        number = float(value)
+        if number != number or number in (float("inf"), float("-inf")):
             raise self.make_error("special")
-        return value
+        return number
 
 
 class StrictString(fields.String):
@@ -67,7 +67,7 @@ class StrictString(fields.String):
         return value
 
 
-class IsoDateTime(fields.Field):
+class IsoDateTime(fields.Field[dt.datetime]):
     """RFC 3339 date-time; naive values are taken as UTC; stored as naive UTC."""
 
     default_error_messages = {"invalid": "Not a valid date-time (expected RFC 3339, e.g. 2026-01-31T12:00:00Z)."}
@@ -79,7 +79,7 @@ class IsoDateTime(fields.Field):
         return parsed
 
 
-class IsoDate(fields.Field):
+class IsoDate(fields.Field[dt.date]):
     """A calendar date, YYYY-MM-DD."""
 
     default_error_messages = {"invalid": "Not a valid date (expected YYYY-MM-DD)."}
@@ -124,10 +124,10 @@ class RecordId(StrictString):
     default_error_messages = {"invalid_id": "Not a valid record id (15 characters a-z0-9)."}
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
-        value = super()._deserialize(value, attr, data, **kwargs)
-        if not RECORD_ID.fullmatch(value):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not RECORD_ID.fullmatch(text):
             raise self.make_error("invalid_id")
-        return value
+        return text
 
 
 RECORD_ID = re.compile(r"[a-z0-9]{15}")

@@ -29,7 +29,7 @@ class StringType(FieldType):
     def convert(self, value: Any) -> Any:
         return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
-    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field:
+    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field[Any]:
         validators = length_validators(spec)
         if spec.pattern:
             validators.append(validate.Regexp(spec.pattern, error=f"Does not match the pattern {spec.pattern}."))
