@@ -127,7 +127,7 @@ class Migrator:
                 old_type = known_types.get(f.name)
                 if old_type and old_type != f.type:
                     changes.append(change_type(f, old_type))
-                elif f.type == "relation" and f.name in live_relations \
+                elif f.collection is not None and f.name in live_relations \
                         and live_relations[f.name] != (f.collection, ON_DELETE_SQL[f.on_delete]):
                     old_target, old_rule = live_relations[f.name]
                     retarget = old_target != f.collection
@@ -229,7 +229,7 @@ class Migrator:
         column = model._meta.fields[spec.name]
         self.migrator.add_column(table, spec.name, column).run()
         values = {record_id: convert_value(value, spec.type) for record_id, value in rows}
-        if spec.type == "relation":  # only references to records that exist in the (new) target survive
+        if spec.collection is not None:  # a relation: only references to records in the (new) target survive
             target = self.models[spec.collection]
             wanted = list({v for v in values.values() if v is not None})
             found = {r for (r,) in target.select(target._meta.fields["id"]).where(

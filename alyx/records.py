@@ -61,7 +61,7 @@ class Collection:
         self.encoders = [(name, kind.to_json) for name, kind in encoded]
         self.decoders = [(name, kind.from_json) for name, kind in encoded]
         self.dates = [name for name, _ in encoded]  # the fields whose JSON form differs from the stored value
-        self.relations = {f.name: f.collection for f in spec.public_fields if f.type == "relation"}
+        self.relations = {f.name: f.collection for f in spec.public_fields if f.collection is not None}
         self.defaults = {f.name: default_value(f) for f in spec.public_fields}
         self._by_id: dict[tuple[str, ...], tuple[str, list[tuple[str, Callable[[Any], Any]]]]] = {}
         self._by_rule: dict[tuple[Any, ...], tuple[str, tuple[Any, ...], int, list[tuple[str, Any]]]] = {}

@@ -199,13 +199,20 @@ def load_schema(path: Path) -> Schema:
     return parse_schema(path.read_text(encoding="utf-8"), str(path))
 
 
-def _parse_collection(reader: _Reader, raw: Any, where: str, parent: Any) -> CollectionSpec:
-    node = reader.mapping(raw, where, _COLLECTION_KEYS, parent)
+def _named(reader: _Reader, raw: Any, where: str, allowed: set[str], parent: Any, what: str,
+           pattern: re.Pattern[str]) -> tuple[Any, str]:
+    """The mapping of a collection or a field, and its name, checked against ``pattern``."""
+    node = reader.mapping(raw, where, allowed, parent)
     name = reader.get(node, "name", where, (str,), required=True)
-    if not _COLLECTION_NAME.match(name):
+    if not pattern.match(name):
         reader.fail(node, f"{where}.name",
-                    f"invalid collection name {name!r} (lowercase letters, digits and _, starting with a letter)",
+                    f"invalid {what} name {name!r} (lowercase letters, digits and _, starting with a letter)",
                     key="name")
+    return node, name
+
+
+def _parse_collection(reader: _Reader, raw: Any, where: str, parent: Any) -> CollectionSpec:
+    node, name = _named(reader, raw, where, _COLLECTION_KEYS, parent, "collection", _COLLECTION_NAME)
     where = f"collection {name!r}"
     is_auth = reader.get(node, "auth", where, (bool,), default=False)
     if is_auth and name != "users":
@@ -265,12 +272,7 @@ def _index_name(collection: str, cols: list[str] | tuple[str, ...], unique: bool
 
 
 def _parse_field(reader: _Reader, raw: Any, where: str, parent: Any) -> FieldSpec:
-    node = reader.mapping(raw, where, _FIELD_KEYS, parent)
-    name = reader.get(node, "name", where, (str,), required=True)
-    if not _FIELD_NAME.match(name):
-        reader.fail(node, f"{where}.name",
-                    f"invalid field name {name!r} (lowercase letters, digits and _, starting with a letter)",
-                    key="name")
+    node, name = _named(reader, raw, where, _FIELD_KEYS, parent, "field", _FIELD_NAME)
     if name in RESERVED_FIELD_NAMES:
         reader.fail(node, f"{where}.name", f"{name!r} is reserved (system fields: id, created_at, updated_at)",
                     key="name")

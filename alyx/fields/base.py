@@ -62,12 +62,15 @@ class FieldType:
     always_indexed: ClassVar[bool] = False
     nullable_in_schema: ClassVar[bool] = True  # JSON Schema says nullable when not required
     encodes: ClassVar[bool] = False  # to_json/from_json change values (serialisers skip the other types)
+    column_class: ClassVar[type[peewee.Field]]  # what ``column`` builds unless a type overrides it
+    marshmallow_class: ClassVar[type[fields.Field[Any]]]  # what ``marshmallow`` builds ...
+    base_schema: ClassVar[dict[str, Any]] = {}  # what ``value_schema`` starts from
 
     # -- storage ------------------------------------------------------------------------------
     def column(self, spec: FieldSpec, models: Models, collection: str) -> peewee.Field:
         """The peewee column. User columns are nullable: ``required`` is validation, so adding a
         required field to a table with rows is a safe migration."""
-        raise NotImplementedError
+        return self.column_class(null=True)
 
     def convert(self, value: Any) -> Any:
         """A stored value of another type → this type (migrations); may raise TypeError/ValueError/
@@ -80,7 +83,7 @@ class FieldType:
         return self.marshmallow(spec, required=required, allow_none=not spec.required)
 
     def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field[Any]:
-        raise NotImplementedError
+        return self.marshmallow_class(required=required, allow_none=allow_none)
 
     def default_problem(self, spec: FieldSpec, value: Any) -> str | None:
         """Why ``value`` cannot be this field's default, or None when it can."""
@@ -111,7 +114,8 @@ class FieldType:
         return out
 
     def value_schema(self, spec: FieldSpec) -> dict[str, Any]:
-        raise NotImplementedError
+        """The JSON Schema of a value without the common parts (default, nullable)."""
+        return dict(self.base_schema)
 
     # -- queries ------------------------------------------------------------------------------
     def query_value(self, raw: str) -> Any:

@@ -4,10 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 import peewee
-from marshmallow import fields
 
 from alyx import cel
-from alyx.fields.base import FieldSpec, FieldType, Models
+from alyx.fields.base import FieldType
 from alyx.fields.strict import StrictBool
 
 
@@ -17,20 +16,14 @@ class BoolType(FieldType):
     name = "bool"
     rank = 50
     family = cel.Family.BOOL
-
-    def column(self, spec: FieldSpec, models: Models, collection: str) -> peewee.Field:
-        return peewee.BooleanField(null=True)
+    column_class = peewee.BooleanField
+    marshmallow_class = StrictBool
+    base_schema = {"type": "boolean"}
 
     def convert(self, value: Any) -> Any:
         if isinstance(value, str):
             return {"true": True, "1": True, "false": False, "0": False}.get(value.strip().lower())
         return bool(value)
-
-    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field[Any]:
-        return StrictBool(required=required, allow_none=allow_none)
-
-    def value_schema(self, spec: FieldSpec) -> dict[str, Any]:
-        return {"type": "boolean"}
 
     def query_value(self, raw: str) -> Any:
         if raw not in ("true", "false"):

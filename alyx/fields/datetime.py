@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, ClassVar
 
 import peewee
 from marshmallow import fields
 
 from alyx import cel
 from alyx.clock import iso, parse_iso
-from alyx.fields.base import FieldSpec, FieldType, Models
+from alyx.fields.base import FieldType
 from alyx.fields.strict import IsoDateTime
 
 
@@ -36,18 +36,12 @@ class DatetimeType(FieldType):
     rank = 60
     family = cel.Family.TIMESTAMP
     encodes = True
-
-    def column(self, spec: FieldSpec, models: Models, collection: str) -> peewee.Field:
-        return DateTimeField(null=True)
+    column_class: ClassVar[type[peewee.Field]] = DateTimeField
+    marshmallow_class: ClassVar[type[fields.Field[Any]]] = IsoDateTime
+    base_schema = {"type": "string", "format": "date-time"}
 
     def convert(self, value: Any) -> Any:
         return value if isinstance(value, dt.datetime) else parse_iso(str(value))
-
-    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field[Any]:
-        return IsoDateTime(required=required, allow_none=allow_none)
-
-    def value_schema(self, spec: FieldSpec) -> dict[str, Any]:
-        return {"type": "string", "format": "date-time"}
 
     def cel_literal(self, value: Any) -> Any:
         if not isinstance(value, str):

@@ -5,7 +5,6 @@ from typing import Any
 
 import peewee
 
-from alyx.fields.base import FieldSpec, Models
 from alyx.fields.number import NumberType
 from alyx.fields.strict import StrictInt
 
@@ -15,16 +14,12 @@ class IntType(NumberType):
 
     name = "int"
     rank = 30
+    column_class = peewee.BigIntegerField
     marshmallow_class = StrictInt
-    json_type = {"type": "integer", "format": "int64"}
-
-    def column(self, spec: FieldSpec, models: Models, collection: str) -> peewee.Field:
-        return peewee.BigIntegerField(null=True)
+    base_schema = {"type": "integer", "format": "int64"}
+    python_type = int
 
     def convert(self, value: Any) -> Any:
         if isinstance(value, str):
             value = value.strip()
         return int(float(value)) if isinstance(value, (str, float)) else int(value)
-
-    def query_value(self, raw: str) -> Any:
-        return int(raw)

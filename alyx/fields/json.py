@@ -6,7 +6,6 @@ from typing import Any
 
 import orjson
 import peewee
-from marshmallow import fields
 
 from alyx import cel
 from alyx.fields.base import FieldSpec, FieldType, Models, NoEquality
@@ -26,6 +25,7 @@ class JsonType(FieldType):
     rank = 80
     family = cel.Family.OPAQUE
     nullable_in_schema = False
+    marshmallow_class = JsonValue
 
     def column(self, spec: FieldSpec, models: Models, collection: str) -> peewee.Field:
         return peewee.JSONField(dumps=json_text, null=True)
@@ -37,12 +37,6 @@ class JsonType(FieldType):
             except ValueError:
                 return value
         return value
-
-    def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field[Any]:
-        return JsonValue(required=required, allow_none=allow_none)
-
-    def value_schema(self, spec: FieldSpec) -> dict[str, Any]:
-        return {}
 
     def query_value(self, raw: str) -> Any:
         raise NoEquality(raw)

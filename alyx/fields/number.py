@@ -17,15 +17,20 @@ class NumberType(FieldType):
     family = cel.Family.NUMBER
     options = frozenset({"min", "max"})
     length_bounds = False
-    marshmallow_class: ClassVar[type[fields.Number[Any]]]
-    json_type: ClassVar[dict[str, str]]
+    python_type: ClassVar[type[int] | type[float]]  # parses ?field=value
 
     def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field[Any]:
         bounds = [] if spec.min is None and spec.max is None else [validate.Range(min=spec.min, max=spec.max)]
         return self.marshmallow_class(validate=bounds, required=required, allow_none=allow_none)
 
+    def convert(self, value: Any) -> Any:
+        return self.python_type(value)
+
+    def query_value(self, raw: str) -> Any:
+        return self.python_type(raw)
+
     def value_schema(self, spec: FieldSpec) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.json_type)
+        out = dict(self.base_schema)
         if spec.min is not None:
             out["minimum"] = spec.min
         if spec.max is not None:

@@ -8,7 +8,7 @@ import peewee
 from marshmallow import fields, validate
 
 from alyx import cel
-from alyx.fields.base import FieldSpec, FieldType, Models, length_validators
+from alyx.fields.base import FieldSpec, FieldType, length_validators
 from alyx.fields.strict import StrictString
 
 
@@ -19,12 +19,11 @@ class StringType(FieldType):
     rank = 10
     family = cel.Family.TEXT
     options = frozenset({"min", "max", "pattern"})
-    marshmallow_class: ClassVar[type[StrictString]] = StrictString
+    column_class = peewee.TextField
+    marshmallow_class = StrictString
+    base_schema = {"type": "string"}
     non_empty_when_required: ClassVar[bool] = True  # a required value may not be ""
     schema_says_non_empty: ClassVar[bool] = True  # ... and the JSON Schema says so (minLength 1)
-
-    def column(self, spec: FieldSpec, models: Models, collection: str) -> peewee.Field:
-        return peewee.TextField(null=True)
 
     def convert(self, value: Any) -> Any:
         return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
@@ -43,7 +42,7 @@ class StringType(FieldType):
         return []
 
     def value_schema(self, spec: FieldSpec) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "string"}
+        out = dict(self.base_schema)
         if spec.min is not None:
             out["minLength"] = int(spec.min)
         elif spec.required and self.schema_says_non_empty:
