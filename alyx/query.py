@@ -90,7 +90,8 @@ def parse_list_query(spec: CollectionSpec, args: Mapping[str, str], default_per_
             continue
         desc = part.startswith("-")
         name = part.lstrip("+-")
-        if field_type(spec, name) is None or field_type(spec, name) == "json":
+        kind = field_kind(spec, name)
+        if kind is None or not kind.sortable:
             raise unknown_field(spec, name, "sort")
         sort.append((name, desc))
     page = _positive_int(args, "page", 1)
@@ -116,7 +117,7 @@ def parse_expand(spec: CollectionSpec, value: str | None) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
     for name in names:
         f = spec.field(name)
-        if f is None or f.type != "relation" or f.hidden:
+        if f is None or f.collection is None or f.hidden:
             raise bad_request(f"Cannot expand {name!r}: it is not a relation field of {spec.name!r}.",
                               {"expand": [f"{name!r} is not a relation field"]})
     return names

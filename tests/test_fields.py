@@ -245,6 +245,7 @@ def test_json_takes_any_value_but_no_equality_filter():
     assert json_type.json_schema(spec("json")) == {}
     assert json_type.convert('{"a": 1}') == {"a": 1} and json_type.convert("plain") == "plain"
     assert json_type.family is cel.Family.OPAQUE
+    assert not json_type.sortable and [name for name, t in TYPES.items() if not t.sortable] == ["json"]
 
 
 # -- defaults -------------------------------------------------------------------------------------

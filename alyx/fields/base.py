@@ -60,6 +60,7 @@ class FieldType:
     options: ClassVar[frozenset[str]] = frozenset()  # settings it accepts: min, max, pattern, values, ...
     length_bounds: ClassVar[bool] = True  # min/max are lengths (whole numbers >= 0), not a value range
     always_indexed: ClassVar[bool] = False
+    sortable: ClassVar[bool] = True  # ?sort= may name it
     nullable_in_schema: ClassVar[bool] = True  # JSON Schema says nullable when not required
     encodes: ClassVar[bool] = False  # to_json/from_json change values (serialisers skip the other types)
     column_class: ClassVar[type[peewee.Field]]  # what ``column`` builds unless a type overrides it

@@ -25,6 +25,7 @@ class JsonType(FieldType):
     rank = 80
     family = cel.Family.OPAQUE
     nullable_in_schema = False
+    sortable = False
     marshmallow_class = JsonValue
 
     def column(self, spec: FieldSpec, models: Models, collection: str) -> peewee.Field:
