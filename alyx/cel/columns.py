@@ -13,7 +13,7 @@ from alyx.cel.nodes import CelError, Literal
 
 class Family(enum.Enum):
     """Which values a column holds, as far as comparisons go: columns of one family compare with each
-    other, text columns take the string methods, bool columns are conditions, opaque ones (json) only
+    other, text columns take the string methods, bool columns are conditions, opaque ones (e.g. JSON values) only
     compare with null."""
 
     TEXT = "text"

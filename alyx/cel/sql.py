@@ -101,7 +101,7 @@ class SqlCompiler:
         op = node.op
         if op == "in":
             if isinstance(right, Column) and right.family is Family.OPAQUE:
-                raise ast.NotPushable(f"'in {right.name}' (a json field) cannot be computed in SQL")
+                raise ast.NotPushable(f"'in {right.name}' (a {right.type} field) cannot be computed in SQL")
             if not isinstance(right, list):
                 raise ast.CelError("'in' needs a list on its right-hand side")
             if isinstance(left, Column):
@@ -133,7 +133,7 @@ class SqlCompiler:
                     return left.field.is_null(False)
                 raise ast.CelError(f"{left.name} cannot be ordered against null")
             if left.family is Family.OPAQUE:
-                raise ast.CelError(f"{left.name} is a json field: only == null and != null are supported")
+                raise ast.CelError(f"{left.name} is a {left.type} field: only == null and != null are supported")
             if op == "!=":
                 return self._paren(left.field.is_null() | (left.field != value))
             ordered: peewee.Node = left.field.is_null(False) & ast.OPERATORS[op](left.field, value)

@@ -8,13 +8,10 @@ import pkgutil
 import alyx.fields
 from alyx.fields.base import FieldType
 
-_SUPPORT_MODULES = {"base", "registry", "strict", "number"}  # no type of their own
-
 
 def _discover() -> dict[str, FieldType]:
-    for module in pkgutil.iter_modules(alyx.fields.__path__):
-        if module.name not in _SUPPORT_MODULES:
-            importlib.import_module(f"{alyx.fields.__name__}.{module.name}")
+    for module in pkgutil.iter_modules(alyx.fields.__path__):  # support modules (base, strict, ...) too: harmless
+        importlib.import_module(f"{alyx.fields.__name__}.{module.name}")
     found: list[type[FieldType]] = []
     pending = list(FieldType.__subclasses__())
     while pending:
