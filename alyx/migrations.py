@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import json
 import zlib
@@ -15,9 +14,10 @@ from playhouse.migrate import PostgresqlMigrator, SchemaMigrator, SqliteMigrator
 
 from alyx.db import Database, dict_rows
 from alyx.errors import ConfigError
+from alyx.fields.registry import lookup
 from alyx.models import ON_DELETE_SQL, SystemModels, index_definitions
 from alyx.schema import CollectionSpec, FieldSpec, Schema, creation_order
-from alyx.validation import default_value, parse_datetime
+from alyx.validation import default_value
 
 SYSTEM_COLUMNS = ("id", "created_at", "updated_at")
 
@@ -129,7 +129,7 @@ class Migrator:
                 old_type = known_types.get(f.name)
                 if old_type and old_type != f.type:
                     changes.append(change_type(f, old_type))
-                elif f.type == "relation" and f.name in live_relations \
+                elif f.collection is not None and f.name in live_relations \
                         and live_relations[f.name] != (f.collection, ON_DELETE_SQL[f.on_delete]):
                     old_target, old_rule = live_relations[f.name]
                     retarget = old_target != f.collection
@@ -231,7 +231,7 @@ class Migrator:
         column = model._meta.fields[spec.name]
         self.migrator.add_column(table, spec.name, column).run()
         values = {record_id: convert_value(value, spec.type) for record_id, value in rows}
-        if spec.type == "relation":  # only references to records that exist in the (new) target survive
+        if spec.collection is not None:  # a relation: only references to records in the (new) target survive
             target = self.models[spec.collection]
             wanted = list({v for v in values.values() if v is not None})
             found = {r for (r,) in target.select(target._meta.fields["id"]).where(
@@ -307,34 +307,9 @@ def convert_value(value: Any, target: str) -> Any:
     if value is None:
         return None
     try:
-        if target in ("string", "text", "email", "url", "uuid", "select", "relation"):
-            if isinstance(value, (dict, list)):
-                return json.dumps(value)
-            return str(value)
-        if target == "int":
-            if isinstance(value, str):
-                value = value.strip()
-            return int(float(value)) if isinstance(value, (str, float)) else int(value)
-        if target == "float":
-            return float(value)
-        if target == "bool":
-            if isinstance(value, str):
-                return {"true": True, "1": True, "false": False, "0": False}.get(value.strip().lower())
-            return bool(value)
-        if target == "datetime":
-            return value if isinstance(value, dt.datetime) else parse_datetime(str(value))
-        if target == "date":
-            return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
-        if target == "json":
-            if isinstance(value, str):
-                try:
-                    return json.loads(value)
-                except ValueError:
-                    return value
-            return value
+        return lookup(target).convert(value)
     except (TypeError, ValueError, OverflowError):
         return None
-    return None
 
 
 @contextlib.contextmanager

@@ -1,21 +1,22 @@
 """Collection specs → peewee models (one per collection), and Alyx's own system tables."""
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 import string
 from dataclasses import dataclass
 from typing import TypeVar
 
-import orjson
 import peewee
 
 from alyx.clock import utcnow
-from alyx.schema import CollectionSpec, FieldSpec, Schema, creation_order
+from alyx.fields.datetime import DateTimeField as DateTimeField
+from alyx.fields.json import json_text
+from alyx.fields.registry import lookup
+from alyx.fields.relation import ON_DELETE_SQL as ON_DELETE_SQL
+from alyx.schema import CollectionSpec, Schema, creation_order
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_LENGTH = 15
-ON_DELETE_SQL = {"cascade": "CASCADE", "set_null": "SET NULL", "restrict": "RESTRICT"}
 
 
 def new_id() -> str:
@@ -30,28 +31,8 @@ def new_id() -> str:
     return "".join(chars[:ID_LENGTH])
 
 
-def _json_dumps(value: object) -> str:
-    return orjson.dumps(value).decode()
-
-
 class BaseModel(peewee.Model):
     """Models are bound to the app's database when they are built."""
-
-
-class DateTimeField(peewee.DateTimeField):
-    """peewee's DateTimeField, reading the text SQLite stores ('YYYY-MM-DD HH:MM:SS[.ffffff]') with
-    ``datetime.fromisoformat`` before peewee's strptime formats: a list page reads two per row."""
-
-    def python_value(self, value: object) -> object:
-        if isinstance(value, str) and len(value) >= 19 and value[10] == " ":
-            try:
-                parsed = dt.datetime.fromisoformat(value)
-            except ValueError:
-                pass
-            else:
-                if parsed.tzinfo is None:
-                    return parsed
-        return super().python_value(value)
 
 
 # -- system tables ------------------------------------------------------------------------------
@@ -176,10 +157,10 @@ class Execution(BaseModel):
     status = peewee.TextField()
     started_at = peewee.DateTimeField(default=utcnow, index=True)
     duration_ms = peewee.DoubleField()
-    timings = peewee.JSONField(dumps=_json_dumps)
-    input = peewee.JSONField(dumps=_json_dumps, null=True)
-    output = peewee.JSONField(dumps=_json_dumps, null=True)
-    error = peewee.JSONField(dumps=_json_dumps, null=True)
+    timings = peewee.JSONField(dumps=json_text)
+    input = peewee.JSONField(dumps=json_text, null=True)
+    output = peewee.JSONField(dumps=json_text, null=True)
+    error = peewee.JSONField(dumps=json_text, null=True)
     stdout = peewee.TextField(default="")
     stderr = peewee.TextField(default="")
     tier = peewee.TextField(default="")
@@ -215,40 +196,13 @@ def build_system_models(database: peewee.Database) -> SystemModels:
                         bind(OAuthState, database), execution=bind(Execution, database))
 
 
-def _column(spec: FieldSpec, models: dict[str, type[peewee.Model]], collection: str) -> peewee.Field:
-    # User columns are nullable in the database: "required" is enforced by validation, so that adding
-    # a required field to a table that already has rows is a safe migration (no fill value needed).
-    common = {"null": True}
-    t = spec.type
-    if t in ("string", "text", "email", "url", "uuid", "select"):
-        return peewee.TextField(**common)
-    if t == "int":
-        return peewee.BigIntegerField(**common)
-    if t == "float":
-        return peewee.DoubleField(**common)
-    if t == "bool":
-        return peewee.BooleanField(**common)
-    if t == "datetime":
-        return DateTimeField(**common)
-    if t == "date":
-        return peewee.DateField(**common)
-    if t == "json":
-        return peewee.JSONField(dumps=_json_dumps, **common)
-    if t == "relation":
-        target = "self" if spec.collection == collection else models[spec.collection]
-        return peewee.ForeignKeyField(target, column_name=spec.name, object_id_name=f"{spec.name}_ref",
-                                      backref="+", on_delete=ON_DELETE_SQL[spec.on_delete], lazy_load=False,
-                                      **common)
-    raise ValueError(f"unhandled field type {t}")
-
-
 def index_definitions(spec: CollectionSpec) -> list[tuple[str, tuple[str, ...], bool]]:
     """Every index of a collection as (name, columns, unique), deterministic names for diffing."""
-    result = [(f"idx_{spec.name}_created_at", ("created_at",), False)]
+    result: list[tuple[str, tuple[str, ...], bool]] = [(f"idx_{spec.name}_created_at", ("created_at",), False)]
     for f in spec.fields:
         if f.unique:
             result.append((f"uq_{spec.name}_{f.name}", (f.name,), True))
-        elif f.index or f.type == "relation":
+        elif f.index or lookup(f.type).always_indexed:
             result.append((f"idx_{spec.name}_{f.name}", (f.name,), False))
     for idx in spec.indexes:
         result.append((idx.name, idx.fields, idx.unique))
@@ -264,15 +218,10 @@ def build_model(spec: CollectionSpec, models: dict[str, type[peewee.Model]], dat
         "updated_at": DateTimeField(),
     }
     for f in spec.fields:
-        attrs[f.name] = _column(f, models, spec.name)
+        attrs[f.name] = lookup(f.type).column(f, models, spec.name)
 
-    class Meta:
-        table_name = spec.name
-        legacy_table_names = False
-
-    Meta.database = database
-    attrs["Meta"] = Meta
-    model = type(f"Collection_{spec.name}", (BaseModel,), attrs)
+    attrs["Meta"] = type("Meta", (), {"table_name": spec.name, "legacy_table_names": False, "database": database})
+    model: type[peewee.Model] = type(f"Collection_{spec.name}", (BaseModel,), attrs)
     for name, cols, unique in index_definitions(spec):
         model.add_index(*[model._meta.fields[c] for c in cols], unique=unique, name=name)
     return model
@@ -293,14 +242,14 @@ class Job(BaseModel):
     kind = peewee.TextField()  # function | outgoing
     target = peewee.TextField()  # function name, or outgoing webhook name
     trigger_type = peewee.TextField()  # database | webhook | schedule | event
-    payload = peewee.JSONField(dumps=_json_dumps, null=True)
+    payload = peewee.JSONField(dumps=json_text, null=True)
     status = peewee.TextField(default="pending")  # pending | running | done | dead
     attempts = peewee.IntegerField(default=0)
     max_attempts = peewee.IntegerField(default=1)
     run_at = peewee.DateTimeField(default=utcnow)
     locked_by = peewee.TextField(null=True)
     locked_until = peewee.DateTimeField(null=True)
-    last_error = peewee.JSONField(dumps=_json_dumps, null=True)
+    last_error = peewee.JSONField(dumps=json_text, null=True)
     last_execution_id = peewee.TextField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)

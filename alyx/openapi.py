@@ -7,6 +7,7 @@ from apispec import APISpec
 
 from alyx import __version__
 from alyx.config import Config
+from alyx.fields.registry import lookup
 from alyx.schema import CollectionSpec, FieldSpec, Schema
 
 ERROR_SCHEMA = {
@@ -23,48 +24,7 @@ ERROR_STATUSES = {"400": "Bad query or body", "401": "Missing or invalid token",
 
 def field_schema(f: FieldSpec) -> dict[str, Any]:
     """JSON Schema of one field's value."""
-    t = f.type
-    out: dict[str, Any]
-    if t in ("string", "text", "email", "url", "uuid", "select"):
-        out = {"type": "string"}
-        if f.min is not None:
-            out["minLength"] = int(f.min)
-        elif f.required and t != "select":
-            out["minLength"] = 1
-        if f.max is not None:
-            out["maxLength"] = int(f.max)
-        if f.pattern:
-            out["pattern"] = f.pattern
-        out.update({"email": {"format": "email"}, "url": {"format": "uri"}, "uuid": {"format": "uuid"}}.get(t, {}))
-        if t == "select":
-            out["enum"] = list(f.values)
-    elif t == "relation":
-        out = {"type": "string", "pattern": "^[a-z0-9]{15}$", "description": f"id of a {f.collection} record"}
-    elif t == "int":
-        out = {"type": "integer", "format": "int64"}
-        if f.min is not None:
-            out["minimum"] = f.min
-        if f.max is not None:
-            out["maximum"] = f.max
-    elif t == "float":
-        out = {"type": "number", "format": "double"}
-        if f.min is not None:
-            out["minimum"] = f.min
-        if f.max is not None:
-            out["maximum"] = f.max
-    elif t == "bool":
-        out = {"type": "boolean"}
-    elif t == "datetime":
-        out = {"type": "string", "format": "date-time"}
-    elif t == "date":
-        out = {"type": "string", "format": "date"}
-    else:
-        out = {}
-    if f.default is not None:
-        out["default"] = f.default
-    if not f.required and t != "json":
-        out["nullable"] = True
-    return out
+    return lookup(f.type).json_schema(f)
 
 
 def _title(name: str) -> str:

@@ -14,6 +14,8 @@ import peewee
 
 from alyx import cel
 from alyx.errors import AlyxError, bad_request
+from alyx.fields.base import FieldType, NoEquality
+from alyx.fields.registry import lookup
 from alyx.schema import SYSTEM_FIELDS, CollectionSpec
 
 RESERVED_PARAMS = {"filter", "sort", "page", "perPage", "fields", "expand", "skipTotal"}
@@ -40,6 +42,12 @@ def field_type(spec: CollectionSpec, name: str) -> str | None:
         return SYSTEM_TYPES[name]
     f = spec.field(name)
     return f.type if f is not None and not f.hidden else None
+
+
+def field_kind(spec: CollectionSpec, name: str) -> FieldType | None:
+    """The type (alyx/fields/) of a readable field, system fields included, or None when there is none."""
+    ftype = field_type(spec, name)
+    return None if ftype is None else lookup(ftype)
 
 
 def readable_fields(spec: CollectionSpec) -> list[str]:
@@ -83,7 +91,8 @@ def parse_list_query(spec: CollectionSpec, args: Mapping[str, str], default_per_
             continue
         desc = part.startswith("-")
         name = part.lstrip("+-")
-        if field_type(spec, name) is None or field_type(spec, name) == "json":
+        kind = field_kind(spec, name)
+        if kind is None or not kind.sortable:
             raise unknown_field(spec, name, "sort")
         sort.append((name, desc))
     page = _positive_int(args, "page", 1)
@@ -109,7 +118,7 @@ def parse_expand(spec: CollectionSpec, value: str | None) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
     for name in names:
         f = spec.field(name)
-        if f is None or f.type != "relation" or f.hidden:
+        if f is None or f.collection is None or f.hidden:
             raise bad_request(f"Cannot expand {name!r}: it is not a relation field of {spec.name!r}.",
                               {"expand": [f"{name!r} is not a relation field"]})
     return names
@@ -154,10 +163,10 @@ class FieldResolver:
         self.prefix = prefix
 
     def column(self, name: str) -> cel.Column:
-        ftype = field_type(self.spec, name)
-        if ftype is None:
+        kind = field_kind(self.spec, name)
+        if kind is None:
             raise cel.CelError(f"unknown field {name!r}")
-        return cel.Column(self.model._meta.fields[name], ftype, name)
+        return cel.Column(self.model._meta.fields[name], kind, name)
 
     def __call__(self, path: tuple[str, ...]) -> cel.Column | cel.Literal:
         if self.prefix:
@@ -171,25 +180,19 @@ class FieldResolver:
 
 def equality_value(spec: CollectionSpec, name: str, raw: str) -> Any:
     """A bare ``?field=value`` string, converted to the field's type (400 when it cannot be)."""
-    ftype = field_type(spec, name)
+    kind = field_kind(spec, name)
     if raw == "null":
         return None
+    if kind is None:
+        return raw
     try:
-        if ftype == "int":
-            return int(raw)
-        if ftype == "float":
-            return float(raw)
-        if ftype == "bool":
-            if raw not in ("true", "false"):
-                raise ValueError
-            return raw == "true"
-        if ftype == "json":
-            raise bad_request(f"{name} is a json field and cannot be filtered by equality.",
-                              {name: ["json fields support only filter=... == null"]})
+        return kind.query_value(raw)
+    except NoEquality:
+        raise bad_request(f"{name} is a {kind.name} field and cannot be filtered by equality.",
+                          {name: [f"{kind.name} fields support only filter=... == null"]}) from None
     except ValueError:
-        raise bad_request(f"Invalid value for {name}: expected {ftype}.",
-                          {name: [f"expected a {ftype} value, got {raw[:40]!r}"]}) from None
-    return raw
+        raise bad_request(f"Invalid value for {name}: expected {kind.name}.",
+                          {name: [f"expected a {kind.name} value, got {raw[:40]!r}"]}) from None
 
 
 def compile_where(query: ListQuery, spec: CollectionSpec, model: type[peewee.Model], postgres: bool

@@ -6,7 +6,6 @@ which are published only after the write transaction commits.
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -17,7 +16,7 @@ import peewee
 from marshmallow import ValidationError
 
 from alyx import query as q
-from alyx.clock import iso, utcnow
+from alyx.clock import utcnow
 from alyx.db import Database
 from alyx.errors import AlyxError, bad_request, not_found, validation_failed
 from alyx.models import new_id
@@ -57,8 +56,11 @@ class Collection:
         self.update_schema = record_schema(spec, partial=True)
         self.visible = q.readable_fields(spec)
         self.visible_columns = [model._meta.fields[name] for name in self.visible]
-        self.dates = [name for name in self.visible if q.field_type(spec, name) in ("datetime", "date")]
-        self.relations = {f.name: f.collection for f in spec.public_fields if f.type == "relation"}
+        kinds = {name: q.field_kind(spec, name) for name in self.visible}
+        encoded = [(name, kind) for name, kind in kinds.items() if kind is not None and kind.encodes]
+        self.encoders = [(name, kind.to_json) for name, kind in encoded]
+        self.decoders = [(name, kind.from_json) for name, kind in encoded]
+        self.relations = {f.name: f.collection for f in spec.public_fields if f.collection is not None}
         self.defaults = {f.name: default_value(f) for f in spec.public_fields}
         self._by_id: dict[tuple[str, ...], tuple[str, list[tuple[str, Callable[[Any], Any]]]]] = {}
         self._by_rule: dict[tuple[Any, ...], tuple[str, tuple[Any, ...], int, list[tuple[str, Any]]]] = {}
@@ -67,12 +69,20 @@ class Collection:
         """A stored row → its JSON form (RFC 3339 UTC datetimes, hidden fields dropped)."""
         names = fields or self.visible
         out = {name: row.get(name) for name in names}
-        for name in self.dates:
+        for name, to_json in self.encoders:
             value = out.get(name)
-            if isinstance(value, dt.datetime):
-                out[name] = iso(value)
-            elif isinstance(value, dt.date):
-                out[name] = value.isoformat()
+            if value is not None:
+                out[name] = to_json(value)
+        return out
+
+    def from_json(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """A serialised record with its values as stored (datetime/date strings parsed back), as rules
+        and filters compare them; a value that does not parse is left as it is."""
+        out = dict(doc)
+        for name, from_json in self.decoders:
+            value = out.get(name)
+            if value is not None:
+                out[name] = from_json(value)
         return out
 
     def columns(self, fields: tuple[str, ...] | None, expand: tuple[str, ...] = ()) -> list[peewee.Field]:

@@ -14,7 +14,7 @@ import peewee
 
 from alyx import cel
 from alyx.errors import ConfigError
-from alyx.query import field_type
+from alyx.query import field_kind
 from alyx.schema import RULE_OPERATIONS, CollectionSpec, Schema
 
 AUTH_KEYS = ("id", "email", "role", "verified")
@@ -102,10 +102,10 @@ class RuleNames:
             if len(path) == 2 and path[1] in AUTH_KEYS:
                 return cel.Literal(_auth_value(self.auth, path[1]))
         elif root == "doc" and len(path) == 2:
-            ftype = field_type(self.spec, path[1])
-            if ftype is not None:
+            kind = field_kind(self.spec, path[1])
+            if kind is not None:
                 column = self.model._meta.fields[path[1]] if self.model is not None else None
-                return cel.Column(column, ftype, path[1])
+                return cel.Column(column, kind, path[1])
         elif root == "request" and len(path) == 2 and path[1] in REQUEST_KEYS:
             return cel.Literal(getattr(self.request, path[1]))
         elif root == "request" and len(path) == 3 and path[1] in ("query", "body"):

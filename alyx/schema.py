@@ -7,51 +7,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alyx.yamlfile import Located as _Located
-from alyx.yamlfile import Reader as _Reader
-from alyx.yamlfile import describe as _kind
-from alyx.yamlfile import load_yaml
+from alyx.fields.base import FieldSpec as FieldSpec
+from alyx.fields.base import SettingsProblem
+from alyx.fields.registry import FIELD_TYPES as FIELD_TYPES
+from alyx.fields.registry import OPTIONS, accepting, lookup
+from alyx.yamlfile import Located, Reader, describe, load_yaml
 
-FIELD_TYPES = (
-    "string", "text", "int", "float", "bool", "datetime", "date", "json",
-    "email", "url", "uuid", "select", "relation",
-)
 SYSTEM_FIELDS = ("id", "created_at", "updated_at")
 AUTH_FIELDS = ("email", "password_hash", "role", "verified")
 RULE_OPERATIONS = ("list", "view", "create", "update", "delete")
-ON_DELETE = ("cascade", "set_null", "restrict")
 RESERVED_FIELD_NAMES = set(SYSTEM_FIELDS) | {"expand", "password", "collection"}
 CEL_RESERVED = {"true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function", "if",
                 "import", "let", "loop", "package", "namespace", "return", "var", "void", "while"}
 
 _COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_FIELD_KEYS = {
-    "name", "type", "required", "unique", "default", "index", "min", "max", "pattern",
-    "values", "collection", "on_delete", "renamed_from", "hidden",
-}
+_FIELD_KEYS = {"name", "type", "required", "unique", "default", "index", "renamed_from", "hidden"} | OPTIONS
 _COLLECTION_KEYS = {"name", "fields", "indexes", "rules", "auth"}
 _INDEX_KEYS = {"fields", "unique", "name"}
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    """One user-declared field of a collection."""
-
-    name: str
-    type: str
-    required: bool = False
-    unique: bool = False
-    default: Any = None
-    index: bool = False
-    min: float | None = None
-    max: float | None = None
-    pattern: str | None = None
-    values: tuple[str, ...] = ()
-    collection: str | None = None
-    on_delete: str = "set_null"
-    renamed_from: str | None = None
-    hidden: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,9 +85,9 @@ def default_auth_fields() -> tuple[FieldSpec, ...]:
 def parse_schema(text: str, path: str = "schema.yaml") -> Schema:
     """Parse and validate schema text; raise ConfigError naming line, key and expectation."""
     data = load_yaml(text, path)
-    reader = _Reader(path)
+    reader = Reader(path)
     if data is None:
-        data = _Located(collections=[])
+        data = Located(collections=[])
     top = reader.mapping(data, "top level", {"collections"})
     raw_collections = reader.get(top, "collections", "top level", (list,), default=[]) or []
     collections: dict[str, CollectionSpec] = {}
@@ -136,13 +109,20 @@ def load_schema(path: Path) -> Schema:
     return parse_schema(path.read_text(encoding="utf-8"), str(path))
 
 
-def _parse_collection(reader: _Reader, raw: Any, where: str, parent: Any) -> CollectionSpec:
-    node = reader.mapping(raw, where, _COLLECTION_KEYS, parent)
+def _named(reader: Reader, raw: Any, where: str, allowed: set[str], parent: Any, what: str,
+           pattern: re.Pattern[str]) -> tuple[Any, str]:
+    """The mapping of a collection or a field, and its name, checked against ``pattern``."""
+    node = reader.mapping(raw, where, allowed, parent)
     name = reader.get(node, "name", where, (str,), required=True)
-    if not _COLLECTION_NAME.match(name):
+    if not pattern.match(name):
         reader.fail(node, f"{where}.name",
-                    f"invalid collection name {name!r} (lowercase letters, digits and _, starting with a letter)",
+                    f"invalid {what} name {name!r} (lowercase letters, digits and _, starting with a letter)",
                     key="name")
+    return node, name
+
+
+def _parse_collection(reader: Reader, raw: Any, where: str, parent: Any) -> CollectionSpec:
+    node, name = _named(reader, raw, where, _COLLECTION_KEYS, parent, "collection", _COLLECTION_NAME)
     where = f"collection {name!r}"
     is_auth = reader.get(node, "auth", where, (bool,), default=False)
     if is_auth and name != "users":
@@ -158,7 +138,7 @@ def _parse_collection(reader: _Reader, raw: Any, where: str, parent: Any) -> Col
             reader.fail(raw_field, f"{where}.fields[{i}].name", f"field {f.name!r} is declared twice{reserved}",
                         key="name")
         fields.append(f)
-    indexes = []
+    indexes: list[IndexSpec] = []
     for i, raw_index in enumerate(reader.get(node, "indexes", where, (list,), default=[]) or []):
         iwhere = f"{where}.indexes[{i}]"
         inode = reader.mapping(raw_index, iwhere, _INDEX_KEYS, node)
@@ -175,7 +155,8 @@ def _parse_collection(reader: _Reader, raw: Any, where: str, parent: Any) -> Col
             reader.fail(inode, f"{iwhere}.name", f"invalid index name {iname!r} (lowercase letters, digits and _)",
                         key="name")
         taken = {i.name for i in indexes} | {_index_name(name, ["created_at"], False)} | {
-            _index_name(name, [f.name], f.unique) for f in fields if f.unique or f.index or f.type == "relation"}
+            _index_name(name, [f.name], f.unique) for f in fields
+            if f.unique or f.index or lookup(f.type).always_indexed}
         if iname in taken:
             reader.fail(inode, iwhere, f"index {iname!r} is declared twice (as a field option or an index); "
                         "remove one or give this one another 'name'")
@@ -190,7 +171,7 @@ def _parse_collection(reader: _Reader, raw: Any, where: str, parent: Any) -> Col
         if isinstance(value, bool):
             value = "true" if value else "false"
         if not isinstance(value, str) or not value.strip():
-            reader.fail(rules_node, f"{where}.rules.{op}", f"expected a CEL expression string, got {_kind(value)}",
+            reader.fail(rules_node, f"{where}.rules.{op}", f"expected a CEL expression string, got {describe(value)}",
                         key=op)
         rules[op] = value.strip()
     return CollectionSpec(name, tuple(fields), tuple(indexes), rules, is_auth)
@@ -200,13 +181,8 @@ def _index_name(collection: str, cols: list[str] | tuple[str, ...], unique: bool
     return f"{'uq' if unique else 'idx'}_{collection}_{'_'.join(cols)}"
 
 
-def _parse_field(reader: _Reader, raw: Any, where: str, parent: Any) -> FieldSpec:
-    node = reader.mapping(raw, where, _FIELD_KEYS, parent)
-    name = reader.get(node, "name", where, (str,), required=True)
-    if not _FIELD_NAME.match(name):
-        reader.fail(node, f"{where}.name",
-                    f"invalid field name {name!r} (lowercase letters, digits and _, starting with a letter)",
-                    key="name")
+def _parse_field(reader: Reader, raw: Any, where: str, parent: Any) -> FieldSpec:
+    node, name = _named(reader, raw, where, _FIELD_KEYS, parent, "field", _FIELD_NAME)
     if name in RESERVED_FIELD_NAMES:
         reader.fail(node, f"{where}.name", f"{name!r} is reserved (system fields: id, created_at, updated_at)",
                     key="name")
@@ -219,64 +195,69 @@ def _parse_field(reader: _Reader, raw: Any, where: str, parent: Any) -> FieldSpe
         hint = " (file fields are not supported yet)" if ftype == "file" else ""
         reader.fail(node, f"{where}.type", f"unknown type {ftype!r}{hint}; expected one of: {', '.join(FIELD_TYPES)}",
                     key="type")
+    kind = lookup(ftype)
     required = reader.get(node, "required", where, (bool,), default=False)
     unique = reader.get(node, "unique", where, (bool,), default=False)
     index = reader.get(node, "index", where, (bool,), default=False)
     hidden = reader.get(node, "hidden", where, (bool,), default=False)
-    minimum = reader.get(node, "min", where, (int, float), default=None)
-    maximum = reader.get(node, "max", where, (int, float), default=None)
+    settings: dict[str, Any] = {}  # the type's settings read so far, for kind.settings_problem
+    minimum = settings["min"] = reader.get(node, "min", where, (int, float), default=None)
+    maximum = settings["max"] = reader.get(node, "max", where, (int, float), default=None)
     if minimum is not None and maximum is not None and minimum > maximum:
         reader.fail(node, f"{where}.min", f"min ({minimum}) is greater than max ({maximum})", key="min")
-    if (minimum is not None or maximum is not None) and ftype not in ("string", "text", "int", "float", "email",
-                                                                     "url"):
+    if (minimum is not None and "min" not in kind.options) or (maximum is not None and "max" not in kind.options):
         reader.fail(node, f"{where}.min", f"min/max do not apply to {ftype} fields",
                     key="min" if minimum is not None else "max")
     for key, bound in (("min", minimum), ("max", maximum)):
-        if bound is not None and ftype not in ("int", "float") and (not isinstance(bound, int) or bound < 0):
+        if bound is not None and kind.length_bounds and (not isinstance(bound, int) or bound < 0):
             reader.fail(node, f"{where}.{key}", f"expected a length (a whole number >= 0), got {bound!r}", key=key)
-    pattern = reader.get(node, "pattern", where, (str,), default=None)
+    pattern = settings["pattern"] = reader.get(node, "pattern", where, (str,), default=None)
     if pattern is not None:
-        if ftype not in ("string", "text", "email", "url"):
+        if "pattern" not in kind.options:
             reader.fail(node, f"{where}.pattern", f"pattern does not apply to {ftype} fields", key="pattern")
         try:
             re.compile(pattern)
         except re.error as exc:
             reader.fail(node, f"{where}.pattern", f"invalid regular expression: {exc}", key="pattern")
-    values = reader.get(node, "values", where, (list,), default=None)
-    if ftype == "select":
-        if not values or not all(isinstance(v, str) for v in values):
-            reader.fail(node, f"{where}.values", "select fields need a non-empty list of string values",
-                        key="values" if values is not None else None)
+    values = settings["values"] = reader.get(node, "values", where, (list,), default=None)
+    if "values" in kind.options:
+        _check_settings(reader, node, where, kind.settings_problem(settings))
     elif values is not None:
-        reader.fail(node, f"{where}.values", "values only apply to select fields", key="values")
-    collection = reader.get(node, "collection", where, (str,), default=None)
+        reader.fail(node, f"{where}.values", f"values only apply to {_types_accepting('values')} fields",
+                    key="values")
+    collection = settings["collection"] = reader.get(node, "collection", where, (str,), default=None)
     on_delete = reader.get(node, "on_delete", where, (str,), default="set_null")
-    if ftype == "relation":
-        if not collection:
-            reader.fail(node, where, "relation fields need 'collection: <name>'")
-        if on_delete not in ON_DELETE:
-            reader.fail(node, f"{where}.on_delete", f"expected one of {', '.join(ON_DELETE)}, got {on_delete!r}",
-                        key="on_delete")
+    if "on_delete" in node:
+        settings["on_delete"] = on_delete
+    if "collection" in kind.options:
+        _check_settings(reader, node, where, kind.settings_problem(settings))
     elif collection is not None or "on_delete" in node:
-        reader.fail(node, f"{where}.collection", "collection/on_delete only apply to relation fields",
-                    key="collection" if collection is not None else "on_delete")
+        reader.fail(node, f"{where}.collection", f"collection/on_delete only apply to {_types_accepting('collection')}"
+                    " fields", key="collection" if collection is not None else "on_delete")
     renamed_from = reader.get(node, "renamed_from", where, (str,), default=None)
     spec = FieldSpec(name, ftype, required, unique, None, index, minimum, maximum, pattern,
                      tuple(values or ()), collection, on_delete, renamed_from, hidden)
     if "default" in node and node["default"] is not None:
-        from alyx.validation import check_default  # the field validators own what a valid value is
-
         default = node["default"]
         if isinstance(default, (dt.date, dt.datetime)):  # unquoted YAML dates: kept in their JSON form
             default = default.isoformat()
-        problem = check_default(spec, default)
+        problem = kind.default_problem(spec, default)
         if problem:
             reader.fail(node, f"{where}.default", problem, key="default")
         spec = FieldSpec(**{**spec.__dict__, "default": default})
     return spec
 
 
-def _check_references(reader: _Reader, collections: dict[str, CollectionSpec], raw: list) -> None:
+def _types_accepting(option: str) -> str:
+    return " and ".join(accepting(option))
+
+
+def _check_settings(reader: Reader, node: Any, where: str, problem: SettingsProblem | None) -> None:
+    if problem is not None:
+        reader.fail(node, f"{where}{problem.where}", problem.message, key=problem.key)
+
+
+def _check_references(reader: Reader, collections: dict[str, CollectionSpec], raw: list[Any]) -> None:
     def node_of(collection: str, field_name: str) -> Any:
         """The YAML mapping of a field (for its line), else that of its collection."""
         node = next((r for r in raw if isinstance(r, dict) and r.get("name") == collection), None)
@@ -285,17 +266,17 @@ def _check_references(reader: _Reader, collections: dict[str, CollectionSpec], r
 
     for spec in collections.values():
         for f in spec.fields:
-            if f.type == "relation" and f.collection not in collections:
+            if f.collection is not None and f.collection not in collections:
                 reader.fail(node_of(spec.name, f.name), f"collection {spec.name!r}.field {f.name!r}.collection",
                             f"relation to unknown collection {f.collection!r} (declared collections: "
                             f"{', '.join(sorted(collections))})", key="collection")
-            if f.type == "relation" and f.on_delete == "set_null" and f.required:
+            if f.collection is not None and f.on_delete == "set_null" and f.required:
                 reader.fail(node_of(spec.name, f.name), f"collection {spec.name!r}.field {f.name!r}",
                             "a required relation cannot use on_delete: set_null (use cascade or restrict)")
     _check_cycles(reader, collections)
 
 
-def _check_cycles(reader: _Reader, collections: dict[str, CollectionSpec]) -> None:
+def _check_cycles(reader: Reader, collections: dict[str, CollectionSpec]) -> None:
     """Relations between different collections must not form a cycle (tables are created in order)."""
     state: dict[str, int] = {}
 
@@ -307,7 +288,7 @@ def _check_cycles(reader: _Reader, collections: dict[str, CollectionSpec]) -> No
             reader.fail(None, "relations", f"relations form a cycle ({cycle}); break it by removing one relation")
         state[name] = 1
         for f in collections[name].fields:
-            if f.type == "relation" and f.collection != name:
+            if f.collection is not None and f.collection != name:
                 visit(f.collection, trail + [name])
         state[name] = 2
 
@@ -325,7 +306,7 @@ def creation_order(schema: Schema) -> list[CollectionSpec]:
             return
         done.add(spec.name)
         for f in spec.fields:
-            if f.type == "relation" and f.collection != spec.name:
+            if f.collection is not None and f.collection != spec.name:
                 visit(schema.collections[f.collection])
         ordered.append(spec)
 

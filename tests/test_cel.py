@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from alyx import cel
+from alyx.fields.registry import lookup
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -39,7 +40,7 @@ TYPES = {"i": "int", "j": "int", "s": "string", "t": "string", "b": "bool", "c":
 def resolve(path: tuple[str, ...]) -> cel.Column:
     if len(path) != 1 or path[0] not in TYPES:
         raise cel.CelError(f"unknown name {'.'.join(path)!r}")
-    return cel.Column(Row._meta.fields[path[0]], TYPES[path[0]], path[0])
+    return cel.Column(Row._meta.fields[path[0]], lookup(TYPES[path[0]]), path[0])
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -2,17 +2,14 @@
 and the subscribe-time check that a principal's rules can let anything through at all."""
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from alyx import cel
-from alyx import query as q
 from alyx.errors import AlyxError
 from alyx.realtime.feed import Change
 from alyx.records import Collection
 from alyx.rules import AccessRules, Principal, RequestInfo, RuleNames
-from alyx.validation import parse_datetime
 
 RULE_OPERATIONS = ("list", "view")  # a subscriber sees a record when both rules let it through
 
@@ -51,7 +48,7 @@ class Audience:
             return False
         typed = change.typed.get(id(doc))
         if typed is None:
-            typed = change.typed[id(doc)] = _typed(self.coll, doc)
+            typed = change.typed[id(doc)] = self.coll.from_json(doc)
         name = self.coll.spec.name
         request = RequestInfo()
         if not all(self.access.allows(name, op, self.principal, typed, request) for op in RULE_OPERATIONS):
@@ -74,22 +71,6 @@ class Audience:
         if now:
             return ("update" if before else "insert", change.record)
         return ("delete", change.record.get("id")) if before else None
-
-
-def _typed(coll: Collection, doc: dict[str, Any]) -> dict[str, Any]:
-    """A serialised record with its datetime/date strings parsed back, as rules and filters compare them."""
-    out = dict(doc)
-    for name in coll.dates:
-        value = out.get(name)
-        if isinstance(value, str):
-            if q.field_type(coll.spec, name) == "date":
-                try:
-                    out[name] = dt.date.fromisoformat(value)
-                except ValueError:
-                    pass
-            else:
-                out[name] = parse_datetime(value) or value
-    return out
 
 
 def check_subscribable(access: AccessRules, coll: Collection, principal: Principal | None) -> None:
