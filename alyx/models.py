@@ -170,6 +170,28 @@ class Execution(BaseModel):
         table_name = "_alyx_executions"
 
 
+FEED_TABLE = "_alyx_changes"
+
+
+class FeedChange(BaseModel):
+    """The change feed (alyx/realtime/feed.py): one row per committed write; ``id`` is the cursor."""
+
+    id = peewee.BigAutoField()
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    collection = peewee.TextField()
+    action = peewee.TextField()
+    record_id = peewee.TextField()
+    data = peewee.TextField()  # JSON: {"record": {...}, "previous": {...} | null}
+
+    class Meta:
+        table_name = FEED_TABLE
+
+
+def build_change_model(database: peewee.Database) -> type[FeedChange]:
+    """The change feed table bound to ``database``."""
+    return bind(FeedChange, database)
+
+
 @dataclass(frozen=True)
 class SystemModels:
     """Alyx's own tables, bound to one database (each app gets its own classes)."""

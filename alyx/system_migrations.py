@@ -20,8 +20,7 @@ import peewee
 
 from alyx.clock import utcnow
 from alyx.db import Database, tuple_rows
-from alyx.models import bind, build_event_models, build_system_models
-from alyx.realtime import build_change_model
+from alyx.models import bind, build_change_model, build_event_models, build_system_models
 
 log = logging.getLogger("alyx")
 

@@ -7,11 +7,12 @@ fans each batch out to the audiences of its own sockets (`hub`, `audience`, `cli
 """
 from __future__ import annotations
 
+from alyx.models import FEED_TABLE, build_change_model
 from alyx.realtime.audience import Audience, Subscription, check_subscribable, static_truth
 from alyx.realtime.brokers import Broker, PostgresBroker, RedisBroker, open_broker
 from alyx.realtime.client import Client
 from alyx.realtime.doorbell import Doorbell
-from alyx.realtime.feed import FEED_TABLE, Change, ChangeFeed, CursorExpired, build_change_model
+from alyx.realtime.feed import Change, ChangeFeed, CursorExpired
 from alyx.realtime.frames import (
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_SLOW_CONSUMER,

@@ -19,33 +19,15 @@ import peewee
 from alyx.clock import utcnow
 from alyx.db import Database
 from alyx.errors import AlyxError
+from alyx.models import build_change_model
 from alyx.records import ChangeEvent
 
 log = logging.getLogger("alyx.realtime")
 
-FEED_TABLE = "_alyx_changes"
 FEED_LOCK_KEY = zlib.crc32(b"alyx-change-feed")  # PostgreSQL advisory lock: feed rows commit in cursor order
 PG_CHANNEL = "alyx_changes"
 READ_CHUNK = 1000
 PRUNE_EVERY_SECONDS = 10.0
-
-
-def build_change_model(database: peewee.Database) -> type[peewee.Model]:
-    """The change feed table: one row per committed write, `id` is the cursor."""
-
-    class Change(peewee.Model):
-        id = peewee.BigAutoField()
-        created_at = peewee.DateTimeField(default=utcnow, index=True)
-        collection = peewee.TextField()
-        action = peewee.TextField()
-        record_id = peewee.TextField()
-        data = peewee.TextField()  # JSON: {"record": {...}, "previous": {...} | null}
-
-        class Meta:
-            table_name = FEED_TABLE
-
-    Change._meta.set_database(database)
-    return Change
 
 
 @dataclass(eq=False)
