@@ -28,7 +28,24 @@ RETRY_SECONDS = 1.0  # after a lost broker connection
 Deliver = Callable[[Change | None], None]  # a change, or None: "read the feed" (after a reconnect or a hint)
 
 
-class RedisBroker:
+class BrokerBase:
+    """What a broker does: publish a committed change, and listen in the background (one session at a
+    time; a session that ends is started again after the wait it returns)."""
+
+    def publish(self, change: Change) -> None:
+        raise NotImplementedError
+
+    def listen(self, deliver: Deliver, ready: threading.Event) -> Loop:
+        """Start listening; each message (or hint) goes to `deliver` (None after each (re)connect)."""
+        loop = Loop("alyx-realtime-broker", lambda: self._session(deliver, ready))
+        loop.start()
+        return loop
+
+    def _session(self, deliver: Deliver, ready: threading.Event) -> float:
+        raise NotImplementedError
+
+
+class RedisBroker(BrokerBase):
     """Fan-out through Redis pub/sub: each committed change is published once, every worker receives it."""
 
     def __init__(self, url: str, channel: str) -> None:
@@ -38,12 +55,6 @@ class RedisBroker:
 
     def publish(self, change: Change) -> None:
         self.client.publish(self.channel, change.to_json())
-
-    def listen(self, deliver: Deliver, ready: threading.Event) -> Loop:
-        """Subscribe in the background and hand every message to `deliver` (None after each (re)connect)."""
-        loop = Loop("alyx-realtime-broker", lambda: self._session(deliver, ready))
-        loop.start()
-        return loop
 
     def _session(self, deliver: Deliver, ready: threading.Event) -> float:
         """One subscription, until the connection fails; returns the wait before the next one."""
@@ -70,7 +81,7 @@ class RedisBroker:
                     pubsub.close()
 
 
-class PostgresBroker:
+class PostgresBroker(BrokerBase):
     """Fan-out hints through PostgreSQL LISTEN/NOTIFY: NOTIFY is sent at commit, the tailer then reads the feed."""
 
     def __init__(self, database_url: str) -> None:
@@ -80,13 +91,8 @@ class PostgresBroker:
     def publish(self, change: Change) -> None:  # the NOTIFY went out with the transaction
         pass
 
-    def listen(self, deliver: Deliver, ready: threading.Event) -> Loop:
-        """LISTEN in the background; every notification (and each (re)connect) calls `deliver(None)`."""
-        loop = Loop("alyx-realtime-broker", lambda: self._session(deliver, ready))
-        loop.start()
-        return loop
-
     def _session(self, deliver: Deliver, ready: threading.Event) -> float:
+        """One LISTEN connection; every notification calls `deliver(None)` (the tailer reads the feed)."""
         conn: Any = None
         try:
             conn = psycopg2.connect(self.dsn)
