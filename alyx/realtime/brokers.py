@@ -29,24 +29,43 @@ Deliver = Callable[[Change | None], None]  # a change, or None: "read the feed" 
 
 
 class BrokerBase:
-    """What a broker does: publish a committed change, and listen in the background (one session at a
-    time; a session that ends is started again after the wait it returns)."""
+    """What a broker does: publish a committed change, and listen in the background, one session at a
+    time; a session that fails is logged and started again after RETRY_SECONDS."""
+
+    name = "broker"
 
     def publish(self, change: Change) -> None:
         raise NotImplementedError
 
     def listen(self, deliver: Deliver, ready: threading.Event) -> Loop:
         """Start listening; each message (or hint) goes to `deliver` (None after each (re)connect)."""
-        loop = Loop("alyx-realtime-broker", lambda: self._session(deliver, ready))
+        loop = Loop("alyx-realtime-broker", lambda: self._step(deliver, ready))
         loop.start()
         return loop
 
-    def _session(self, deliver: Deliver, ready: threading.Event) -> float:
+    def _step(self, deliver: Deliver, ready: threading.Event) -> float:
+        with contextlib.ExitStack() as cleanup:
+            try:
+                self._session(deliver, ready, cleanup)
+                return 0.0
+            except Exception as exc:  # noqa: BLE001 - keep listening whatever the broker does
+                log.warning("realtime: %s unavailable (%s); retrying", self.name, exc)
+                return RETRY_SECONDS
+
+    def _session(self, deliver: Deliver, ready: threading.Event, cleanup: contextlib.ExitStack) -> None:
+        """Listen until the connection fails; register the connection's close on `cleanup`."""
         raise NotImplementedError
+
+
+def _close_quietly(resource: Any) -> None:
+    with contextlib.suppress(Exception):
+        resource.close()
 
 
 class RedisBroker(BrokerBase):
     """Fan-out through Redis pub/sub: each committed change is published once, every worker receives it."""
+
+    name = "Redis broker"
 
     def __init__(self, url: str, channel: str) -> None:
         self.url = url
@@ -56,33 +75,25 @@ class RedisBroker(BrokerBase):
     def publish(self, change: Change) -> None:
         self.client.publish(self.channel, change.to_json())
 
-    def _session(self, deliver: Deliver, ready: threading.Event) -> float:
-        """One subscription, until the connection fails; returns the wait before the next one."""
-        pubsub: Any = None
-        try:
-            client = redis.Redis.from_url(self.url, socket_connect_timeout=5, health_check_interval=30)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-            pubsub.subscribe(self.channel)
-            ready.set()
-            deliver(None)
-            for message in pubsub.listen():
-                if message.get("type") == "message":
-                    try:
-                        deliver(Change.from_json(message["data"]))
-                    except (ValueError, KeyError, TypeError):
-                        log.warning("realtime: ignoring a malformed broker message")
-            return 0.0
-        except Exception as exc:  # noqa: BLE001 - keep listening whatever the broker does
-            log.warning("realtime: Redis broker unavailable (%s); retrying", exc)
-            return RETRY_SECONDS
-        finally:
-            if pubsub is not None:
-                with contextlib.suppress(Exception):
-                    pubsub.close()
+    def _session(self, deliver: Deliver, ready: threading.Event, cleanup: contextlib.ExitStack) -> None:
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=5, health_check_interval=30)
+        pubsub: Any = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        cleanup.callback(_close_quietly, pubsub)
+        pubsub.subscribe(self.channel)
+        ready.set()
+        deliver(None)
+        for message in pubsub.listen():
+            if message.get("type") == "message":
+                try:
+                    deliver(Change.from_json(message["data"]))
+                except (ValueError, KeyError, TypeError):
+                    log.warning("realtime: ignoring a malformed broker message")
 
 
 class PostgresBroker(BrokerBase):
     """Fan-out hints through PostgreSQL LISTEN/NOTIFY: NOTIFY is sent at commit, the tailer then reads the feed."""
+
+    name = "PostgreSQL LISTEN"
 
     def __init__(self, database_url: str) -> None:
         self.dsn = database_url.replace("postgresql+pool://", "postgresql://").replace("postgres+pool://",
@@ -91,29 +102,20 @@ class PostgresBroker(BrokerBase):
     def publish(self, change: Change) -> None:  # the NOTIFY went out with the transaction
         pass
 
-    def _session(self, deliver: Deliver, ready: threading.Event) -> float:
-        """One LISTEN connection; every notification calls `deliver(None)` (the tailer reads the feed)."""
-        conn: Any = None
-        try:
-            conn = psycopg2.connect(self.dsn)
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(f"LISTEN {PG_CHANNEL}")
-            ready.set()
-            deliver(None)
-            while True:
-                select.select([conn], [], [], 30)
-                conn.poll()
-                if conn.notifies:
-                    conn.notifies.clear()
-                    deliver(None)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("realtime: PostgreSQL LISTEN failed (%s); retrying", exc)
-            return RETRY_SECONDS
-        finally:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
+    def _session(self, deliver: Deliver, ready: threading.Event, cleanup: contextlib.ExitStack) -> None:
+        conn: Any = psycopg2.connect(self.dsn)
+        cleanup.callback(_close_quietly, conn)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"LISTEN {PG_CHANNEL}")
+        ready.set()
+        deliver(None)
+        while True:
+            select.select([conn], [], [], 30)
+            conn.poll()
+            if conn.notifies:
+                conn.notifies.clear()
+                deliver(None)
 
 
 Broker = RedisBroker | PostgresBroker
