@@ -66,18 +66,19 @@ class Client:
     user_agent: str | None = None
 
 
+@dataclass(eq=False)
 class AuthService:
     """Register, log in, refresh, log out, change passwords; turn access tokens into principals."""
 
-    def __init__(self, config: Config, db: Database, records: Records, access: AccessRules,
-                 system: SystemModels) -> None:
-        self.config = config
-        self.db = db
-        self.records = records
-        self.access = access
-        self.system = system
-        self.passwords = Passwords(config)
-        self.guard = LoginGuard(db, system.login_attempt, config)
+    config: Config
+    db: Database
+    records: Records
+    access: AccessRules
+    system: SystemModels
+
+    def __post_init__(self) -> None:
+        self.passwords = Passwords(self.config)
+        self.guard = LoginGuard(self.db, self.system.login_attempt, self.config)
         self._keys: KeyRing | None = None
         self._session_cache: dict[str, tuple[Principal, float]] = {}
         self._token_cache: dict[str, dict[str, Any]] = {}

@@ -109,18 +109,26 @@ def _settings() -> list[dataclasses.Field[Any]]:
     return [f for f in dataclasses.fields(Config) if "key" in f.metadata]
 
 
+def _integer(value: Any) -> int | None:
+    """An int from YAML or the environment ("8090"); None for anything else (bools included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
 def _coerce(value: Any, f: dataclasses.Field[Any], where: str) -> Any:
     kind = f.metadata["kind"]
     key = f.metadata["key"]
     if value is None:
         return None
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
+        number = _integer(value)
+        if number is None:
             raise ConfigError(f"{where}: {key}: expected an integer, got {value!r}")
-        try:
-            value = int(value)
-        except ValueError:
-            raise ConfigError(f"{where}: {key}: expected an integer, got {value!r}") from None
+        value = number
         if value < 0:
             raise ConfigError(f"{where}: {key}: expected a non-negative integer, got {value}")
         if f.metadata.get("maximum") is not None and value > f.metadata["maximum"]:

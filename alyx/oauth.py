@@ -14,7 +14,7 @@ import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jwt
 import requests
@@ -98,21 +98,22 @@ def load_providers(config: Any) -> dict[str, Provider]:
     return providers
 
 
+@dataclass(eq=False)
 class OAuthService:
     """The OAuth2/OIDC login flows of the configured providers."""
 
-    STATE_TTL = 600
+    STATE_TTL: ClassVar[int] = 600
 
-    def __init__(self, config: Config, db: Database, schema: Schema, records: Records, access: AccessRules,
-                 system: SystemModels, auth: AuthService) -> None:
-        self.config = config
-        self.db = db
-        self.schema = schema
-        self.records = records
-        self.access = access
-        self.system = system
-        self.auth = auth
-        self.providers = load_providers(config)
+    config: Config
+    db: Database
+    schema: Schema
+    records: Records
+    access: AccessRules
+    system: SystemModels
+    auth: AuthService
+
+    def __post_init__(self) -> None:
+        self.providers = load_providers(self.config)
         self._discovery_lock = threading.Lock()
 
     def provider_names(self) -> list[str]:

@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Protocol
 
 from alyx.background import Loop, spawn
@@ -83,22 +83,21 @@ def _naive(value: dt.datetime | None) -> dt.datetime | None:
     return value.astimezone(UTC).replace(tzinfo=None) if value is not None else None
 
 
+@dataclass(eq=False)
 class Scheduler:
     """Schedules of every function: persisted next/last runs, queued as jobs by the lease holder."""
 
-    def __init__(self, db: Database, model: type[Schedule], jobs: JobQueue, leases: Leases,
-                 hooks: HookSource, worker_id: str, *, lease_seconds: float, catch_up: str,
-                 notify: Callable[[], None]) -> None:
-        self.db = db
-        self.model = model
-        self.jobs = jobs
-        self.leases = leases
-        self.hooks = hooks
-        self.worker_id = worker_id
-        self.lease_seconds = lease_seconds
-        self.catch_up = catch_up  # the default (alyx.yaml schedules.catch_up) for schedules that name none
-        self.notify = notify  # runs the job runner now (started if this process runs jobs)
-        self.leader = False
+    db: Database
+    model: type[Schedule]
+    jobs: JobQueue
+    leases: Leases
+    hooks: HookSource
+    worker_id: str
+    _: KW_ONLY
+    lease_seconds: float
+    catch_up: str  # the default (alyx.yaml schedules.catch_up) for schedules that name none
+    notify: Callable[[], None]  # runs the job runner now (started if this process runs jobs)
+    leader: bool = field(default=False, init=False)
 
     def tick(self, now: dt.datetime | None = None) -> int:
         """Take (or renew) the lease and queue every due run; returns how many jobs were queued."""
