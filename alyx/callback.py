@@ -85,7 +85,9 @@ class CallbackServer:
         self._server = make_server(f"unix://{self.socket_path}", 0, self._app, threaded=True,
                                    request_handler=QuietHandler)
         self.socket_path.chmod(0o666)  # sandboxes run as uid 65534
-        threading.Thread(target=self._server.serve_forever, daemon=True, name="alyx-functions-callback").start()
+        # A short poll interval: shutdown() waits for the loop to look at its flag (0.5 s by default).
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+                         name="alyx-functions-callback").start()
         return self.dir
 
     def stop(self) -> None:
