@@ -1,6 +1,7 @@
 """Fixtures that build real things: project folders, SQLite files, PostgreSQL databases, servers."""
 from __future__ import annotations
 
+import contextlib
 import os
 import textwrap
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from tests.harness import ROOT, free_port
 from tests.harness import LiveServer as GunicornServer
 
 __all__ = ["ROOT", "free_port", "LiveServer", "TEST_SECRET", "TEST_ENV", "BLOG_SCHEMA", "ADMIN", "USER",
-           "write_project", "build_app", "AppMaker"]
+           "write_project", "build_app", "AppMaker", "shared_app", "empty_tables"]
 
 PG_ADMIN_DSN = os.environ.get("ALYX_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -164,6 +165,47 @@ def make_app(tmp_path: Path, database_env: dict[str, str]) -> Iterator[AppFactor
 
     yield factory
     maker.close()
+
+
+@contextlib.contextmanager
+def shared_app(backend: str, folder: Path, schema: str = BLOG_SCHEMA, config: str = "",
+               env: dict[str, str] | None = None) -> Iterator[Flask]:
+    """One app (and on PostgreSQL one database) for a whole module: the pattern of
+    test_collections_api.py. Pair it with `empty_tables(app)` before each test."""
+    from tests.helpers import pg_database
+
+    with contextlib.ExitStack() as stack:
+        base = dict(TEST_ENV)
+        if backend == "postgres":
+            base["ALYX_DATABASE_URL"] = stack.enter_context(pg_database())
+        maker = AppMaker(folder, base)
+        stack.callback(maker.close)
+        yield maker(schema, config, env=env)
+
+
+# Alyx's record of what it migrated: kept, so that the shared app's schema stays what it applied.
+KEPT_TABLES = ("_alyx_migrations", "_alyx_collections")
+
+
+def empty_tables(app: Flask) -> None:
+    """Delete every row of every table but KEPT_TABLES: records, users, sessions, login attempts,
+    jobs, the change feed, leases — a shared app then looks like a fresh one to the next test."""
+    db = app.extensions["alyx"].db
+    with db.connection():
+        database = db.peewee
+        tables = [t for t in database.get_tables() if t not in KEPT_TABLES]
+        if not tables:
+            return
+        if db.is_sqlite:
+            database.execute_sql("PRAGMA foreign_keys = OFF")
+            try:
+                with database.atomic():
+                    for table in tables:
+                        database.execute_sql(f'DELETE FROM "{table}"')
+            finally:
+                database.execute_sql("PRAGMA foreign_keys = ON")
+        else:
+            database.execute_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
 
 
 @pytest.fixture
