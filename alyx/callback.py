@@ -86,7 +86,8 @@ class CallbackServer:
         self._server = make_server(f"unix://{self.socket_path}", 0, self._app, threaded=True,
                                    request_handler=QuietHandler)
         self.socket_path.chmod(0o666)  # sandboxes run as uid 65534
-        spawn(self._server.serve_forever, name="alyx-functions-callback")
+        # A short poll interval: shutdown() waits for the loop to look at its flag (0.5 s by default).
+        spawn(self._server.serve_forever, 0.05, name="alyx-functions-callback")
         return self.dir
 
     def stop(self) -> None:

@@ -190,6 +190,7 @@ class RealtimeClient:
                 backoff = min(backoff * 2, self.max_backoff)
 
     def _on_frame(self, frame: dict[str, Any]) -> None:
+        request_id: Any  # the server echoes whatever id the request carried
         kind, payload, request_id = frame.get("type"), frame.get("payload") or {}, frame.get("id")
         if kind == "snapshot":
             sub = self._pending.pop(request_id, None)

@@ -105,7 +105,8 @@ class RuleNames:
             kind = field_kind(self.spec, path[1])
             if kind is not None:
                 column = self.model._meta.fields[path[1]] if self.model is not None else None
-                return cel.Column(column, kind, path[1])
+                # model-less compiles (schema checks) have no column; cel reads only the type then
+                return cel.Column(column, kind, path[1])  # type: ignore[arg-type]
         elif root == "request" and len(path) == 2 and path[1] in REQUEST_KEYS:
             return cel.Literal(getattr(self.request, path[1]))
         elif root == "request" and len(path) == 3 and path[1] in ("query", "body"):

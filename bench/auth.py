@@ -45,7 +45,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from common import ROOT, Server, call, connect, load_average, pocketbase_binary
+from common import ROOT, Server, call, connect, load_average, percentile, pocketbase_binary
 
 ADMIN_EMAIL, PASSWORD = "bench-admin@example.com", "bench-password-123"
 
@@ -243,11 +243,6 @@ def _worker(args: tuple) -> tuple[int, list[float], int, float]:
     elapsed = time.perf_counter() - begin
     conn.close()
     return n, lat, errors, elapsed
-
-
-def percentile(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
 
 
 def phase_raw(pool: mp.pool.Pool, port: int, per_client: list[list[tuple]], duration: float,

@@ -1,7 +1,8 @@
 """What the benchmarks share: loopback helpers, a server process under test, and PocketBase.
 
-Imported by the scripts in bench/ (run as `python bench/<name>.py`, so this folder is on sys.path).
-Everything talks to 127.0.0.1 only.
+Imported by the scripts in bench/ (run as `python bench/<name>.py`, so this folder is on sys.path);
+the server harness itself (free ports, gunicorn, health waits, percentiles) is tests/harness.py,
+shared with the test suite. Everything talks to 127.0.0.1 only.
 """
 from __future__ import annotations
 
@@ -15,19 +16,17 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.harness import HOST, ROOT, free_port, gunicorn_command, percentile, wait_healthy  # noqa: E402
+
+__all__ = ["HOST", "ROOT", "free_port", "percentile", "load_average", "connect", "call", "Server",
+           "pocketbase_binary"]
+
 PB_HOME = ROOT / "bench" / ".pocketbase"
 PB_VERSION = "0.40.6"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def load_average() -> str:
@@ -71,20 +70,7 @@ class Server:
         self.log = (self.tmp / "server.log").open("w")
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start; log: {self.tmp / 'server.log'}")
-            try:
-                conn = http.client.HTTPConnection(HOST, self.port, timeout=1)
-                conn.request("GET", "/api/health")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer /api/health within {timeout}s")
+        wait_healthy(self.port, self.proc, timeout, self.tmp / "server.log", self.name)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -111,8 +97,7 @@ class Server:
     def start_gunicorn(self, env: dict[str, str], workers: int = 2) -> None:
         """Alyx as in production: `gunicorn -c gunicorn.conf.py -w N wsgi:app` (gevent workers)."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", str(workers),
-             "-b", f"{HOST}:{self.port}", "wsgi:app"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            gunicorn_command(self.port, workers), cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.wait_ready()
 
     def start_pocketbase(self, email: str, password: str) -> str:

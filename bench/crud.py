@@ -34,7 +34,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from common import Server, call, connect, load_average, pocketbase_binary
+from common import Server, call, connect, load_average, percentile, pocketbase_binary
 
 PB_EMAIL, PB_PASSWORD = "bench@example.com", "bench-password-123"
 
@@ -167,11 +167,6 @@ def _read_worker(args: tuple) -> tuple[int, list[float], int, float]:
     elapsed = time.perf_counter() - begin
     conn.close()
     return n, lat, errors, elapsed
-
-
-def percentile(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
 
 
 def summary(count: int, elapsed: float, lat: list[float], errors: int) -> dict:

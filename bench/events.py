@@ -27,11 +27,8 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -40,6 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tests.harness import LiveServer, percentile  # noqa: E402
 
 SCHEMA = """
 collections:
@@ -112,39 +111,15 @@ def in_process(folders: dict[str, Path], writes: int, batches: int) -> dict[str,
             for kind, v in samples.items()}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Gunicorn(LiveServer):
+    """gunicorn in its own session on the bench project (process sandboxes), stopped with its group."""
 
-
-class Gunicorn:
     def __init__(self, folder: Path, env: dict[str, str], workers: int = 2) -> None:
-        self.port = free_port()
-        log = (folder / "gunicorn.log").open("a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "-w", str(workers),
-             "-b", f"127.0.0.1:{self.port}", "wsgi:app"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "ALYX_PROJECT_DIR": str(folder), "ALYX_AUTH_SECRET": "b" * 48,
-                 "ALYX_FUNCTIONS_SANDBOX": "process", **env}, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-                conn.request("GET", "/api/health")
-                if conn.getresponse().status == 200:
-                    return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("gunicorn did not start")
+        super().__init__(folder, workers, {"ALYX_FUNCTIONS_SANDBOX": "process", **env}, secret="b" * 48,
+                         append_log=True, new_session=True)
 
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+    def stop(self, timeout: float = 20.0) -> None:
+        super().stop(timeout)
 
 
 def post(conn: http.client.HTTPConnection, title: str) -> None:
@@ -166,23 +141,6 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def workers(master: int) -> list[int]:
-    """gunicorn's worker processes (its children that run gunicorn, not sandboxes)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    cmd = f.read()
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == master and b"gunicorn" in cmd:
-                found.append(int(entry))
-    return found
-
-
 def http_round(folder: Path, writes: int) -> tuple[float, float]:
     """(creates/s, worker CPU µs per create) for sequential POSTs to one gevent worker."""
     shutil.rmtree(folder / "data", ignore_errors=True)
@@ -191,7 +149,7 @@ def http_round(folder: Path, writes: int) -> tuple[float, float]:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         for i in range(100):
             post(conn, f"warm {i}")
-        pids = workers(server.proc.pid)
+        pids = server.worker_pids()
         t0, c0 = time.perf_counter(), cpu_seconds(pids)
         for i in range(writes):
             post(conn, f"order {i}")
@@ -239,11 +197,6 @@ def _runs(db: Path) -> list[str]:
     return [r[0] for r in rows if r[0].startswith("start")]
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--writes", type=int, default=4000, help="creates per app, in process")
@@ -279,8 +232,8 @@ def main() -> None:
         cost = 100 * (1 - hook / none) if n == 0 else 100 * (hook / none - 1)
         print(f"HTTP (1 worker)  {label}  no hook {none:7.0f}   one async hook {hook:7.0f}   cost {cost:5.1f}%")
     if samples:
-        print(f"delivery commit → function start: n={len(samples)} p50 {pct(samples, 0.5):.1f} ms   "
-              f"p99 {pct(samples, 0.99):.1f} ms   max {max(samples):.1f} ms")
+        print(f"delivery commit → function start: n={len(samples)} p50 {percentile(samples, 50):.1f} ms   "
+              f"p99 {percentile(samples, 99):.1f} ms   max {max(samples):.1f} ms")
 
 
 if __name__ == "__main__":

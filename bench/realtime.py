@@ -31,14 +31,16 @@ import os
 import platform
 import resource
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+sys.path.insert(0, str(ROOT))
+
+from tests.harness import HOST, LiveServer, percentile  # noqa: E402
+
 SCHEMA = """
 collections:
   - name: posts
@@ -59,47 +61,13 @@ def _raise_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 65536), hard), hard))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+class Server(LiveServer):
+    """gunicorn on a temporary project with SCHEMA (and a raised open-files limit)."""
 
-
-class Server:
     def __init__(self, workers: int, env: dict[str, str]) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="alyx-bench-rt-"))
         (self.dir / "schema.yaml").write_text(SCHEMA)
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.log = (self.dir / "gunicorn.log").open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "-w", str(workers),
-             "-b", f"{HOST}:{self.port}", "wsgi:app"],
-            cwd=ROOT, env={**os.environ, "ALYX_PROJECT_DIR": str(self.dir), "ALYX_AUTH_SECRET": "b" * 40, **env},
-            stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=_raise_nofile)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                c = http.client.HTTPConnection(HOST, self.port, timeout=1)
-                c.request("GET", "/api/health")
-                if c.getresponse().status == 200:
-                    return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server did not start; see {self.dir / 'gunicorn.log'}")
-
-    def worker_pids(self) -> list[int]:
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                    pids.append(int(entry))
-        return pids
+        super().__init__(self.dir, workers, env, secret="b" * 40, preexec_fn=_raise_nofile)
 
     def rss_mb(self) -> float:
         total = 0
@@ -109,12 +77,8 @@ class Server:
                     total += int(line.split()[1])
         return total / 1024
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+    def stop(self, timeout: float = 20.0) -> None:
+        super().stop(timeout)
 
 
 # -- subscriber processes ------------------------------------------------------------------------
@@ -365,10 +329,8 @@ def rest(server: Server, kind: str, duration: float, clients: int = 4) -> float:
 
 
 def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] * 1000
+    """The p-th percentile of latencies in seconds, in milliseconds."""
+    return percentile(values, p) * 1000
 
 
 # -- phases ---------------------------------------------------------------------------------------

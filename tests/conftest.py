@@ -1,23 +1,24 @@
 """Fixtures that build real things: project folders, SQLite files, PostgreSQL databases, servers."""
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
-import subprocess
-import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
-from flask import Flask
+from flask import Flask, g, request
 
 from alyx.app import create_app
 from alyx.config import load_config
+from alyx.rules import Principal
+from tests.harness import ROOT, free_port
+from tests.harness import LiveServer as GunicornServer
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ROOT", "free_port", "LiveServer", "TEST_SECRET", "TEST_ENV", "BLOG_SCHEMA", "ADMIN", "USER",
+           "write_project", "build_app", "AppMaker", "shared_app", "empty_tables"]
+
 PG_ADMIN_DSN = os.environ.get("ALYX_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 TEST_SECRET = "test-secret-" + "x" * 40
@@ -59,13 +60,73 @@ collections:
 """
 
 
-def write_project(path: Path, schema: str, config: str = "") -> Path:
+# The callers that tests name with the X-Test-User header (apps built with test_users=True).
+ADMIN = Principal("admin0000000001", "admin@example.com", "admin", True)
+USER = Principal("user00000000001", "user@example.com", "user", True)
+
+
+def write_project(path: Path, schema: str, config: str = "", files: dict[str, str] | None = None) -> Path:
+    """A project folder: schema.yaml, alyx.yaml (if `config`), and functions/ with `files` (path -> text)."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "schema.yaml").write_text(textwrap.dedent(schema))
     if config:
         (path / "alyx.yaml").write_text(textwrap.dedent(config))
     (path / "functions").mkdir(exist_ok=True)
+    for name, text in (files or {}).items():
+        target = path / "functions" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(text))
     return path
+
+
+def _test_principal() -> None:
+    who = request.headers.get("X-Test-User")
+    if who:
+        g.principal = ADMIN if who == "admin" else USER
+
+
+def build_app(project: Path, env: dict[str, str], *, test_users: bool = False) -> Flask:
+    """The one way tests build an app: create_app on `project` with exactly `env`, in testing mode.
+
+    `app.config["project"]` is the folder; with `test_users` the header `X-Test-User: admin|user`
+    makes the request run as ADMIN or USER.
+    """
+    app = create_app(load_config(project, env=env))
+    app.testing = True
+    app.config["project"] = project
+    if test_users:
+        app.before_request(_test_principal)
+    return app
+
+
+class AppMaker:
+    """Builds apps in project folders under `root` (project0, project1, ... unless told) with a base
+    environment, and closes them all at the end (`close()`)."""
+
+    def __init__(self, root: Path, env: dict[str, str], *, test_users: bool = False) -> None:
+        self.root = root
+        self.env = env
+        self.test_users = test_users
+        self.apps: list[Flask] = []
+
+    def __call__(self, schema: str = "collections: []\n", config: str = "", *, files: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None, project: Path | None = None) -> Flask:
+        folder = write_project(project or self.root / f"project{len(self.apps)}", schema, config, files)
+        app = build_app(folder, {**self.env, **(env or {})}, test_users=self.test_users)
+        self.apps.append(app)
+        return app
+
+    def close(self) -> None:
+        for app in self.apps:
+            app.extensions["alyx"].close()
+        self.apps.clear()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the PostgreSQL databases made ahead for tests that never came."""
+    from tests.helpers import close_databases
+
+    close_databases()
 
 
 @pytest.fixture
@@ -96,19 +157,55 @@ AppFactory = Callable[..., Flask]
 @pytest.fixture
 def make_app(tmp_path: Path, database_env: dict[str, str]) -> Iterator[AppFactory]:
     """Build an app for a schema in a temporary project on the current backend."""
-    apps: list[Flask] = []
+    maker = AppMaker(tmp_path, {**TEST_ENV, **database_env})
 
     def factory(schema: str = BLOG_SCHEMA, config: str = "", project: Path | None = None,
                 env: dict[str, str] | None = None) -> Flask:
-        folder = write_project(project or tmp_path / "project", schema, config)
-        app = create_app(load_config(folder, env={**TEST_ENV, **database_env, **(env or {})}))
-        app.testing = True
-        apps.append(app)
-        return app
+        return maker(schema, config, env=env, project=project or tmp_path / "project")
 
     yield factory
-    for app in apps:
-        app.extensions["alyx"].close()
+    maker.close()
+
+
+@contextlib.contextmanager
+def shared_app(backend: str, folder: Path, schema: str = BLOG_SCHEMA, config: str = "",
+               env: dict[str, str] | None = None) -> Iterator[Flask]:
+    """One app (and on PostgreSQL one database) for a whole module: the pattern of
+    test_collections_api.py. Pair it with `empty_tables(app)` before each test."""
+    from tests.helpers import pg_database
+
+    with contextlib.ExitStack() as stack:
+        base = dict(TEST_ENV)
+        if backend == "postgres":
+            base["ALYX_DATABASE_URL"] = stack.enter_context(pg_database())
+        maker = AppMaker(folder, base)
+        stack.callback(maker.close)
+        yield maker(schema, config, env=env)
+
+
+# Alyx's record of what it migrated: kept, so that the shared app's schema stays what it applied.
+KEPT_TABLES = ("_alyx_migrations", "_alyx_collections")
+
+
+def empty_tables(app: Flask) -> None:
+    """Delete every row of every table but KEPT_TABLES: records, users, sessions, login attempts,
+    jobs, the change feed, leases — a shared app then looks like a fresh one to the next test."""
+    db = app.extensions["alyx"].db
+    with db.connection():
+        database = db.peewee
+        tables = [t for t in database.get_tables() if t not in KEPT_TABLES]
+        if not tables:
+            return
+        if db.is_sqlite:
+            database.execute_sql("PRAGMA foreign_keys = OFF")
+            try:
+                with database.atomic():
+                    for table in tables:
+                        database.execute_sql(f'DELETE FROM "{table}"')
+            finally:
+                database.execute_sql("PRAGMA foreign_keys = ON")
+        else:
+            database.execute_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
 
 
 @pytest.fixture
@@ -116,44 +213,11 @@ def client(make_app: AppFactory):
     return make_app().test_client()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """A real `gunicorn -k gevent` server on a free port, for HTTP, WebSocket and fuzz tests."""
+class LiveServer(GunicornServer):
+    """A real `gunicorn -k gevent` server on a free port, for HTTP, WebSocket and fuzz tests (TEST_SECRET)."""
 
     def __init__(self, project: Path, workers: int = 2, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = project / "gunicorn.log"
-        full_env = {**os.environ, "ALYX_PROJECT_DIR": str(project), "ALYX_AUTH_SECRET": TEST_SECRET, **(env or {})}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "-w", str(workers),
-             "-b", f"127.0.0.1:{self.port}", "wsgi:app"],
-            cwd=ROOT, env=full_env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-        )
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.log.read_text()[-2000:]}")
-            try:
-                if requests.get(self.url + "/api/health", timeout=1).ok:
-                    return
-            except requests.RequestException:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"gunicorn did not start: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        super().__init__(project, workers, env, secret=TEST_SECRET)
 
 
 @pytest.fixture

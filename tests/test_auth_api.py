@@ -17,10 +17,23 @@ from hypothesis import strategies as st
 from alyx.config import load_config
 from alyx.errors import ConfigError
 from alyx.signing_keys import key_id, load_key_ring
-from tests.conftest import ROOT, TEST_ENV, write_project
+from tests.conftest import ROOT, TEST_ENV, empty_tables, shared_app, write_project
 from tests.helpers import assert_error
 
 PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def auth_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """One app per backend for the tests that take `client`; each of them starts from empty tables."""
+    with shared_app(request.param, tmp_path_factory.mktemp("auth")) as app:
+        yield app
+
+
+@pytest.fixture
+def client(auth_app):
+    empty_tables(auth_app)
+    return auth_app.test_client()
 
 
 def register(c, email="ann@example.com", password=PASSWORD, **fields):

@@ -17,16 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask, g
+from flask import Flask
 
-from alyx.app import create_app
-from alyx.config import load_config
-from alyx.rules import Principal
 from alyx.signatures import sign, verify
+from tests.conftest import AppMaker
 from tests.helpers import assert_error
 
-ADMIN = Principal("admin0000000001", "admin@example.com", "admin", True)
-USER = Principal("user00000000001", "user@example.com", "user", True)
 SCHEMA = """
 collections:
   - name: posts
@@ -58,37 +54,15 @@ def manifest(text: str) -> str:
 @pytest.fixture
 def ev_app(tmp_path: Path, database_env: dict[str, str]) -> Iterator[EvApp]:
     """An app whose functions/ holds the given files; X-Test-User: admin|user sets the caller."""
-    apps: list[Flask] = []
+    maker = AppMaker(tmp_path, {"ALYX_FUNCTIONS_SANDBOX": "process", "ALYX_SERVER_ENVIRONMENT": "development",
+                                "ALYX_EVENTS_POLL_MS": "50", "ALYX_EVENTS_BACKOFF_BASE_MS": "20", **database_env},
+                     test_users=True)
 
     def factory(files: dict[str, str], config: str = "", env: dict[str, str] | None = None) -> Flask:
-        project = tmp_path / f"project{len(apps)}"
-        (project / "functions").mkdir(parents=True)
-        (project / "schema.yaml").write_text(textwrap.dedent(SCHEMA))
-        (project / "alyx.yaml").write_text(textwrap.dedent(config))
-        for name, text in files.items():
-            path = project / "functions" / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(text))
-        app = create_app(load_config(project, env={
-            "ALYX_FUNCTIONS_SANDBOX": "process", "ALYX_SERVER_ENVIRONMENT": "development",
-            "ALYX_EVENTS_POLL_MS": "50", "ALYX_EVENTS_BACKOFF_BASE_MS": "20", **database_env, **(env or {})}))
-        app.testing = True
-
-        @app.before_request
-        def _test_principal() -> None:
-            from flask import request
-
-            who = request.headers.get("X-Test-User")
-            if who:
-                g.principal = ADMIN if who == "admin" else USER
-
-        app.config["project"] = project
-        apps.append(app)
-        return app
+        return maker(SCHEMA, config, files=files, env=env)
 
     yield factory
-    for app in apps:
-        app.extensions["alyx"].close()
+    maker.close()
 
 
 def wait_until(probe: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -365,7 +339,7 @@ class Receiver:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def close(self) -> None:

@@ -4,11 +4,7 @@ and in the middle of a hook; after a restart each hook runs per its attempt poli
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -18,7 +14,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ROOT, TEST_SECRET, free_port
+from tests.conftest import TEST_SECRET
+from tests.harness import LiveServer
 
 SCHEMA = """
 collections:
@@ -45,58 +42,12 @@ def handler(req, res):
 '''
 
 
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-class Server:
+class Server(LiveServer):
     """gunicorn -k gevent -w 2 in its own session, so that it can be SIGKILLed with all it started."""
 
     def __init__(self, project: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, "ALYX_PROJECT_DIR": str(project), "ALYX_AUTH_SECRET": TEST_SECRET,
-                    "ALYX_FUNCTIONS_SANDBOX": "process", "ALYX_EVENTS_POLL_MS": "100", **env}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "-w", "2",
-             "-b", f"127.0.0.1:{self.port}", "wsgi:app"],
-            cwd=ROOT, env=full_env, stdout=(project / "gunicorn.log").open("a"), stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("gunicorn exited: " + (project / "gunicorn.log").read_text()[-2000:])
-            try:
-                if requests.get(self.url + "/api/health", timeout=1).ok:
-                    return
-            except requests.RequestException:
-                time.sleep(0.2)
-        self.kill()
-        raise RuntimeError("gunicorn did not start")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs anywhere (sandboxes included, they have their own sessions)."""
-        victims = [self.proc.pid, *descendants(self.proc.pid)]
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(timeout=10)
+        super().__init__(project, 2, {"ALYX_FUNCTIONS_SANDBOX": "process", "ALYX_EVENTS_POLL_MS": "100", **env},
+                         secret=TEST_SECRET, append_log=True, new_session=True)
 
 
 @pytest.fixture

@@ -10,17 +10,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from flask import Flask, g
+from flask import Flask
 
-from alyx.app import create_app
-from alyx.config import load_config
-from alyx.rules import Principal
 from alyx.sandbox import tier_problems
+from tests.conftest import USER, AppMaker
+from tests.harness import descendants
 
 TIERS = ["process", "bwrap", "docker"]
 SECRET = "s" * 40
-ADMIN = Principal("admin0000000001", "admin@example.com", "admin", True)
-USER = Principal("user00000000001", "user@example.com", "user", True)
 
 HELLO_PY = '''
 def handler(req, res):
@@ -64,37 +61,15 @@ FnApp = Callable[..., Flask]
 @pytest.fixture
 def fn_app(tmp_path: Path, tier: str) -> Iterator[FnApp]:
     """An app (SQLite) whose functions/ holds the given files; its principal comes from X-Test-User."""
-    apps: list[Flask] = []
+    maker = AppMaker(tmp_path, {"ALYX_FUNCTIONS_SANDBOX": tier, "ALYX_AUTH_SECRET": SECRET,
+                                "ALYX_FUNCTIONS_IDLE_TTL": "600"}, test_users=True)
 
     def factory(files: dict[str, str], config: str = "", env: dict[str, str] | None = None,
                 schema: str = "collections: []\n") -> Flask:
-        project = tmp_path / f"project{len(apps)}"
-        (project / "functions").mkdir(parents=True)
-        (project / "schema.yaml").write_text(textwrap.dedent(schema))
-        (project / "alyx.yaml").write_text(textwrap.dedent(config))
-        for name, text in files.items():
-            path = project / "functions" / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(text))
-        app = create_app(load_config(project, env={"ALYX_FUNCTIONS_SANDBOX": tier, "ALYX_AUTH_SECRET": SECRET,
-                                                   "ALYX_FUNCTIONS_IDLE_TTL": "600", **(env or {})}))
-        app.testing = True
-
-        @app.before_request
-        def _test_principal() -> None:
-            from flask import request
-
-            who = request.headers.get("X-Test-User")
-            if who:
-                g.principal = ADMIN if who == "admin" else USER
-
-        app.config["project"] = project
-        apps.append(app)
-        return app
+        return maker(schema, config, files=files, env=env)
 
     yield factory
-    for app in apps:
-        app.extensions["alyx"].close()
+    maker.close()
 
 
 def executions(app: Flask, **filters: str) -> list[dict]:
@@ -411,21 +386,7 @@ def running(pid: int) -> bool:
 
 
 def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
+    return set(descendants(pid))
 
 
 def test_gunicorn_keeps_serving_during_slow_calls_and_cleans_up(live_server, tmp_path: Path, tier: str) -> None:

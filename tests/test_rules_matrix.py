@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alyx.errors import ConfigError
+from tests.conftest import empty_tables, shared_app
 from tests.helpers import assert_error
 
 PASSWORD = "correct horse battery"
@@ -102,9 +103,17 @@ class World:
         return getattr(self.c, method)(path, headers=headers, **kwargs)
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def matrix_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """One app per backend for the module's World tests; each test starts from empty tables."""
+    with shared_app(request.param, tmp_path_factory.mktemp("rules"), SCHEMA) as app:
+        yield app
+
+
 @pytest.fixture
-def world(make_app) -> World:
-    return World(make_app(SCHEMA))
+def world(matrix_app) -> World:
+    empty_tables(matrix_app)
+    return World(matrix_app)
 
 
 CALLERS = ("anonymous", "owner", "other", "admin")

@@ -12,14 +12,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from flask import Flask, g
+from flask import Flask
 
-from alyx.app import create_app
-from alyx.config import load_config
-from alyx.rules import Principal
+from tests.conftest import AppMaker
 from tests.helpers import assert_error
 
-ADMIN = Principal("admin0000000001", "admin@example.com", "admin", True)
 T0 = dt.datetime(2026, 6, 1, 12, 0, 0)
 REPORT = '''
 import json
@@ -53,27 +50,15 @@ def project(tmp_path: Path) -> Path:
 @pytest.fixture
 def apps(project: Path, database_env: dict[str, str]) -> Iterator[Apps]:
     """Apps (think: workers or hosts) on the same project and database, runners off."""
-    made: list[Flask] = []
+    maker = AppMaker(project.parent, {
+        "ALYX_FUNCTIONS_SANDBOX": "process", "ALYX_SERVER_ENVIRONMENT": "development",
+        "ALYX_EVENTS_RUNNER": "off", "ALYX_SCHEDULES_LEASE_SECONDS": "15", **database_env}, test_users=True)
 
     def make() -> Flask:
-        app = create_app(load_config(project, env={
-            "ALYX_FUNCTIONS_SANDBOX": "process", "ALYX_SERVER_ENVIRONMENT": "development",
-            "ALYX_EVENTS_RUNNER": "off", "ALYX_SCHEDULES_LEASE_SECONDS": "15", **database_env}))
-        app.testing = True
-
-        @app.before_request
-        def _admin() -> None:
-            from flask import request
-
-            if request.headers.get("X-Test-User") == "admin":
-                g.principal = ADMIN
-
-        made.append(app)
-        return app
+        return maker(project=project)
 
     yield make
-    for app in made:
-        app.extensions["alyx"].close()
+    maker.close()
 
 
 def schedule_jobs(app: Flask) -> list[dict]:

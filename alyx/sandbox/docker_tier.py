@@ -13,6 +13,7 @@ import socket
 import threading
 from typing import Any
 
+from alyx.background import spawn
 from alyx.sandbox.protocol import RuntimeGone
 from alyx.sandbox.tiers import RUNTIMES_DIR, ExitInfo, Profile, Sandbox, Tier, node_heap_mb
 
@@ -130,7 +131,7 @@ class DockerSandbox(Sandbox):
         # idle container would look dead after the SDK's 60 s.
         stream = self.owner.stream_client.api.attach(self.container_id, stdout=True, stderr=True, stream=True,
                                                      logs=True, demux=True)
-        threading.Thread(target=self._pump, args=(stream,), daemon=True, name=f"alyx-sandbox-{self.id}-io").start()
+        spawn(self._pump, stream, name=f"alyx-sandbox-{self.id}-io")
 
     def _pump(self, stream: Any) -> None:
         # Docker frames do not align with lines: StreamCapture buffers and splits them.

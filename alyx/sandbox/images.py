@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alyx.sandbox.docker_tier import IMAGES, docker_client, runtime_digest
 from alyx.sandbox.tiers import RUNTIMES_DIR
@@ -55,7 +56,7 @@ def _ensure_rootfs(echo: Callable[[str], None]) -> Path:
     return target
 
 
-def _ensure_base(client, echo: Callable[[str], None]) -> None:
+def _ensure_base(client: Any, echo: Callable[[str], None]) -> None:
     try:
         client.images.get(BASE_IMAGE)
         echo(f"base: {BASE_IMAGE} present")
@@ -66,6 +67,7 @@ def _ensure_base(client, echo: Callable[[str], None]) -> None:
     echo(f"base: importing {rootfs} as {BASE_IMAGE}")
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "--exclude=./.alyx-complete", "-c", "."],
                            stdout=subprocess.PIPE)
+    assert tar.stdout is not None
     try:
         repository, tag = BASE_IMAGE.split(":")
         client.api.import_image(src=tar.stdout, repository=repository, tag=tag, stream_src=True)
@@ -75,7 +77,7 @@ def _ensure_base(client, echo: Callable[[str], None]) -> None:
     client.images.get(BASE_IMAGE)
 
 
-def _build(client, runtime: str, base: str | None) -> None:
+def _build(client: Any, runtime: str, base: str | None) -> None:
     args = {"BASE": base} if base else {}
     client.images.build(path=str(RUNTIMES_DIR / runtime), tag=IMAGES[runtime], buildargs=args, rm=True,
                         forcerm=True, pull=False, labels={"alyx.runtime-digest": runtime_digest(runtime)})

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from alyx.background import Loop, spawn
 from alyx.sandbox.protocol import RawResponse, RuntimeGone, RuntimeTimeout, encode_context
 from alyx.sandbox.registry import FunctionSpec
 from alyx.sandbox.tiers import OUTPUT_WAIT, LoadError, Profile, Sandbox, Tier
@@ -100,8 +101,9 @@ class SandboxManager:
         self._runtimes: set[str] = set()
         self._all: set[Sandbox] = set()
         self._closed = False
-        self._stop = threading.Event()
-        self._reaper = threading.Thread(target=self._reap_loop, name="alyx-sandbox-reaper", daemon=True)
+        interval = self.settings.reap_interval
+        self._reaper_due = False  # the first round comes one interval after the start
+        self._reaper = Loop("alyx-sandbox-reaper", self._reap_step, backoff=interval, max_backoff=interval)
         self._reaper.start()
 
     # -- public ----------------------------------------------------------------------------------
@@ -120,8 +122,7 @@ class SandboxManager:
             if spec.limits.min_warm <= len(pool.instances) + pool.starting or spec.key in self._warming:
                 return
             self._warming.add(spec.key)
-        threading.Thread(target=self._warm_function, args=(spec,), daemon=True,
-                         name=f"alyx-sandbox-warm-{spec.name}").start()
+        spawn(self._warm_function, spec, name=f"alyx-sandbox-warm-{spec.name}")
 
     def refresh(self, spec: FunctionSpec) -> None:
         """A function changed on disk: switch to its new version now, stop the old version's idle
@@ -182,10 +183,8 @@ class SandboxManager:
             self._retired.clear()
             self._generic.clear()
             self._cond.notify_all()
-        self._stop.set()
-        threads = [threading.Thread(target=sb.stop, daemon=True) for sb in victims]
-        for t in threads:
-            t.start()
+        self._reaper.stop(timeout=0)
+        threads = [spawn(sb.stop, name=f"alyx-sandbox-{sb.id}-stop") for sb in victims]
         for t in threads:
             t.join(timeout=30)
         self.tier.close()
@@ -280,6 +279,7 @@ class SandboxManager:
         except LoadError as exc:
             with self._cond:
                 pool.load_error = exc
+            assert sandbox is not None  # only init raises LoadError
             self._discard(sandbox)
             raise
         except BaseException:
@@ -415,7 +415,7 @@ class SandboxManager:
         duration = _ms(time.monotonic() - began)
         if fault is not None:
             status, code, outcome, message, details = fault
-            error = {"code": code, "message": message, "details": details}
+            error: dict[str, Any] | None = {"code": code, "message": message, "details": details}
             return CallResult(status, [], b"", outcome, error, stdout, stderr, timings, duration, sandbox.id,
                               spec.version)
         assert raw is not None
@@ -466,7 +466,7 @@ class SandboxManager:
     @staticmethod
     def _stop_later(sandboxes: list[Sandbox]) -> None:
         for sb in sandboxes:
-            threading.Thread(target=sb.stop, daemon=True, name=f"alyx-sandbox-{sb.id}-stop").start()
+            spawn(sb.stop, name=f"alyx-sandbox-{sb.id}-stop")
         sandboxes.clear()
 
     # -- background ------------------------------------------------------------------------------
@@ -478,8 +478,7 @@ class SandboxManager:
                 return
             self._refilling[profile] = self._refilling.get(profile, 0) + missing
         for _ in range(missing):
-            threading.Thread(target=self._refill_one, args=(profile,), daemon=True,
-                             name=f"alyx-sandbox-warm-{profile.runtime}").start()
+            spawn(self._refill_one, profile, name=f"alyx-sandbox-warm-{profile.runtime}")
 
     def _refill_one(self, profile: Profile) -> None:
         sandbox = None
@@ -530,12 +529,12 @@ class SandboxManager:
             with self._cond:
                 self._warming.discard(spec.key)
 
-    def _reap_loop(self) -> None:
-        while not self._stop.wait(self.settings.reap_interval):
-            try:
-                self.reap()
-            except Exception:  # noqa: BLE001 - the reaper must survive anything
-                log.exception("sandbox reaper failed")
+    def _reap_step(self) -> float:
+        """One round of the reaper loop (a failure is logged and retried after the same interval)."""
+        if self._reaper_due:
+            self.reap()
+        self._reaper_due = True
+        return self.settings.reap_interval
 
     def reap(self) -> None:
         """Evict idle-expired and dead sandboxes, drop drained old versions, keep min_warm and warm pools."""
@@ -575,6 +574,6 @@ class SandboxManager:
         for sb in victims:
             sb.stop()
         for spec in warm:
-            threading.Thread(target=self._warm_function, args=(spec,), daemon=True).start()
+            spawn(self._warm_function, spec, name=f"alyx-sandbox-warm-{spec.name}")
         for runtime in runtimes:
             self._refill_async(Profile(runtime, DEFAULT_PROFILE_MEMORY))

@@ -16,13 +16,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alyx.background import spawn
 from alyx.sandbox.capture import StreamCapture
 from alyx.sandbox.protocol import RawResponse, RuntimeClient, RuntimeGone, RuntimeTimeout
 from alyx.sandbox.registry import FunctionSpec
@@ -273,10 +273,7 @@ class ProcessSandbox(Sandbox):
             close_fds=True)
         self._pumps = []
         for stream, capture in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
-            pump = threading.Thread(target=_pump, args=(stream, capture), daemon=True,
-                                    name=f"alyx-sandbox-{self.id}-io")
-            pump.start()
-            self._pumps.append(pump)
+            self._pumps.append(spawn(_pump, stream, capture, name=f"alyx-sandbox-{self.id}-io"))
 
     def alive(self) -> bool:
         return getattr(self, "proc", None) is not None and self.proc.poll() is None
