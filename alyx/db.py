@@ -58,7 +58,11 @@ class Database:
 
     def ping(self) -> None:
         """A round trip to the database (raises when it cannot be reached)."""
-        self.peewee.execute_sql("SELECT 1")  # type: ignore[no-untyped-call]
+        self.execute("SELECT 1")
+
+    def execute(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> Any:
+        """Raw SQL on this thread's connection (DDL and catalog queries): peewee's cursor."""
+        return self.peewee.execute_sql(sql, params)  # type: ignore[no-untyped-call]
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[None]:

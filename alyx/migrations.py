@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import zlib
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from typing import Any
 import peewee
 from playhouse.migrate import PostgresqlMigrator, SchemaMigrator, SqliteMigrator
 
-from alyx.db import Database, dict_rows
+from alyx.db import Database, dict_rows, tuple_rows
 from alyx.errors import ConfigError
 from alyx.fields.registry import lookup
 from alyx.models import ON_DELETE_SQL, SystemModels, index_definitions
@@ -84,7 +85,7 @@ class Migrator:
         for name in sorted(set(recorded) - set(self.schema.collections)):
             if name in tables:
                 steps.append(Step(name, "drop_collection", f"drop collection {name!r} and all its records", True,
-                                  lambda name=name: self._drop_table(name)))
+                                  functools.partial(self._drop_table, name)))
         return Plan(steps)
 
     def _record_types(self, spec: CollectionSpec, recorded: Any = None) -> Callable[[], None]:
@@ -137,23 +138,23 @@ class Migrator:
                               "records become null)" if retarget else
                               f"change on_delete of {f.name!r} from {old_rule.lower()} to {f.on_delete}")
                     changes.append(Step(table, "change_relation", detail, retarget,
-                                        lambda f=f: self._change_type(model, f, "relation")))
+                                        functools.partial(self._change_type, model, f, "relation")))
                 continue
             if f.renamed_from and f.renamed_from in live_columns:
                 renamed_sources.add(f.renamed_from)
                 renames.append(Step(table, "rename_field", f"rename field {f.renamed_from!r} to {f.name!r}", True,
-                                    lambda f=f: self.migrator.rename_column(table, f.renamed_from, f.name).run()))
+                                    functools.partial(self._rename_column, table, f.renamed_from, f.name)))
                 old_type = known_types.get(f.renamed_from)
                 if old_type and old_type != f.type:  # renamed and retyped: converted after the rename
                     changes.append(change_type(f, old_type))
                 continue
             adds.append(Step(table, "add_field", f"add field {f.name!r} ({f.type})", False,
-                             lambda f=f: self._add_column(model, f)))
+                             functools.partial(self._add_column, model, f)))
         for name in live_columns:
             if name in SYSTEM_COLUMNS or name in renamed_sources or spec.field(name):
                 continue
             drops.append(Step(table, "drop_field", f"drop field {name!r} and its values", True,
-                              lambda name=name: self._drop_column(table, name)))
+                              functools.partial(self._drop_column, table, name)))
         expected = {name: (cols, unique) for name, cols, unique in index_definitions(spec)}
         live_indexes = {i.name: i for i in self.pw.get_indexes(table)}
         for name, idx in live_indexes.items():
@@ -162,14 +163,13 @@ class Migrator:
                 continue
             if name not in expected or (tuple(idx.columns), bool(idx.unique)) != expected[name]:
                 drops_idx.append(Step(table, "drop_index", f"drop index {name}", False,
-                                      lambda name=name: self.migrator.drop_index(table, name).run()))
+                                      functools.partial(self._drop_index, table, name)))
         for name, (cols, unique) in expected.items():
             live = live_indexes.get(name)
             if live is None or (tuple(live.columns), bool(live.unique)) != (cols, unique):
                 kind = "unique index" if unique else "index"
                 adds_idx.append(Step(table, "add_index", f"add {kind} {name} on ({', '.join(cols)})", False,
-                                     lambda name=name, cols=cols, unique=unique: self._add_index(table, name, cols,
-                                                                                                unique)))
+                                     functools.partial(self._add_index, table, name, cols, unique)))
         # Dropping a column needs its indexes gone first; new indexes need their columns.
         return drops_idx + renames + drops + changes + adds + adds_idx
 
@@ -188,10 +188,16 @@ class Migrator:
         legacy = any(fk.column == name for fk in self.pw.get_foreign_keys(table))
         self.migrator.drop_column(table, name, legacy=legacy).run()
 
+    def _rename_column(self, table: str, old: str, new: str) -> None:
+        self.migrator.rename_column(table, old, new).run()
+
+    def _drop_index(self, table: str, name: str) -> None:
+        self.migrator.drop_index(table, name).run()
+
     def _drop_table(self, name: str) -> None:
         # CASCADE (PostgreSQL): another dropped collection may still point at this one; collections that stay
         # cannot (the schema refuses relations to unknown collections, and dropped fields go first).
-        self.pw.execute_sql(f"DROP TABLE {_q(name)}" + ("" if self.db.is_sqlite else " CASCADE"))
+        self.db.execute(f"DROP TABLE {_q(name)}" + ("" if self.db.is_sqlite else " CASCADE"))
         self.system.managed_collection.delete().where(self.system.managed_collection.name == name).execute()
 
     def _add_index(self, table: str, name: str, cols: tuple[str, ...], unique: bool) -> None:
@@ -206,9 +212,9 @@ class Migrator:
     def _relations(self, table: str) -> dict[str, tuple[str, str]]:
         """The live foreign keys of a table: column → (target table, ON DELETE rule in upper case)."""
         if self.db.is_sqlite:
-            rows = [(r[3], r[2], r[6]) for r in self.pw.execute_sql(f"PRAGMA foreign_key_list({_q(table)})")]
+            rows = [(r[3], r[2], r[6]) for r in self.db.execute(f"PRAGMA foreign_key_list({_q(table)})")]
         else:
-            rows = self.pw.execute_sql(
+            rows = self.db.execute(
                 "SELECT kcu.column_name, ccu.table_name, rc.delete_rule"
                 " FROM information_schema.referential_constraints rc"
                 " JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = rc.constraint_name"
@@ -222,7 +228,7 @@ class Migrator:
         """Recreate a column (new type, or new foreign key), converting the values and keeping its indexes."""
         table = model._meta.table_name
         id_col = model._meta.fields["id"]
-        rows = list(self.pw.execute_sql(f"SELECT {_q('id')}, {_q(spec.name)} FROM {_q(table)}"))
+        rows = list(self.db.execute(f"SELECT {_q('id')}, {_q(spec.name)} FROM {_q(table)}"))
         live = {i.name for i in self.pw.get_indexes(table)}
         rebuilt = [d for d in index_definitions(self.schema.collections[table]) if spec.name in d[1] and d[0] in live]
         for name, _, _ in rebuilt:
@@ -234,8 +240,8 @@ class Migrator:
         if spec.collection is not None:  # a relation: only references to records in the (new) target survive
             target = self.models[spec.collection]
             wanted = list({v for v in values.values() if v is not None})
-            found = {r for (r,) in target.select(target._meta.fields["id"]).where(
-                target._meta.fields["id"].in_(wanted)).tuples()} if wanted else set()
+            found = {r for (r,) in tuple_rows(target.select(target._meta.fields["id"]).where(
+                target._meta.fields["id"].in_(wanted)))} if wanted else set()
             values = {k: (v if v in found else None) for k, v in values.items()}
         for record_id, converted in values.items():
             if converted is not None:
@@ -272,15 +278,15 @@ class Migrator:
         if not self.db.is_sqlite:
             yield
             return
-        self.pw.execute_sql("PRAGMA foreign_keys = OFF")
+        self.db.execute("PRAGMA foreign_keys = OFF")
         try:
             yield
         finally:
-            self.pw.execute_sql("PRAGMA foreign_keys = ON")
+            self.db.execute("PRAGMA foreign_keys = ON")
 
     def _check_foreign_keys(self) -> None:
         if self.db.is_sqlite:
-            problems = list(self.pw.execute_sql("PRAGMA foreign_key_check"))
+            problems = list(self.db.execute("PRAGMA foreign_key_check"))
             if problems:
                 raise ConfigError(f"migration left {len(problems)} broken relation(s), e.g. {problems[0]}")
 
@@ -325,8 +331,8 @@ def migration_lock(db: Database) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         return
     key = zlib.crc32(b"alyx-migrations")
-    db.peewee.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
+    db.execute("SELECT pg_advisory_lock(%s)", (key,))
     try:
         yield
     finally:
-        db.peewee.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+        db.execute("SELECT pg_advisory_unlock(%s)", (key,))

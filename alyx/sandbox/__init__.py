@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from alyx.sandbox.manager import Call, CallResult, PoolSettings, SandboxManager
+from alyx.sandbox.calls import Call, CallResult, PoolSettings
+from alyx.sandbox.manager import SandboxManager
 from alyx.sandbox.manifest import Limits
 from alyx.sandbox.registry import FunctionRegistry, FunctionSpec
 from alyx.sandbox.tiers import BwrapTier, ProcessTier, Profile, Tier, bwrap_problem

@@ -12,65 +12,28 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 from alyx.background import Loop, spawn
-from alyx.sandbox.protocol import RawResponse, RuntimeGone, RuntimeTimeout, encode_context
+from alyx.sandbox.calls import (
+    Call,
+    CallResult,
+    Fault,
+    PoolSettings,
+    QueueTimeout,
+    acquire_fault,
+    exit_fault,
+    request_headers,
+    result_of,
+    timeout_fault,
+)
+from alyx.sandbox.protocol import RawResponse, RuntimeGone, RuntimeTimeout
 from alyx.sandbox.registry import FunctionSpec
 from alyx.sandbox.tiers import OUTPUT_WAIT, LoadError, Profile, Sandbox, Tier
 
 log = logging.getLogger("alyx.sandbox")
 
-HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer",
-               "proxy-authenticate", "proxy-authorization", "host"}
-RUNTIME_HEADERS = {"server", "date"}  # the shim's own; the app server sets these
 DEFAULT_PROFILE_MEMORY = 128
-
-
-@dataclass
-class PoolSettings:
-    """Pool sizing shared by every function (per-function limits come from the manifest)."""
-
-    warm_per_runtime: int = 1
-    idle_ttl: float = 300.0  # seconds
-    memory_budget: int = 2048  # MB: the sum of the memory limits of all live sandboxes
-    reap_interval: float = 2.0
-
-
-@dataclass
-class Call:
-    """One invocation as the runtime sees it: an HTTP request plus the caller and trigger."""
-
-    method: str = "POST"
-    target: str = "/"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    auth: dict[str, Any] | None = None
-    input: Any = None
-    trigger: str = "http"
-    callback_token: str | None = None  # lets the function call the Alyx API as its caller
-
-
-@dataclass
-class CallResult:
-    """What came back, or how it failed; every field is what the execution log records."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-    outcome: str  # success | error | timeout | crashed | memory_limit | load_error
-    error: dict[str, Any] | None = None
-    stdout: str = ""
-    stderr: str = ""
-    timings: dict[str, float] = field(default_factory=dict)  # ms per phase: queue, acquire, init, handler
-    duration_ms: float = 0.0
-    sandbox: str | None = None
-    version: str = ""
-
-
-class QueueTimeout(Exception):
-    pass
 
 
 class _FunctionPool:
@@ -152,22 +115,10 @@ class SandboxManager:
             self._runtimes.add(spec.runtime)
         try:
             pool, sandbox = self._acquire(spec, deadline, timings)
-        except QueueTimeout:
-            return self._failure(spec, began, timings, 504, "function_timeout", "timeout",
-                                 f"The function {spec.name!r} did not get a free instance within its timeout of "
-                                 f"{spec.limits.timeout:g}s (max_instances={spec.limits.max_instances}).",
-                                 {"phase": "queue"})
-        except LoadError as exc:
-            return self._failure(spec, began, timings, 500, "function_load_error", "load_error",
-                                 f"The function {spec.name!r} failed to load: {exc.message}", exc.details,
-                                 stdout=exc.stdout, stderr=exc.stderr)
-        except RuntimeTimeout:
-            return self._failure(spec, began, timings, 504, "function_timeout", "timeout",
-                                 f"The function {spec.name!r} did not start within its timeout of "
-                                 f"{spec.limits.timeout:g}s.", {"phase": "start"})
-        except RuntimeGone as exc:
-            return self._failure(spec, began, timings, 503, "sandbox_unavailable", "error",
-                                 f"No sandbox could be started for {spec.name!r}: {exc}", {})
+        except (QueueTimeout, LoadError, RuntimeTimeout, RuntimeGone) as exc:
+            output = (exc.stdout, exc.stderr) if isinstance(exc, LoadError) else ("", "")
+            return acquire_fault(spec, exc).result(*output, timings, _ms(time.monotonic() - began), None,
+                                                   spec.version)
         deadline += timings["acquire"] / 1000
         return self._run(spec, call, pool, sandbox, began, deadline, timings)
 
@@ -373,36 +324,22 @@ class SandboxManager:
     def _run(self, spec: FunctionSpec, call: Call, pool: _FunctionPool, sandbox: Sandbox, began: float,
              deadline: float, timings: dict[str, float]) -> CallResult:
         invocation = uuid.uuid4().hex
-        context = encode_context({"auth": call.auth, "input": call.input, "trigger": call.trigger,
-                                  "callback_token": call.callback_token})
-        headers = [(k, v) for k, v in call.headers if k.lower() not in HOP_HEADERS and
-                   not k.lower().startswith("x-alyx-")]
-        headers += [("x-alyx-invocation-id", invocation), ("x-alyx-context", context),
-                    ("x-alyx-deadline", str(int((time.time() + deadline - time.monotonic()) * 1000)))]
+        headers = request_headers(call, invocation, deadline)
         sandbox.stdout.begin(invocation)
         sandbox.stderr.begin(invocation)
         t0 = time.monotonic()
         raw: RawResponse | None = None
-        fault: tuple[int, str, str, str, dict[str, Any]] | None = None
+        fault: Fault | None = None
         discard = False
         try:
             raw = sandbox.invoke(call.method, call.target, headers, call.body, deadline - time.monotonic())
         except RuntimeTimeout:
             discard = True
-            fault = (504, "function_timeout", "timeout",
-                     f"The function {spec.name!r} did not finish within its timeout of {spec.limits.timeout:g}s; "
-                     "its sandbox was stopped and will be replaced.", {"phase": "handler"})
+            fault = timeout_fault(spec.name, spec.limits.timeout)
         except RuntimeGone:
             discard = True
             info = sandbox.exit_info(wait=2.0)
-            if info.oom:
-                fault = (500, "memory_limit_exceeded", "memory_limit",
-                         f"The function {spec.name!r} exceeded its memory limit of {spec.limits.memory} MB; "
-                         "its sandbox was stopped and will be replaced.", {"memory_mb": spec.limits.memory})
-            else:
-                fault = (502, "function_crashed", "crashed",
-                         f"The function's runtime exited during the call (exit code {info.code}); "
-                         "its sandbox will be replaced.", {"exit_code": info.code})
+            fault = exit_fault(spec.name, spec.limits.memory, info.oom, info.code)
         timings["handler"] = _ms(time.monotonic() - t0)
         if raw is not None and raw.header("x-alyx-retire"):
             discard = True
@@ -414,31 +351,9 @@ class SandboxManager:
             self._release(pool, sandbox)
         duration = _ms(time.monotonic() - began)
         if fault is not None:
-            status, code, outcome, message, details = fault
-            error: dict[str, Any] | None = {"code": code, "message": message, "details": details}
-            return CallResult(status, [], b"", outcome, error, stdout, stderr, timings, duration, sandbox.id,
-                              spec.version)
+            return fault.result(stdout, stderr, timings, duration, sandbox.id, spec.version)
         assert raw is not None
-        kind = raw.header("x-alyx-outcome") or "ok"
-        out_headers = [(k, v) for k, v in raw.headers if k.lower() not in HOP_HEADERS and
-                       k.lower() not in RUNTIME_HEADERS and not k.lower().startswith("x-alyx-")]
-        error = None
-        outcome = "success"
-        if kind != "ok":
-            outcome = "memory_limit" if kind == "memory_limit_exceeded" else "error"
-            try:
-                error = raw.json().get("error")
-            except ValueError:
-                error = {"code": kind, "message": raw.body[:500].decode("utf-8", "replace")}
-        return CallResult(raw.status, out_headers, raw.body, outcome, error, stdout, stderr, timings, duration,
-                          sandbox.id, spec.version)
-
-    def _failure(self, spec: FunctionSpec, began: float, timings: dict[str, float], status: int, code: str,
-                 outcome: str, message: str, details: dict[str, Any], stdout: str = "", stderr: str = ""
-                 ) -> CallResult:
-        error = {"code": code, "message": message, "details": details}
-        return CallResult(status, [], b"", outcome, error, stdout, stderr, timings,
-                          _ms(time.monotonic() - began), None, spec.version)
+        return result_of(raw, stdout, stderr, timings, duration, sandbox.id, spec.version)
 
     def _release(self, pool: _FunctionPool, sandbox: Sandbox) -> None:
         stop = False
