@@ -5,6 +5,7 @@ which are published only after the write transaction commits.
 """
 from __future__ import annotations
 
+import builtins
 import copy
 import math
 import re
@@ -17,7 +18,7 @@ from marshmallow import ValidationError
 
 from alyx import query as q
 from alyx.clock import utcnow
-from alyx.db import Database
+from alyx.db import Database, dict_row, dict_rows
 from alyx.errors import AlyxError, bad_request, not_found, validation_failed
 from alyx.models import new_id
 from alyx.rules import AccessRules, Principal, RequestInfo
@@ -105,7 +106,7 @@ class Collection:
             sql, _ = self.model.select(*columns).where(self.id_column == "").sql()
             plan = self._by_id[key] = (sql, [(c.name, c.python_value) for c in columns])
         sql, converters = plan
-        raw = database.execute_sql(sql, (record_id,)).fetchone()
+        raw = database.execute_sql(sql, (record_id,)).fetchone()  # type: ignore[no-untyped-call]
         if raw is None:
             return None
         return {name: convert(value) for (name, convert), value in zip(converters, raw, strict=True)}
@@ -124,10 +125,10 @@ class Collection:
                 self._by_rule.clear()
             plan = self._by_rule[key] = (sql, tuple(params), params.index(_ID_SLOT),
                                          [(c.name, c.python_value) for c in columns])
-        sql, params, slot, converters = plan
-        bound = list(params)
+        sql, template, slot, converters = plan
+        bound = list(template)
         bound[slot] = record_id
-        raw = database.execute_sql(sql, bound).fetchone()
+        raw = database.execute_sql(sql, bound).fetchone()  # type: ignore[no-untyped-call]
         if raw is None:
             return None
         return {name: convert(value) for (name, convert), value in zip(converters, raw, strict=True)}
@@ -147,9 +148,9 @@ class Records:
         self.collections = {name: Collection(schema.collections[name], model) for name, model in models.items()}
         self.default_per_page = default_per_page
         self.max_per_page = max_per_page
-        self.listeners: list[Listener] = []
-        self.guards: list[tuple[Guard, GuardFilter]] = []
-        self.journal_writers: list[Listener] = []
+        self.listeners: builtins.list[Listener] = []
+        self.guards: builtins.list[tuple[Guard, GuardFilter]] = []
+        self.journal_writers: builtins.list[Listener] = []
 
     # -- lookup ---------------------------------------------------------------------------------
     def collection(self, name: str) -> Collection:
@@ -226,7 +227,7 @@ class Records:
         return self._load(self.collection(name), body, partial)
 
     def _fetch(self, coll: Collection, record_id: str, op: str, auth: Principal | None,
-               request: RequestInfo | None, columns: list[peewee.Field] | None = None, admin: bool = False
+               request: RequestInfo | None, columns: builtins.list[peewee.Field] | None = None, admin: bool = False
                ) -> dict[str, Any]:
         if not RECORD_ID.fullmatch(record_id):  # never stored; and PostgreSQL refuses NUL characters
             raise not_found(f"Record {record_id[:40]!r} not found in {coll.spec.name!r}.")
@@ -235,7 +236,8 @@ class Records:
             columns = None  # the per-record test needs every field
         if visibility is None or (visibility.sql is None and visibility.test is None):
             row = coll.fetch_by_id(self.db.peewee, record_id, columns or coll.model._meta.sorted_fields)
-        elif visibility.test is None and not self.access.rule(coll.spec.name, op).reads_request:
+        elif visibility.test is None and visibility.sql is not None and not self.access.rule(coll.spec.name,
+                                                                                               op).reads_request:
             columns = columns or coll.model._meta.sorted_fields
             row = coll.fetch_by_id_where(self.db.peewee, record_id, columns, visibility.sql,
                                          (op, auth, tuple(c.name for c in columns)))
@@ -243,14 +245,14 @@ class Records:
             query = coll.model.select(*(columns or coll.model._meta.sorted_fields)).where(coll.id_column == record_id)
             if visibility.sql is not None:
                 query = query.where(visibility.sql)
-            row = query.dicts().get_or_none()
+            row = dict_row(query)
         if row is not None and visibility is not None and visibility.test is not None and not visibility.test(row):
             row = None
         if row is None:
             raise not_found(f"Record {record_id!r} not found in {coll.spec.name!r}.")
         return row
 
-    def _expand(self, coll: Collection, rows: list[dict[str, Any]], items: list[dict[str, Any]],
+    def _expand(self, coll: Collection, rows: builtins.list[dict[str, Any]], items: builtins.list[dict[str, Any]],
                 expand: tuple[str, ...], auth: Principal | None, request: RequestInfo | None) -> None:
         for field_name in expand:
             target = self.collections[coll.relations[field_name]]
@@ -262,7 +264,7 @@ class Records:
             query = target.model.select(*columns).where(target.id_column.in_(list(ids)))
             if visibility.sql is not None:
                 query = query.where(visibility.sql)
-            related = {r["id"]: target.serialize(r) for r in query.dicts()
+            related = {r["id"]: target.serialize(r) for r in dict_rows(query)
                        if visibility.test is None or visibility.test(r)}
             for row, item in zip(rows, items, strict=True):
                 ref = row.get(field_name)
@@ -356,7 +358,7 @@ class Records:
             raise AlyxError("forbidden", f"Only admins can set {', '.join(locked)} of {coll.spec.name!r} records.",
                             403, {name: ["Only admins can set this field."] for name in locked})
 
-    def _guards_for(self, name: str, action: str) -> list[Guard]:
+    def _guards_for(self, name: str, action: str) -> builtins.list[Guard]:
         return [check for check, applies in self.guards if applies(name, action)]
 
     def _run_guards(self, coll: Collection, action: str, document: dict[str, Any],
@@ -391,16 +393,18 @@ class Records:
             raise bad_request("The request body must be a JSON object.")
         schema = coll.update_schema if partial else coll.create_schema
         try:
-            return schema.load(body)
+            loaded: dict[str, Any] = schema.load(body)
+            return loaded
         except ValidationError as exc:
-            details = {k: v if isinstance(v, list) else [str(v)] for k, v in exc.normalized_messages().items()}
+            normalized = exc.normalized_messages()  # type: ignore[no-untyped-call]
+            details = {k: v if isinstance(v, list) else [str(v)] for k, v in normalized.items()}
             for key, messages in details.items():
                 if messages == ["Unknown field."]:
                     details[key] = [f"Unknown field: {coll.spec.name!r} has no field {key!r}."]
             raise validation_failed(details) from None
 
     def _check_relations(self, coll: Collection, data: Mapping[str, Any]) -> None:
-        missing: dict[str, list[str]] = {}
+        missing: dict[str, builtins.list[str]] = {}
         for field_name, target_name in coll.relations.items():
             ref = data.get(field_name)
             if ref is None:

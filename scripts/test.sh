@@ -2,7 +2,7 @@
 # One command to run the whole test suite on a fresh machine:
 #   bash scripts/test.sh [pytest args]
 # Provisions what the tests need (a venv with requirements-dev.txt, PostgreSQL and Redis running
-# on 127.0.0.1, Debian's chromium for the browser test), lints, then runs pytest.
+# on 127.0.0.1, Debian's chromium for the browser test), lints and type-checks, then runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -15,6 +15,7 @@ fi
 bash scripts/provision.sh
 
 .venv/bin/ruff check .
+.venv/bin/mypy  # strict on alyx/ (setup.cfg [mypy])
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?
