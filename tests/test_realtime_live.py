@@ -58,12 +58,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     assert "Traceback" not in log, log[-3000:]
 
 
+OPEN_SOCKETS: list[ClientConnection] = []
+
+
+@pytest.fixture(autouse=True)
+def close_sockets() -> Iterator[None]:
+    """Each test's sockets close when it ends: an open one would hold gunicorn's graceful stop."""
+    yield
+    while OPEN_SOCKETS:
+        OPEN_SOCKETS.pop().close()
+
+
 class Socket:
     """A test client: frames as dicts, waits bounded by TIMEOUT."""
 
     def __init__(self, server: LiveServer, query: str = "", headers: dict[str, str] | None = None) -> None:
         self.ws: ClientConnection = connect(server.url.replace("http", "ws", 1) + "/api/realtime" + query,
                                             open_timeout=TIMEOUT, compression=None, additional_headers=headers)
+        OPEN_SOCKETS.append(self.ws)
         self.connected = self.recv()
         assert self.connected["type"] == "connected"
 
