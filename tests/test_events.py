@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,9 @@ def manifest(text: str) -> str:
     return textwrap.dedent(text)
 
 
-@pytest.fixture
-def ev_app(tmp_path: Path, database_env: dict[str, str]) -> Iterator[EvApp]:
-    """An app whose functions/ holds the given files; X-Test-User: admin|user sets the caller."""
+@contextmanager
+def event_apps(tmp_path: Path, database_env: dict[str, str]) -> Iterator[EvApp]:
+    """Make apps whose functions/ holds the given files; X-Test-User: admin|user sets the caller."""
     apps: list[Flask] = []
 
     def factory(files: dict[str, str], config: str = "", env: dict[str, str] | None = None) -> Flask:
@@ -86,9 +87,17 @@ def ev_app(tmp_path: Path, database_env: dict[str, str]) -> Iterator[EvApp]:
         apps.append(app)
         return app
 
-    yield factory
-    for app in apps:
-        app.extensions["alyx"].close()
+    try:
+        yield factory
+    finally:
+        for app in apps:
+            app.extensions["alyx"].close()
+
+
+@pytest.fixture
+def ev_app(tmp_path: Path, database_env: dict[str, str]) -> Iterator[EvApp]:
+    with event_apps(tmp_path, database_env) as factory:
+        yield factory
 
 
 def wait_until(probe: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -251,11 +260,14 @@ def test_retries_with_backoff_then_dead_letter_then_admin_retry(ev_app: EvApp) -
 SECRET = "whsec_0123456789"
 
 
-def webhook_manifest(kind: str = "hmac-sha256", header: str = "X-Signature", required: bool = False) -> str:
+def webhook_manifest(kind: str = "hmac-sha256", header: str = "X-Signature", required: bool = False,
+                     mode: str = "async") -> str:
+    """A webhook hook; these tests are about the queue (``mode: async``, 202 + a job)."""
     return manifest(f"""
         runtime: python
         hooks:
           - type: webhook
+            mode: {mode}
             verification:
               {{type: {kind}, header: {header}, secret: "${{HOOK_SECRET}}", required: {str(required).lower()}}}
         """)
