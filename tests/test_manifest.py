@@ -179,6 +179,8 @@ def test_what_alyx_cannot_run_is_reported_with_the_reason(tmp_path: Path, caplog
     (functions / "script.rb").write_text("puts 1\n")
     (functions / "typed.ts").write_text("export default () => 1\n")
     (functions / "Makefile").write_text("all:\n")
+    (functions / "notes.txt").write_text("todo\n")
+    (functions / "notes.py").write_text("def handler(req, res):\n    pass\n")  # notes.txt does not break it
     (functions / "my hook.py").write_text("def handler(req, res):\n    pass\n")
     (functions / "both.py").write_text("def handler(req, res):\n    pass\n")
     (functions / "both.go").write_text("package main\n")
@@ -207,8 +209,10 @@ def test_what_alyx_cannot_run_is_reported_with_the_reason(tmp_path: Path, caplog
                    "index.cjs), so Alyx does not know what to run",
         "my hook": "functions/my hook.py: 'my hook' is not a function name (letters, digits, '-' and '_', starting "
                    "with a letter or digit, at most 64 characters)",
-        "script": "functions/script.rb: Alyx cannot run this file: a function is a .py, .js, .mjs or .cjs file, or a "
-                  "folder with index.py or index.js (and an optional manifest.yaml)",
+        "notes.txt": "functions/notes.txt: Alyx cannot run this file: a function is a .py, .js, .mjs or .cjs file, "
+                     "or a folder with index.py or index.js (and an optional manifest.yaml)",
+        "script.rb": "functions/script.rb: Alyx cannot run this file: a function is a .py, .js, .mjs or .cjs file, "
+                     "or a folder with index.py or index.js (and an optional manifest.yaml)",
         "typed": "functions/typed.ts: TypeScript is not run directly: compile it to .js (or .mjs)",
     }
     for name, reason in problems.items():
@@ -220,6 +224,7 @@ def test_what_alyx_cannot_run_is_reported_with_the_reason(tmp_path: Path, caplog
     (functions / "hello.go").unlink()
     (functions / "hello.py").write_text("def handler(req, res):\n    pass\n")
     assert registry.get("hello").runtime == "python" and "hello" not in registry.problems()
+    assert registry.get("notes").runtime == "python"
 
 
 def test_what_users_keep_in_functions_is_ignored(tmp_path: Path) -> None:
@@ -232,6 +237,7 @@ def test_what_users_keep_in_functions_is_ignored(tmp_path: Path) -> None:
                  "package.json", "package-lock.json", "tsconfig.json", "requirements.txt", "types.d.ts",
                  "bundle.js.map"):
         (functions / file).write_text("")
+    (functions / "real.py~").write_text("")  # an editor's backup of a function that moved into real/
     (functions / "real" / "helper.py").write_text("X = 1\n")  # a folder's own modules are part of it
     (functions / "real" / "__pycache__").mkdir()
     registry = FunctionRegistry(functions, {})

@@ -33,7 +33,8 @@ UNSUPPORTED_FILES = {".go": f"{UNSUPPORTED_RUNTIMES['go']} (Alyx runs .py, .js, 
                         for ext in (".ts", ".mts", ".cts", ".tsx")}}
 # What users keep in functions/ that is not a function: never listed, never reported (docs/functions.md).
 IGNORED_DIRS = {"node_modules", "sdk"}  # sdk/: the README's `import ... from './sdk'` (unless it has a manifest)
-IGNORED_SUFFIXES = (".pyc", ".pyo", ".map", ".md", ".d.ts", ".lock")
+IGNORED_SUFFIXES = (".pyc", ".pyo", ".map", ".md", ".d.ts", ".lock",
+                    "~", ".swp", ".swo", ".bak", ".orig", ".tmp")  # editors' backups and swap files
 IGNORED_PREFIXES = ("readme", "license", "licence", "changelog")
 IGNORED_FILES = {"package.json", "package-lock.json", "tsconfig.json", "jsconfig.json", "requirements.txt",
                  "pyproject.toml", "go.mod", "go.sum"}
@@ -41,15 +42,20 @@ RUNNABLE_HINT = ("a function is a .py, .js, .mjs or .cjs file, or a folder with 
                  "(and an optional manifest.yaml)")
 
 
-def ignored(entry: Path) -> bool:
+def ignored(entry: Path, is_dir: bool | None = None) -> bool:
     """True for what users keep in functions/ on purpose: dotfiles, _private helpers, caches, docs, package files."""
     name = entry.name
     lower = name.lower()
     if name.startswith((".", "_")) or lower.startswith(IGNORED_PREFIXES):
         return True
-    if entry.is_dir():
+    if entry.is_dir() if is_dir is None else is_dir:
         return name in IGNORED_DIRS and not (entry / MANIFEST).is_file()
     return lower.endswith(IGNORED_SUFFIXES) or lower in IGNORED_FILES
+
+
+def is_code(path: Path) -> bool:
+    """A file that is a function's code (runnable or not yet): it claims its stem, ``hello.go`` → ``hello``."""
+    return path.suffix in FILE_RUNTIMES or path.suffix.lower() in UNSUPPORTED_FILES
 
 
 log = logging.getLogger("alyx.functions")
@@ -145,13 +151,13 @@ class FunctionRegistry:
             return {}
         claimed: dict[str, list[str]] = {}
         for item in listing:
-            path = Path(item.path)
-            if ignored(path):
+            path, is_dir = Path(item.path), item.is_dir()
+            if ignored(path, is_dir):
                 continue
-            if item.is_dir():
+            if is_dir:
                 claimed.setdefault(item.name, []).append(item.name + "/")
-            else:
-                claimed.setdefault(path.stem, []).append(item.name)
+            else:  # any other file is reported under its own name: notes.txt never breaks notes.py
+                claimed.setdefault(path.stem if is_code(path) else item.name, []).append(item.name)
         return claimed
 
     def _load(self, name: str, entries: list[str]) -> FunctionSpec:
@@ -160,16 +166,16 @@ class FunctionRegistry:
             raise ConfigError(f"{where}/: more than one file defines the function {name!r}: "
                               f"{', '.join(sorted(entries))}")
         (entry,) = entries
+        path, is_folder = self.functions_dir / entry, entry.endswith("/")
+        if not is_folder and path.suffix not in FILE_RUNTIMES:
+            reason = UNSUPPORTED_FILES.get(path.suffix.lower())
+            raise ConfigError(f"{where}/{entry}: {reason or f'Alyx cannot run this file: {RUNNABLE_HINT}'}")
         if not NAME_RE.match(name):
             raise ConfigError(f"{where}/{entry}: {name!r} is not a function name (letters, digits, '-' and '_', "
                               "starting with a letter or digit, at most 64 characters)")
-        if entry.endswith("/"):
-            return self._folder(name, self.functions_dir / name)
-        path = self.functions_dir / entry
-        runtime = FILE_RUNTIMES.get(path.suffix)
-        if runtime is None:
-            reason = UNSUPPORTED_FILES.get(path.suffix.lower())
-            raise ConfigError(f"{where}/{entry}: {reason or f'Alyx cannot run this file: {RUNNABLE_HINT}'}")
+        if is_folder:
+            return self._folder(name, path)
+        runtime = FILE_RUNTIMES[path.suffix]
         digest = self._digest(self.functions_dir, [path.name])
         return FunctionSpec(name, runtime, self.functions_dir, path.name, (path.name,), digest, Limits(), {},
                             esm=runtime == "node" and self._is_esm(path, self.functions_dir))
