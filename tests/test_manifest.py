@@ -234,17 +234,18 @@ def test_what_users_keep_in_functions_is_ignored(tmp_path: Path) -> None:
         (functions / folder).mkdir()
         (functions / folder / "index.js").write_text("module.exports = 1\n")
     for file in (".env", ".DS_Store", "_util.py", "real.pyc", "README.md", "readme.txt", "LICENSE", "notes.md",
-                 "package.json", "package-lock.json", "tsconfig.json", "requirements.txt", "types.d.ts",
+                 "package.json", "package-lock.json", "tsconfig.json", "requirements.txt", "types.d.ts", "LICENSE.txt",
                  "bundle.js.map"):
         (functions / file).write_text("")
     (functions / "real.py~").write_text("")  # an editor's backup of a function that moved into real/
     (functions / "real" / "helper.py").write_text("X = 1\n")  # a folder's own modules are part of it
+    (functions / "readme-bot.py").write_text("def handler(req, res):\n    pass\n")  # only README itself is docs
     (functions / "real" / "__pycache__").mkdir()
     registry = FunctionRegistry(functions, {})
-    assert registry.names() == ["real"] and registry.problems() == {}
+    assert registry.names() == ["readme-bot", "real"] and registry.problems() == {}
     assert registry.get("real").files == ("helper.py", "index.py", "manifest.yaml")
     write(functions, "sdk", "runtime: python\n")  # with a manifest, sdk/ is a function like any other
-    assert registry.names() == ["real", "sdk"]
+    assert registry.names() == ["readme-bot", "real", "sdk"]
 
 
 def test_a_folder_with_an_index_file_runs_without_a_manifest(tmp_path: Path) -> None:

@@ -32,12 +32,12 @@ UNSUPPORTED_FILES = {".go": f"{UNSUPPORTED_RUNTIMES['go']} (Alyx runs .py, .js, 
                      **{ext: "TypeScript is not run directly: compile it to .js (or .mjs)"
                         for ext in (".ts", ".mts", ".cts", ".tsx")}}
 # What users keep in functions/ that is not a function: never listed, never reported (docs/functions.md).
-IGNORED_DIRS = {"node_modules", "sdk"}  # sdk/: the README's `import ... from './sdk'` (unless it has a manifest)
-IGNORED_SUFFIXES = (".pyc", ".pyo", ".map", ".md", ".d.ts", ".lock",
+IGNORED_DIRS = {"node_modules", "sdk"}  # sdk/ (unless it has a manifest): a typed SDK copy for editors
+IGNORED_SUFFIXES = (".pyc", ".pyo", ".map", ".md", ".d.ts", ".lock", ".lockb",
                     "~", ".swp", ".swo", ".bak", ".orig", ".tmp")  # editors' backups and swap files
-IGNORED_PREFIXES = ("readme", "license", "licence", "changelog")
-IGNORED_FILES = {"package.json", "package-lock.json", "tsconfig.json", "jsconfig.json", "requirements.txt",
-                 "pyproject.toml", "go.mod", "go.sum"}
+IGNORED_DOCS = {"readme", "license", "licence", "changelog"}  # README, README.txt, LICENSE, ...
+IGNORED_FILES = {"package.json", "package-lock.json", "pnpm-lock.yaml", "tsconfig.json", "jsconfig.json",
+                 "requirements.txt", "pyproject.toml", "go.mod", "go.sum"}
 RUNNABLE_HINT = ("a function is a .py, .js, .mjs or .cjs file, or a folder with index.py or index.js "
                  "(and an optional manifest.yaml)")
 
@@ -46,11 +46,11 @@ def ignored(entry: Path, is_dir: bool | None = None) -> bool:
     """True for what users keep in functions/ on purpose: dotfiles, _private helpers, caches, docs, package files."""
     name = entry.name
     lower = name.lower()
-    if name.startswith((".", "_")) or lower.startswith(IGNORED_PREFIXES):
+    if name.startswith((".", "_")):
         return True
     if entry.is_dir() if is_dir is None else is_dir:
         return name in IGNORED_DIRS and not (entry / MANIFEST).is_file()
-    return lower.endswith(IGNORED_SUFFIXES) or lower in IGNORED_FILES
+    return lower.endswith(IGNORED_SUFFIXES) or lower in IGNORED_FILES or lower.split(".")[0] in IGNORED_DOCS
 
 
 def is_code(path: Path) -> bool:
