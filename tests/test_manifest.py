@@ -258,13 +258,18 @@ def test_a_folder_with_an_index_file_runs_without_a_manifest(tmp_path: Path) -> 
     assert spec.files == ("index.js", "lib.js") and spec.hooks == FunctionHooks("plain")
 
 
-def test_unrunnable_entries_reach_health_the_function_list_and_callers(tmp_path: Path, make_app) -> None:
+def test_unrunnable_entries_reach_health_the_function_list_and_callers(tmp_path: Path, make_app,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="alyx.functions")
     project = tmp_path / "project"
     (project / "functions" / "helpers").mkdir(parents=True)
     (project / "functions" / "helpers" / "util.py").write_text("X = 1\n")
     (project / "functions" / "hello.go").write_text("package main\n")
     (project / "functions" / "README.md").write_text("# my functions\n")
     app = make_app(project=project)
+    logged = [r.getMessage() for r in caplog.records if "cannot be loaded" in r.getMessage()]
+    assert sorted(logged)[0].startswith("function hello cannot be loaded: functions/hello.go: Go functions")
+    assert len(logged) == 2  # at load (the app starting), once each: hello.go and helpers/
     c = app.test_client()
     r = c.get("/api/functions/hello")
     assert r.status_code == 503 and r.json["error"]["code"] == "function_unavailable"
