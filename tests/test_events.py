@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,9 @@ def manifest(text: str) -> str:
     return textwrap.dedent(text)
 
 
-@pytest.fixture
-def ev_app(tmp_path: Path, database_env: dict[str, str]) -> Iterator[EvApp]:
-    """An app whose functions/ holds the given files; X-Test-User: admin|user sets the caller."""
+@contextmanager
+def event_apps(tmp_path: Path, database_env: dict[str, str]) -> Iterator[EvApp]:
+    """Make apps whose functions/ holds the given files; X-Test-User: admin|user sets the caller."""
     maker = AppMaker(tmp_path, {"ALYX_FUNCTIONS_SANDBOX": "process", "ALYX_SERVER_ENVIRONMENT": "development",
                                 "ALYX_EVENTS_POLL_MS": "50", "ALYX_EVENTS_BACKOFF_BASE_MS": "20", **database_env},
                      test_users=True)
@@ -61,8 +62,16 @@ def ev_app(tmp_path: Path, database_env: dict[str, str]) -> Iterator[EvApp]:
     def factory(files: dict[str, str], config: str = "", env: dict[str, str] | None = None) -> Flask:
         return maker(SCHEMA, config, files=files, env=env)
 
-    yield factory
-    maker.close()
+    try:
+        yield factory
+    finally:
+        maker.close()
+
+
+@pytest.fixture
+def ev_app(tmp_path: Path, database_env: dict[str, str]) -> Iterator[EvApp]:
+    with event_apps(tmp_path, database_env) as factory:
+        yield factory
 
 
 def wait_until(probe: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -225,11 +234,14 @@ def test_retries_with_backoff_then_dead_letter_then_admin_retry(ev_app: EvApp) -
 SECRET = "whsec_0123456789"
 
 
-def webhook_manifest(kind: str = "hmac-sha256", header: str = "X-Signature", required: bool = False) -> str:
+def webhook_manifest(kind: str = "hmac-sha256", header: str = "X-Signature", required: bool = False,
+                     mode: str = "async") -> str:
+    """A webhook hook; these tests are about the queue (``mode: async``, 202 + a job)."""
     return manifest(f"""
         runtime: python
         hooks:
           - type: webhook
+            mode: {mode}
             verification:
               {{type: {kind}, header: {header}, secret: "${{HOOK_SECRET}}", required: {str(required).lower()}}}
         """)

@@ -1,5 +1,6 @@
 """Durability on a real server: SIGKILL gunicorn (workers and sandboxes) between a write and its async hook,
 and in the middle of a hook; after a restart each hook runs per its attempt policy, never lost, never doubled.
+Also the README's webhook answering the sender through gunicorn.
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from typing import Any
 import pytest
 import requests
 
+from alyx.signatures import sign
 from tests.conftest import TEST_SECRET
 from tests.harness import LiveServer
+from tests.test_webhooks import README_HANDLER, README_MANIFEST
 
 SCHEMA = """
 collections:
@@ -149,4 +152,39 @@ def test_two_gunicorn_workers_run_each_scheduled_time_once(tmp_path: Path, serve
     assert len(holders) == 1
     wait_for(lambda: query(db, "SELECT count(*) FROM _alyx_executions WHERE trigger_type = 'schedule' "
                                "AND status = 'success'")[0][0] >= 4, "the runs to execute")
+    server.kill()
+
+
+def test_the_readme_webhook_on_a_real_server(tmp_path: Path, servers: list[Server]) -> None:
+    """gunicorn -k gevent: the README's webhook answers the sender 200 or 401 itself (sync, the default);
+    the same function with ``mode: async`` answers 202 and runs from the queue."""
+    project = tmp_path / "project"
+    (project / "functions" / "stripe-webhook").mkdir(parents=True)
+    (project / "functions" / "queued").mkdir()
+    (project / "schema.yaml").write_text(textwrap.dedent(SCHEMA))
+    (project / "functions" / "stripe-webhook" / "manifest.yaml").write_text(README_MANIFEST)
+    (project / "functions" / "stripe-webhook" / "index.js").write_text(README_HANDLER)
+    (project / "functions" / "queued" / "manifest.yaml").write_text(
+        README_MANIFEST.replace("name: stripe-webhook", "name: queued").replace("  - type: webhook\n",
+                                                                                "  - type: webhook\n    mode: async\n"))
+    (project / "functions" / "queued" / "index.js").write_text(README_HANDLER)
+    secret = "whsec_live_0123456789"
+    server = Server(project, {"STRIPE_WEBHOOK_SECRET": secret})
+    servers.append(server)
+    body = b'{"type":"charge.succeeded","id":"evt_1"}'
+    headers = {"Content-Type": "application/json", "X-Stripe-Signature": sign(body, secret)}
+    good = requests.post(server.url + "/api/webhooks/stripe-webhook", data=body, headers=headers, timeout=30)
+    assert (good.status_code, good.json()) == (200, {"received": True}), good.text
+    bad = requests.post(server.url + "/api/webhooks/stripe-webhook", data=body, timeout=30,
+                        headers={**headers, "X-Stripe-Signature": sign(body, "wrong")})
+    assert (bad.status_code, bad.json()) == (401, {"error": "the signature does not match the body"}), bad.text
+    queued = requests.post(server.url + "/api/webhooks/queued", data=body, headers=headers, timeout=30)
+    assert queued.status_code == 202 and queued.json()["verified"] is True, queued.text
+    db = project / "data" / "alyx.db"
+    rows = wait_for(lambda: query(db, "SELECT function_id, trigger_type, status, output FROM _alyx_executions "
+                                      "ORDER BY started_at") if len(query(db, "SELECT id FROM _alyx_executions")) == 3
+                    else None, "three webhook executions")
+    assert [(f, t, s, json.loads(o)["status"]) for f, t, s, o in rows if f == "stripe-webhook"] == [
+        ("stripe-webhook", "webhook", "success", 200), ("stripe-webhook", "webhook", "success", 401)]
+    assert [(f, s) for f, _, s, _ in rows if f == "queued"] == [("queued", "success")]
     server.kill()

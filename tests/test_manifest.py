@@ -10,7 +10,7 @@ import pytest
 
 from alyx.errors import AlyxError, ConfigError
 from alyx.sandbox import FunctionRegistry
-from alyx.sandbox.manifest import DatabaseHook, EventHook, Limits, parse_manifest
+from alyx.sandbox.manifest import DatabaseHook, EventHook, FunctionHooks, Limits, parse_manifest
 
 PATH = "functions/x/manifest.yaml"
 
@@ -80,6 +80,14 @@ def test_hooks_and_schedules() -> None:
     assert [s.key for s in parsed.schedules] == ["x/nightly"]
 
 
+def test_webhooks_answer_at_once_unless_async() -> None:
+    hook = manifest("hooks:\n  - {type: webhook}\n").hooks.webhook
+    assert hook is not None and hook.mode == "sync" and hook.algorithm is None
+    hook = manifest("hooks:\n  - type: webhook\n    mode: async\n    verification: {header: X-Sig, secret: s}\n"
+                    ).hooks.webhook
+    assert hook is not None and hook.mode == "async" and hook.header == "X-Sig"
+
+
 @pytest.mark.parametrize("text, expected", [
     ("runtime: python\n\ntimeout: soon\n", f"{PATH}:3: timeout: expected a duration"),
     ("timeout: 0\n", f"{PATH}:1: timeout: expected at least 0.01s"),
@@ -110,6 +118,9 @@ def test_hooks_and_schedules() -> None:
     ("hooks:\n  - type: webhook\n    verification:\n      secret: s\n",
      f"{PATH}:4: hooks[0].verification.header: the name of the signature header is required"),
     ("hooks:\n  - type: webhook\n    verification: strict\n", f"{PATH}:3: hooks[0].verification: expected a mapping"),
+    ("hooks:\n  - type: webhook\n\n    mode: later\n",
+     f"{PATH}:4: hooks[0].mode: expected sync or async, got str 'later'"),
+    ("runtime: go\n", f"{PATH}:1: runtime: Go functions are not supported yet (expected python or node)"),
     ("schedules:\n  - name: a\n    expression: 'not cron'\n", f"{PATH}:3: schedules[0]: 'not cron' is not a 5-field"),
     ("schedules:\n  - {name: a, type: interval, expression: 500ms}\n", f"{PATH}:2: schedules[0]: interval '500ms'"),
     ("schedules: daily\n", f"{PATH}:1: schedules: must be a list"),
@@ -158,3 +169,117 @@ def test_other_load_problems_are_unavailable_too(tmp_path: Path) -> None:
     with pytest.raises(AlyxError) as info:
         registry.get("missing")
     assert info.value.status == 404
+
+
+# -- every entry of functions/ is a function, ignored on purpose, or reported ---------------------------
+def test_what_alyx_cannot_run_is_reported_with_the_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    functions = tmp_path / "functions"
+    functions.mkdir()
+    (functions / "hello.go").write_text("package main\n")
+    (functions / "script.rb").write_text("puts 1\n")
+    (functions / "typed.ts").write_text("export default () => 1\n")
+    (functions / "Makefile").write_text("all:\n")
+    (functions / "notes.txt").write_text("todo\n")
+    (functions / "notes.py").write_text("def handler(req, res):\n    pass\n")  # notes.txt does not break it
+    (functions / "my hook.py").write_text("def handler(req, res):\n    pass\n")
+    (functions / "both.py").write_text("def handler(req, res):\n    pass\n")
+    (functions / "both.go").write_text("package main\n")
+    (functions / "helpers").mkdir()
+    (functions / "helpers" / "util.py").write_text("X = 1\n")
+    (functions / "gofolder").mkdir()
+    (functions / "gofolder" / "main.go").write_text("package main\n")
+    (functions / "empty").mkdir()
+    write(functions, "gomanifest", "runtime: go\n")
+    caplog.set_level(logging.INFO, logger="alyx.functions")
+    registry = FunctionRegistry(functions, {})
+    problems = registry.problems()
+    assert problems == {
+        "Makefile": "functions/Makefile: Alyx cannot run this file: a function is a .py, .js, .mjs or .cjs file, "
+                    "or a folder with index.py or index.js (and an optional manifest.yaml)",
+        "both": "functions/: more than one file defines the function 'both': both.go, both.py",
+        "empty": "functions/empty/: an empty folder; a function is a .py, .js, .mjs or .cjs file, or a folder with "
+                 "index.py or index.js (and an optional manifest.yaml)",
+        "gofolder": "functions/gofolder/: Go functions are not supported yet (Alyx runs .py, .js, .mjs and .cjs "
+                    "functions)",
+        "gomanifest": "functions/gomanifest/manifest.yaml:1: runtime: Go functions are not supported yet "
+                      "(expected python or node)",
+        "hello": "functions/hello.go: Go functions are not supported yet (Alyx runs .py, .js, .mjs and .cjs "
+                 "functions)",
+        "helpers": "functions/helpers/: no manifest.yaml and no index file (index.py, main.py, index.js, index.mjs, "
+                   "index.cjs), so Alyx does not know what to run",
+        "my hook": "functions/my hook.py: 'my hook' is not a function name (letters, digits, '-' and '_', starting "
+                   "with a letter or digit, at most 64 characters)",
+        "notes.txt": "functions/notes.txt: Alyx cannot run this file: a function is a .py, .js, .mjs or .cjs file, "
+                     "or a folder with index.py or index.js (and an optional manifest.yaml)",
+        "script.rb": "functions/script.rb: Alyx cannot run this file: a function is a .py, .js, .mjs or .cjs file, "
+                     "or a folder with index.py or index.js (and an optional manifest.yaml)",
+        "typed": "functions/typed.ts: TypeScript is not run directly: compile it to .js (or .mjs)",
+    }
+    for name, reason in problems.items():
+        with pytest.raises(AlyxError) as info:
+            registry.get(name)
+        assert (info.value.status, info.value.code, info.value.message) == (503, "function_unavailable", reason)
+    logged = sorted(r.getMessage() for r in caplog.records if "cannot be loaded" in r.getMessage())
+    assert logged == sorted(f"function {name} cannot be loaded: {reason}" for name, reason in problems.items())
+    (functions / "hello.go").unlink()
+    (functions / "hello.py").write_text("def handler(req, res):\n    pass\n")
+    assert registry.get("hello").runtime == "python" and "hello" not in registry.problems()
+    assert registry.get("notes").runtime == "python"
+
+
+def test_what_users_keep_in_functions_is_ignored(tmp_path: Path) -> None:
+    functions = tmp_path / "functions"
+    write(functions, "real", "runtime: python\n")
+    for folder in (".git", "__pycache__", "node_modules", "sdk", "_shared"):
+        (functions / folder).mkdir()
+        (functions / folder / "index.js").write_text("module.exports = 1\n")
+    for file in (".env", ".DS_Store", "_util.py", "real.pyc", "README.md", "readme.txt", "LICENSE", "notes.md",
+                 "package.json", "package-lock.json", "tsconfig.json", "requirements.txt", "types.d.ts", "LICENSE.txt",
+                 "bundle.js.map"):
+        (functions / file).write_text("")
+    (functions / "real.py~").write_text("")  # an editor's backup of a function that moved into real/
+    (functions / "real" / "helper.py").write_text("X = 1\n")  # a folder's own modules are part of it
+    (functions / "readme-bot.py").write_text("def handler(req, res):\n    pass\n")  # only README itself is docs
+    (functions / "real" / "__pycache__").mkdir()
+    registry = FunctionRegistry(functions, {})
+    assert registry.names() == ["readme-bot", "real"] and registry.problems() == {}
+    assert registry.get("real").files == ("helper.py", "index.py", "manifest.yaml")
+    write(functions, "sdk", "runtime: python\n")  # with a manifest, sdk/ is a function like any other
+    assert registry.names() == ["readme-bot", "real", "sdk"]
+
+
+def test_a_folder_with_an_index_file_runs_without_a_manifest(tmp_path: Path) -> None:
+    functions = tmp_path / "functions"
+    (functions / "plain").mkdir(parents=True)
+    (functions / "plain" / "index.js").write_text("export default async (req, res) => res.json({})\n")
+    (functions / "plain" / "lib.js").write_text("export const x = 1\n")
+    spec = FunctionRegistry(functions, {}).get("plain")
+    assert (spec.runtime, spec.entry, spec.esm, spec.limits) == ("node", "index.js", True, Limits())
+    assert spec.files == ("index.js", "lib.js") and spec.hooks == FunctionHooks("plain")
+
+
+def test_unrunnable_entries_reach_health_the_function_list_and_callers(tmp_path: Path, make_app,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="alyx.functions")
+    project = tmp_path / "project"
+    (project / "functions" / "helpers").mkdir(parents=True)
+    (project / "functions" / "helpers" / "util.py").write_text("X = 1\n")
+    (project / "functions" / "hello.go").write_text("package main\n")
+    (project / "functions" / "README.md").write_text("# my functions\n")
+    app = make_app(project=project)
+    logged = [r.getMessage() for r in caplog.records if "cannot be loaded" in r.getMessage()]
+    assert sorted(logged)[0].startswith("function hello cannot be loaded: functions/hello.go: Go functions")
+    assert len(logged) == 2  # at load (the app starting), once each: hello.go and helpers/
+    c = app.test_client()
+    r = c.get("/api/functions/hello")
+    assert r.status_code == 503 and r.json["error"]["code"] == "function_unavailable"
+    assert r.json["error"]["message"].startswith("functions/hello.go: Go functions are not supported yet")
+    assert c.post("/api/webhooks/hello").status_code == 503
+    helpers = c.get("/api/functions/helpers").json["error"]["message"]
+    assert helpers.startswith("functions/helpers/: no manifest.yaml and no index file")
+    assert c.get("/api/functions/README").status_code == 404  # ignored, not a function
+    assert c.get("/api/health").json["functions"]["problems"] == [
+        {"function": "hello", "message": r.json["error"]["message"]}, {"function": "helpers", "message": helpers}]
+    assert app.extensions["alyx"].functions.catalog() == [  # GET /api/functions (admins)
+        {"name": "hello", "status": "unavailable", "error": r.json["error"]["message"]},
+        {"name": "helpers", "status": "unavailable", "error": helpers}]

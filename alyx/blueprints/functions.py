@@ -12,7 +12,7 @@ from alyx.callback import ENVIRON_KEY
 from alyx.errors import AlyxError
 from alyx.functions import SECRET_HEADERS, http_log_input, public_details
 from alyx.http import json_response
-from alyx.sandbox import Call
+from alyx.sandbox import Call, CallResult
 
 bp = Blueprint("functions", __name__)
 
@@ -53,6 +53,11 @@ def invoke(name: str, rest: str = "") -> Response:
                     "headers": {k.lower(): v for k, v in headers}}
     log_input = http_log_input(request.method, request.path, request.args.to_dict(), dict(headers), body)
     result, execution_id = functions.invoke(name, call, current_principal(), rule_request, log_input)
+    return function_response(result, execution_id)
+
+
+def function_response(result: CallResult, execution_id: str) -> Response:
+    """A run's answer as the HTTP response (status, headers, body); a failed run raises its error (502/504/...)."""
     if result.outcome != "success":
         error = result.error or {"code": "function_error", "message": "The function failed."}
         raise AlyxError(error.get("code") or "function_error", error.get("message") or "The function failed.",

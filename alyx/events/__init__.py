@@ -1,4 +1,4 @@
-"""Events: database hooks, verified webhooks, custom events and outgoing webhooks → durable jobs → function runs.
+"""Events: database hooks, verified webhooks, custom events and outgoing webhooks → function runs (most as jobs).
 
 - Manifests say what a function listens to (``hooks:``, ``schedules:``, ``retries:``), parsed with the
   rest of the manifest by alyx/sandbox/manifest.py; ``HookIndex`` (index.py) is that, for every
@@ -12,7 +12,8 @@
 - Every job runs through the job runner (runner.py): one attempt, one execution record; failures go
   back to the queue with a backoff until the function's ``retries`` are spent, then to the dead letter.
 - Outgoing webhooks (outgoing.py): alyx.yaml ``webhooks:`` and the signed POST to the receiver.
-- Incoming webhooks and custom events (incoming.py) become a job's ``req.input``.
+- Incoming webhooks and custom events (incoming.py) become ``req.input``: a ``mode: sync`` webhook runs at
+  once and its response is the sender's (service.py ``receive_webhook``); ``mode: async`` ones and events are jobs.
 - Every function run goes through alyx/functions.py ``Functions.run`` (trigger.py: as the server).
 
 No Flask here: alyx/blueprints/webhooks.py and schedules.py are the HTTP side.

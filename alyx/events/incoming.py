@@ -2,14 +2,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from alyx.errors import bad_request
 from alyx.functions import SECRET_HEADERS
+from alyx.sandbox import CallResult
 from alyx.sandbox.manifest import WebhookHook
 from alyx.signatures import Verification, verify
 
 EVENT_KEYS = {"type", "source", "action", "payload"}
+NOT_PASSED_ON = ("content-length", "host")  # the sandbox manager sets its own
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    """What one delivery came to: run now (``mode: sync``: the function's answer) or queued (``async``: 202)."""
+
+    result: CallResult | None = None  # sync: what the function answered (or how it failed)
+    execution_id: str = ""
+    queued: dict[str, Any] | None = None  # async: {job_id, verified, verification_error}
 
 
 def webhook_input(hook: WebhookHook, body: bytes, headers: Mapping[str, str]) -> tuple[dict[str, Any], Verification]:
@@ -24,6 +36,11 @@ def webhook_input(hook: WebhookHook, body: bytes, headers: Mapping[str, str]) ->
     hook_input = {"body": body.decode("utf-8", "replace"), "headers": kept_headers,
                   "verified": result.verified, "verification_error": result.error}
     return hook_input, result
+
+
+def delivery_headers(hook_input: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The request headers a webhook run gets: the delivery's own (no secrets), as ``webhook_input`` kept them."""
+    return [(k, v) for k, v in (hook_input.get("headers") or {}).items() if k.lower() not in NOT_PASSED_ON]
 
 
 def clean_event(event: Any) -> dict[str, Any]:

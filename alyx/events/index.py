@@ -39,7 +39,8 @@ class HookIndex:
     @property
     def busy(self) -> bool:
         """True when something here needs the background loop."""
-        return any(h.database or h.webhook or h.events or h.schedules for h in self.functions.values())
+        return any(h.database or (h.webhook is not None and h.webhook.mode == "async") or h.events or h.schedules
+                   for h in self.functions.values())
 
     def subscribers(self, event: Mapping[str, Any]) -> list[str]:
         """The functions whose event hooks match a custom event, by name."""

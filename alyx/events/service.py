@@ -15,13 +15,13 @@ from alyx.clock import utcnow
 from alyx.config import CONFIG_FILE, Config
 from alyx.db import Database
 from alyx.errors import AlyxError
-from alyx.events.incoming import clean_event, webhook_input
+from alyx.events.incoming import WebhookAnswer, clean_event, delivery_headers, webhook_input
 from alyx.events.index import HookCatalog, HookIndex
 from alyx.events.outbox import outbox_rows
 from alyx.events.outgoing import parse_outgoing
 from alyx.events.runner import JobRunner
 from alyx.events.sync_hooks import SyncHooks
-from alyx.events.trigger import log_trigger
+from alyx.events.trigger import log_trigger, run_trigger
 from alyx.functions import Functions
 from alyx.jobs import Job, JobQueue, job_row
 from alyx.leases import Leases
@@ -120,22 +120,31 @@ class Events:
         self.runner.reclaim_stale()
 
     # -- incoming webhooks ---------------------------------------------------------------------
-    def receive_webhook(self, name: str, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
-        """Verify, then queue one delivery; 401 (after logging the call) when verification is required and fails."""
-        hook = self.hooks(name).webhook
+    def receive_webhook(self, name: str, body: bytes, headers: Mapping[str, str]) -> WebhookAnswer:
+        """Verify; then run the function now (``mode: sync``) or queue one delivery (``mode: async``).
+
+        In both modes a failed check of a ``required: true`` verification is logged (status denied) and
+        answered 401 before any code runs.
+        """
+        spec = self.functions.spec(name)
+        hook = spec.hooks.webhook if spec.hooks else None
         if hook is None:
             raise AlyxError("not_found", f"Function {name!r} has no webhook hook.", 404)
         hook_input, result = webhook_input(hook, body, headers)
         if hook.required and not result.verified:
-            spec = self.functions.spec(name)
             message = f"Webhook signature check failed: {result.error}."
             log_trigger(self.functions, name, spec.version, "webhook", hook_input, None, utcnow(), status="denied",
                         error={"code": "invalid_signature", "message": message, "details": {}})
             raise AlyxError("invalid_signature", message, 401)
+        if hook.mode == "sync":
+            run, execution_id = run_trigger(self.functions, spec, "webhook", hook_input, body=body,
+                                            headers=delivery_headers(hook_input))
+            return WebhookAnswer(run, execution_id)
         self.refresh()
         job_id = self.jobs.enqueue("function", name, "webhook", {"input": hook_input}, 1 + self.retries_of(name))
         self.loop.kick()
-        return {"job_id": job_id, "verified": result.verified, "verification_error": result.error}
+        return WebhookAnswer(queued={"job_id": job_id, "verified": result.verified,
+                                     "verification_error": result.error})
 
     # -- custom events -------------------------------------------------------------------------
     def publish(self, event: Any) -> dict[str, Any]:

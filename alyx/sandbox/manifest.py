@@ -21,6 +21,8 @@ MANIFEST_KEYS = {"name", "runtime", "timeout", "memory", "cpu", "max_instances",
                  "network", "env", "rules", "handler", "entry", "hooks", "schedules", "retries"}
 ACTIONS = {"insert": "create", "create": "create", "update": "update", "delete": "delete"}  # manifest → ChangeEvent
 HOOK_KINDS = ("database", "webhook", "event")
+WEBHOOK_MODES = ("sync", "async")  # sync (the default): the function's response is the HTTP answer
+UNSUPPORTED_RUNTIMES = {"go": "Go functions are not supported yet"}
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,14 @@ class DatabaseHook:
 
 @dataclass(frozen=True)
 class WebhookHook:
+    """A function's ``type: webhook`` hook: how deliveries are verified, and whether they are answered now."""
+
     algorithm: str | None  # None: no verification configured
     header: str | None
     secret: str | None
     required: bool
     tolerance_seconds: float
+    mode: str = "sync"  # sync: run now, the function answers the sender | async: queue it, answer 202
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ def parse_manifest(function: str, text: str, path: str, environ: Mapping[str, st
 def read_manifest(function: str, data: Any, reader: Reader, environ: Mapping[str, str]) -> Manifest:
     """Loaded manifest YAML (None: an empty file) → Manifest, checked by ``reader``."""
     top = reader.mapping(Located() if data is None else data, "top level", MANIFEST_KEYS)
-    runtime = _value(reader, top, "runtime", _choice(RUNTIMES), None)
+    runtime = _value(reader, top, "runtime", _runtime, None)
     limits = Limits(
         timeout=_value(reader, top, "timeout", _duration(0.01), 10.0),
         memory=_value(reader, top, "memory", _size(32), 128),
@@ -169,10 +174,11 @@ def _database_hook(reader: Reader, hook: dict[Any, Any], at: str) -> DatabaseHoo
 
 
 def _webhook_hook(reader: Reader, hook: dict[Any, Any], at: str, environ: Mapping[str, str]) -> WebhookHook:
-    reader.mapping(hook, at, {"type", "verification"})
+    reader.mapping(hook, at, {"type", "verification", "mode"})
+    mode = _value(reader, hook, "mode", _choice(WEBHOOK_MODES), "sync", f"{at}.")
     raw = hook.get("verification")
     if raw is None:
-        return WebhookHook(None, None, None, False, DEFAULT_TOLERANCE_SECONDS)
+        return WebhookHook(None, None, None, False, DEFAULT_TOLERANCE_SECONDS, mode)
     at = f"{at}.verification"
     verification = reader.mapping(raw, at, {"type", "header", "secret", "required", "tolerance_seconds"},
                                   parent=hook, key="verification")
@@ -188,7 +194,7 @@ def _webhook_hook(reader: Reader, hook: dict[Any, Any], at: str, environ: Mappin
                        f"{at}.")
     secret = verification.get("secret")
     return WebhookHook(algorithm, header, None if secret is None else expand_env(secret, environ), required,
-                       tolerance)
+                       tolerance, mode)
 
 
 # -- one key each ---------------------------------------------------------------------------------
@@ -240,6 +246,12 @@ def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
             raise ValueError(f"expected {' or '.join(choices)}, got {describe(value)}")
         return str(value)
     return parse
+
+
+def _runtime(value: Any) -> str:
+    if value in UNSUPPORTED_RUNTIMES:
+        raise ValueError(f"{UNSUPPORTED_RUNTIMES[value]} (expected {' or '.join(RUNTIMES)})")
+    return _choice(RUNTIMES)(value)
 
 
 def _boolean(value: Any) -> bool:
