@@ -166,7 +166,7 @@ def admin_create(email: str, password_stdin: bool, promote: bool, fields: tuple[
         _fail(exc)
     try:
         if services.auth.user_by_email(email) is None:
-            given = _complete_user_fields(services, given, interactive=sys.stdin.isatty() and not password_stdin)
+            given = _complete_user_fields(services, given, interactive=sys.stdin.isatty())
         user = services.auth.create_admin(email, password, promote=promote, fields=given)
     except ConfigError as exc:
         _fail(exc)
