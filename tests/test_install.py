@@ -157,16 +157,20 @@ def test_editable_install_uses_the_checkout_folders(tmp_path: Path) -> None:
     assert runtimes == str(source / "runtimes") and static == str(source / "static")
     version = venv.run("alyx", "--version", cwd=elsewhere)
     assert version.returncode == 0 and version.stdout.startswith("alyx "), version.stderr
+    assert venv.run("alyx", "init", "proj", cwd=elsewhere).returncode == 0
+    with dev_server(venv, elsewhere / "proj", ("python", "-m", "alyx")) as url:
+        assert requests.get(url + "/api/health", timeout=5).json()["collections"] == ["posts", "users"]
 
 
 @contextmanager
-def dev_server(venv: Venv, project: Path) -> Iterator[str]:
-    """`alyx dev --port P` started in `project` (as a user would, from its folder); stopped with SIGTERM."""
+def dev_server(venv: Venv, project: Path, command: tuple[str, ...] = ("alyx",)) -> Iterator[str]:
+    """`alyx dev --port P` (or `command` dev) started in `project`, as a user would, from its folder; stopped
+    with SIGTERM."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = project / "dev.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(["alyx", "dev", "--port", str(port)], cwd=project, env=venv.env(), stdout=out,
+        proc = subprocess.Popen([*command, "dev", "--port", str(port)], cwd=project, env=venv.env(), stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 60
