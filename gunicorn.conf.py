@@ -1,8 +1,17 @@
-"""gunicorn settings for Alyx: gevent workers, bind and worker count from alyx.yaml / ALYX_* env."""
-import os
+"""gunicorn settings for Alyx: gevent workers, bind and worker count from alyx.yaml / ALYX_* env.
 
-from alyx.config import load_config
-from alyx.errors import ConfigError
+Patch first, in the master, before anything imports ssl: on_starting below builds the services,
+which imports requests, redis and jwt (they hold ssl.SSLContext), and a worker that patches after
+that prints gevent's MonkeyPatchWarning at every start. Patched here, the workers inherit it.
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402
+
+from alyx.config import load_config  # noqa: E402
+from alyx.errors import ConfigError  # noqa: E402
 
 try:
     _config = load_config()

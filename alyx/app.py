@@ -9,6 +9,7 @@ from flask import Flask, request
 from alyx.blueprints.routes import register_blueprints
 from alyx.config import Config, load_config
 from alyx.http import install_error_handlers
+from alyx.resources import resource_dir
 from alyx.services import Services, build_services
 
 
@@ -17,7 +18,7 @@ def create_app(config: Config | None = None, project_dir: str | Path | None = No
     config = config or load_config(project_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     svc = build_services(config)
-    app = Flask("alyx", static_folder=str(Path(__file__).resolve().parent.parent / "static"),
+    app = Flask("alyx", static_folder=str(resource_dir("static")),
                 static_url_path="/_static")
     app.config["MAX_CONTENT_LENGTH"] = config.server_max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # the default provider has it

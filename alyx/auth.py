@@ -377,8 +377,10 @@ class AuthService:
                 raise unauthorized("The user no longer exists.", "session_revoked") from None
             raise
 
-    def create_admin(self, email: str, password: str, promote: bool = False) -> dict[str, Any]:
-        """The `alyx admin create` command: a verified user with role admin."""
+    def create_admin(self, email: str, password: str, promote: bool = False,
+                     fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The `alyx admin create` command: a verified user with role admin (and `fields`, the users
+        collection's own fields, for a new user)."""
         email = normalize_email(email)
         self.passwords.check_policy(password)
         password_hash = self.passwords.hash(password)
@@ -393,7 +395,8 @@ class AuthService:
                                            check_rule=False)
                 self.revoke_user_sessions(existing["id"], "promoted to admin")
                 return user
-            return self.records.create(USERS, {"email": email}, None, server_values=admin_values, check_rule=False)
+            return self.records.create(USERS, {**(fields or {}), "email": email}, None, server_values=admin_values,
+                                       check_rule=False)
 
 
 def principal_of(user: Mapping[str, Any]) -> Principal:

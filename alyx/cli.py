@@ -5,7 +5,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -46,7 +46,7 @@ def init(name: str) -> None:
     shutil.copy(SCAFFOLD / "gitignore", target / ".gitignore")
     (target / "functions" / ".gitkeep").touch()
     click.echo(f"Created {target}/ (alyx.yaml, schema.yaml, functions/).\n"
-               f"Next: cd {target} && alyx dev   (or: python -m alyx --project {target} dev)")
+               f"Next: cd {target} && alyx dev")
 
 
 @cli.command()
@@ -54,19 +54,16 @@ def init(name: str) -> None:
 @click.option("--port", type=int, default=None, help="Override server.port.")
 def dev(host: str | None, port: int | None) -> None:
     """Run the development server; it restarts when schema.yaml or alyx.yaml change."""
-    from werkzeug.serving import run_simple
-
     from alyx.config import load_config
-    from alyx.devserver import dev_app
+    from alyx.devserver import run_dev
 
     os.environ.setdefault("ALYX_SERVER_ENVIRONMENT", "development")  # a generated signing key is fine here
     try:
         config = load_config()
+        code = run_dev(config, host or config.server_host, port or config.server_port)
     except ConfigError as exc:
         _fail(exc)
-    watched = [str(config.project_dir / "schema.yaml"), str(config.project_dir / "alyx.yaml")]
-    run_simple(host or config.server_host, port or config.server_port, dev_app(config.project_dir),
-               use_reloader=True, extra_files=watched, reloader_type="stat", threaded=True)
+    sys.exit(code)
 
 
 @cli.group()
@@ -145,12 +142,20 @@ def admin() -> None:
 @click.argument("email")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input (first line).")
 @click.option("--promote", is_flag=True, help="If the user exists, make them an admin and set this password.")
-def admin_create(email: str, password_stdin: bool, promote: bool) -> None:
-    """Create an admin user EMAIL (the password is prompted for unless --password-stdin)."""
+@click.option("--field", "fields", multiple=True, metavar="NAME=VALUE",
+              help="A value for one of the users collection's own fields (repeatable): --field name=Ada.")
+def admin_create(email: str, password_stdin: bool, promote: bool, fields: tuple[str, ...]) -> None:
+    """Create an admin user EMAIL (the password is prompted for unless --password-stdin).
+
+    Required fields of `users` that no --field gives are prompted for on a terminal."""
     from alyx.config import load_config
     from alyx.errors import AlyxError
     from alyx.services import build_services
 
+    try:
+        given = _parse_fields(fields)
+    except ConfigError as exc:
+        _fail(exc)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -160,13 +165,63 @@ def admin_create(email: str, password_stdin: bool, promote: bool) -> None:
     except ConfigError as exc:
         _fail(exc)
     try:
-        user = services.auth.create_admin(email, password, promote=promote)
+        if services.auth.user_by_email(email) is None:
+            given = _complete_user_fields(services, given, interactive=sys.stdin.isatty())
+        user = services.auth.create_admin(email, password, promote=promote, fields=given)
+    except ConfigError as exc:
+        _fail(exc)
     except AlyxError as exc:
         details = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in exc.details.items())
         _fail(ConfigError(f"{exc.message}{' (' + details + ')' if details else ''}"))
     finally:
         services.close()
     click.echo(f"Admin {user['email']} ready (id {user['id']}).")
+
+
+def _parse_fields(pairs: tuple[str, ...]) -> dict[str, str]:
+    """`--field name=value` options → {name: value} (a malformed one is a ConfigError)."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--field {pair!r}: expected NAME=VALUE, e.g. --field name=Ada")
+        values[name.strip()] = value
+    return values
+
+
+def _complete_user_fields(services: Services, given: dict[str, str], interactive: bool) -> dict[str, Any]:
+    """The --field values typed for the users collection, plus the required fields none gave (prompted for
+    on a terminal; without one, a ConfigError naming them)."""
+    from alyx.schema import default_auth_fields
+
+    spec = services.schema.get("users")
+    builtin = {f.name for f in default_auth_fields()}
+    own = {f.name: f for f in (spec.fields if spec else ()) if f.name not in builtin and not f.hidden}
+    unknown = sorted(set(given) - set(own))
+    if unknown:
+        known = ", ".join(sorted(own)) or "none"
+        raise ConfigError(f"users has no field {', '.join(unknown)} to set with --field (its own fields: {known})")
+    missing = [f.name for f in own.values() if f.required and f.default is None and f.name not in given]
+    if missing and not interactive:
+        options = " ".join(f"--field {name}=VALUE" for name in missing)
+        raise ConfigError(f"users requires {', '.join(missing)}: pass {options} (or run on a terminal to be "
+                          "asked)")
+    values: dict[str, Any] = dict(given)
+    for name in missing:
+        values[name] = click.prompt(name)
+    return {name: _typed(own[name].type, value) for name, value in values.items()}
+
+
+def _typed(field_type: str, value: str) -> Any:
+    """A value typed on the command line, as the field's type wants it (numbers, booleans, JSON)."""
+    import yaml
+
+    if field_type in ("int", "float", "bool", "json"):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
 
 
 @cli.group()

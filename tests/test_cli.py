@@ -15,11 +15,12 @@ from tests.conftest import ROOT, TEST_ENV, write_project
 PUBLIC = '{list: "true", view: "true", create: "true", update: "true", delete: "true"}'
 
 
-def alyx(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def alyx(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
+         input: str | None = None) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ALYX_")}
     full_env.update({**TEST_ENV, "PYTHONPATH": str(ROOT), **(env or {})})
     return subprocess.run([sys.executable, "-m", "alyx", *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, input=input)
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -140,3 +141,72 @@ def test_server_entry_point_refuses_a_bad_schema_without_a_traceback(tmp_path):
                             timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "Alyx cannot start" in result.stderr and "schema.yaml:4" in result.stderr
+
+
+USERS_WITH_NAME = """
+collections:
+  - name: users
+    auth: true
+    fields:
+      - {name: name, type: string, required: true}
+      - {name: age, type: int}
+"""
+
+
+def stored_user(project: Path, email: str) -> dict:
+    app = create_app(load_config(project, env=TEST_ENV))
+    try:
+        user = app.extensions["alyx"].auth.user_by_email(email)
+    finally:
+        app.extensions["alyx"].close()
+    assert user is not None
+    return user
+
+
+def test_admin_create_takes_required_user_fields_with_field(tmp_path):
+    project = write_project(tmp_path / "p", USERS_WITH_NAME)
+    missing = alyx("--project", str(project), "admin", "create", "ada@example.com", "--password-stdin",
+                   input="long enough password\n")
+    assert_clean_failure(missing, "users requires name", "--field name=VALUE")
+    unknown = alyx("--project", str(project), "admin", "create", "ada@example.com", "--password-stdin",
+                   "--field", "name=Ada", "--field", "nick=A", input="long enough password\n")
+    assert_clean_failure(unknown, "no field nick", "age, name")
+    assert_clean_failure(alyx("--project", str(project), "admin", "create", "ada@example.com", "--password-stdin",
+                              "--field", "name", input="long enough password\n"), "expected NAME=VALUE")
+    made = alyx("--project", str(project), "admin", "create", "ada@example.com", "--password-stdin",
+                "--field", "name=Ada Lovelace", "--field", "age=36", input="long enough password\n")
+    assert made.returncode == 0 and "Admin ada@example.com ready" in made.stdout, made.stderr
+    user = stored_user(project, "ada@example.com")
+    assert (user["name"], user["age"], user["role"]) == ("Ada Lovelace", 36, "admin")
+
+
+def test_admin_create_prompts_for_missing_required_fields_on_a_terminal(tmp_path):
+    import pty
+
+    project = write_project(tmp_path / "p", USERS_WITH_NAME)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ALYX_")}
+    full_env.update({**TEST_ENV, "PYTHONPATH": str(ROOT)})
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "alyx", "--project", str(project), "admin", "create",
+                             "grace@example.com", "--password-stdin"], cwd=ROOT, env=full_env, stdin=terminal,
+                            stdout=terminal, stderr=terminal, start_new_session=True)
+    os.close(terminal)
+    os.write(controller, b"long enough password\n")
+    seen = b""
+    try:
+        while b"name:" not in seen:
+            seen += os.read(controller, 1024)
+        os.write(controller, b"Grace Hopper\n")
+        while proc.poll() is None or b"ready" not in seen:
+            try:
+                chunk = os.read(controller, 1024)
+            except OSError:  # the terminal closes when the command exits
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        proc.wait(timeout=60)
+        os.close(controller)
+    assert proc.returncode == 0, seen.decode(errors="replace")
+    assert stored_user(project, "grace@example.com")["name"] == "Grace Hopper"

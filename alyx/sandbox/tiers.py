@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from alyx.background import spawn
+from alyx.resources import resource_dir
 from alyx.sandbox.capture import StreamCapture
 from alyx.sandbox.protocol import RawResponse, RuntimeClient, RuntimeGone, RuntimeTimeout
 from alyx.sandbox.registry import FunctionSpec
 
 log = logging.getLogger("alyx.sandbox")
 
-RUNTIMES_DIR = Path(__file__).resolve().parent.parent.parent / "runtimes"
+RUNTIMES_DIR = resource_dir("runtimes")
 SHIMS = {"python": "python/shim.py", "node": "node/shim.js"}
 START_TIMEOUT = 15.0
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
