@@ -117,7 +117,7 @@ def generate(project: Project) -> Files:
     client = top + f"// Package {PACKAGE} is a typed client of an Alyx project.\npackage {PACKAGE}\n" + template(
         "client.go.tmpl")
     lines = [top + f"package {PACKAGE}", "", 'import "encoding/json"', "",
-             f"// SchemaHash is the sha256 of the schema this package was generated from.",
+             "// SchemaHash is the sha256 of the schema this package was generated from.",
              f"const SchemaHash = {json.dumps(project.schema_hash)}", "",
              "var _ json.RawMessage // json fields decode as raw JSON", ""]
     for coll in project.collections:

@@ -1,4 +1,4 @@
-"""The Python client: a package (`__init__.py`, `py.typed`) of TypedDicts per collection + the requests/websockets runtime."""
+"""The Python client: a package of TypedDicts per collection + the requests/websockets runtime."""
 from __future__ import annotations
 
 import json
@@ -72,7 +72,7 @@ def client_class(project: Project) -> list[str]:
 def generate(project: Project) -> Files:
     """``__init__.py`` and ``py.typed`` of a package named after the output folder."""
     lines = [header("#", "client --lang python", project.schema_hash).rstrip("\n"),
-             '"""Typed client of an Alyx project (generated): AlyxClient(base_url).<collection>.list/view/create/..."""']
+             '"""Typed client of an Alyx project (generated): AlyxClient(base_url).<collection>.list(...)"""']
     lines.append(template("client.py.tmpl"))
     lines.append("")
     for coll in project.collections:

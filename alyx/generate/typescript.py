@@ -37,7 +37,7 @@ def collection_types(project: Project, coll: Collection) -> list[str]:
     out += [f"/** A {coll.name} record as the API returns it (with `fields=`, only the fields asked for). */",
             f"export interface {s}Record {{"] + _props(coll, coll.fields, False, record=True)
     out += [f"  expand?: {s}Expand;", "}", ""]
-    out += [f"/** Related records, filled for the relations named in `expand`. */", f"export interface {s}Expand {{"]
+    out += ["/** Related records, filled for the relations named in `expand`. */", f"export interface {s}Expand {{"]
     out += [f"  {f.name}?: {project.get(str(f.relation)).stem}Record;" for f in coll.relations] + ["}", ""]
     out += [f"/** POST /api/collections/{coll.name}: required fields without a default must be sent. */",
             f"export interface {s}Create {{"] + _props(coll, coll.writable, False) + ["}", ""]
