@@ -1,4 +1,4 @@
-"""The `alyx` command line: init, dev, migrate, admin (and later generate, runtimes)."""
+"""The `alyx` command line: init, dev, migrate, admin, generate, runtimes."""
 from __future__ import annotations
 
 import os
