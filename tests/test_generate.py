@@ -292,3 +292,36 @@ def test_go_client_passes_vet_and_its_go_test(tmp_path: Path, live_server) -> No
     run([go, "vet", "./..."], out, env=env)
     server = live_server()
     run([go, "test", "-count=1", "./..."], out, env={**env, "ALYX_URL": server.url})
+
+
+AWKWARD_SCHEMA = """
+collections:
+  - name: auth
+    fields:
+      - {name: from, type: select, values: ["in-progress", "2x", "Done", "done"]}
+      - {name: record, type: select, values: [a]}
+      - {name: self_ref, type: relation, collection: auth}
+      - {name: blob, type: json, required: true}
+  - name: functions
+    fields:
+      - {name: when, type: datetime, required: true, default: "2026-01-01T00:00:00Z"}
+"""
+
+
+def test_awkward_names_still_compile(tmp_path: Path) -> None:
+    """Keywords as names, collections named like client members, values that are no identifier, self relations."""
+    project = write_project(tmp_path / "proj", AWKWARD_SCHEMA)
+    generate_into(project, tmp_path / "odd_client", "python")
+    run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", "odd_client"], tmp_path)
+    assert "self.auth_: Collection[AuthRecord" in (tmp_path / "odd_client" / "__init__.py").read_text()
+    if TSC.exists():
+        generate_into(project, tmp_path / "ts", "typescript")
+        run([str(TSC), "-p", ".", "--noEmit"], tmp_path / "ts")
+    go = shutil.which("go")
+    if go is not None:
+        generate_into(project, tmp_path / "go", "go")
+        run([go, "vet", "./..."], tmp_path / "go", env={"GOPATH": str(tmp_path / "gopath"), "GOPROXY": "off",
+                                                        "GOCACHE": str(ROOT / ".cache" / "go-build"), "GOFLAGS": ""})
+        models = (tmp_path / "go" / "models.go").read_text()
+        assert 'const AuthFromDone AuthFrom = "Done"' in models and 'const AuthFrom4 AuthFrom = "done"' in models
+        assert "AuthCollection *Collection[AuthRecord" in models

@@ -95,18 +95,23 @@ def collection_types(project: Project, coll: Collection) -> list[str]:
     return out
 
 
+def member(coll: Collection) -> str:
+    """The Client field of a collection: its stem, or stem + "Collection" when the Client has that field."""
+    return coll.stem + "Collection" if coll.stem in ("Transport", "Auth", "Functions") else coll.stem
+
+
 def client_struct(project: Project) -> list[str]:
     out = ["// Client holds typed calls for every collection, plus auth and functions (REST only: no realtime).",
            "type Client struct {", "\tTransport *Transport", "", "\tAuth *Auth", "", "\tFunctions *Functions"]
     for c in project.collections:
         s = c.stem
-        out += ["", f"\t{s} *Collection[{s}Record, {s}Create, {s}Update, {s}Field, {s}Relation]"]
+        out += ["", f"\t{member(c)} *Collection[{s}Record, {s}Create, {s}Update, {s}Field, {s}Relation]"]
     out += ["}", "", "// New returns a client of the server at baseURL (e.g. \"https://api.example.com\").",
             "func New(baseURL string) *Client {", "\tt := newTransport(baseURL)", "\tc := &Client{Transport: t}",
             "\tc.Auth = &Auth{transport: t}", "\tc.Functions = &Functions{transport: t}"]
     for c in project.collections:
         s = c.stem
-        out.append(f"\tc.{s} = &Collection[{s}Record, {s}Create, {s}Update, {s}Field, {s}Relation]"
+        out.append(f"\tc.{member(c)} = &Collection[{s}Record, {s}Create, {s}Update, {s}Field, {s}Relation]"
                    f"{{transport: t, Name: {json.dumps(c.name)}}}")
     return out + ["\treturn c", "}", ""]
 

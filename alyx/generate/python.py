@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import keyword
 
 from alyx.generate.model import AUTH_COLLECTION, Collection, Field, Project, values_type
 from alyx.generate.output import Files, header, template
@@ -55,6 +56,14 @@ def collection_types(project: Project, coll: Collection) -> list[str]:
     return out
 
 
+_TAKEN = {"auth", "functions", "transport", "realtime", "close"}  # BaseClient's own attributes
+
+
+def attribute(name: str) -> str:
+    """The client attribute of a collection: its name, with a trailing _ when that is taken or a keyword."""
+    return name + "_" if name in _TAKEN or keyword.iskeyword(name) else name
+
+
 def client_class(project: Project) -> list[str]:
     out = ["# ---- the client ----", "", "", "class AlyxClient(BaseClient):",
            '    """Typed calls for every collection (``client.posts.list(...)``), plus auth, functions, realtime."""',
@@ -64,8 +73,8 @@ def client_class(project: Project) -> list[str]:
            "        super().__init__(base_url, tokens, session, timeout)"]
     for c in project.collections:
         s = c.stem
-        out.append(f"        self.{c.name}: Collection[{s}Record, {s}Create, {s}Update, {s}Field, {s}Relation] = "
-                   f"Collection(self, {json.dumps(c.name)})")
+        kinds = f"{s}Record, {s}Create, {s}Update, {s}Field, {s}Relation"
+        out.append(f"        self.{attribute(c.name)}: Collection[{kinds}] = Collection(self, {json.dumps(c.name)})")
     return out + ["", "", "SCHEMA_HASH = " + json.dumps(project.schema_hash)]
 
 
