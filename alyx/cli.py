@@ -1,4 +1,4 @@
-"""The `alyx` command line: init, dev, migrate, admin (and later generate, runtimes)."""
+"""The `alyx` command line: init, dev, migrate, admin, generate, runtimes."""
 from __future__ import annotations
 
 import os
@@ -241,6 +241,52 @@ def runtimes_build(mode: str) -> None:
     except BuildError as exc:
         _fail(exc)
     click.echo(f"Runtime images ready: {', '.join(images)}")
+
+@cli.group()
+def generate() -> None:
+    """Generate typed clients and the function SDK from schema.yaml (docs/clients.md)."""
+
+
+def _generated(files_and_hash: tuple[dict[str, str], str], output: str, check: bool) -> None:
+    from alyx.generate.run import apply
+
+    outcome = apply(*files_and_hash, Path(output), check)
+    for path in outcome.paths:
+        click.echo(f"{'stale' if check else 'wrote'} {Path(output) / path}")
+    if not outcome.ok:
+        _fail(ConfigError(f"{output} is out of date with schema.yaml (sha256 {outcome.schema_hash[:12]}); "
+                          "run the same command without --check"))
+    click.echo(f"{output}: up to date (schema sha256 {outcome.schema_hash[:12]})")
+
+
+@generate.command("client")
+@click.option("--lang", type=click.Choice(["typescript", "go", "python"]), required=True)
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--check", is_flag=True, help="Write nothing; exit non-zero when the folder is stale (CI).")
+def generate_client(lang: str, output: str, check: bool) -> None:
+    """Write a typed client package for the project's schema."""
+    from alyx.config import load_config
+    from alyx.generate.run import client_files
+
+    try:
+        _generated(client_files(load_config().schema_path, lang), output, check)
+    except ConfigError as exc:
+        _fail(exc)
+
+
+@generate.command("sdk")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--check", is_flag=True, help="Write nothing; exit non-zero when the folder is stale (CI).")
+def generate_sdk(output: str, check: bool) -> None:
+    """Write the typed function SDK (getContext()) as TypeScript."""
+    from alyx.config import load_config
+    from alyx.generate.run import sdk_files
+
+    try:
+        _generated(sdk_files(load_config().schema_path), output, check)
+    except ConfigError as exc:
+        _fail(exc)
+
 
 def main() -> None:
     import peewee

@@ -9,6 +9,8 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)  # function sandboxes (docker tier)
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)  # function sandboxes (bwrap tier)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)  # offline runtime base image
+command -v go >/dev/null 2>&1 || need_apt+=(golang-go)  # generated Go client tests (go vet, go test)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)  # TypeScript compiler for the generated client tests
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "provision: need ${need_apt[*]} (run as root, or install them with apt-get)" >&2
@@ -43,8 +45,14 @@ if ! docker info >/dev/null 2>&1; then
 fi
 docker info >/dev/null 2>&1 || { echo "provision: dockerd did not start (see /var/log/alyx/dockerd.log)" >&2; exit 1; }
 
+# TypeScript compiler for the generated-client tests, pinned, in a cache folder (no global install).
+TSC_VERSION=5.9.3
+if [ "$(.cache/ts/node_modules/.bin/tsc --version 2>/dev/null)" != "Version $TSC_VERSION" ]; then
+  npm install --prefix .cache/ts --no-audit --no-fund --silent "typescript@$TSC_VERSION" >/dev/null
+fi
+
 # Function runtime images, built offline when no registry is reachable; cached, so reruns take seconds.
 PY=.venv/bin/python
 [ -x "$PY" ] || PY=python3
 "$PY" -m alyx runtimes build
-echo "provision: PostgreSQL, Redis, chromium, Docker (runtime images) and bubblewrap ready"
+echo "provision: PostgreSQL, Redis, chromium, Docker (runtime images), bubblewrap, Go and tsc ready"

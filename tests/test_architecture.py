@@ -141,7 +141,7 @@ LAYERS = [  # docs/architecture.md "What each package may import", lowest first
                   "alyx.functions", "alyx.jobs", "alyx.leases", "alyx.scheduler", "alyx.events"}),
     ("wiring", {"alyx.services"}),
     ("web", {"alyx.http", "alyx.blueprints", "alyx.app", "alyx.devserver", "alyx.cli", "alyx.__main__",
-             "alyx.openapi"}),
+             "alyx.openapi", "alyx.generate"}),
 ]
 
 

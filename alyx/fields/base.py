@@ -66,6 +66,12 @@ class FieldType:
     column_class: ClassVar[type[peewee.Field]]  # what ``column`` builds unless a type overrides it
     marshmallow_class: ClassVar[type[fields.Field[Any]]]  # what ``marshmallow`` builds ...
     base_schema: ClassVar[dict[str, Any]] = {}  # what ``value_schema`` starts from
+    # generated clients (alyx/generate/): the value's type in each language, and a note for its docs;
+    # a type that sets none of these still generates (as an opaque JSON value)
+    ts_type: ClassVar[str] = "unknown"
+    python_hint: ClassVar[str] = "Any"  # a type hint (NumberType.python_type is the parser)
+    go_type: ClassVar[str] = "json.RawMessage"
+    client_doc: ClassVar[str] = ""
 
     # -- storage ------------------------------------------------------------------------------
     def column(self, spec: FieldSpec, models: Models, collection: str) -> peewee.Field:
@@ -117,6 +123,14 @@ class FieldType:
     def value_schema(self, spec: FieldSpec) -> dict[str, Any]:
         """The JSON Schema of a value without the common parts (default, nullable)."""
         return dict(self.base_schema)
+
+    def client_values(self, spec: FieldSpec) -> tuple[str, ...]:
+        """The only values a field can hold, for clients' literal unions and enums (() when open)."""
+        return ()
+
+    def client_relation(self, spec: FieldSpec) -> str | None:
+        """The collection whose record id the value is (clients type its ``expand``), or None."""
+        return None
 
     # -- queries ------------------------------------------------------------------------------
     def query_value(self, raw: str) -> Any:

@@ -16,6 +16,7 @@ class BoolType(FieldType):
     name = "bool"
     rank = 50
     family = cel.Family.BOOL
+    ts_type, python_hint, go_type = "boolean", "bool", "bool"
     column_class = peewee.BooleanField
     marshmallow_class = StrictBool
     base_schema = {"type": "boolean"}

@@ -19,6 +19,7 @@ class DateType(DatetimeType):
     family = cel.Family.DATE
     base_schema = {"type": "string", "format": "date"}
     marshmallow_class = IsoDate
+    client_doc = "calendar date, YYYY-MM-DD"
     column_class = peewee.DateField
 
     def convert(self, value: Any) -> Any:

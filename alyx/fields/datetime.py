@@ -35,6 +35,8 @@ class DatetimeType(FieldType):
     name = "datetime"
     rank = 60
     family = cel.Family.TIMESTAMP
+    ts_type, python_hint, go_type = "string", "str", "string"
+    client_doc = "RFC 3339 timestamp in UTC with milliseconds, e.g. 2026-01-02T03:04:05.000Z"
     encodes = True
     column_class: ClassVar[type[peewee.Field]] = DateTimeField
     marshmallow_class: ClassVar[type[fields.Field[Any]]] = IsoDateTime

@@ -16,6 +16,7 @@ class IntType(NumberType):
     rank = 30
     column_class = peewee.BigIntegerField
     marshmallow_class = StrictInt
+    python_hint, go_type = "int", "int64"
     base_schema = {"type": "integer", "format": "int64"}
     python_type = int
 

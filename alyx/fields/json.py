@@ -24,6 +24,7 @@ class JsonType(FieldType):
     name = "json"
     rank = 80
     family = cel.Family.OPAQUE
+    client_doc = "any JSON value"
     nullable_in_schema = False
     sortable = False
     marshmallow_class = JsonValue

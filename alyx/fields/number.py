@@ -15,6 +15,7 @@ class NumberType(FieldType):
     """min/max bound the value; CEL literals are bound as SQL values as they are."""
 
     family = cel.Family.NUMBER
+    ts_type, python_hint, go_type = "number", "float", "float64"
     options = frozenset({"min", "max"})
     length_bounds = False
     python_type: ClassVar[type[int] | type[float]]  # parses ?field=value

@@ -34,6 +34,9 @@ class RelationType(StringType):
     def value_schema(self, spec: FieldSpec) -> dict[str, Any]:
         return {"type": "string", "pattern": "^[a-z0-9]{15}$", "description": f"id of a {spec.collection} record"}
 
+    def client_relation(self, spec: FieldSpec) -> str | None:
+        return spec.collection
+
     def settings_problem(self, settings: Mapping[str, Any]) -> SettingsProblem | None:
         if not settings.get("collection"):
             return SettingsProblem("", "relation fields need 'collection: <name>'", None)

@@ -24,6 +24,9 @@ class SelectType(StringType):
     def format_schema(self, spec: FieldSpec) -> dict[str, Any]:
         return {"enum": list(spec.values)}
 
+    def client_values(self, spec: FieldSpec) -> tuple[str, ...]:
+        return spec.values
+
     def settings_problem(self, settings: Mapping[str, Any]) -> SettingsProblem | None:
         values = settings.get("values")
         if not values or not all(isinstance(v, str) for v in values):

@@ -21,6 +21,7 @@ class StringType(FieldType):
     options = frozenset({"min", "max", "pattern"})
     column_class = peewee.TextField
     marshmallow_class = StrictString
+    ts_type, python_hint, go_type = "string", "str", "string"
     base_schema = {"type": "string"}
     non_empty_when_required: ClassVar[bool] = True  # a required value may not be ""
     schema_says_non_empty: ClassVar[bool] = True  # ... and the JSON Schema says so (minLength 1)
