@@ -1,6 +1,7 @@
 """schema.yaml → validated CollectionSpec/FieldSpec, with errors that name the line and the key."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from dataclasses import dataclass, field
@@ -82,6 +83,46 @@ def default_auth_fields() -> tuple[FieldSpec, ...]:
     )
 
 
+# What a schema may say about a field the auth collection already has (the upstream quick start
+# declares `email` on `users`): the same field, or a stricter one; never one that contradicts it.
+_AUTH_COMPATIBLE = {
+    "email": "type email or string, required and unique (max at most 254; min and pattern may narrow it)",
+    "role": "type select with values that include user and admin",
+    "verified": "type bool with default false",
+}
+
+
+def auth_field_conflict(builtin: FieldSpec, declared: FieldSpec, raw: Any) -> str | None:
+    """Why ``declared`` cannot stand for the auth collection's own field ``builtin`` (None: it can)."""
+    name = builtin.name
+    expected = _AUTH_COMPATIBLE.get(name)
+    if expected is None:
+        return f"field {name!r} is managed by Alyx (the auth collection stores it) and cannot be declared"
+    explicit_false = [key for key in ("required", "unique") if isinstance(raw, dict) and raw.get(key) is False]
+    wrong = (
+        (name == "email" and (declared.type not in ("email", "string") or explicit_false
+                              or (declared.max is not None and declared.max > 254) or declared.default is not None))
+        or (name == "role" and (declared.type != "select" or not {"user", "admin"} <= set(declared.values)))
+        or (name == "verified" and (declared.type != "bool" or declared.default not in (None, False)))
+        or declared.hidden or declared.renamed_from is not None
+    )
+    if not wrong:
+        return None
+    return (f"field {name!r} is one the auth collection has already; a declaration must stay compatible with it: "
+            f"{expected}")
+
+
+def merge_auth_field(builtin: FieldSpec, declared: FieldSpec) -> FieldSpec:
+    """The auth field with what a compatible declaration adds (narrower bounds, pattern, values, index)."""
+    if builtin.name == "email":
+        return dataclasses.replace(builtin, min=declared.min, max=declared.max or builtin.max,
+                                   pattern=declared.pattern, index=declared.index)
+    if builtin.name == "role":
+        return dataclasses.replace(builtin, values=declared.values, default=declared.default or builtin.default,
+                                   required=declared.required, index=declared.index)
+    return dataclasses.replace(builtin, index=declared.index)
+
+
 def parse_schema(text: str, path: str = "schema.yaml") -> Schema:
     """Parse and validate schema text; raise ConfigError naming line, key and expectation."""
     data = load_yaml(text, path)
@@ -131,13 +172,20 @@ def _parse_collection(reader: Reader, raw: Any, where: str, parent: Any) -> Coll
         is_auth = True
     raw_fields = reader.get(node, "fields", where, (list,), default=[]) or []
     fields: list[FieldSpec] = list(default_auth_fields()) if is_auth else []
+    declared: set[str] = set()
     for i, raw_field in enumerate(raw_fields):
         f = _parse_field(reader, raw_field, f"{where}.fields[{i}]", node)
-        if any(existing.name == f.name for existing in fields):
-            reserved = " (auth collections have it already)" if is_auth and f.name in AUTH_FIELDS else ""
-            reader.fail(raw_field, f"{where}.fields[{i}].name", f"field {f.name!r} is declared twice{reserved}",
-                        key="name")
-        fields.append(f)
+        builtin = next((existing for existing in fields if existing.name == f.name), None)
+        if builtin is not None and is_auth and f.name in AUTH_FIELDS and f.name not in declared:
+            problem = auth_field_conflict(builtin, f, raw_field)
+            if problem:
+                reader.fail(raw_field, f"{where}.fields[{i}]", problem, key="name")
+            fields[fields.index(builtin)] = merge_auth_field(builtin, f)
+        elif builtin is not None:
+            reader.fail(raw_field, f"{where}.fields[{i}].name", f"field {f.name!r} is declared twice", key="name")
+        else:
+            fields.append(f)
+        declared.add(f.name)
     indexes: list[IndexSpec] = []
     for i, raw_index in enumerate(reader.get(node, "indexes", where, (list,), default=[]) or []):
         iwhere = f"{where}.indexes[{i}]"

@@ -62,6 +62,37 @@ def test_every_type_and_option_parses():
     assert schema.get("users").auth  # the default auth collection always exists
 
 
+UPSTREAM_QUICKSTART = """
+collections:
+  - name: users
+    fields:
+      - name: email
+        type: string
+        required: true
+        unique: true
+      - name: name
+        type: string
+        required: true
+"""
+
+
+def test_the_upstream_quickstart_schema_declares_email_compatibly(make_app):
+    users = parse_schema(UPSTREAM_QUICKSTART).collections["users"]
+    email = users.field("email")
+    assert (email.type, email.required, email.unique, email.max) == ("email", True, True, 254)
+    assert [f.name for f in users.public_fields].count("email") == 1
+    client = make_app(UPSTREAM_QUICKSTART).test_client()
+    r = client.post("/api/auth/register", json={"email": "Ada@Example.com", "password": "correct horse 1"})
+    assert r.status_code == 422 and "name" in r.json["error"]["details"]
+    r = client.post("/api/auth/register", json={"email": "ada@example.com", "password": "correct horse 1",
+                                                 "name": "Ada"})
+    assert r.status_code == 201, r.json
+    assert r.json["user"]["name"] == "Ada"
+    again = client.post("/api/auth/register", json={"email": "ada@example.com", "password": "correct horse 1",
+                                                     "name": "Ada"})
+    assert again.status_code == 409
+
+
 def test_users_collection_exists_by_default_and_can_be_extended():
     assert [f.name for f in parse_schema("").get("users").fields] == ["email", "password_hash", "role", "verified"]
     users = parse_schema("collections:\n  - name: users\n    auth: true\n    fields:\n"
@@ -187,8 +218,17 @@ BAD_SCHEMAS = [
     ("collections:\n  - name: a\n    rules: {list: 5}\n", ["schema.yaml:3", "rules.list", "CEL expression"]),
     ("collections:\n  - name: a\n    rules: {lst: 'true'}\n", ["schema.yaml:3", "unknown key 'lst'"]),
     ("collections:\n  - name: a\n    auth: true\n", ["schema.yaml:3", "only the 'users' collection"]),
-    ("collections:\n  - name: users\n    fields:\n      - {name: email, type: string}\n",
-     ["schema.yaml:4", "'email' is declared twice", "auth collections"]),
+    ("collections:\n  - name: users\n    fields:\n      - {name: email, type: int}\n",
+     ["schema.yaml:4", "'email' is one the auth collection has already", "type email or string, required and unique"]),
+    ("collections:\n  - name: users\n    fields:\n      - {name: email, type: string, unique: false}\n",
+     ["schema.yaml:4", "must stay compatible"]),
+    ("collections:\n  - name: users\n    fields:\n      - {name: password_hash, type: string}\n",
+     ["schema.yaml:4", "'password_hash' is managed by Alyx"]),
+    ("collections:\n  - name: users\n    fields:\n      - {name: role, type: select, values: [member]}\n",
+     ["schema.yaml:4", "values that include user and admin"]),
+    ("collections:\n  - name: users\n    fields:\n      - {name: email, type: email}\n"
+     "      - {name: email, type: email}\n",
+     ["schema.yaml:5", "'email' is declared twice"]),
     ("collections:\n  - {name: a, fields: [{name: b, type: relation, collection: c}]}\n"
      "  - {name: c, fields: [{name: d, type: relation, collection: a}]}\n", ["cycle", "a -> c -> a"]),
     ("collections:\n  - name: a\n    fields:\n      - {name: x, type: file}\n", ["not supported yet"]),
