@@ -33,10 +33,11 @@ def build_openapi(schema: Schema, config: Config) -> dict[str, Any]:
     api.components.security_scheme(BEARER, BEARER_SCHEME)
     for spec in schema.collections.values():
         add_collection(api, spec)
-    users = schema.collections[USERS]
     users_record = f"{title(USERS)}Record"
-    for name, component in {**auth_schemas(record_schemas(users)[f"{title(USERS)}Create"], users_record),
-                            **system_schemas(), **realtime_schemas()}.items():
+    users_create = record_schemas(schema.collections[USERS])[f"{title(USERS)}Create"]
+    fixed = {**auth_schemas(users_create, users_record, config.auth_password_min_length), **system_schemas(),
+             **realtime_schemas()}
+    for name, component in fixed.items():
         api.components.schema(name, component)
     add_auth_paths(api, users_record)
     add_function_paths(api)

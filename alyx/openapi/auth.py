@@ -20,15 +20,19 @@ from alyx.openapi.components import (
     ref,
     response,
 )
+from alyx.passwords import MAX_PASSWORD_LENGTH
 
 TAG = "auth"
 PASSWORD = {"type": "string", "minLength": 1, "format": "password"}
 
 
-def auth_schemas(users_create: Mapping[str, Any], users_record: str) -> dict[str, dict[str, Any]]:
-    """Request and response bodies of the auth routes; ``users_create`` is the users collection's create schema."""
+def auth_schemas(users_create: Mapping[str, Any], users_record: str, min_password: int) -> dict[str, dict[str, Any]]:
+    """Request and response bodies of the auth routes; ``users_create`` is the users collection's create schema,
+    ``min_password`` the shortest password the policy accepts (auth.password_min_length)."""
+    new_password = {**PASSWORD, "minLength": min_password, "maxLength": MAX_PASSWORD_LENGTH}
     own_fields = {k: v for k, v in users_create.get("properties", {}).items() if k not in ("id", "role", "verified")}
-    register = obj({**own_fields, "password": PASSWORD, "passwordConfirm": PASSWORD},
+    register = obj({**own_fields, "password": new_password,
+                    "passwordConfirm": {**new_password, "description": "Optional; must equal password (422)"}},
                    sorted({"email", "password", *users_create.get("required", [])} - {"role", "verified"}),
                    closed=True, description="The users collection's own fields plus the password "
                                             "(role and verified cannot be chosen: 403).")
@@ -39,7 +43,7 @@ def auth_schemas(users_create: Mapping[str, Any], users_record: str) -> dict[str
         "Logout": obj({"refresh_token": STRING},
                       description="Optional: without it, the session of the Bearer access token ends."),
         "PasswordChange": obj({"old_password": {**PASSWORD, "description": "Required when a password is set."},
-                               "password": PASSWORD}, ["password"]),
+                               "password": new_password}, ["password"]),
         "Tokens": obj({"access_token": STRING, "refresh_token": STRING,
                        "token_type": {"type": "string", "enum": ["Bearer"]},
                        "expires_in": {**INTEGER, "description": "Seconds the access token is valid."},
