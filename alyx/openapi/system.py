@@ -107,7 +107,8 @@ def add_function_paths(api: APISpec) -> None:
                 "description": "The request (method, path, query, headers but Authorization and cookies, body) is "
                                "the function's `req`; the caller is `req.auth`, checked by the function's "
                                "`rules.invoke`. The function's response is returned as it is, with "
-                               "`X-Alyx-Execution-Id`; a failed run is an error with the execution id in details.",
+                               "`X-Alyx-Execution-Id`; a failed run is an error with the execution id in details. "
+                               "HEAD and OPTIONS reach the function too.",
                 "parameters": [path_param("name", description="The function's name"), *extra],
                 "responses": {"default": {"description": "The function's response",
                                           "headers": {"X-Alyx-Execution-Id": {"schema": STRING}},
