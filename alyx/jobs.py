@@ -24,6 +24,7 @@ from alyx.models import Job as JobModel
 from alyx.query import filtered_listing
 
 STATUSES = ("pending", "running", "done", "dead")
+MAX_JOB_ID = 2**63 - 1  # ids are 64-bit: a larger one names no job (and cannot even be bound in SQL)
 INSERT_COLUMNS = ("kind", "target", "trigger_type", "payload", "status", "attempts", "max_attempts", "run_at",
                   "created_at", "updated_at")
 
@@ -186,6 +187,7 @@ class JobQueue:
     def retry(self, job_id: int, extra_attempts: int = 1) -> dict[str, Any]:
         """An admin retries a dead job: pending now, with ``extra_attempts`` more attempts allowed."""
         m = self.model
+        self._check_id(job_id)
         with self.db.connection():
             with self.db.write():
                 row = dict_row(m.select().where(m.id == job_id))
@@ -200,11 +202,17 @@ class JobQueue:
 
     def get(self, job_id: int) -> dict[str, Any]:
         m = self.model
+        self._check_id(job_id)
         with self.db.connection():
             row = dict_row(m.select().where(m.id == job_id))
         if row is None:
             raise not_found(f"No job {job_id}.")
         return shape(row)
+
+    @staticmethod
+    def _check_id(job_id: int) -> None:
+        if not 1 <= job_id <= MAX_JOB_ID:
+            raise not_found(f"No job {job_id}.")
 
     def list(self, query: Mapping[str, str]) -> list[dict[str, Any]]:
         """Newest first; filters: status, trigger_type, target; limit (default 50, max 500)."""

@@ -70,8 +70,13 @@ class Passwords:
                 self._dummy = run_blocking(self.hasher.hash, secrets.token_urlsafe(16))
             stored = self._dummy
             password = password + "\x00never"
+        return run_blocking(self._matches, stored, password)
+
+    def _matches(self, stored: str, password: str) -> bool:
+        # A mismatch is an answer, not an error: raised inside gevent's threadpool, it would also be
+        # printed with a traceback for every wrong password.
         try:
-            return run_blocking(self.hasher.verify, stored, password)
+            return bool(self.hasher.verify(stored, password))
         except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
             return False
 

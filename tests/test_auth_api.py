@@ -406,3 +406,23 @@ def test_cli_admin_create(tmp_path, backend):
         assert tokens["user"]["role"] == "admin" and tokens["user"]["verified"] is True
     finally:
         app.extensions["alyx"].close()
+
+
+def test_a_wrong_password_raises_nothing_in_the_hash_pool(monkeypatch, tmp_path) -> None:
+    """Regression (found by the fuzz pass): argon2's mismatch error was raised inside gevent's threadpool,
+    which printed a traceback to the server log for every failed login."""
+    from alyx import passwords
+
+    def pool_that_must_not_see_errors(fn, *args):
+        try:
+            return fn(*args)
+        except Exception as exc:  # what gevent's threadpool would print
+            pytest.fail(f"{fn!r} raised {exc!r} inside the pool")
+
+    monkeypatch.setattr(passwords, "run_blocking", pool_that_must_not_see_errors)
+    checker = passwords.Passwords(load_config(write_project(tmp_path, ""), env=TEST_ENV))
+    stored = checker.hash("right password")
+    assert checker.verify(stored, "right password")
+    assert not checker.verify(stored, "wrong password")
+    assert not checker.verify("not-a-hash", "anything")
+    assert not checker.verify(None, "anything")

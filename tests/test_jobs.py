@@ -11,6 +11,7 @@ import pytest
 from alyx.clock import utcnow
 from alyx.config import Config
 from alyx.db import Database, PreparedInsert
+from alyx.errors import AlyxError
 from alyx.jobs import INSERT_COLUMNS, JobQueue, backoff_seconds, job_row
 from alyx.leases import Leases
 from alyx.models import EventModels, build_event_models
@@ -188,3 +189,14 @@ def test_prepared_insert_names_unknown_columns(event_db) -> None:
     with pytest.raises(ValueError, match="missing acquired_at"):  # a column with a default must be named
         PreparedInsert(db.peewee, models.lease, ["name", "holder", "expires_at"])
     assert PreparedInsert(db.peewee, models.job, INSERT_COLUMNS).json_columns == {"payload"}
+
+
+def test_a_job_id_past_64_bits_is_not_found(event_db) -> None:
+    """Regression (found by the admin fuzz pass): /api/jobs/152225451247266103296 was a 500 (OverflowError)."""
+    db, models = event_db
+    queue = JobQueue(db, models.job)
+    for job_id in (2**63, 152225451247266103296, 0):
+        for call in (queue.get, queue.retry):
+            with pytest.raises(AlyxError) as raised:
+                call(job_id)
+            assert raised.value.status == 404, (call, job_id)
