@@ -87,6 +87,11 @@ def _record_schemas(spec: CollectionSpec) -> dict[str, dict[str, Any]]:
         f"{name}Create": create,
         f"{name}Update": {"type": "object", "properties": writable, "additionalProperties": False},
         f"{name}List": _list_envelope(f"{name}Record"),
+        f"{name}BulkUpdate": {"type": "object", "required": ["filter", "changes"], "additionalProperties": False,
+                              "properties": {"filter": FILTER_SCHEMA,
+                                             "changes": {"$ref": f"#/components/schemas/{name}Update"}}},
+        f"{name}BulkDelete": {"type": "object", "required": ["filter"], "additionalProperties": False,
+                              "properties": {"filter": FILTER_SCHEMA}},
     }
 
 
@@ -112,9 +117,13 @@ def _json(ref: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
 
 
+FILTER_DESCRIPTION = ('CEL expression, e.g. status == "published" && views > 10, or a filter object as JSON, '
+                      'e.g. {"views": {"$gt": 10}} ($eq $ne $lt $lte $gt $gte $in $nin, $and, $or)')
+FILTER_SCHEMA = {"oneOf": [{"type": "string", "minLength": 1}, {"type": "object", "minProperties": 1}],
+                 "description": FILTER_DESCRIPTION}
+COUNT_SCHEMA = {"type": "object", "required": ["count"], "properties": {"count": {"type": "integer", "minimum": 0}}}
 LIST_PARAMETERS = [
-    {"name": "filter", "in": "query", "schema": {"type": "string"},
-     "description": 'CEL expression, e.g. status == "published" && views > 10'},
+    {"name": "filter", "in": "query", "schema": {"type": "string"}, "description": FILTER_DESCRIPTION},
     {"name": "sort", "in": "query", "schema": {"type": "string"}, "description": "e.g. -created_at,title"},
     {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
     {"name": "perPage", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
@@ -129,6 +138,7 @@ def build_openapi(schema: Schema, config: Config) -> dict[str, Any]:
     api = APISpec(title="Alyx API", version=__version__, openapi_version="3.0.3",
                   info={"description": f"REST API of the collections in {config.schema_path.name}."})
     api.components.schema("Error", ERROR_SCHEMA)
+    api.components.schema("Count", COUNT_SCHEMA)
     api.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     for spec in schema.collections.values():
         for name, component in _record_schemas(spec).items():
@@ -145,6 +155,16 @@ def build_openapi(schema: Schema, config: Config) -> dict[str, Any]:
                      "responses": {"201": {"description": "Created", "content": _json(f"{title}Record"),
                                            "links": _record_links(spec.name)},
                                    **_errors("400", "401", "403", "409", "413", "415", "422")}},
+            "patch": {"tags": [tag], "summary": f"Update every {spec.name} record a filter matches",
+                      "operationId": f"update_many_{spec.name}",
+                      "requestBody": {"required": True, "content": _json(f"{title}BulkUpdate")},
+                      "responses": {"200": {"description": "How many were updated", "content": _json("Count")},
+                                    **_errors("400", "401", "403", "409", "413", "415", "422")}},
+            "delete": {"tags": [tag], "summary": f"Delete every {spec.name} record a filter matches",
+                       "operationId": f"delete_many_{spec.name}",
+                       "requestBody": {"required": True, "content": _json(f"{title}BulkDelete")},
+                       "responses": {"200": {"description": "How many were deleted", "content": _json("Count")},
+                                     **_errors("400", "401", "403", "409", "413", "415")}},
         })
         id_param = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
         api.path(path=f"/api/collections/{spec.name}/{{id}}", operations={

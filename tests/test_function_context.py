@@ -21,6 +21,7 @@ from alyx.rules import Principal
 from alyx.sandbox import tier_problems
 from tests.conftest import TEST_ENV, write_project
 from tests.helpers import assert_error, pg_database
+from tests.test_events import wait_until
 from tests.test_functions import ADMIN, USER, FnApp, executions, fn_app  # noqa: F401 - fn_app is a fixture
 
 OTHER = Principal("user00000000002", "other@example.com", "user", True)
@@ -256,6 +257,13 @@ def tier(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+def project(fn_app: FnApp, files: dict[str, str], **options: Any) -> Flask:  # noqa: F811
+    """fn_app's app, with X-Test-User naming any of PEOPLE."""
+    app = fn_app(files, **options)
+    app.before_request(_test_principal)
+    return app
+
+
 CRUD_PY = """
 from sdk import get_context, getContext
 
@@ -301,7 +309,7 @@ MANIFEST = "env:\n  GREETING: hi\n"
 @pytest.mark.parametrize("runtime", ["python", "node"])
 def test_get_context_crud_as_the_caller(fn_app: FnApp, runtime: str) -> None:  # noqa: F811
     entry, source = ("index.py", CRUD_PY) if runtime == "python" else ("index.js", CRUD_JS)
-    app = fn_app({f"crud/{entry}": source, "crud/manifest.yaml": MANIFEST, "cjs/index.js": CRUD_CJS},
+    app = project(fn_app, {f"crud/{entry}": source, "crud/manifest.yaml": MANIFEST, "cjs.js": CRUD_CJS},
                  schema=SCHEMA)
     c = app.test_client()
     done = c.post("/api/functions/crud", headers=as_("user"))
@@ -337,7 +345,7 @@ SLOW_MANIFEST = "max_instances: 1\nconcurrency: 4\ntimeout: 20\n"
 @pytest.mark.parametrize("runtime", ["python", "node"])
 def test_concurrent_invocations_keep_their_own_context(fn_app: FnApp, runtime: str) -> None:  # noqa: F811
     entry, source = ("index.py", SLOW_PY) if runtime == "python" else ("index.js", SLOW_JS)
-    app = fn_app({f"slow/{entry}": source, "slow/manifest.yaml": SLOW_MANIFEST}, schema=SCHEMA)
+    app = project(fn_app, {f"slow/{entry}": source, "slow/manifest.yaml": SLOW_MANIFEST}, schema=SCHEMA)
     c = app.test_client()
     assert c.post("/api/functions/slow", json={"warm": 1}).status_code == 200
     answers: dict[str, Any] = {}
@@ -385,10 +393,27 @@ def handler(req, res):
 """
 
 
+CLEANUP_MANIFEST = """
+# functions/daily-cleanup/manifest.yaml (the README's example, verbatim)
+name: daily-cleanup
+runtime: node
+schedules:
+  - name: cleanup-old-logs
+    type: cron
+    expression: "0 2 * * *"  # Daily at 2 AM
+    timezone: America/New_York
+    config:
+      input:
+        retention_days: 30
+"""
+
+
 @pytest.mark.parametrize("runtime", ["node", "python"])
 def test_daily_cleanup_deletes_old_rows_with_delete_many(fn_app: FnApp, runtime: str) -> None:  # noqa: F811
     entry, source = ("index.js", CLEANUP_JS) if runtime == "node" else ("index.py", CLEANUP_PY)
-    app = fn_app({f"daily-cleanup/{entry}": source}, schema=SCHEMA)
+    manifest = CLEANUP_MANIFEST.replace("runtime: node", f"runtime: {runtime}")
+    app = project(fn_app, {f"daily-cleanup/{entry}": source, "daily-cleanup/manifest.yaml": manifest},
+                  schema=SCHEMA)
     svc = app.extensions["alyx"]
     records, logs, now = svc.records, svc.models["logs"], utcnow()
     ages = {"fresh": 1, "recent": 29, "old": 31, "older": 90, "ancient": 400}
@@ -397,11 +422,19 @@ def test_daily_cleanup_deletes_old_rows_with_delete_many(fn_app: FnApp, runtime:
             made = records.create("logs", {"message": message}, ADMIN)
             logs.update(created_at=now - dt.timedelta(days=days)).where(logs.id == made["id"]).execute()
     c = app.test_client()
-    # Rules apply as the caller: only admins may delete logs, so a user's run deletes nothing.
+    # Rules apply as the caller: only admins may delete logs, so a user's call deletes nothing.
     assert c.post("/api/functions/daily-cleanup", json={"retention_days": 30}, headers=as_("user")).json \
         == {"deleted": 0}
-    done = c.post("/api/functions/daily-cleanup", json={"retention_days": 30}, headers=as_("admin"))
-    assert done.status_code == 200 and done.json == {"deleted": 3}, done.json
+    # The schedule runs as the server (its trigger's principal), with the schedule's config.input.
+    ran = c.post("/api/schedules/daily-cleanup/cleanup-old-logs/run", headers=as_("admin"))
+    assert ran.status_code == 202, ran.json
+
+    def scheduled_runs() -> list[dict[str, Any]]:
+        svc.events.run_due_jobs()  # unless the worker's own loop took the job first
+        return executions(app, function_id="daily-cleanup", trigger_type="schedule")
+
+    (run,) = wait_until(scheduled_runs, what="the schedule's run")
+    assert run["status"] == "success" and json.loads(run["output"]["body"]) == {"deleted": 3}, run
     with svc.db.connection():
         left = records.list("logs", {"sort": "message"}, ADMIN)["items"]
     assert [item["message"] for item in left] == ["fresh", "recent"]
@@ -444,7 +477,8 @@ def handler(req, res):
 @pytest.mark.parametrize("runtime", ["node", "python"])
 def test_functions_invoke_and_events_publish(fn_app: FnApp, runtime: str) -> None:  # noqa: F811
     entry, source = ("index.js", INVOKER_JS) if runtime == "node" else ("index.py", INVOKER_PY)
-    app = fn_app({f"invoker/{entry}": source, "send-email.py": SEND_EMAIL_PY,
+    app = project(fn_app, {f"invoker/{entry}": source, "invoker/manifest.yaml": "timeout: 20\n",
+                  "send-email.py": SEND_EMAIL_PY,
                   "admins-only/index.py": "def handler(req, res):\n    return {}\n",
                   "admins-only/manifest.yaml": "rules:\n  invoke: \"auth != null && auth.role == 'admin'\"\n",
                   "listener/index.py": "def handler(req, res):\n    print(req.input)\n",
@@ -458,12 +492,14 @@ def test_functions_invoke_and_events_publish(fn_app: FnApp, runtime: str) -> Non
 
 
 def test_a_function_with_its_own_sdk_module_keeps_it(fn_app: FnApp) -> None:  # noqa: F811
-    app = fn_app({"own/index.js": "import { getContext } from './sdk.js';\n"
+    app = project(fn_app, {"own/index.js": "import { getContext } from './sdk.js';\n"
                                   "export default async (req, res) => res.json({ mine: getContext() });\n",
-                  "own/sdk.js": "export const getContext = () => 'my own';\n",
+                  "own/sdk.js": "export const getContext = () => 'my own';\n", "own/manifest.yaml": "runtime: node\n",
+                  "ownpy/manifest.yaml": "runtime: python\n",
                   "ownpy/index.py": "import sdk\ndef handler(req, res):\n    return {'mine': sdk.get_context()}\n",
                   "ownpy/sdk.py": "def get_context():\n    return 'my own'\n"})
     c = app.test_client()
     assert c.get("/api/functions/own").json == {"mine": "my own"}
     assert c.get("/api/functions/ownpy").json == {"mine": "my own"}
-    assert sorted(p.name for p in (app.config["project"] / "functions" / "own").iterdir()) == ["index.js", "sdk.js"]
+    folder = app.config["project"] / "functions" / "own"
+    assert sorted(p.name for p in folder.iterdir()) == ["index.js", "manifest.yaml", "sdk.js"]  # nothing written
