@@ -155,6 +155,8 @@ def build_openapi(schema: Schema, config: Config) -> dict[str, Any]:
                      "responses": {"201": {"description": "Created", "content": _json(f"{title}Record"),
                                            "links": _record_links(spec.name)},
                                    **_errors("400", "401", "403", "409", "413", "415", "422")}},
+        })
+        api.path(path=f"/api/collections/{spec.name}/bulk", operations={
             "patch": {"tags": [tag], "summary": f"Update every {spec.name} record a filter matches",
                       "operationId": f"update_many_{spec.name}",
                       "requestBody": {"required": True, "content": _json(f"{title}BulkUpdate")},

@@ -62,6 +62,7 @@ collections:
     rules: {list: "true", view: "true", create: "true", update: "true", delete: "true"}
 """
 NOTES = "/api/collections/notes"
+BULK = f"{NOTES}/bulk"
 
 
 # -- REST: bulk writes and object filters ---------------------------------------------------------
@@ -181,7 +182,7 @@ def deep(leaf: dict[str, Any], levels: int) -> dict[str, Any]:
 def test_hostile_object_filters_are_400s_in_the_error_shape(api: Any, where: Any) -> None:
     error = assert_error(api.get(NOTES, query_string={"filter": json.dumps(where)}), 400, "bad_request")
     assert "filter" in error["details"], error
-    error = assert_error(api.delete(NOTES, json={"filter": where}, headers=as_("admin")), 400, "bad_request")
+    error = assert_error(api.delete(BULK, json={"filter": where}, headers=as_("admin")), 400, "bad_request")
     assert "filter" in error["details"], error
 
 
@@ -190,29 +191,32 @@ def test_broken_json_filters_and_bulk_bodies_are_400s(api: Any) -> None:
     assert_error(api.get(NOTES, query_string={"filter": "[" * 5000}), 400, "bad_request")
     for body in ({}, {"filter": {}}, {"filter": ""}, {"filter": None}, {"filter": 3}, {"filter": ["views"]},
                  {"filter": "true", "extra": 1}):
-        assert_error(api.delete(NOTES, json=body, headers=as_("admin")), 400)
-    assert_error(api.patch(NOTES, json={"filter": "true"}, headers=as_("user")), 400)
-    assert_error(api.patch(NOTES, json={"filter": "true", "changes": {}}, headers=as_("user")), 422)
-    assert_error(api.patch(NOTES, json={"filter": "true", "changes": {"id": "x"}}, headers=as_("user")), 422)
-    assert_error(api.patch(NOTES, json={"filter": "true", "changes": {"views": "x"}}, headers=as_("user")), 422)
-    assert_error(api.delete(NOTES, data="filter=true", headers=as_("admin")), 415)
-    assert_error(api.delete("/api/collections/nothing", json={"filter": "true"}, headers=as_("admin")), 404)
+        assert_error(api.delete(BULK, json=body, headers=as_("admin")), 400)
+    assert_error(api.patch(BULK, json={"filter": "true"}, headers=as_("user")), 400)
+    assert_error(api.patch(BULK, json={"filter": "true", "changes": {}}, headers=as_("user")), 422)
+    assert_error(api.patch(BULK, json={"filter": "true", "changes": {"id": "x"}}, headers=as_("user")), 422)
+    assert_error(api.patch(BULK, json={"filter": "true", "changes": {"views": "x"}}, headers=as_("user")), 422)
+    assert_error(api.delete(BULK, data="filter=true", headers=as_("admin")), 415)
+    assert_error(api.delete("/api/collections/nothing/bulk", json={"filter": "true"}, headers=as_("admin")), 404)
+    assert_error(api.get(BULK), 404, "not_found")  # "bulk" is no record id
+    assert_error(api.post(BULK, json={}), 405)
+    assert_error(api.delete(NOTES, json={"filter": "true"}, headers=as_("admin")), 405)  # only under /bulk
 
 
 def test_bulk_writes_honour_the_rules_per_record(api: Any) -> None:
     ids = seed(api)
     # Anonymous: the delete rule refuses every record, so none is deleted (not a 403).
-    assert api.delete(NOTES, json={"filter": "true"}).json == {"count": 0}
+    assert api.delete(BULK, json={"filter": "true"}).json == {"count": 0}
     # USER may update only their own notes: the rule filters which records the filter reaches.
-    done = api.patch(NOTES, json={"filter": {"views": {"$gte": 3}}, "changes": {"tag": "c"}}, headers=as_("user"))
+    done = api.patch(BULK, json={"filter": {"views": {"$gte": 3}}, "changes": {"tag": "c"}}, headers=as_("user"))
     assert done.status_code == 200 and done.json == {"count": 2}, done.json
     assert texts(api, {"tag": "c"}) == ["u2", "u3"]
     assert api.get(f"{NOTES}/{ids['o1']}").json["tag"] == "a"
     # OTHER deletes with a CEL string: only their own.
-    assert api.delete(NOTES, json={"filter": "views > 0"}, headers=as_("other")).json == {"count": 2}
+    assert api.delete(BULK, json={"filter": "views > 0"}, headers=as_("other")).json == {"count": 2}
     assert texts(api, "true") == ["n1", "u1", "u2", "u3"]
     # An admin may delete any note.
-    assert api.delete(NOTES, json={"filter": {"owner": USER.id, "views": {"$lt": 10}}},
+    assert api.delete(BULK, json={"filter": {"owner": USER.id, "views": {"$lt": 10}}},
                       headers=as_("admin")).json == {"count": 2}
     assert texts(api, "true") == ["n1", "u3"]
 
@@ -223,9 +227,9 @@ def test_bulk_writes_publish_one_change_per_record_after_commit(api: Any, rest_a
     records = rest_app.extensions["alyx"].records
     records.subscribe(seen.append)
     try:
-        assert api.patch(NOTES, json={"filter": {"owner": USER.id}, "changes": {"done": True}},
+        assert api.patch(BULK, json={"filter": {"owner": USER.id}, "changes": {"done": True}},
                          headers=as_("user")).json == {"count": 3}
-        assert api.delete(NOTES, json={"filter": {"done": True}}, headers=as_("admin")).json == {"count": 4}
+        assert api.delete(BULK, json={"filter": {"done": True}}, headers=as_("admin")).json == {"count": 4}
     finally:
         records.listeners.remove(seen.append)
     updates = [e for e in seen if e.action == "update"]
@@ -238,14 +242,15 @@ def test_bulk_writes_publish_one_change_per_record_after_commit(api: Any, rest_a
 def test_a_bulk_delete_is_one_transaction(api: Any) -> None:
     shelves = [api.post("/api/collections/shelves", json={"name": n}).json["id"] for n in ("a", "b", "c")]
     api.post("/api/collections/books", json={"title": "held", "shelf": shelves[1]})
-    assert_error(api.delete("/api/collections/shelves", json={"filter": "true"}), 409, "conflict")
+    assert_error(api.delete("/api/collections/shelves/bulk", json={"filter": "true"}), 409, "conflict")
     assert api.get("/api/collections/shelves").json["totalItems"] == 3  # all or nothing
-    assert api.delete("/api/collections/shelves", json={"filter": {"name": {"$ne": "b"}}}).json == {"count": 2}
+    assert api.delete("/api/collections/shelves/bulk", json={"filter": {"name": {"$ne": "b"}}}).json == {"count": 2}
 
 
 def test_bulk_writes_are_in_the_openapi_document(api: Any) -> None:
     paths = api.get("/api/openapi.json").json["paths"]
-    assert {"get", "post", "patch", "delete"} <= set(paths["/api/collections/notes"])
+    assert set(paths["/api/collections/notes/bulk"]) == {"patch", "delete"}
+    assert paths["/api/collections/notes/bulk"]["delete"]["operationId"] == "delete_many_notes"
 
 
 # -- functions: the context API through real runtimes ---------------------------------------------

@@ -1,4 +1,7 @@
-"""/api/collections/<c>[/<id>]: CRUD over the records service, and bulk update/delete by filter."""
+"""/api/collections/<c>[/<id>]: CRUD over the records service; /api/collections/<c>/bulk: update/delete by filter.
+
+"bulk" is never a record id (ids are 15 characters), and routing prefers the fixed segment.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -61,7 +64,7 @@ def _bulk_body(*keys: str) -> dict[str, Any]:
     return body
 
 
-@bp.patch("/<collection>")
+@bp.patch("/<collection>/bulk")
 def update_records(collection: str) -> Response:
     """``{"filter": ..., "changes": {...}}`` → the changes applied to every match the update rule allows."""
     records = services().records
@@ -72,7 +75,7 @@ def update_records(collection: str) -> Response:
     return json_response({"count": count})
 
 
-@bp.delete("/<collection>")
+@bp.delete("/<collection>/bulk")
 def delete_records(collection: str) -> Response:
     """``{"filter": ...}`` → every match the delete rule allows, deleted."""
     records = services().records

@@ -54,8 +54,8 @@ function createClient(token, socketPath) {
       create: (data) => request('POST', base, data),
       update: (id, data) => request('PATCH', one(id), data),
       delete: (id) => request('DELETE', one(id)),
-      deleteMany: (filter) => request('DELETE', base, { filter }),  // → { count }
-      updateMany: (filter, changes) => request('PATCH', base, { filter, changes }),  // → { count }
+      deleteMany: (filter) => request('DELETE', `${base}/bulk`, { filter }),  // → { count }
+      updateMany: (filter, changes) => request('PATCH', `${base}/bulk`, { filter, changes }),  // → { count }
     };
   };
   // alyx.collections.<name>; `then` and symbols are not collections (so awaiting it is harmless).

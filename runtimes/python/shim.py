@@ -87,11 +87,11 @@ class Collection:
 
     def delete_many(self, where):
         """Delete every record the filter (CEL text or a filter object) matches that you may delete: {count}."""
-        return self.client.request("DELETE", self.path, {"filter": where})
+        return self.client.request("DELETE", f"{self.path}/bulk", {"filter": where})
 
     def update_many(self, where, changes):
         """Apply ``changes`` to every record the filter matches that you may update: {count}."""
-        return self.client.request("PATCH", self.path, {"filter": where, "changes": changes})
+        return self.client.request("PATCH", f"{self.path}/bulk", {"filter": where, "changes": changes})
 
     deleteMany, updateMany = delete_many, update_many
 
