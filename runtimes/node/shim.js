@@ -40,9 +40,34 @@ Module._resolveFilename = function (request, ...rest) {
     throw err;
   }
 };
-if (typeof Module.register === 'function') {
+
+const SDK_MENTION = /['"`]\.\.?\/(?:\.\.\/)*sdk(?:\/index)?(?:\.[cm]?js)?['"`]/;
+
+// The ES module hook runs in a loader thread that costs ~40 ms of a cold start, so it is installed
+// only for code that names './sdk' somewhere (node_modules aside; at most 500 files are read).
+function mentionsSdk(dir) {
+  const folders = [dir];
+  let read = 0;
+  while (folders.length && read < 500) {
+    const folder = folders.pop();
+    for (const entry of fs.readdirSync(folder, { withFileTypes: true })) {
+      const file = path.join(folder, entry.name);
+      if (entry.isDirectory() && entry.name !== 'node_modules') folders.push(file);
+      else if (entry.isFile() && /\.[cm]?js$/.test(entry.name) && read++ < 500
+               && SDK_MENTION.test(fs.readFileSync(file, 'utf8'))) return true;
+    }
+  }
+  return false;
+}
+
+function provideSdkToImports(codeDir) {
+  if (typeof Module.register !== 'function') return;
+  let mentioned = true;
+  try { mentioned = mentionsSdk(codeDir); } catch (e) { /* unreadable: install the hook all the same */ }
+  if (!mentioned) return;
   Module.register('./sdk-resolve.mjs', pathToFileURL(__filename), { data: { sdkUrl: pathToFileURL(SDK_PATH).href } });
 }
+
 // A plain function may use the `ctx` global: the very object getContext() returns (undefined outside a call).
 Object.defineProperty(globalThis, 'ctx', { get: () => sdk.currentContext(), configurable: true });
 
@@ -80,6 +105,7 @@ async function load(body) {
   state.env = env;
   try {
     process.chdir(body.code_dir);
+    provideSdkToImports(body.code_dir);
     const mod = await import(pathToFileURL(path.join(body.code_dir, body.entry)).href);
     const name = body.handler || 'handler';
     let fn = null;
