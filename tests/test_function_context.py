@@ -16,6 +16,7 @@ from flask import Flask, g, request
 from alyx.app import create_app
 from alyx.clock import iso, utcnow
 from alyx.config import load_config
+from alyx.errors import AlyxError
 from alyx.records import ChangeEvent
 from alyx.rules import Principal
 from alyx.sandbox import tier_problems
@@ -239,6 +240,30 @@ def test_bulk_writes_publish_one_change_per_record_after_commit(api: Any, rest_a
     assert all(e.record["updated_at"] > e.previous["updated_at"] for e in updates if e.previous)
 
 
+def test_guards_see_each_record_and_may_refuse_the_whole_bulk_write(api: Any, rest_app: Flask) -> None:
+    ids = seed(api)
+    records = rest_app.extensions["alyx"].records
+    seen: list[tuple[str, str, str | None]] = []
+
+    def guard(collection: str, action: str, document: dict[str, Any], previous: dict[str, Any] | None) -> Any:
+        seen.append((action, document["text"], previous and previous["text"]))
+        if action == "delete" and document["text"] == "u2":
+            raise AlyxError("forbidden", "u2 stays", 403)
+        return {"views": document["views"] + 100} if action == "update" else None
+
+    records.guard(guard, lambda collection, action: collection == "notes")
+    try:
+        done = api.patch(BULK, json={"filter": {"owner": USER.id}, "changes": {"tag": "a"}}, headers=as_("user"))
+        assert done.json == {"count": 3}
+        assert sorted(seen) == [("update", "u1", "u1"), ("update", "u2", "u2"), ("update", "u3", "u3")]
+        assert {n: api.get(f"{NOTES}/{ids[n]}").json["views"] for n in ("u1", "u2", "u3", "o1")} \
+            == {"u1": 101, "u2": 105, "u3": 110, "o1": 3}  # each record got its own guard's change
+        assert_error(api.delete(BULK, json={"filter": {"owner": USER.id}}, headers=as_("admin")), 403, "forbidden")
+        assert texts(api, {"owner": USER.id}) == ["u1", "u2", "u3"]  # refused as a whole
+    finally:
+        records.guards[:] = [entry for entry in records.guards if entry[0] is not guard]
+
+
 def test_a_bulk_delete_is_one_transaction(api: Any) -> None:
     shelves = [api.post("/api/collections/shelves", json={"name": n}).json["id"] for n in ("a", "b", "c")]
     api.post("/api/collections/books", json={"title": "held", "shelf": shelves[1]})
@@ -277,7 +302,9 @@ def handler(req, res):
     assert getContext() is context and ctx.alyx is context.alyx is req.alyx
     notes = context.alyx.collections.notes
     made = notes.create({"text": "py", "owner": context.auth["id"], "views": 2})
-    notes.update(made["id"], {"views": 3})
+    notes.update(made["id"], {"views": 2})
+    assert notes.update_many('text == "py" && views == 2', {"views": 3}) == {"count": 1}
+    assert notes.updateMany({"text": "py"}, {"done": True})["count"] == 1
     seen = notes.get(made["id"])["views"]
     listed = notes.list({"filter": {"views": {"$gte": 3}}, "sort": "-views"})["totalItems"]
     notes.delete(made["id"])
@@ -296,7 +323,9 @@ export default async function handler(req, res) {
   if (ctx !== context || context.alyx !== req.alyx) throw new Error('ctx is not the context');
   const notes = context.alyx.collections.notes;
   const made = await notes.create({ text: 'js', owner: context.auth.id, views: 2 });
-  await notes.update(made.id, { views: 3 });
+  await notes.update(made.id, { views: 2 });
+  const bulk = await notes.updateMany('text == "js" && views == 2', { views: 3 });
+  if (bulk.count !== 1 || (await notes.updateMany({ text: 'js' }, { done: true })).count !== 1) throw new Error('bulk');
   const seen = (await notes.get(made.id)).views;
   const listed = (await notes.list({ filter: { views: { $gte: 3 } }, sort: '-views' })).totalItems;
   await notes.delete(made.id);
