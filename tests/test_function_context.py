@@ -194,6 +194,7 @@ def test_broken_json_filters_and_bulk_bodies_are_400s(api: Any) -> None:
                  {"filter": "true", "extra": 1}):
         assert_error(api.delete(BULK, json=body, headers=as_("admin")), 400)
     assert_error(api.patch(BULK, json={"filter": "true"}, headers=as_("user")), 400)
+    assert_error(api.patch(BULK, json={"filter": "true", "changes": [1]}, headers=as_("user")), 400)
     assert_error(api.patch(BULK, json={"filter": "true", "changes": {}}, headers=as_("user")), 422)
     assert_error(api.patch(BULK, json={"filter": "true", "changes": {"id": "x"}}, headers=as_("user")), 422)
     assert_error(api.patch(BULK, json={"filter": "true", "changes": {"views": "x"}}, headers=as_("user")), 422)

@@ -70,6 +70,8 @@ def update_records(collection: str) -> Response:
     records = services().records
     records.collection(collection)
     body = _bulk_body("filter", "changes")
+    if not isinstance(body["changes"], dict):
+        raise bad_request("changes must be a JSON object of the fields to set.", {"changes": ["expected an object"]})
     count = records.update_many(collection, body["filter"], body["changes"], current_principal(),
                                 request_info(body["changes"]))
     return json_response({"count": count})
