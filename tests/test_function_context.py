@@ -308,6 +308,8 @@ def handler(req, res):
     assert notes.updateMany({"text": "py"}, {"done": True})["count"] == 1
     seen = notes.get(made["id"])["views"]
     listed = notes.list({"filter": {"views": {"$gte": 3}}, "sort": "-views"})["totalItems"]
+    page = notes.list({"fields": ["id", "views"], "skipTotal": True}, perPage=5)
+    assert set(page["items"][0]) == {"id", "views"} and page["totalItems"] == -1, page
     notes.delete(made["id"])
     try:
         notes.get(made["id"])
@@ -329,6 +331,8 @@ export default async function handler(req, res) {
   if (bulk.count !== 1 || (await notes.updateMany({ text: 'js' }, { done: true })).count !== 1) throw new Error('bulk');
   const seen = (await notes.get(made.id)).views;
   const listed = (await notes.list({ filter: { views: { $gte: 3 } }, sort: '-views' })).totalItems;
+  const page = await notes.list({ fields: ['id', 'views'], skipTotal: true, perPage: 5 });
+  if (Object.keys(page.items[0]).join() !== 'id,views' || page.totalItems !== -1) throw new Error(JSON.stringify(page));
   await notes.delete(made.id);
   const gone = await notes.get(made.id).catch((err) => err.status);
   return res.json({ seen, listed, gone, auth: context.auth.email, env: context.env.GREETING });

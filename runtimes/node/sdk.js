@@ -18,12 +18,20 @@ class AlyxApiError extends Error {
   }
 }
 
+// A list parameter as text: fields/expand lists joined by commas, dates in RFC 3339, filter objects as JSON.
+function queryValue(value) {
+  if (Array.isArray(value)) return value.map(String).join(',');
+  if (value instanceof Date) return value.toISOString();
+  if (typeof value === 'object') return JSON.stringify(value);
+  return String(value);
+}
+
 // The Alyx REST API over the API socket, as the holder of `token` (one invocation's caller).
 function createClient(token, socketPath) {
   function request(method, path, body, query) {
     if (!socketPath || !token) return Promise.reject(new Error('the Alyx API is not available to this function'));
     const params = Object.entries(query || {}).filter(([, v]) => v !== undefined && v !== null)
-      .map(([k, v]) => [k, typeof v === 'object' && !(v instanceof Date) ? JSON.stringify(v) : String(v instanceof Date ? v.toISOString() : v)]);
+      .map(([k, v]) => [k, queryValue(v)]);
     if (params.length) path += '?' + new URLSearchParams(params).toString();
     const payload = body === undefined || body === null ? null : Buffer.from(JSON.stringify(body));
     const headers = { 'X-Alyx-Callback-Token': token };

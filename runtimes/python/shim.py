@@ -60,6 +60,19 @@ def _dumps(value):
     return json.dumps(value, default=_json_default)
 
 
+def _query_value(value):
+    """A list parameter as text: fields/expand lists joined by commas, filter objects as JSON, dates RFC 3339."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return _dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return _json_default(value)
+    return value
+
+
 class Collection:
     """One collection through the REST API: list/get/create/update/delete, and bulk by filter."""
 
@@ -68,9 +81,7 @@ class Collection:
 
     def list(self, params=None, **query):
         """One page: {items, page, perPage, totalItems, totalPages}; ``filter`` may be a filter object."""
-        query = {**(params or {}), **query}
-        if isinstance(query.get("filter"), dict):
-            query["filter"] = _dumps(query["filter"])
+        query = {key: _query_value(value) for key, value in {**(params or {}), **query}.items() if value is not None}
         return self.client.request("GET", self.path, query=query)
 
     def get(self, record_id, **query):
