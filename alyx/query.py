@@ -126,6 +126,12 @@ def parse_filter(spec: CollectionSpec, value: Any) -> cel.Node | None:
     return node
 
 
+def every_match(node: cel.Node) -> ListQuery:
+    """The list query of every record a filter matches (a bulk write's): creation order, one page, no count."""
+    return ListQuery(where=[node], equals={}, sort=[], page=1, per_page=2**31 - 1, fields=None, expand=(),
+                     skip_total=True)
+
+
 def parse_expand(spec: CollectionSpec, value: str | None) -> tuple[str, ...]:
     if not value:
         return ()

@@ -45,7 +45,6 @@ Listener = Callable[[ChangeEvent], None]
 # (or None); it refuses the write by raising AlyxError. Database hooks with mode: sync are guards.
 Guard = Callable[[str, str, dict[str, Any], "dict[str, Any] | None"], "Mapping[str, Any] | None"]
 GuardFilter = Callable[[str, str], bool]
-Rows = list[dict[str, Any]]
 Matched = list[tuple[dict[str, Any], dict[str, Any]]]  # a bulk write's records, each with its guards' changes
 
 
@@ -367,32 +366,27 @@ class Records:
     @contextlib.contextmanager
     def _bulk(self, coll: Collection, where: Any, op: str, auth: Principal | None, request: RequestInfo | None,
               data: dict[str, Any] | None = None) -> Iterator[Matched]:
-        """The transaction of a bulk write, and the records it writes with what their guards change.
-
-        ``where`` is a list filter (CEL text or an object), required. The view and ``op`` rules filter
-        the records as a list hides what it may not show: a record they refuse is not written. Guards
-        (sync hooks) see each record before the transaction and may refuse the whole write; records
-        that match only once it started were never guarded, so they are left alone.
-        """
+        """A bulk write's transaction and records: those the filter (required) matches and the view and
+        ``op`` rules allow (the others are left alone, as a list hides them), each with what the guards
+        (sync hooks, run per record before the transaction; any may refuse it all) change in it.
+        Records that start matching after the guards ran were never guarded and are not written."""
         node = q.parse_filter(coll.spec, where)
         if node is None:
             raise bad_request('A bulk write needs a filter ("true" matches every record).', {"filter": ["required"]})
+
+        def matching() -> Any:
+            return self.page(coll, q.every_match(node), auth, request, ("view", op)).rows
+
         guarded: dict[str, dict[str, Any]] | None = None
         if self._guards_for(coll.spec.name, op):
             guarded = {row["id"]: self._run_guards(coll, op, {**row, **(data or {})}, row if data else None)
-                       for row in self._matching(coll, node, op, auth, request)}
+                       for row in matching()}
         with self._write(coll):
-            rows = self._matching(coll, node, op, auth, request)
-            matched = [(row, (guarded or {}).get(row["id"], {})) for row in rows
+            matched = [(row, (guarded or {}).get(row["id"], {})) for row in matching()
                        if guarded is None or row["id"] in guarded]
             for changes in [data or {}, *(extra for _, extra in matched if extra)]:
                 self._check_relations(coll, changes)
             yield matched
-
-    def _matching(self, coll: Collection, node: Any, op: str, auth: Principal | None,
-                  request: RequestInfo | None) -> Rows:
-        query = q.ListQuery([node], {}, [], 1, 2**31 - 1, None, (), True)  # every match, one page, no count
-        return self.page(coll, query, auth, request, ("view", op)).rows
 
     def _fetch_writable(self, coll: Collection, record_id: str, op: str, auth: Principal | None,
                         request: RequestInfo | None) -> dict[str, Any]:
