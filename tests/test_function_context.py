@@ -6,8 +6,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import textwrap
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +25,9 @@ from alyx.rules import Principal
 from alyx.sandbox import tier_problems
 from tests.conftest import TEST_ENV, write_project
 from tests.helpers import assert_error, pg_database
-from tests.test_events import wait_until
-from tests.test_functions import ADMIN, USER, FnApp, executions, fn_app  # noqa: F401 - fn_app is a fixture
 
+ADMIN = Principal("admin0000000001", "admin@example.com", "admin", True)
+USER = Principal("user00000000001", "user@example.com", "user", True)
 OTHER = Principal("user00000000002", "other@example.com", "user", True)
 PEOPLE = {"admin": ADMIN, "user": USER, "other": OTHER}
 
@@ -288,11 +291,48 @@ def tier(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def project(fn_app: FnApp, files: dict[str, str], **options: Any) -> Flask:  # noqa: F811
-    """fn_app's app, with X-Test-User naming any of PEOPLE."""
-    app = fn_app(files, **options)
-    app.before_request(_test_principal)
-    return app
+FnApp = Callable[..., Flask]
+
+
+@pytest.fixture
+def fn_app(tmp_path: Path, tier: str) -> Iterator[FnApp]:
+    """An app (SQLite, the given tier) whose functions/ holds the given files; X-Test-User names one of PEOPLE."""
+    apps: list[Flask] = []
+
+    def factory(files: dict[str, str], schema: str = SCHEMA) -> Flask:
+        project = write_project(tmp_path / f"project{len(apps)}", schema)
+        for name, text in files.items():
+            path = project / "functions" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text))
+        app = create_app(load_config(project, env={**TEST_ENV, "ALYX_FUNCTIONS_SANDBOX": tier,
+                                                   "ALYX_FUNCTIONS_IDLE_TTL": "600"}))
+        app.testing = True
+        app.before_request(_test_principal)
+        app.config["project"] = project
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.extensions["alyx"].close()
+
+
+def executions(app: Flask, **filters: str) -> list[dict[str, Any]]:
+    response = app.test_client().get("/api/executions", query_string=filters, headers=as_("admin"))
+    assert response.status_code == 200, response.data
+    items: list[dict[str, Any]] = response.json["items"]
+    return items
+
+
+def wait_until(probe: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 CRUD_PY = """
@@ -346,9 +386,9 @@ MANIFEST = "env:\n  GREETING: hi\n"
 
 
 @pytest.mark.parametrize("runtime", ["python", "node"])
-def test_get_context_crud_as_the_caller(fn_app: FnApp, runtime: str) -> None:  # noqa: F811
+def test_get_context_crud_as_the_caller(fn_app: FnApp, runtime: str) -> None:
     entry, source = ("index.py", CRUD_PY) if runtime == "python" else ("index.js", CRUD_JS)
-    app = project(fn_app, {f"crud/{entry}": source, "crud/manifest.yaml": MANIFEST, "cjs.js": CRUD_CJS},
+    app = fn_app({f"crud/{entry}": source, "crud/manifest.yaml": MANIFEST, "cjs.js": CRUD_CJS},
                  schema=SCHEMA)
     c = app.test_client()
     done = c.post("/api/functions/crud", headers=as_("user"))
@@ -382,9 +422,9 @@ SLOW_MANIFEST = "max_instances: 1\nconcurrency: 4\ntimeout: 20\n"
 
 
 @pytest.mark.parametrize("runtime", ["python", "node"])
-def test_concurrent_invocations_keep_their_own_context(fn_app: FnApp, runtime: str) -> None:  # noqa: F811
+def test_concurrent_invocations_keep_their_own_context(fn_app: FnApp, runtime: str) -> None:
     entry, source = ("index.py", SLOW_PY) if runtime == "python" else ("index.js", SLOW_JS)
-    app = project(fn_app, {f"slow/{entry}": source, "slow/manifest.yaml": SLOW_MANIFEST}, schema=SCHEMA)
+    app = fn_app({f"slow/{entry}": source, "slow/manifest.yaml": SLOW_MANIFEST}, schema=SCHEMA)
     c = app.test_client()
     assert c.post("/api/functions/slow", json={"warm": 1}).status_code == 200
     answers: dict[str, Any] = {}
@@ -448,10 +488,10 @@ schedules:
 
 
 @pytest.mark.parametrize("runtime", ["node", "python"])
-def test_daily_cleanup_deletes_old_rows_with_delete_many(fn_app: FnApp, runtime: str) -> None:  # noqa: F811
+def test_daily_cleanup_deletes_old_rows_with_delete_many(fn_app: FnApp, runtime: str) -> None:
     entry, source = ("index.js", CLEANUP_JS) if runtime == "node" else ("index.py", CLEANUP_PY)
     manifest = CLEANUP_MANIFEST.replace("runtime: node", f"runtime: {runtime}")
-    app = project(fn_app, {f"daily-cleanup/{entry}": source, "daily-cleanup/manifest.yaml": manifest},
+    app = fn_app({f"daily-cleanup/{entry}": source, "daily-cleanup/manifest.yaml": manifest},
                   schema=SCHEMA)
     svc = app.extensions["alyx"]
     records, logs, now = svc.records, svc.models["logs"], utcnow()
@@ -514,9 +554,9 @@ def handler(req, res):
 
 
 @pytest.mark.parametrize("runtime", ["node", "python"])
-def test_functions_invoke_and_events_publish(fn_app: FnApp, runtime: str) -> None:  # noqa: F811
+def test_functions_invoke_and_events_publish(fn_app: FnApp, runtime: str) -> None:
     entry, source = ("index.js", INVOKER_JS) if runtime == "node" else ("index.py", INVOKER_PY)
-    app = project(fn_app, {f"invoker/{entry}": source, "invoker/manifest.yaml": "timeout: 20\n",
+    app = fn_app({f"invoker/{entry}": source, "invoker/manifest.yaml": "timeout: 20\n",
                   "send-email.py": SEND_EMAIL_PY,
                   "admins-only/index.py": "def handler(req, res):\n    return {}\n",
                   "admins-only/manifest.yaml": "rules:\n  invoke: \"auth != null && auth.role == 'admin'\"\n",
@@ -530,8 +570,8 @@ def test_functions_invoke_and_events_publish(fn_app: FnApp, runtime: str) -> Non
     assert [r["status"] for r in executions(app, function_id="send-email")] == ["success"]
 
 
-def test_a_function_with_its_own_sdk_module_keeps_it(fn_app: FnApp) -> None:  # noqa: F811
-    app = project(fn_app, {"own/index.js": "import { getContext } from './sdk.js';\n"
+def test_a_function_with_its_own_sdk_module_keeps_it(fn_app: FnApp) -> None:
+    app = fn_app({"own/index.js": "import { getContext } from './sdk.js';\n"
                                   "export default async (req, res) => res.json({ mine: getContext() });\n",
                   "own/sdk.js": "export const getContext = () => 'my own';\n", "own/manifest.yaml": "runtime: node\n",
                   "ownpy/manifest.yaml": "runtime: python\n",
