@@ -6,13 +6,14 @@ a 400 that names them.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 import peewee
 
-from alyx import cel
+from alyx import cel, object_filter
 from alyx.errors import AlyxError, bad_request
 from alyx.fields.base import FieldType, NoEquality
 from alyx.fields.registry import lookup
@@ -65,15 +66,8 @@ def parse_list_query(spec: CollectionSpec, args: Mapping[str, str], default_per_
                      ) -> ListQuery:
     """Check and parse the list query string of one collection."""
     where: list[cel.Node] = []
-    text = args.get("filter")
-    if text:
-        try:
-            node = cel.parse(text)
-        except cel.CelError as exc:
-            raise bad_request(f"Invalid filter: {exc}.", {"filter": [str(exc)]}) from None
-        for path in cel.names_in(node):
-            if len(path) != 1 or field_type(spec, path[0]) is None:
-                raise unknown_field(spec, ".".join(path), "filter")
+    node = parse_filter(spec, args.get("filter"))
+    if node is not None:
         where.append(node)
     equals: dict[str, Any] = {}
     for key in args:
@@ -110,6 +104,41 @@ def parse_list_query(spec: CollectionSpec, args: Mapping[str, str], default_per_
     expand = parse_expand(spec, args.get("expand"))
     skip_total = _flag(args, "skipTotal")
     return ListQuery(where, equals, sort, page, per_page, fields, expand, skip_total)
+
+
+def parse_filter(spec: CollectionSpec, value: Any) -> cel.Node | None:
+    """A filter as CEL text or as an object (``{"views": {"$gt": 10}}``, also as JSON text) → one checked node.
+
+    None when there is none ("", null, {}); every name must be a readable field (else 400).
+    """
+    if value is None or value == "" or value == {}:
+        return None
+    try:
+        if isinstance(value, str) and value.lstrip().startswith("{"):  # no CEL text of this dialect starts so
+            try:
+                value = json.loads(value)
+            except (ValueError, RecursionError) as exc:
+                raise cel.CelError(f"the filter looks like a JSON object but does not parse ({exc})") from None
+            if value == {}:
+                return None
+        if isinstance(value, str):
+            node = cel.parse(value)
+        elif isinstance(value, Mapping):
+            node = object_filter.translate(value)
+        else:
+            raise cel.CelError("a filter is a CEL expression (a string) or a filter object")
+    except cel.CelError as exc:
+        raise bad_request(f"Invalid filter: {exc}.", {"filter": [str(exc)]}) from None
+    for path in cel.names_in(node):
+        if len(path) != 1 or field_type(spec, path[0]) is None:
+            raise unknown_field(spec, ".".join(path), "filter")
+    return node
+
+
+def every_match(node: cel.Node) -> ListQuery:
+    """The list query of every record a filter matches (a bulk write's): creation order, one page, no count."""
+    return ListQuery(where=[node], equals={}, sort=[], page=1, per_page=2**31 - 1, fields=None, expand=(),
+                     skip_total=True)
 
 
 def parse_expand(spec: CollectionSpec, value: str | None) -> tuple[str, ...]:

@@ -6,10 +6,10 @@ which are published only after the write transaction commits.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import copy
 import math
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from marshmallow import ValidationError
 
 from alyx import query as q
 from alyx.clock import utcnow
+from alyx.conflicts import integrity_error
 from alyx.db import Database, dict_row, dict_rows
 from alyx.errors import AlyxError, bad_request, not_found, validation_failed
 from alyx.models import new_id
@@ -44,6 +45,7 @@ Listener = Callable[[ChangeEvent], None]
 # (or None); it refuses the write by raising AlyxError. Database hooks with mode: sync are guards.
 Guard = Callable[[str, str, dict[str, Any], "dict[str, Any] | None"], "Mapping[str, Any] | None"]
 GuardFilter = Callable[[str, str], bool]
+Matched = list[tuple[dict[str, Any], dict[str, Any]]]  # a bulk write's records, each with its guards' changes
 
 
 class Collection:
@@ -340,6 +342,64 @@ class Records:
             coll.model.delete().where(coll.id_column == record_id).execute()
             self._publish(ChangeEvent(name, "delete", coll.serialize(stored)))
 
+    # -- bulk writes: update()/delete() of every matching record, in one transaction --------------
+    def update_many(self, name: str, where: Any, body: Any, auth: Principal | None = None,
+                    request: RequestInfo | None = None) -> int:
+        """One partial update of every record ``where`` matches and the caller may update; how many."""
+        coll = self.collection(name)
+        data = self._load(coll, body, partial=True)
+        if not data or "id" in data:
+            raise validation_failed({"changes": ["Name at least one field to change (never the id)."]})
+        self._check_auth_fields(coll, data, auth)
+        with self._bulk(coll, where, "update", auth, request, data) as matched:
+            now = utcnow()
+            for stored, extra in matched:
+                changes = {**data, **extra, "updated_at": now}
+                if coll.spec.auth and changes.get("email", stored.get("email")) != stored.get("email") \
+                        and not (auth is not None and auth.is_admin):
+                    changes["verified"] = False  # as in update(): a new address is not verified
+                coll.model.update(changes).where(coll.id_column == stored["id"]).execute()
+                self._publish(ChangeEvent(name, "update", coll.serialize({**stored, **changes}),
+                                          coll.serialize(stored)))
+        return len(matched)
+
+    def delete_many(self, name: str, where: Any, auth: Principal | None = None,
+                    request: RequestInfo | None = None) -> int:
+        """Delete every record ``where`` matches and the caller may delete; how many (409: all or none)."""
+        coll = self.collection(name)
+        with self._bulk(coll, where, "delete", auth, request) as matched:
+            ids = [row["id"] for row, _ in matched]
+            for start in range(0, len(ids), 500):
+                coll.model.delete().where(coll.id_column.in_(ids[start:start + 500])).execute()
+            for row, _ in matched:
+                self._publish(ChangeEvent(name, "delete", coll.serialize(row)))
+        return len(matched)
+
+    @contextlib.contextmanager
+    def _bulk(self, coll: Collection, where: Any, op: str, auth: Principal | None, request: RequestInfo | None,
+              data: dict[str, Any] | None = None) -> Iterator[Matched]:
+        """A bulk write's transaction and records: those the filter (required) matches and the view and
+        ``op`` rules allow (the others are left alone, as a list hides them), each with what the guards
+        (sync hooks, run per record before the transaction; any may refuse it all) change in it.
+        Records that start matching after the guards ran were never guarded and are not written."""
+        node = q.parse_filter(coll.spec, where)
+        if node is None:
+            raise bad_request('A bulk write needs a filter ("true" matches every record).', {"filter": ["required"]})
+
+        def matching() -> Any:
+            return self.page(coll, q.every_match(node), auth, request, ("view", op)).rows
+
+        guarded: dict[str, dict[str, Any]] | None = None
+        if self._guards_for(coll.spec.name, op):
+            guarded = {row["id"]: self._run_guards(coll, op, {**row, **(data or {})}, row if data else None)
+                       for row in matching()}
+        with self._write(coll):
+            matched = [(row, (guarded or {}).get(row["id"], {})) for row in matching()
+                       if guarded is None or row["id"] in guarded]
+            for changes in [data or {}, *(extra for _, extra in matched if extra)]:
+                self._check_relations(coll, changes)
+            yield matched
+
     def _fetch_writable(self, coll: Collection, record_id: str, op: str, auth: Principal | None,
                         request: RequestInfo | None) -> dict[str, Any]:
         """The stored record: 404 when the view rule hides it, 403 when the `op` rule refuses."""
@@ -435,33 +495,3 @@ class _WriteTransaction:
         if isinstance(exc, peewee.IntegrityError):
             raise integrity_error(self.coll.spec, exc) from None
         return bool(suppressed)
-
-
-def integrity_error(spec: CollectionSpec, exc: peewee.IntegrityError) -> AlyxError:
-    """A database constraint violation → 409 naming the field (unique) or the relation (restrict)."""
-    text = str(exc)
-    if "UNIQUE" in text.upper() or "duplicate key" in text:
-        names = _unique_fields(spec, text)
-        label = ", ".join(names) or "a unique field"
-        details = {name: ["Value must be unique."] for name in names} or {"record": ["Value must be unique."]}
-        return AlyxError("conflict", f"Another record in {spec.name!r} already has this {label}.", 409, details)
-    if "FOREIGN KEY" in text.upper() or "foreign key" in text:
-        return AlyxError("conflict", f"The record is still referenced by other records ({text.splitlines()[0]}).",
-                         409)
-    return AlyxError("conflict", "The write conflicts with a database constraint.", 409)
-
-
-def _unique_fields(spec: CollectionSpec, text: str) -> list[str]:
-    match = re.search(r"UNIQUE constraint failed: (.+)", text)
-    if match:
-        return [part.split(".")[-1].strip() for part in match.group(1).split(",")]
-    match = re.search(r'unique constraint "([^"]+)"', text)
-    if match:
-        from alyx.models import index_definitions
-
-        for idx_name, cols, _ in index_definitions(spec):
-            if idx_name == match.group(1):
-                return list(cols)
-        if match.group(1).endswith("_pkey"):
-            return ["id"]
-    return []

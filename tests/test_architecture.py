@@ -132,10 +132,10 @@ def test_nothing_imports_another_modules_private_names() -> None:
 LAYERS = [  # docs/architecture.md "What each package may import", lowest first
     ("generic", {"alyx", "alyx.errors", "alyx.clock", "alyx.background", "alyx.units", "alyx.yamlfile",
                  "alyx.signatures", "alyx.schedules", "alyx.ratelimit", "alyx.cel", "alyx.realtime_client",
-                 "alyx.resources"}),
+                 "alyx.resources", "alyx.object_filter"}),
     ("sandbox", {"alyx.sandbox"}),
     ("definitions", {"alyx.config", "alyx.schema", "alyx.fields", "alyx.validation", "alyx.models", "alyx.db",
-                     "alyx.system_migrations", "alyx.migrations"}),
+                     "alyx.system_migrations", "alyx.migrations", "alyx.conflicts"}),
     ("services", {"alyx.query", "alyx.rules", "alyx.records", "alyx.auth", "alyx.passwords", "alyx.signing_keys",
                   "alyx.login_guard", "alyx.oauth", "alyx.realtime", "alyx.executions", "alyx.callback",
                   "alyx.functions", "alyx.jobs", "alyx.leases", "alyx.scheduler", "alyx.events"}),

@@ -1,9 +1,15 @@
-"""/api/collections/<c>[/<id>]: CRUD over the records service."""
+"""/api/collections/<c>[/<id>]: CRUD over the records service; /api/collections/<c>/bulk: update/delete by filter.
+
+"bulk" is never a record id (ids are 15 characters), and routing prefers the fixed segment.
+"""
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Blueprint, Response, request
 
 from alyx.blueprints import current_principal, request_info, services
+from alyx.errors import bad_request
 from alyx.http import json_body, json_response
 
 bp = Blueprint("collections", __name__, url_prefix="/api/collections")
@@ -43,3 +49,39 @@ def update_record(collection: str, record_id: str) -> Response:
 def delete_record(collection: str, record_id: str) -> Response:
     services().records.delete(collection, record_id, current_principal(), request_info())
     return Response(status=204)
+
+
+def _bulk_body(*keys: str) -> dict[str, Any]:
+    """The JSON object of a bulk write: exactly ``keys`` (a filter, and for updates the changes)."""
+    body = json_body()
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    unknown = sorted(set(body) - set(keys))
+    missing = [key for key in keys if key not in body]
+    if unknown or missing:
+        problems = {key: ["unknown key"] for key in unknown} | {key: ["required"] for key in missing}
+        raise bad_request(f"A bulk write takes a JSON object with {' and '.join(keys)}.", problems)
+    return body
+
+
+@bp.patch("/<collection>/bulk")
+def update_records(collection: str) -> Response:
+    """``{"filter": ..., "changes": {...}}`` → the changes applied to every match the update rule allows."""
+    records = services().records
+    records.collection(collection)
+    body = _bulk_body("filter", "changes")
+    if not isinstance(body["changes"], dict):
+        raise bad_request("changes must be a JSON object of the fields to set.", {"changes": ["expected an object"]})
+    count = records.update_many(collection, body["filter"], body["changes"], current_principal(),
+                                request_info(body["changes"]))
+    return json_response({"count": count})
+
+
+@bp.delete("/<collection>/bulk")
+def delete_records(collection: str) -> Response:
+    """``{"filter": ...}`` → every match the delete rule allows, deleted."""
+    records = services().records
+    records.collection(collection)
+    body = _bulk_body("filter")
+    return json_response({"count": records.delete_many(collection, body["filter"], current_principal(),
+                                                       request_info())})

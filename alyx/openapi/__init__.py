@@ -12,7 +12,7 @@ from apispec import APISpec
 from alyx import __version__
 from alyx.config import Config
 from alyx.openapi.auth import add_auth_paths, auth_schemas
-from alyx.openapi.collections import add_collection, field_schema, record_schemas, title
+from alyx.openapi.collections import COUNT_SCHEMA, add_collection, field_schema, record_schemas, title
 from alyx.openapi.components import BEARER, BEARER_SCHEME, ERROR_SCHEMA, OPTIONAL_TOKEN
 from alyx.openapi.realtime import add_realtime_path, realtime_schemas
 from alyx.openapi.system import add_function_paths, add_log_and_health_paths, add_trigger_paths, system_schemas
@@ -30,6 +30,7 @@ def build_openapi(schema: Schema, config: Config) -> dict[str, Any]:
                                        "authentication, functions and their triggers, and realtime."},
                   security=OPTIONAL_TOKEN)
     api.components.schema("Error", ERROR_SCHEMA)
+    api.components.schema("Count", COUNT_SCHEMA)
     api.components.security_scheme(BEARER, BEARER_SCHEME)
     for spec in schema.collections.values():
         add_collection(api, spec)

@@ -38,6 +38,11 @@ def record_schemas(spec: CollectionSpec) -> dict[str, dict[str, Any]]:
         f"{name}Create": create,
         f"{name}Update": {"type": "object", "properties": writable, "additionalProperties": False},
         f"{name}List": _list_envelope(f"{name}Record"),
+        f"{name}BulkUpdate": {"type": "object", "required": ["filter", "changes"], "additionalProperties": False,
+                              "properties": {"filter": FILTER_SCHEMA,
+                                             "changes": {"$ref": f"#/components/schemas/{name}Update"}}},
+        f"{name}BulkDelete": {"type": "object", "required": ["filter"], "additionalProperties": False,
+                              "properties": {"filter": FILTER_SCHEMA}},
     }
 
 
@@ -54,9 +59,13 @@ def _record_links(collection: str) -> dict[str, Any]:
             for verb in ("view", "update", "delete")}
 
 
+FILTER_DESCRIPTION = ('CEL expression, e.g. status == "published" && views > 10, or a filter object as JSON, '
+                      'e.g. {"views": {"$gt": 10}} ($eq $ne $lt $lte $gt $gte $in $nin, $and, $or)')
+FILTER_SCHEMA = {"oneOf": [{"type": "string", "minLength": 1}, {"type": "object", "minProperties": 1}],
+                 "description": FILTER_DESCRIPTION}
+COUNT_SCHEMA = {"type": "object", "required": ["count"], "properties": {"count": {"type": "integer", "minimum": 0}}}
 LIST_PARAMETERS = [
-    {"name": "filter", "in": "query", "schema": {"type": "string"},
-     "description": 'CEL expression, e.g. status == "published" && views > 10'},
+    {"name": "filter", "in": "query", "schema": {"type": "string"}, "description": FILTER_DESCRIPTION},
     {"name": "sort", "in": "query", "schema": {"type": "string"}, "description": "e.g. -created_at,title"},
     {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
     {"name": "perPage", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
@@ -82,6 +91,18 @@ def add_collection(api: APISpec, spec: CollectionSpec) -> None:
                  "responses": {"201": {"description": "Created", "content": _json(f"{title_}Record"),
                                        "links": _record_links(spec.name)},
                                **_errors("400", "401", "403", "409", "413", "415", "422")}},
+    })
+    api.path(path=f"/api/collections/{spec.name}/bulk", operations={
+        "patch": {"tags": [tag], "summary": f"Update every {spec.name} record a filter matches",
+                  "operationId": f"update_many_{spec.name}",
+                  "requestBody": {"required": True, "content": _json(f"{title_}BulkUpdate")},
+                  "responses": {"200": {"description": "How many were updated", "content": _json("Count")},
+                                **_errors("400", "401", "403", "409", "413", "415", "422")}},
+        "delete": {"tags": [tag], "summary": f"Delete every {spec.name} record a filter matches",
+                   "operationId": f"delete_many_{spec.name}",
+                   "requestBody": {"required": True, "content": _json(f"{title_}BulkDelete")},
+                   "responses": {"200": {"description": "How many were deleted", "content": _json("Count")},
+                                 **_errors("400", "401", "403", "409", "413", "415")}},
     })
     id_param = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
     api.path(path=f"/api/collections/{spec.name}/{{id}}", operations={

@@ -1,12 +1,15 @@
 // The Alyx Node.js runtime shim: serves the runtime protocol (DESIGN.md §6) over a Unix socket.
 // Loaded once per sandbox; user code (CommonJS or ESM) is loaded by POST /__rt/init, then every
-// other request is an invocation of it. Node built-ins only: it runs inside minimal images.
+// other request is an invocation of it, run inside its own context (sdk.js: getContext() and the `ctx`
+// global). Node built-ins only: it runs inside minimal images.
 'use strict';
 const crypto = require('crypto');
 const fs = require('fs');
 const http = require('http');
+const Module = require('module');
 const path = require('path');
 const { pathToFileURL } = require('url');
+const sdk = require('./sdk.js');
 
 const SOCKET_PATH = process.env.ALYX_SOCKET || '/run/alyx/rt.sock';
 const SECRET = Buffer.from(process.env.ALYX_SECRET || '');
@@ -23,6 +26,50 @@ if (LIFELINE === 'stdin') {
   process.stdin.resume();
 }
 const state = { handler: null, env: {}, fn: null };
+
+// `./sdk` resolves to the runtime's sdk.js for a function without one: require() here, import through
+// the ES module hook (module.register, Node >= 18.19). The user's folder is never written to.
+const SDK_PATH = require.resolve('./sdk.js');
+const SDK_REQUEST = /^\.\.?\/(?:\.\.\/)*sdk(?:\/index)?(?:\.[cm]?js)?$/;
+const resolveFilename = Module._resolveFilename;
+Module._resolveFilename = function (request, ...rest) {
+  try {
+    return resolveFilename.call(this, request, ...rest);
+  } catch (err) {
+    if (err && err.code === 'MODULE_NOT_FOUND' && SDK_REQUEST.test(request)) return SDK_PATH;
+    throw err;
+  }
+};
+
+const SDK_MENTION = /['"`]\.\.?\/(?:\.\.\/)*sdk(?:\/index)?(?:\.[cm]?js)?['"`]/;
+
+// The ES module hook runs in a loader thread that costs ~40 ms of a cold start, so it is installed
+// only for code that names './sdk' somewhere (node_modules aside; at most 500 files are read).
+function mentionsSdk(dir) {
+  const folders = [dir];
+  let read = 0;
+  while (folders.length && read < 500) {
+    const folder = folders.pop();
+    for (const entry of fs.readdirSync(folder, { withFileTypes: true })) {
+      const file = path.join(folder, entry.name);
+      if (entry.isDirectory() && entry.name !== 'node_modules') folders.push(file);
+      else if (entry.isFile() && /\.[cm]?js$/.test(entry.name) && read++ < 500
+               && SDK_MENTION.test(fs.readFileSync(file, 'utf8'))) return true;
+    }
+  }
+  return false;
+}
+
+function provideSdkToImports(codeDir) {
+  if (typeof Module.register !== 'function') return;
+  let mentioned = true;
+  try { mentioned = mentionsSdk(codeDir); } catch (e) { /* unreadable: install the hook all the same */ }
+  if (!mentioned) return;
+  Module.register('./sdk-resolve.mjs', pathToFileURL(__filename), { data: { sdkUrl: pathToFileURL(SDK_PATH).href } });
+}
+
+// A plain function may use the `ctx` global: the very object getContext() returns (undefined outside a call).
+Object.defineProperty(globalThis, 'ctx', { get: () => sdk.currentContext(), configurable: true });
 
 function sameSecret(given) {
   const g = Buffer.from(given || '');
@@ -58,6 +105,7 @@ async function load(body) {
   state.env = env;
   try {
     process.chdir(body.code_dir);
+    provideSdkToImports(body.code_dir);
     const mod = await import(pathToFileURL(path.join(body.code_dir, body.entry)).href);
     const name = body.handler || 'handler';
     let fn = null;
@@ -73,52 +121,6 @@ async function load(body) {
     const details = Object.assign({ traceback: String((err && err.stack) || err) }, err instanceof SyntaxError ? locate(err) : {});
     return [422, { error: { code: 'function_load_error', message: describe(err), details } }];
   }
-}
-
-class AlyxApiError extends Error {
-  constructor(status, error) {
-    super(`${status} ${error.code}: ${error.message}`);
-    this.status = status;
-    this.error = error;
-  }
-}
-
-// The Alyx REST API, called as the invocation's caller (req.alyx).
-function alyxClient(token) {
-  function request(method, path, body, query) {
-    if (!API_SOCKET || !token) return Promise.reject(new Error('the Alyx API is not available to this function'));
-    if (query && Object.keys(query).length) path += '?' + new URLSearchParams(query).toString();
-    const payload = body === undefined || body === null ? null : Buffer.from(JSON.stringify(body));
-    const headers = { 'X-Alyx-Callback-Token': token };
-    if (payload) { headers['Content-Type'] = 'application/json'; headers['Content-Length'] = payload.length; }
-    return new Promise((resolve, reject) => {
-      const r = http.request({ socketPath: API_SOCKET, method, path, headers }, (resp) => {
-        const chunks = [];
-        resp.on('data', (c) => chunks.push(c));
-        resp.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let data = null;
-          try { data = text ? JSON.parse(text) : null; } catch (e) { data = text; }
-          if (resp.statusCode >= 400) reject(new AlyxApiError(resp.statusCode, (data && data.error) || {}));
-          else resolve(data);
-        });
-      });
-      r.on('error', reject);
-      if (payload) r.write(payload);
-      r.end();
-    });
-  }
-  const collection = (name) => {
-    const base = `/api/collections/${name}`;
-    return {
-      list: (query) => request('GET', base, null, query),
-      get: (id, query) => request('GET', `${base}/${id}`, null, query),
-      create: (data) => request('POST', base, data),
-      update: (id, data) => request('PATCH', `${base}/${id}`, data),
-      delete: (id) => request('DELETE', `${base}/${id}`),
-    };
-  };
-  return { request, collection };
 }
 
 class Res {
@@ -163,15 +165,20 @@ async function invoke(req, res, body) {
   if (body.length && (headers['content-type'] || '').includes('json')) {
     try { json = JSON.parse(body.toString('utf8')); } catch (e) { json = null; }
   }
+  const trigger = context.trigger || 'http';
+  let input = context.input === undefined ? null : context.input;
+  if (input === null && trigger === 'http') input = json;  // a JSON call (alyx.functions.invoke too) carries its input as the body
+  const alyx = sdk.createClient(context.callback_token, API_SOCKET);
+  const auth = context.auth === undefined ? null : context.auth;
+  const env = Object.assign({}, state.env);
   const request = {
     method: req.method, path: url.pathname, headers, query, body: body.toString('utf8'), rawBody: body, json,
-    input: context.input === undefined ? null : context.input, auth: context.auth === undefined ? null : context.auth,
-    trigger: context.trigger || 'http', env: Object.assign({}, state.env), alyx: alyxClient(context.callback_token),
+    input, auth, trigger, env, alyx,
   };
   let out = new Res();
   let extra = { 'x-alyx-outcome': 'ok' };
   try {
-    const result = await state.handler(request, out);
+    const result = await sdk.runInContext({ alyx, auth, env, input, trigger }, () => state.handler(request, out));
     if (!out.sent) {
       if (result instanceof Res) out = result;
       else if (result === undefined) out.status(204);

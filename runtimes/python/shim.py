@@ -4,8 +4,12 @@ Loaded once per sandbox; user code is loaded by POST /__rt/init, then every othe
 invocation of that code. Standard library only: it runs inside minimal images.
 """
 import base64
+import builtins
+import contextvars
+import datetime
 import hmac
 import http.client
+import importlib.abc
 import importlib.util
 import json
 import os
@@ -15,7 +19,7 @@ import sys
 import threading
 import traceback
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 SOCKET_PATH = os.environ.pop("ALYX_SOCKET", "/run/alyx/rt.sock")
 SECRET = os.environ.pop("ALYX_SECRET", "").encode()
@@ -41,31 +45,110 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(API_SOCKET)
 
 
-class Collection:
-    def __init__(self, client, name):
-        self.client, self.path = client, f"/api/collections/{name}"
+def _json_default(value):
+    """Dates leave as RFC 3339 UTC (naive ones are taken as UTC), as the server stores and compares them."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return value.isoformat(timespec="milliseconds") + "Z"
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return str(value)
 
-    def list(self, **query):
+
+def _dumps(value):
+    return json.dumps(value, default=_json_default)
+
+
+def _query_value(value):
+    """A list parameter as text: fields/expand lists joined by commas, filter objects as JSON, dates RFC 3339."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return _dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return _json_default(value)
+    return value
+
+
+class Collection:
+    """One collection through the REST API: list/get/create/update/delete, and bulk by filter."""
+
+    def __init__(self, client, name):
+        self.client, self.path = client, f"/api/collections/{quote(name, safe='')}"
+
+    def list(self, params=None, **query):
+        """One page: {items, page, perPage, totalItems, totalPages}; ``filter`` may be a filter object."""
+        query = {key: _query_value(value) for key, value in {**(params or {}), **query}.items() if value is not None}
         return self.client.request("GET", self.path, query=query)
 
     def get(self, record_id, **query):
-        return self.client.request("GET", f"{self.path}/{record_id}", query=query)
+        return self.client.request("GET", f"{self.path}/{quote(str(record_id), safe='')}", query=query)
 
     def create(self, data):
         return self.client.request("POST", self.path, data)
 
     def update(self, record_id, data):
-        return self.client.request("PATCH", f"{self.path}/{record_id}", data)
+        return self.client.request("PATCH", f"{self.path}/{quote(str(record_id), safe='')}", data)
 
     def delete(self, record_id):
-        return self.client.request("DELETE", f"{self.path}/{record_id}")
+        return self.client.request("DELETE", f"{self.path}/{quote(str(record_id), safe='')}")
+
+    def delete_many(self, where):
+        """Delete every record the filter (CEL text or a filter object) matches that you may delete: {count}."""
+        return self.client.request("DELETE", f"{self.path}/bulk", {"filter": where})
+
+    def update_many(self, where, changes):
+        """Apply ``changes`` to every record the filter matches that you may update: {count}."""
+        return self.client.request("PATCH", f"{self.path}/bulk", {"filter": where, "changes": changes})
+
+    deleteMany, updateMany = delete_many, update_many
+
+
+class Collections:
+    """``alyx.collections.<name>`` (or ``alyx.collections["name"]``) → that collection."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Collection(self._client, name)
+
+    __getitem__ = __getattr__
+
+
+class Functions:
+    """``alyx.functions.invoke(name, input)``: run another function as the same caller; its answer."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def invoke(self, name, input=None):  # noqa: A002 - the README's name
+        return self._client.request("POST", f"/api/functions/{quote(name, safe='')}", {} if input is None else input)
+
+
+class Events:
+    """``alyx.events.publish({type, source, action, payload})``: a custom event for the hooks listening."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def publish(self, event):
+        return self._client.request("POST", "/api/events", event)
 
 
 class AlyxClient:
-    """The Alyx REST API, called as the invocation's caller (req.alyx)."""
+    """The Alyx REST API, called as the invocation's caller (req.alyx and get_context().alyx)."""
 
     def __init__(self, token):
         self.token = token
+        self.collections = Collections(self)
+        self.functions = Functions(self)
+        self.events = Events(self)
 
     def request(self, method, path, body=None, query=None, timeout=30):
         if not API_SOCKET or not self.token:
@@ -74,7 +157,7 @@ class AlyxClient:
             path += "?" + urlencode(query)
         conn = _UnixHTTPConnection("alyx", timeout=timeout)
         try:
-            payload = None if body is None else json.dumps(body).encode()
+            payload = None if body is None else _dumps(body).encode()
             headers = {"X-Alyx-Callback-Token": self.token}
             if payload is not None:
                 headers["Content-Type"] = "application/json"
@@ -83,19 +166,80 @@ class AlyxClient:
             raw = response.read()
         finally:
             conn.close()
-        data = json.loads(raw) if raw else None
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            data = raw.decode("utf-8", "replace")
         if response.status >= 400:
-            raise AlyxApiError(response.status, (data or {}).get("error") or {})
+            raise AlyxApiError(response.status, (data if isinstance(data, dict) else {}).get("error") or {})
         return data
 
     def collection(self, name):
         return Collection(self, name)
 
 
+class Context:
+    """What get_context() returns for the current invocation: .alyx, .auth, .env (also as ctx["alyx"])."""
+
+    __slots__ = ("alyx", "auth", "env", "input", "trigger")
+
+    def __init__(self, alyx, auth, env, input, trigger):  # noqa: A002
+        self.alyx, self.auth, self.env, self.input, self.trigger = alyx, auth, env, input, trigger
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+
+_CURRENT = contextvars.ContextVar("alyx_context", default=None)
+
+
+def get_context():
+    """The context of the invocation running in this thread or task (contextvars: safe when calls overlap)."""
+    current = _CURRENT.get()
+    if current is None:
+        raise RuntimeError("get_context() is only available while a function handles a call")
+    return current
+
+
+class _CurrentContext:
+    """The ``ctx`` global: stands for get_context() of whichever invocation reads it."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        return getattr(get_context(), name)
+
+    def __getitem__(self, key):
+        return get_context()[key]
+
+    def __repr__(self):
+        return "<alyx ctx: the current invocation's context>"
+
+
+ctx = _CurrentContext()
+
+
+class _SdkModule(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``import sdk`` / ``from sdk import get_context`` for functions without an sdk module of their own.
+
+    Consulted after every other finder, so a function's own sdk.py or sdk/ wins.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        return importlib.util.spec_from_loader(name, self) if name == "sdk" else None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__dict__.update(get_context=get_context, getContext=get_context, ctx=ctx, Context=Context,
+                               AlyxApiError=AlyxApiError)
+
+
 class Request:
     """What a handler receives as `req`."""
 
-    def __init__(self, method, target, headers, body, context):
+    def __init__(self, method, target, headers, body, context, alyx):
         parts = urlsplit(target)
         self.method = method
         self.path = parts.path
@@ -113,11 +257,13 @@ class Request:
                 self.json = json.loads(body)
             except ValueError:
                 self.json = None
-        self.input = context.get("input")
         self.auth = context.get("auth")
         self.trigger = context.get("trigger", "http")
+        self.input = context.get("input")
+        if self.input is None and self.trigger == "http":
+            self.input = self.json  # a JSON call (alyx.functions.invoke too) carries its input as the body
         self.env = dict(STATE["env"])
-        self.alyx = AlyxClient(context.get("callback_token"))
+        self.alyx = alyx
 
     def __getitem__(self, key):
         return getattr(self, key)
@@ -246,9 +392,10 @@ class Handler(BaseHTTPRequestHandler):
         raw_context = self.headers.get("x-alyx-context")
         context = json.loads(base64.b64decode(raw_context)) if raw_context else {}
         headers = {k.lower(): v for k, v in self.headers.items() if not k.lower().startswith("x-alyx-")}
-        req = Request(self.command, self.path, headers, body, context)
+        req = Request(self.command, self.path, headers, body, context, AlyxClient(context.get("callback_token")))
         res = Response()
         extra = {"x-alyx-outcome": "ok"}
+        current = _CURRENT.set(Context(req.alyx, req.auth, req.env, req.input, req.trigger))
         try:
             result = STATE["handler"](req, res)
             if hasattr(result, "__await__"):
@@ -274,6 +421,8 @@ class Handler(BaseHTTPRequestHandler):
             extra = {"x-alyx-outcome": "function_error"}
             if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                 extra["x-alyx-retire"] = "1"
+        finally:
+            _CURRENT.reset(current)
         self._mark_end(invocation)
         self._reply(res.status_code, res.body, {**res.headers, **extra})
 
@@ -307,6 +456,8 @@ def _exit_with_server():
 
 
 def main():
+    sys.meta_path.append(_SdkModule())
+    builtins.ctx = ctx  # plain functions may use the global, as in Node
     if LIFELINE == "stdin":
         threading.Thread(target=_exit_with_server, daemon=True).start()
     if os.path.exists(SOCKET_PATH):
