@@ -278,6 +278,11 @@ class SandboxManager:
         except BaseException:
             self._discard(sandbox)
             raise
+        with self._cond:
+            closed = self._closed
+        if closed:  # shutdown ran while it started: it stopped a sandbox with no process yet
+            sandbox.stop()
+            raise RuntimeGone("the server is shutting down")
         return sandbox
 
     def _reserve(self, profile: Profile, deadline: float | None) -> Sandbox:
