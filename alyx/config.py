@@ -216,16 +216,16 @@ MASK = "********"
 SECRET_WORDS = ("secret", "password", "token", "private")
 
 
-def _masked(key: str, value: Any) -> Any:
+def masked_value(key: str, value: Any) -> Any:
     """A setting's value with every secret in it replaced by MASK (keys naming a secret; URL passwords)."""
     if value is None:
         return None
     if any(word in key.lower() for word in SECRET_WORDS):
         return MASK
     if isinstance(value, Mapping):
-        return {k: _masked(str(k), v) for k, v in value.items()}
+        return {k: masked_value(str(k), v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_masked(key, v) for v in value]
+        return [masked_value(key, v) for v in value]
     if isinstance(value, str) and "://" in value and "@" in value.partition("://")[2].partition("/")[0]:
         scheme, _, rest = value.partition("://")
         userinfo, _, host = rest.partition("@")
@@ -236,6 +236,6 @@ def _masked(key: str, value: Any) -> Any:
 
 def masked_settings(config: Config) -> list[dict[str, Any]]:
     """The effective settings (key, value, default, environment variable), secrets masked: what an admin may see."""
-    return [{"key": f.metadata["key"], "value": _masked(f.metadata["key"], getattr(config, f.name)),
-             "default": _masked(f.metadata["key"], f.default), "env": "ALYX_" + f.name.upper()}
+    return [{"key": f.metadata["key"], "value": masked_value(f.metadata["key"], getattr(config, f.name)),
+             "default": masked_value(f.metadata["key"], f.default), "env": "ALYX_" + f.name.upper()}
             for f in _settings()]

@@ -1,8 +1,11 @@
-// A tiny DOM builder: h("tag.class", {attrs, on: {event}}, ...children). No innerHTML with data.
+// A tiny DOM builder: h("tag.class#id", {attrs, on: {event}}, ...children). No innerHTML with data.
 
 export function h(spec, attrs, ...children) {
-  const [tag, ...classes] = spec.split(".");
+  // "tag.class1.class2#id" (the #id may stand anywhere after the tag)
+  const idMatch = spec.match(/#([\w-]+)/);
+  const [tag, ...classes] = spec.replace(/#[\w-]+/, "").split(".");
   const el = document.createElement(tag || "div");
+  if (idMatch) el.id = idMatch[1];
   if (classes.length) el.className = classes.join(" ");
   if (attrs && (typeof attrs !== "object" || attrs instanceof Node || Array.isArray(attrs))) {
     children.unshift(attrs);

@@ -40,7 +40,7 @@ export function executionPage(id) {
   api("GET", "/api/executions/" + encodeURIComponent(id)).then((x) => {
     const err = x.error;
     clear(body,
-      h("div.card", h("dl.kv",
+      h("div.card", h("dl.kv", [
         ["Function", x.function_id], ["Version", x.version], ["Trigger", x.trigger_type], ["Status", x.status],
         ["Started", x.started_at], ["Duration", x.duration_ms === null ? "" : `${x.duration_ms} ms`], ["Tier", x.tier],
       ].map(([k, v]) => [h("dt", k), h("dd", { "data-key": k }, text(v))]))),
