@@ -45,7 +45,8 @@ export function executionPage(id) {
         ["Started", x.started_at], ["Duration", x.duration_ms === null ? "" : `${x.duration_ms} ms`], ["Tier", x.tier],
       ].map(([k, v]) => [h("dt", k), h("dd", { "data-key": k }, text(v))]))),
       err ? h("div.card.failed", h("h2", "Error"), h("p#exec-error", `${err.code || "error"}: ${err.message || ""}`),
-        err.stack ? h("pre.code#exec-stack", err.stack) : null,
+        err.stack || (err.details && err.details.traceback)
+          ? h("pre.code#exec-stack", err.stack || err.details.traceback) : null,
         err.details ? h("pre.code", JSON.stringify(err.details, null, 2)) : null) : null,
       h("h2", "Timings"), h("pre.code", JSON.stringify(x.timings || {}, null, 2)),
       h("h2", "Input"), h("pre.code", JSON.stringify(x.input, null, 2)),
