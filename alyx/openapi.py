@@ -120,6 +120,15 @@ def build_openapi(schema: Schema, config: Config) -> dict[str, Any]:
                        "parameters": id_param,
                        "responses": {"204": {"description": "Deleted"}, **_errors("401", "403", "404", "409")}},
         })
+    admin_only = {"tags": ["admin"], "security": [{"bearer": []}]}
+    api.path(path="/api/collections", operations={"get": {
+        **admin_only, "summary": "Collections with fields (type, settings, admin UI widget), indexes, rules, counts",
+        "operationId": "list_collections",
+        "responses": {"200": {"description": "{items: [...]}"}, **_errors("401", "403")}}})
+    api.path(path="/api/settings", operations={"get": {
+        **admin_only, "summary": "The effective settings, secrets masked", "operationId": "list_settings",
+        "responses": {"200": {"description": "{items: [{key, value, default, env}], project_dir}"},
+                      **_errors("401", "403")}}})
     api.path(path="/api/health", operations={"get": {"summary": "Health", "operationId": "health",
                                                        "responses": {"200": {"description": "OK"}}}})
     return api.to_dict()

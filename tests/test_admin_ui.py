@@ -38,7 +38,8 @@ def handler(req, res):
     print("about to fail")
     raise RuntimeError("boom in the function")
 '''
-FLAKY_MANIFEST = "runtime: python\nretries: 0\nhooks:\n  - {type: database, source: comments, action: insert, mode: async}\n"
+FLAKY_MANIFEST = ("runtime: python\nretries: 0\nhooks:\n"
+                  "  - {type: database, source: comments, action: insert, mode: async}\n")
 FLAKY = '''
 def handler(req, res):
     raise RuntimeError("always failing")
@@ -86,7 +87,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     assert created.returncode == 0, created.stderr
     server = LiveServer(project, workers=2, env=env)
     try:
-        r = requests.post(server.url + "/api/auth/register", json={"email": USER_EMAIL, "password": PASSWORD}, timeout=10)
+        r = requests.post(server.url + "/api/auth/register", json={"email": USER_EMAIL, "password": PASSWORD},
+                          timeout=10)
         assert r.status_code == 201, r.text
         yield Site(server, project)
     finally:
@@ -176,6 +178,8 @@ def test_collections_endpoint_describes_fields_widgets_and_counts_for_admins_onl
     assert posts["indexes"] == [{"fields": ["author", "status"], "unique": False, "name": "idx_posts_author_status"}]
     assert "password_hash" not in {f["name"] for f in by_name["users"]["fields"]}
     assert by_name["users"]["count"] >= 2 and by_name["users"]["auth"] is True
+    paths = requests.get(site.url + "/api/openapi.json", timeout=10).json()["paths"]
+    assert paths["/api/collections"]["get"]["tags"] == ["admin"] and "/api/settings" in paths
 
 
 def test_settings_endpoint_masks_secrets_for_admins_only(site: Site) -> None:
@@ -296,7 +300,8 @@ def test_create_with_a_validation_error_first_then_edit_and_delete(page: Any, si
 
 def test_filter_sort_paging_columns_bulk_delete_and_live_rows(page: Any, site: Site) -> None:
     for n in range(12):
-        r = site.call("POST", "/api/collections/posts", json={"title": f"bulk {n:02d}", "views": n, "slug": f"bulk-{n}"})
+        r = site.call("POST", "/api/collections/posts",
+                      json={"title": f"bulk {n:02d}", "views": n, "slug": f"bulk-{n}"})
         assert r.status_code == 201, r.text
     signed_in(page, site)
     page.click("a[href='#/collections/posts']")
@@ -345,6 +350,18 @@ def test_filter_sort_paging_columns_bulk_delete_and_live_rows(page: Any, site: S
     page.wait_for_selector("#page-info:text('Page 1 of 1')")
     left = site.call("GET", "/api/collections/posts", params={"filter": 'title.startsWith("bulk")'}).json()
     assert left["totalItems"] == 2
+
+
+def test_schema_is_shown_read_only_as_yaml(page: Any, site: Site) -> None:
+    signed_in(page, site)
+    page.click("a[href='#/collections/posts']")
+    page.click("#show-schema")
+    yaml_text = page.inner_text("#schema-yaml")
+    assert "{name: slug, type: string, unique: true, pattern: \"^[a-z0-9-]+$\"}" in yaml_text
+    assert "- {fields: [author, status]}" in yaml_text and 'list: "true"' in yaml_text
+    assert "edited in schema.yaml" in page.inner_text(".schema-view")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("dialog.modal", state="detached")
 
 
 def test_invoke_a_function_and_read_its_logs(page: Any, site: Site) -> None:

@@ -4,6 +4,7 @@ import { api, accessToken, qs } from "../api.js";
 import { collections } from "../app.js";
 import { clear, confirmDialog, errorBox, h, modal, text, toast } from "../dom.js";
 import { label, recordForm } from "../form.js";
+import { collectionYaml } from "../schema.js";
 
 const PAGE_SIZES = [10, 30, 50, 100, 200];
 const SYSTEM = ["id", "created_at", "updated_at"];
@@ -32,7 +33,7 @@ export function recordsPage(name) {
 
   clear(el,
     h("header.bar", h("h1", name, " ", totalLabel), live,
-      h("div.spacer"), columnsMenu, bulk,
+      h("div.spacer"), h("button#show-schema", { type: "button", on: { click: showSchema } }, "Schema"), columnsMenu, bulk,
       h("button.primary#new-record", { type: "button", on: { click: () => openForm(null) } }, "New record")),
     h("form.filter", { on: { submit: (e) => { e.preventDefault(); st.filter = filterInput.value.trim(); st.page = 1; load(); resubscribe(); } } },
       filterInput, h("button", { type: "submit" }, "Apply")),
@@ -174,6 +175,14 @@ export function recordsPage(name) {
   }
 
   function bulkDelete() { remove([...st.selected]); }
+
+  function showSchema() {
+    if (!coll) return;
+    const m = modal(h("div.schema-view", h("h2", `${name}: schema`),
+      h("p.muted", "Read-only. Fields, indexes and rules are edited in schema.yaml (then restart, or let alyx dev reload)."),
+      h("pre.code#schema-yaml", collectionYaml(coll)),
+      h("div.actions", h("button", { type: "button", on: { click: () => m.close() } }, "Close"))));
+  }
 
   // -- live updates: the realtime channel (resumes with `since` after a dropped connection) --
   function connect() {
