@@ -18,10 +18,9 @@ from typing import Any
 
 import pytest
 import requests
+from playwright.sync_api import sync_playwright  # pinned in requirements-dev.txt; drives /usr/bin/chromium
 
 from tests.conftest import BLOG_SCHEMA, ROOT, TEST_ENV, TEST_SECRET, LiveServer, write_project
-
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -99,7 +98,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
+    with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         try:
             yield b
