@@ -210,3 +210,32 @@ def load_config(project_dir: str | Path | None = None, env: Mapping[str, str] | 
                 values[f.name] = _coerce(env[var], f, f"environment variable {var}")
                 break
     return Config(**values)
+
+
+MASK = "********"
+SECRET_WORDS = ("secret", "password", "token", "private")
+
+
+def masked_value(key: str, value: Any) -> Any:
+    """A setting's value with every secret in it replaced by MASK (keys naming a secret; URL passwords)."""
+    if value is None:
+        return None
+    if any(word in key.lower() for word in SECRET_WORDS):
+        return MASK
+    if isinstance(value, Mapping):
+        return {k: masked_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked_value(key, v) for v in value]
+    if isinstance(value, str) and "://" in value and "@" in value.partition("://")[2].partition("/")[0]:
+        scheme, _, rest = value.partition("://")
+        userinfo, _, host = rest.partition("@")
+        user = userinfo.partition(":")[0]
+        return f"{scheme}://{user}:{MASK}@{host}" if user else f"{scheme}://{MASK}@{host}"
+    return value
+
+
+def masked_settings(config: Config) -> list[dict[str, Any]]:
+    """The effective settings (key, value, default, environment variable), secrets masked: what an admin may see."""
+    return [{"key": f.metadata["key"], "value": masked_value(f.metadata["key"], getattr(config, f.name)),
+             "default": masked_value(f.metadata["key"], f.default), "env": "ALYX_" + f.name.upper()}
+            for f in _settings()]

@@ -17,8 +17,8 @@ from alyx.schema import parse_schema
 from tests.conftest import BLOG_SCHEMA, TEST_ENV, write_project
 from tests.test_schema import EVERYTHING
 
-# Routes that are not API operations: static files and the Swagger UI's own pages and assets.
-NOT_IN_THE_DOCUMENT = ("static", "swagger_ui.")
+# Routes that are not API operations: static files, the Swagger UI's pages and assets, the admin UI's files.
+NOT_IN_THE_DOCUMENT = ("static", "swagger_ui.", "admin_ui.")
 METHODS = {"get", "post", "put", "patch", "delete"}
 
 

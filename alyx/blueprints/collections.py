@@ -1,4 +1,5 @@
-"""/api/collections/<c>[/<id>]: CRUD over the records service; /api/collections/<c>/bulk: update/delete by filter.
+"""/api/collections/<c>[/<id>]: CRUD over the records service; /api/collections/<c>/bulk: update/delete by
+filter; /api/collections: the collections (admins).
 
 "bulk" is never a record id (ids are 15 characters), and routing prefers the fixed segment.
 """
@@ -9,10 +10,40 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from alyx.blueprints import current_principal, request_info, services
+from alyx.blueprints.access import admin_required
 from alyx.errors import bad_request
+from alyx.fields.base import FieldSpec
+from alyx.fields.registry import lookup
 from alyx.http import json_body, json_response
+from alyx.schema import CollectionSpec
 
 bp = Blueprint("collections", __name__, url_prefix="/api/collections")
+
+
+def describe_field(spec: FieldSpec) -> dict[str, Any]:
+    """A field as the admin UI needs it: its settings and the form widget its type names."""
+    return {"name": spec.name, "type": spec.type, "widget": lookup(spec.type).widget, "required": spec.required,
+            "unique": spec.unique, "default": spec.default, "min": spec.min, "max": spec.max,
+            "pattern": spec.pattern, "values": list(spec.values), "collection": spec.collection}
+
+
+def describe_collection(spec: CollectionSpec, count: int) -> dict[str, Any]:
+    return {"name": spec.name, "auth": spec.auth, "count": count,
+            "fields": [describe_field(f) for f in spec.public_fields],
+            "indexes": [{"fields": list(i.fields), "unique": i.unique, "name": i.name} for i in spec.indexes],
+            "rules": spec.rules}
+
+
+@bp.get("")
+@admin_required("The collection list")
+def list_collections() -> Response:
+    """Every collection with its fields (type, settings, form widget), indexes, rules and record count."""
+    svc = services()
+    items = []
+    for name, spec in svc.schema.collections.items():
+        page = svc.records.list(name, {"perPage": "1"}, current_principal(), request_info())
+        items.append(describe_collection(spec, page["totalItems"]))
+    return json_response({"items": items})
 
 
 @bp.get("/<collection>")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from alyx.blueprints.admin import bp as admin_ui_bp
 from alyx.blueprints.auth import install_auth
 from alyx.blueprints.collections import bp as collections_bp
 from alyx.blueprints.docs import register_docs
@@ -13,6 +14,7 @@ from alyx.blueprints.health import bp as health_bp
 from alyx.blueprints.jobs import bp as jobs_bp
 from alyx.blueprints.realtime import register_realtime
 from alyx.blueprints.schedules import bp as schedules_bp
+from alyx.blueprints.settings import bp as settings_bp
 from alyx.blueprints.webhooks import bp as webhooks_bp
 
 
@@ -29,3 +31,5 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(jobs_bp)
     app.register_blueprint(events_bp)
     register_docs(app)
+    app.register_blueprint(settings_bp)
+    app.register_blueprint(admin_ui_bp)

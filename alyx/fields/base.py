@@ -72,6 +72,9 @@ class FieldType:
     python_hint: ClassVar[str] = "Any"  # a type hint (NumberType.python_type is the parser)
     go_type: ClassVar[str] = "json.RawMessage"
     client_doc: ClassVar[str] = ""
+    # the admin UI (static/admin/): which form widget edits a value of this type (text, textarea, integer,
+    # number, toggle, date, datetime, select, relation, json, email, url)
+    widget: ClassVar[str] = "json"
 
     # -- storage ------------------------------------------------------------------------------
     def column(self, spec: FieldSpec, models: Models, collection: str) -> peewee.Field:

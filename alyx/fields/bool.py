@@ -14,6 +14,7 @@ class BoolType(FieldType):
     """true/false only (no "yes", no 1); a bool column is a condition on its own in filters and rules."""
 
     name = "bool"
+    widget = "toggle"
     rank = 50
     family = cel.Family.BOOL
     ts_type, python_hint, go_type = "boolean", "bool", "bool"

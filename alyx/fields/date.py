@@ -15,6 +15,7 @@ class DateType(DatetimeType):
     """A date without a time: its own comparison family (a date never equals a datetime)."""
 
     name = "date"
+    widget = "date"
     rank = 70
     family = cel.Family.DATE
     base_schema = {"type": "string", "format": "date"}

@@ -33,6 +33,7 @@ class DatetimeType(FieldType):
     """RFC 3339 in (naive values are UTC), RFC 3339 UTC with milliseconds out; compared as instants."""
 
     name = "datetime"
+    widget = "datetime"
     rank = 60
     family = cel.Family.TIMESTAMP
     ts_type, python_hint, go_type = "string", "str", "string"

@@ -13,6 +13,7 @@ class EmailType(StringType):
     """An email address (marshmallow's check); JSON Schema format ``email``."""
 
     name = "email"
+    widget = "email"
     rank = 90
 
     def checks(self, spec: FieldSpec) -> list[Any]:

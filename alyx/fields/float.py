@@ -11,6 +11,7 @@ class FloatType(NumberType):
     """A finite JSON number; stored as DOUBLE."""
 
     name = "float"
+    widget = "number"
     rank = 40
     python_type = float
     base_schema = {"type": "number", "format": "double"}

@@ -13,6 +13,7 @@ class IntType(NumberType):
     """A JSON integer within 64 bits (a float with no fraction is taken); stored as BIGINT."""
 
     name = "int"
+    widget = "integer"
     rank = 30
     column_class = peewee.BigIntegerField
     marshmallow_class = StrictInt

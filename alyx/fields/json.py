@@ -22,6 +22,7 @@ class JsonType(FieldType):
     and rules only compare it with null."""
 
     name = "json"
+    widget = "json"
     rank = 80
     family = cel.Family.OPAQUE
     client_doc = "any JSON value"

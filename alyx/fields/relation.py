@@ -19,6 +19,7 @@ class RelationType(StringType):
     and converts as text."""
 
     name = "relation"
+    widget = "relation"
     rank = 130
     options = frozenset({"collection", "on_delete"})
     always_indexed = True

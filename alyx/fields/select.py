@@ -14,6 +14,7 @@ class SelectType(StringType):
     """One of ``values``; JSON Schema ``enum``."""
 
     name = "select"
+    widget = "select"
     rank = 120
     options = frozenset({"values"})
     schema_says_non_empty = False  # the enum says it already

@@ -16,6 +16,7 @@ class StringType(FieldType):
     """A short string: min/max length, pattern. Subclasses add checks (``checks``) and a format."""
 
     name = "string"
+    widget = "text"
     rank = 10
     family = cel.Family.TEXT
     options = frozenset({"min", "max", "pattern"})

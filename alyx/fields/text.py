@@ -8,4 +8,5 @@ class TextType(StringType):
     """Long text; the same settings and checks as string."""
 
     name = "text"
+    widget = "textarea"
     rank = 20

@@ -13,6 +13,7 @@ class UrlType(StringType):
     """A URL (a top-level domain is not required: http://localhost is one); format ``uri``."""
 
     name = "url"
+    widget = "url"
     rank = 100
 
     def checks(self, spec: FieldSpec) -> list[Any]:

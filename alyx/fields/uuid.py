@@ -22,6 +22,7 @@ class UuidType(StringType):
     """A UUID in any form ``uuid.UUID`` reads; no length or pattern settings; format ``uuid``."""
 
     name = "uuid"
+    widget = "text"
     rank = 110
     options = frozenset()
 

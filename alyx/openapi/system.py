@@ -173,6 +173,13 @@ def add_log_and_health_paths(api: APISpec) -> None:
         "view_execution", "executions", "One function run with its input, output, logs and error",
         {"200": response("The execution", "Execution"), **errors("404")},
         parameters=[path_param("execution_id")])})
+    api.path(path="/api/collections", operations={"get": _admin(
+        "list_collections", "admin", "Collections with fields (type, settings, UI widget), indexes, rules, counts",
+        {"200": {"description": "{items: [...]}", "content": {"application/json": {"schema": ANY_OBJECT}}}})})
+    api.path(path="/api/settings", operations={"get": _admin(
+        "list_settings", "admin", "The effective settings, secrets masked",
+        {"200": {"description": "{items: [{key, value, default, env}], project_dir}",
+                 "content": {"application/json": {"schema": ANY_OBJECT}}}})})
     api.path(path="/api/health", operations={"get": {
         "tags": ["system"], "summary": "Health", "operationId": "health",
         "responses": {"200": response("OK: the database answers", "Health"), **errors("401")}}})
