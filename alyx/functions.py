@@ -215,8 +215,13 @@ class Functions:
 
     def invoke(self, name: str, call: Call, auth: Principal | None, rule_request: Mapping[str, Any],
                log_input: Any) -> tuple[CallResult, str]:
-        """Run a function for an HTTP caller (rules.invoke first); returns the result and the execution id."""
+        """Run a function for an HTTP caller (rules.invoke first); returns the result and the execution id.
+
+        A function with triggers is served over HTTP only when its manifest says ``http: true``."""
         spec = self.registry.get(name)
+        if spec.hooks is not None and not spec.hooks.http:
+            raise AlyxError("not_found", f"Function {name!r} is not served over HTTP: it runs on its triggers "
+                            "(hooks, schedules); set `http: true` in its manifest.yaml to serve it too.", 404)
         try:
             self.check_invoke_rule(spec, auth, rule_request)
         except AlyxError as exc:

@@ -11,13 +11,14 @@ import logging
 from alyx.sandbox.calls import Call, CallResult, PoolSettings
 from alyx.sandbox.manager import SandboxManager
 from alyx.sandbox.manifest import Limits
+from alyx.sandbox.protocol import request_target
 from alyx.sandbox.registry import FunctionRegistry, FunctionSpec
 from alyx.sandbox.tiers import BwrapTier, ProcessTier, Profile, Tier, bwrap_problem
 
 log = logging.getLogger("alyx.sandbox")
 
 __all__ = ["Call", "CallResult", "FunctionRegistry", "FunctionSpec", "Limits", "PoolSettings", "Profile",
-           "SandboxManager", "Tier", "choose_tier", "detect_tier", "tier_problems"]
+           "SandboxManager", "Tier", "choose_tier", "detect_tier", "request_target", "tier_problems"]
 
 
 def tier_problems(name: str) -> str | None:

@@ -119,6 +119,12 @@ def exit_fault(name: str, memory_mb: int, oom: bool, exit_code: int | None) -> F
                  "its sandbox will be replaced.", {"exit_code": exit_code})
 
 
+def internal_fault(name: str, exc: Exception) -> Fault:
+    """The server failed to make or read the call (the runtime is fine and keeps its sandbox)."""
+    return Fault(500, "internal_error", "error",
+                 f"The call to {name!r} failed inside the server ({type(exc).__name__}); it has been logged.", {})
+
+
 class QueueTimeout(Exception):
     """No instance of the function became free before the call's deadline."""
 

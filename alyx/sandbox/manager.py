@@ -23,6 +23,7 @@ from alyx.sandbox.calls import (
     QueueTimeout,
     acquire_fault,
     exit_fault,
+    internal_fault,
     request_headers,
     result_of,
     timeout_fault,
@@ -323,32 +324,42 @@ class SandboxManager:
     # -- running ---------------------------------------------------------------------------------
     def _run(self, spec: FunctionSpec, call: Call, pool: _FunctionPool, sandbox: Sandbox, began: float,
              deadline: float, timings: dict[str, float]) -> CallResult:
+        """One call on an acquired sandbox; whatever happens, its slot is given back (or the sandbox
+        discarded when it cannot be trusted any more) before this returns or raises."""
         invocation = uuid.uuid4().hex
-        headers = request_headers(call, invocation, deadline)
-        sandbox.stdout.begin(invocation)
-        sandbox.stderr.begin(invocation)
-        t0 = time.monotonic()
         raw: RawResponse | None = None
         fault: Fault | None = None
-        discard = False
+        discard = True  # until the call came back in a known state
+        settled = False
         try:
-            raw = sandbox.invoke(call.method, call.target, headers, call.body, deadline - time.monotonic())
-        except RuntimeTimeout:
-            discard = True
-            fault = timeout_fault(spec.name, spec.limits.timeout)
-        except RuntimeGone:
-            discard = True
-            info = sandbox.exit_info(wait=2.0)
-            fault = exit_fault(spec.name, spec.limits.memory, info.oom, info.code)
-        timings["handler"] = _ms(time.monotonic() - t0)
-        if raw is not None and raw.header("x-alyx-retire"):
-            discard = True
-        if discard:
-            self._discard(sandbox, pool)
-        stdout = sandbox.stdout.finish(invocation, OUTPUT_WAIT)
-        stderr = sandbox.stderr.finish(invocation, OUTPUT_WAIT)
-        if not discard:
-            self._release(pool, sandbox)
+            headers = request_headers(call, invocation, deadline)
+            sandbox.stdout.begin(invocation)
+            sandbox.stderr.begin(invocation)
+            t0 = time.monotonic()
+            try:
+                raw = sandbox.invoke(call.method, call.target, headers, call.body, deadline - time.monotonic())
+                discard = bool(raw.header("x-alyx-retire"))
+            except RuntimeTimeout:
+                fault = timeout_fault(spec.name, spec.limits.timeout)
+            except RuntimeGone:
+                info = sandbox.exit_info(wait=2.0)
+                fault = exit_fault(spec.name, spec.limits.memory, info.oom, info.code)
+            except Exception as exc:  # noqa: BLE001 - our side failed; the runtime is untouched
+                log.exception("function %s: the call failed before the runtime answered", spec.name)
+                discard = False
+                fault = internal_fault(spec.name, exc)
+            timings["handler"] = _ms(time.monotonic() - t0)
+            if discard:
+                self._discard(sandbox, pool)
+            wait = OUTPUT_WAIT if raw is not None or discard else 0.0  # a call never sent writes no end mark
+            stdout = sandbox.stdout.finish(invocation, wait)
+            stderr = sandbox.stderr.finish(invocation, wait)
+            if not discard:
+                self._release(pool, sandbox)
+            settled = True
+        finally:
+            if not settled:  # an exception escaped (ours, or the greenlet was killed): never leak the slot
+                self._discard(sandbox, pool)
         duration = _ms(time.monotonic() - began)
         if fault is not None:
             return fault.result(stdout, stderr, timings, duration, sandbox.id, spec.version)

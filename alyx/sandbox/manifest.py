@@ -18,7 +18,7 @@ from alyx.yamlfile import Located, Reader, describe, expand_env, load_yaml
 
 RUNTIMES = ("python", "node")
 MANIFEST_KEYS = {"name", "runtime", "timeout", "memory", "cpu", "max_instances", "concurrency", "min_warm",
-                 "network", "env", "rules", "handler", "entry", "hooks", "schedules", "retries"}
+                 "network", "env", "rules", "handler", "entry", "hooks", "schedules", "retries", "http"}
 ACTIONS = {"insert": "create", "create": "create", "update": "update", "delete": "delete"}  # manifest → ChangeEvent
 HOOK_KINDS = ("database", "webhook", "event")
 WEBHOOK_MODES = ("sync", "async")  # sync (the default): the function's response is the HTTP answer
@@ -74,6 +74,12 @@ class FunctionHooks:
     webhook: WebhookHook | None = None
     events: tuple[EventHook, ...] = ()
     schedules: tuple[ScheduleSpec, ...] = ()
+    http: bool = True  # served at /api/functions/<name>: by default only functions without triggers
+
+    @property
+    def triggered(self) -> bool:
+        """Whether anything but HTTP runs it (a webhook, database hook, event or schedule)."""
+        return bool(self.database or self.webhook or self.events or self.schedules)
 
 
 @dataclass(frozen=True)
@@ -151,7 +157,11 @@ def read_hooks(function: str, top: Mapping[Any, Any], reader: Reader, environ: M
             reader.fail(hook, f"{at}.type", f"expected one of {', '.join(HOOK_KINDS)}, got {describe(kind)}",
                         key="type")
     schedules = parse_schedules(function, top.get("schedules"), reader=reader, parent=top)
-    return FunctionHooks(function, retries, tuple(database), webhook, tuple(events), tuple(schedules))
+    triggered = bool(database or webhook or events or schedules)
+    # A function with triggers runs with its manifest's secrets on their behalf: serving it over HTTP
+    # too (unsigned, to anyone) is an opt-in.
+    http = _value(reader, top, "http", _boolean, not triggered)
+    return FunctionHooks(function, retries, tuple(database), webhook, tuple(events), tuple(schedules), http)
 
 
 def _database_hook(reader: Reader, hook: dict[Any, Any], at: str) -> DatabaseHook:

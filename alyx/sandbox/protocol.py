@@ -12,6 +12,12 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, quote_from_bytes
+
+# What may stay as it is in a request target: printable ASCII but space (everything else is %XX).
+_TARGET_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+# What a path segment keeps unencoded on the runtime protocol (RFC 3986 pchar less "%", plus "/").
+_PATH_SAFE = "/!$&'()*+,;=:@-._~"
 
 
 class RuntimeTimeout(Exception):
@@ -55,6 +61,21 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def request_target(path: str, query: bytes = b"") -> str:
+    """The request target of an invocation: the decoded ``path`` percent-encoded (UTF-8) once, the raw
+    query kept (only bytes that cannot travel are encoded). The shims decode the path once."""
+    target = quote(path, safe=_PATH_SAFE)
+    if query:
+        target += "?" + quote_from_bytes(query, safe=_TARGET_SAFE)
+    return target
+
+
+def wire_target(target: str) -> str:
+    """A target that http.client can send: whatever is not printable ASCII (non-ASCII, spaces, controls)
+    percent-encoded; what is already a valid target is unchanged."""
+    return quote(target, safe=_TARGET_SAFE)
+
+
 def encode_context(context: dict[str, Any]) -> str:
     """The x-alyx-context header: base64 of the JSON {auth, input, trigger}."""
     return base64.b64encode(json.dumps(context, default=str).encode()).decode()
@@ -81,7 +102,7 @@ class RuntimeClient:
                 conn.sock.settimeout(timeout)
             else:
                 conn.timeout = timeout
-            conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+            conn.putrequest(method, wire_target(target), skip_host=True, skip_accept_encoding=True)
             conn.putheader("Host", "sandbox")
             conn.putheader("x-alyx-secret", self.secret)
             for k, v in headers or ():
@@ -97,6 +118,9 @@ class RuntimeClient:
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise RuntimeGone(f"{type(exc).__name__}: {exc}") from None
+        except BaseException:
+            conn.close()  # whatever failed, this connection is in an unknown state: never reuse it
+            raise
         if response.will_close:
             conn.close()
         else:

@@ -149,6 +149,11 @@ function markEnd(id) {
   try { fs.writeSync(2, mark); } catch (e) { /* same */ }
 }
 
+// The server percent-encodes the request path once (UTF-8); req.path is it decoded once.
+function decodePath(pathname) {
+  try { return decodeURIComponent(pathname); } catch (e) { return unescape(pathname); }
+}
+
 async function invoke(req, res, body) {
   const id = req.headers['x-alyx-invocation-id'] || '';
   if (!state.handler) return reply(res, 409, { error: { code: 'not_initialized', message: 'no function bound' } });
@@ -164,7 +169,7 @@ async function invoke(req, res, body) {
     try { json = JSON.parse(body.toString('utf8')); } catch (e) { json = null; }
   }
   const request = {
-    method: req.method, path: url.pathname, headers, query, body: body.toString('utf8'), rawBody: body, json,
+    method: req.method, path: decodePath(url.pathname), headers, query, body: body.toString('utf8'), rawBody: body, json,
     input: context.input === undefined ? null : context.input, auth: context.auth === undefined ? null : context.auth,
     trigger: context.trigger || 'http', env: Object.assign({}, state.env), alyx: alyxClient(context.callback_token),
   };

@@ -15,7 +15,7 @@ import sys
 import threading
 import traceback
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 SOCKET_PATH = os.environ.pop("ALYX_SOCKET", "/run/alyx/rt.sock")
 SECRET = os.environ.pop("ALYX_SECRET", "").encode()
@@ -98,7 +98,7 @@ class Request:
     def __init__(self, method, target, headers, body, context):
         parts = urlsplit(target)
         self.method = method
-        self.path = parts.path
+        self.path = unquote(parts.path, errors="replace")  # the server encoded it once
         self.query_all = parse_qs(parts.query, keep_blank_values=True)
         self.query = {k: v[0] for k, v in self.query_all.items()}
         self.headers = headers

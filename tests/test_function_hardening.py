@@ -1,0 +1,128 @@
+"""Hostile input against functions and their triggers (issue 15): slots, paths, triggers, bodies, tiers."""
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from tests.conftest import AppMaker
+
+SECRET = "s" * 40
+
+PATH_PY = '''
+def handler(req, res):
+    return res.json({"path": req.path})
+'''
+PATH_JS = '''
+module.exports = async function (req, res) { return res.json({ path: req.path }); };
+'''
+
+FnApp = Callable[..., Flask]
+
+
+@pytest.fixture
+def fn_app(tmp_path: Path) -> Iterator[FnApp]:
+    """An app (SQLite, process tier unless told) whose functions/ holds the given files."""
+    maker = AppMaker(tmp_path, {"ALYX_FUNCTIONS_SANDBOX": "process", "ALYX_AUTH_SECRET": SECRET,
+                                "ALYX_FUNCTIONS_IDLE_TTL": "600"}, test_users=True)
+
+    def factory(files: dict[str, str], config: str = "", env: dict[str, str] | None = None,
+                schema: str = "collections: []\n") -> Flask:
+        return maker(schema, config, files={k: textwrap.dedent(v) for k, v in files.items()}, env=env)
+
+    yield factory
+    maker.close()
+
+
+def executions(app: Flask, **filters: str) -> list[dict]:
+    response = app.test_client().get("/api/executions", query_string=filters, headers={"X-Test-User": "admin"})
+    assert response.status_code == 200, response.data
+    return response.json["items"]
+
+
+# -- 1: a bad request path never costs a slot or a sandbox -------------------------------------------------------
+@pytest.mark.parametrize("ext,source", [("py", PATH_PY), ("js", PATH_JS)], ids=["python", "node"])
+def test_odd_paths_reach_the_function_decoded_once_and_cost_nothing(fn_app: FnApp, ext: str, source: str) -> None:
+    app = fn_app({"fn/index." + ext: source, "fn/manifest.yaml": "max_instances: 1\ntimeout: 3\n"})
+    c = app.test_client()
+    for _ in range(4):  # more than max_instances: a leaked slot would make the later calls wait and 504
+        r = c.get("/api/functions/fn/%C3%A9")
+        assert r.status_code == 200, r.data
+        assert r.json == {"path": "/api/functions/fn/\u00e9"}
+    spaced = c.get("/api/functions/fn/a%20b")
+    assert spaced.status_code == 200, spaced.data
+    assert spaced.json == {"path": "/api/functions/fn/a b"}
+    assert c.get("/api/functions/fn/100%25/x%3Fy").json == {"path": "/api/functions/fn/100%/x?y"}
+    assert c.get("/api/functions/fn/plain?q=%C3%A9").json == {"path": "/api/functions/fn/plain"}
+    sandboxes = {run["sandbox"] for run in executions(app, function_id="fn")}
+    assert len(sandboxes) == 1  # one warm sandbox served every call: none was thrown away
+
+
+def test_an_exception_on_the_invoke_path_releases_the_slot(fn_app: FnApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    from alyx.sandbox.protocol import RuntimeClient
+
+    app = fn_app({"fn/index.py": PATH_PY, "fn/manifest.yaml": "max_instances: 1\ntimeout: 2\n"})
+    c = app.test_client()
+    assert c.get("/api/functions/fn").status_code == 200
+    real = RuntimeClient.request
+
+    def broken(self: RuntimeClient, method: str, target: str, *args: object, **kwargs: object) -> object:
+        if target.endswith("/boom"):
+            raise ValueError("something unexpected on the invoke path")
+        return real(self, method, target, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RuntimeClient, "request", broken)
+    for _ in range(3):
+        assert c.get("/api/functions/fn/boom").status_code == 500
+    r = c.get("/api/functions/fn/ok")
+    assert r.status_code == 200, r.data
+
+
+# -- 5: a function with triggers is not a public function unless its manifest says so ----------------------------
+HOOKED = {
+    "signed/manifest.yaml": """
+        hooks:
+          - type: webhook
+            verification: {type: hmac-sha256, header: X-Sig, secret: whsec, required: true}
+        env: {API_KEY: secret-value}
+        """,
+    "ondb/manifest.yaml": "hooks:\n  - {type: database, source: notes, action: insert}\n",
+    "onevent/manifest.yaml": "hooks:\n  - {type: event, event: order.*}\n",
+    "nightly/manifest.yaml": "schedules:\n  - {name: n, type: cron, expression: '0 3 * * *'}\n",
+    "served/manifest.yaml": "http: true\nhooks:\n  - {type: event, event: order.*}\n",
+    "plain/manifest.yaml": "timeout: 5\n",
+}
+ENV_PY = '''
+import os
+def handler(req, res):
+    return res.json({"key": os.environ.get("API_KEY"), "trigger": req.trigger})
+'''
+NOTES = "collections:\n  - name: notes\n    fields:\n      - {name: text, type: string}\n"
+
+
+def test_functions_with_triggers_are_not_served_over_http(fn_app: FnApp) -> None:
+    files = dict(HOOKED)
+    for name in ("signed", "ondb", "onevent", "nightly", "served", "plain"):
+        files[f"{name}/index.py"] = ENV_PY
+    app = fn_app(files, schema=NOTES)
+    c = app.test_client()
+    for name in ("signed", "ondb", "onevent", "nightly"):
+        for method in ("GET", "POST"):
+            r = c.open(f"/api/functions/{name}", method=method, headers={"X-Test-User": "admin"})
+            assert r.status_code == 404, (name, r.data)
+            assert r.json["error"]["code"] == "not_found" and "http: true" in r.json["error"]["message"]
+        assert c.post(f"/api/functions/{name}/sub/path").status_code == 404
+    assert b"secret-value" not in c.post("/api/functions/signed").data
+    assert c.post("/api/functions/served").json == {"key": None, "trigger": "http"}
+    assert c.post("/api/functions/plain").json == {"key": None, "trigger": "http"}
+    # the webhook itself still runs (unsigned: refused by its required verification)
+    assert c.post("/api/webhooks/signed", data=b"{}").status_code == 401
+
+
+def test_the_http_key_is_checked(fn_app: FnApp) -> None:
+    app = fn_app({"bad/manifest.yaml": "http: yes please\n", "bad/index.py": ENV_PY})
+    r = app.test_client().get("/api/functions/bad")
+    assert r.status_code == 503 and "manifest.yaml:1: http: expected true or false" in r.json["error"]["message"]
