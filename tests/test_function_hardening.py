@@ -126,3 +126,41 @@ def test_the_http_key_is_checked(fn_app: FnApp) -> None:
     app = fn_app({"bad/manifest.yaml": "http: yes please\n", "bad/index.py": ENV_PY})
     r = app.test_client().get("/api/functions/bad")
     assert r.status_code == 503 and "manifest.yaml:1: http: expected true or false" in r.json["error"]["message"]
+
+
+# -- 11: past server.max_body_bytes every path answers 413, chunked or not -----------------------------------------
+LEN_PY = '''
+def handler(req, res):
+    return res.json({"length": len(req.raw_body)})
+'''
+WEBHOOK_LEN = "hooks:\n  - {type: webhook}\n"
+
+
+def _chunks(data: bytes, size: int = 1000) -> Iterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+def test_bodies_past_the_limit_answer_413_chunked_or_not(live_server, tmp_path: Path) -> None:
+    import requests
+
+    functions = tmp_path / "live0" / "functions"
+    (functions / "hook").mkdir(parents=True)
+    (functions / "size.py").write_text(LEN_PY)
+    (functions / "hook" / "index.py").write_text(LEN_PY)
+    (functions / "hook" / "manifest.yaml").write_text(WEBHOOK_LEN)
+    server = live_server(schema=NOTES, workers=1, env={"ALYX_FUNCTIONS_SANDBOX": "process",
+                                                       "ALYX_SERVER_MAX_BODY_BYTES": "10000"})
+    url = server.url
+    fits, past = b"x" * 10000, b"x" * 10001
+    for path in ("/api/functions/size", "/api/webhooks/hook"):
+        assert requests.post(url + path, data=fits, timeout=30).json() == {"length": 10000}
+        assert requests.post(url + path, data=_chunks(fits), timeout=30).json() == {"length": 10000}
+        for body in (past, _chunks(past), _chunks(b"x" * 3_000_000, 65536)):
+            r = requests.post(url + path, data=body, timeout=30)
+            assert r.status_code == 413, (path, r.status_code, r.text[:200])
+            assert r.json()["error"]["code"] == "too_large"
+    record = b'{"text": "' + b"y" * 10000 + b'"}'
+    r = requests.post(url + "/api/collections/notes", data=_chunks(record), timeout=30,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 413, (r.status_code, r.text[:200])

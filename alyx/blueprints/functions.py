@@ -11,7 +11,7 @@ from alyx.blueprints.access import admin_required
 from alyx.callback import ENVIRON_KEY
 from alyx.errors import AlyxError
 from alyx.functions import SECRET_HEADERS, http_log_input, public_details
-from alyx.http import json_response
+from alyx.http import json_response, request_body
 from alyx.sandbox import Call, CallResult, request_target
 
 bp = Blueprint("functions", __name__)
@@ -44,7 +44,7 @@ def list_functions() -> Response:
 @bp.route("/api/functions/<name>/<path:rest>", methods=METHODS)
 def invoke(name: str, rest: str = "") -> Response:
     functions = services().functions
-    body = request.get_data(cache=False)
+    body = request_body()
     # The caller's credentials stay here: the function gets req.auth, never the token itself.
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in SECRET_HEADERS]
     # The path travels percent-encoded once (werkzeug decoded it); the shim decodes it once for req.path.
