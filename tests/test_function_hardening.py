@@ -164,3 +164,39 @@ def test_bodies_past_the_limit_answer_413_chunked_or_not(live_server, tmp_path: 
     r = requests.post(url + "/api/collections/notes", data=_chunks(record), timeout=30,
                       headers={"Content-Type": "application/json"})
     assert r.status_code == 413, (r.status_code, r.text[:200])
+
+
+# -- 14: outside development, auto never falls back to the unisolated process tier --------------------------------
+def _no_isolation(monkeypatch: pytest.MonkeyPatch) -> None:
+    import alyx.sandbox
+
+    real = alyx.sandbox.tier_problems
+    monkeypatch.setattr("alyx.sandbox._detected", {})
+    monkeypatch.setattr("alyx.sandbox.tier_problems",
+                        lambda name: real(name) if name == "process" else f"no {name} in this test")
+
+
+def test_auto_refuses_the_process_tier_in_production(fn_app: FnApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_isolation(monkeypatch)
+    app = fn_app({"hello.py": PATH_PY}, env={"ALYX_FUNCTIONS_SANDBOX": "auto", "ALYX_SERVER_ENVIRONMENT": "production"})
+    c = app.test_client()
+    r = c.get("/api/functions/hello")
+    assert r.status_code == 503, r.data
+    assert r.json["error"]["code"] == "sandbox_unavailable"
+    assert "functions.sandbox: process" in r.json["error"]["message"]
+    tier = c.get("/api/health", headers={"X-Test-User": "admin"}).json["functions"]["sandbox"]
+    assert tier.startswith("unavailable:") and "process" in tier
+
+
+def test_auto_falls_back_in_development_and_process_can_be_chosen(fn_app: FnApp,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_isolation(monkeypatch)
+    dev = fn_app({"hello.py": PATH_PY},
+                 env={"ALYX_FUNCTIONS_SANDBOX": "auto", "ALYX_SERVER_ENVIRONMENT": "development"})
+    r = dev.test_client().get("/api/functions/hello")
+    assert r.status_code == 200, r.data
+    prod = fn_app({"hello.py": PATH_PY}, env={"ALYX_FUNCTIONS_SANDBOX": "process",
+                                              "ALYX_SERVER_ENVIRONMENT": "production"})
+    assert prod.test_client().get("/api/functions/hello").status_code == 200
+    health = prod.test_client().get("/api/health", headers={"X-Test-User": "admin"}).json
+    assert health["functions"]["sandbox"] == "process"
