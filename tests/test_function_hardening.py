@@ -200,3 +200,50 @@ def test_auto_falls_back_in_development_and_process_can_be_chosen(fn_app: FnApp,
     assert prod.test_client().get("/api/functions/hello").status_code == 200
     health = prod.test_client().get("/api/health", headers={"X-Test-User": "admin"}).json
     assert health["functions"]["sandbox"] == "process"
+
+
+# -- 6: a timestamped webhook takes only its scheme, and each (t, signature) once, across workers ----------------
+STAMPED = """
+hooks:
+  - type: webhook
+    verification: {type: hmac-sha256, header: Stripe-Signature, secret: whsec, required: true,
+                   tolerance_seconds: 300}
+"""
+VERIFIED_PY = '''
+def handler(req, res):
+    return res.json({"verified": req.input["verified"], "body": req.input["body"]})
+'''
+
+
+def test_stripe_style_replays_and_downgrades_are_refused(fn_app: FnApp, tmp_path: Path) -> None:
+    import time
+
+    from alyx.signatures import sign
+
+    files = {"stripe/manifest.yaml": STAMPED, "stripe/index.py": VERIFIED_PY}
+    first = fn_app(files)
+    # both workers on one database: the second app is built in the first one's project
+    project = first.config["project"]
+    second = AppMaker(tmp_path / "w2", {"ALYX_FUNCTIONS_SANDBOX": "process", "ALYX_AUTH_SECRET": SECRET})(
+        "collections: []\n", files={k: textwrap.dedent(v) for k, v in files.items()}, project=project)
+    try:
+        body = b'{"type": "charge.succeeded"}'
+        now = int(time.time())
+        header = sign(body, "whsec", timestamp=now)
+        ok = first.test_client().post("/api/webhooks/stripe", data=body, headers={"Stripe-Signature": header})
+        assert ok.status_code == 200 and ok.json["verified"] is True, ok.data
+        for app in (first, second):  # the exact replay, on this worker and on another
+            again = app.test_client().post("/api/webhooks/stripe", data=body, headers={"Stripe-Signature": header})
+            assert again.status_code == 401 and "replay" in again.json["error"]["message"], again.data
+        bare = header.split("v1=")[1]
+        forged = first.test_client().post("/api/webhooks/stripe", data=f"{now}.".encode() + body,
+                                          headers={"Stripe-Signature": bare})
+        assert forged.status_code == 401, forged.data
+        huge = first.test_client().post("/api/webhooks/stripe", data=body,
+                                        headers={"Stripe-Signature": f"t={'9' * 400},v1={bare}"})
+        assert huge.status_code == 401, huge.data
+        fresh = sign(body, "whsec", timestamp=now + 1)  # a new delivery of the same body is not a replay
+        assert second.test_client().post("/api/webhooks/stripe", data=body,
+                                         headers={"Stripe-Signature": fresh}).status_code == 200
+    finally:
+        second.extensions["alyx"].close()

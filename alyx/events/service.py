@@ -19,6 +19,7 @@ from alyx.events.incoming import WebhookAnswer, clean_event, delivery_headers, w
 from alyx.events.index import HookCatalog, HookIndex
 from alyx.events.outbox import outbox_rows
 from alyx.events.outgoing import parse_outgoing
+from alyx.events.replays import ReplayGuard
 from alyx.events.runner import JobRunner
 from alyx.events.sync_hooks import SyncHooks
 from alyx.events.trigger import log_trigger, run_trigger
@@ -42,6 +43,7 @@ class Events:
         self.jobs = JobQueue(db, self.models.job, config.events_backoff_base_ms / 1000,
                              float(config.events_backoff_max_seconds))
         self.leases = Leases(db, self.models.lease)
+        self.replays = ReplayGuard(db, self.models.replay)
         self.outgoing = parse_outgoing(config.webhooks, os.environ, str(config.project_dir / CONFIG_FILE))
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._local = threading.local()
@@ -130,7 +132,8 @@ class Events:
         hook = spec.hooks.webhook if spec.hooks else None
         if hook is None:
             raise AlyxError("not_found", f"Function {name!r} has no webhook hook.", 404)
-        hook_input, result = webhook_input(hook, body, headers)
+        hook_input, result = webhook_input(hook, body, headers,
+                                           lambda key, expires: self.replays.first_time(name, key, expires))
         if hook.required and not result.verified:
             message = f"Webhook signature check failed: {result.error}."
             log_trigger(self.functions, name, spec.version, "webhook", hook_input, None, utcnow(), status="denied",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alyx.schedules import ScheduleSpec, parse_schedules
-from alyx.signatures import ALGORITHMS, DEFAULT_TOLERANCE_SECONDS
+from alyx.signatures import ALGORITHMS, DEFAULT_TOLERANCE_SECONDS, SCHEMES
 from alyx.units import DURATION_HINT, SIZE_HINT, parse_duration, parse_size_mb
 from alyx.yamlfile import Located, Reader, describe, expand_env, load_yaml
 
@@ -55,6 +55,7 @@ class WebhookHook:
     required: bool
     tolerance_seconds: float
     mode: str = "sync"  # sync: run now, the function answers the sender | async: queue it, answer 202
+    scheme: str = "any"  # the one signature form accepted (alyx/signatures.py SCHEMES)
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ def _webhook_hook(reader: Reader, hook: dict[Any, Any], at: str, environ: Mappin
     if raw is None:
         return WebhookHook(None, None, None, False, DEFAULT_TOLERANCE_SECONDS, mode)
     at = f"{at}.verification"
-    verification = reader.mapping(raw, at, {"type", "header", "secret", "required", "tolerance_seconds"},
+    verification = reader.mapping(raw, at, {"type", "header", "secret", "required", "tolerance_seconds", "scheme"},
                                   parent=hook, key="verification")
     algorithm = verification.get("type", "hmac-sha256")
     if algorithm not in ALGORITHMS:
@@ -202,9 +203,12 @@ def _webhook_hook(reader: Reader, hook: dict[Any, Any], at: str, environ: Mappin
     required = _value(reader, verification, "required", _boolean, False, f"{at}.")
     tolerance = _value(reader, verification, "tolerance_seconds", _duration(0), float(DEFAULT_TOLERANCE_SECONDS),
                        f"{at}.")
+    # A tolerance only means something for timestamped signatures: asking for one pins that scheme.
+    scheme = _value(reader, verification, "scheme", _choice(SCHEMES),
+                    "timestamped" if "tolerance_seconds" in verification else "any", f"{at}.")
     secret = verification.get("secret")
     return WebhookHook(algorithm, header, None if secret is None else expand_env(secret, environ), required,
-                       tolerance, mode)
+                       tolerance, mode, scheme)
 
 
 # -- one key each ---------------------------------------------------------------------------------
