@@ -9,11 +9,13 @@ const path = require('path');
 const { pathToFileURL } = require('url');
 
 const SOCKET_PATH = process.env.ALYX_SOCKET || '/run/alyx/rt.sock';
-const SECRET = Buffer.from(process.env.ALYX_SECRET || '');
+// The per-sandbox secret: from the file the server wrote (never argv, never the environment).
+const SECRET = Buffer.from(fs.readFileSync(process.env.ALYX_SECRET_FILE, 'utf8').trim());
+if (!SECRET.length) { process.stderr.write('alyx shim: the secret file is empty\n'); process.exit(1); }
 const API_SOCKET = process.env.ALYX_API_SOCKET || '';
 const LIFELINE = process.env.ALYX_LIFELINE || '';
 delete process.env.ALYX_SOCKET;
-delete process.env.ALYX_SECRET;
+delete process.env.ALYX_SECRET_FILE;
 delete process.env.ALYX_API_SOCKET;
 delete process.env.ALYX_LIFELINE;
 if (LIFELINE === 'stdin') {

@@ -18,7 +18,18 @@ from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 SOCKET_PATH = os.environ.pop("ALYX_SOCKET", "/run/alyx/rt.sock")
-SECRET = os.environ.pop("ALYX_SECRET", "").encode()
+
+
+def _secret():
+    """The per-sandbox secret: from the file the server wrote (never argv, never the environment)."""
+    with open(os.environ.pop("ALYX_SECRET_FILE"), "rb") as f:
+        secret = f.read().strip()
+    if not secret:
+        sys.exit("alyx shim: the secret file is empty")
+    return secret
+
+
+SECRET = _secret()
 API_SOCKET = os.environ.pop("ALYX_API_SOCKET", "")
 LIFELINE = os.environ.pop("ALYX_LIFELINE", "")
 END_MARK = "\x1eALYX-END {}\x1e\n"
