@@ -247,3 +247,44 @@ def test_stripe_style_replays_and_downgrades_are_refused(fn_app: FnApp, tmp_path
                                          headers={"Stripe-Signature": fresh}).status_code == 200
     finally:
         second.extensions["alyx"].close()
+
+
+# -- 12: webhook bodies reach the function byte for byte ------------------------------------------------------------
+RAW_PY = '''
+import base64, hashlib
+def handler(req, res):
+    print(hashlib.sha256(req.raw_body).hexdigest())
+    decoded = req.input["body"]
+    if req.input.get("body_encoding") == "base64":
+        decoded = base64.b64decode(decoded)
+    else:
+        decoded = decoded.encode()
+    return res.json({"sha": hashlib.sha256(req.raw_body).hexdigest(), "input_sha": hashlib.sha256(decoded).hexdigest(),
+                     "encoding": req.input.get("body_encoding")})
+'''
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_webhook_bodies_that_are_not_utf8_arrive_unaltered(fn_app: FnApp, mode: str) -> None:
+    import hashlib
+    import time
+
+    app = fn_app({"raw/manifest.yaml": f"hooks:\n  - {{type: webhook, mode: {mode}}}\n", "raw/index.py": RAW_PY},
+                 env={"ALYX_EVENTS_POLL_MS": "50"})
+    c = app.test_client()
+    for body in (b"\xff\xfe caf\xe9 \x00\x80", "café ✓".encode()):
+        sha = hashlib.sha256(body).hexdigest()
+        r = c.post("/api/webhooks/raw", data=body, content_type="application/octet-stream")
+        if mode == "sync":
+            assert r.status_code == 200, r.data
+            assert r.json["sha"] == sha and r.json["input_sha"] == sha
+            continue
+        assert r.status_code == 202, r.data
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            app.extensions["alyx"].events.run_due_jobs()
+            runs = [run for run in executions(app, function_id="raw") if sha in run["logs"]["stdout"]]
+            if runs:
+                break
+            time.sleep(0.05)
+        assert runs and runs[0]["status"] == "success", executions(app, function_id="raw")

@@ -9,7 +9,7 @@ from typing import Any
 from alyx.clock import utcnow
 from alyx.db import Database
 from alyx.errors import AlyxError
-from alyx.events.incoming import delivery_headers
+from alyx.events.incoming import delivery_headers, input_body
 from alyx.events.outgoing import OutgoingWebhook, deliver
 from alyx.events.trigger import log_trigger, run_trigger
 from alyx.executions import capped_text
@@ -48,7 +48,7 @@ class JobRunner:
                                                                      None, started))
         body = headers = None
         if job.trigger_type == "webhook":
-            body = (hook_input.get("body") or "").encode()
+            body = input_body(hook_input)
             headers = delivery_headers(hook_input)
         # Not x-alyx-*: the sandbox manager reserves those names for the runtime protocol.
         headers = [*(headers or []), ("alyx-job-id", str(job.id)), ("alyx-attempt", str(job.attempts))]
