@@ -288,3 +288,86 @@ def test_webhook_bodies_that_are_not_utf8_arrive_unaltered(fn_app: FnApp, mode: 
                 break
             time.sleep(0.05)
         assert runs and runs[0]["status"] == "success", executions(app, function_id="raw")
+
+
+# -- 13: a trigger runs as its caller (the publisher; a webhook's sender is anonymous) unless run_as: system ----------
+PROBE_PY = '''
+def handler(req, res):
+    try:
+        req.alyx.request("GET", "/api/functions")
+        status = 200
+    except Exception as exc:
+        status = getattr(exc, "status", 0)
+    print("admin-api", status)
+    return res.json({"status": status})
+'''
+PUBLISH_PY = '''
+def handler(req, res):
+    return res.json(req.alyx.request("POST", "/api/events", {"type": "probe.go"}))
+'''
+
+
+def _probe_runs(app: Flask, name: str, count: int) -> list[str]:
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        app.extensions["alyx"].events.run_due_jobs()
+        runs = [r["logs"]["stdout"] for r in executions(app, function_id=name)]
+        if len(runs) >= count:
+            return runs
+        time.sleep(0.05)
+    raise AssertionError(f"{name}: {executions(app, function_id=name)}")
+
+
+def test_triggers_run_as_their_caller_not_as_admin(fn_app: FnApp) -> None:
+    app = fn_app({
+        "hook/manifest.yaml": "hooks:\n  - {type: webhook}\n", "hook/index.py": PROBE_PY,
+        "trusted/manifest.yaml": "run_as: system\nhooks:\n  - {type: webhook}\n", "trusted/index.py": PROBE_PY,
+        "listener/manifest.yaml": "hooks:\n  - {type: event, event: probe.*}\n", "listener/index.py": PROBE_PY,
+        "pub.py": PUBLISH_PY,
+    })
+    c = app.test_client()
+    assert c.post("/api/webhooks/hook", data=b"{}").json == {"status": 401}  # unverified sender: anonymous
+    assert c.post("/api/webhooks/trusted", data=b"{}").json == {"status": 200}  # the manifest opted in
+    assert c.post("/api/functions/pub").json == {"delivered_to": ["listener"]}  # an anonymous publisher
+    assert _probe_runs(app, "listener", 1)[0].startswith("admin-api 401")
+    assert c.post("/api/events", json={"type": "probe.admin"}, headers={"X-Test-User": "admin"}).status_code == 202
+    assert _probe_runs(app, "listener", 2)[0].startswith("admin-api 200")  # an admin publisher: admin
+    bad = fn_app({"x/manifest.yaml": "run_as: root\n", "x/index.py": PROBE_PY}).test_client().get("/api/functions/x")
+    assert bad.status_code == 503 and "run_as" in bad.json["error"]["message"]
+
+
+# -- 17: a function's answer is capped and its status checked (502 otherwise) ---------------------------------------
+ANSWER_PY = '''
+def handler(req, res):
+    size = int(req.query.get("size", "0"))
+    if size:
+        return res.text("x" * size)
+    return res.text("odd", int(req.query["status"]))
+'''
+ANSWER_JS = '''
+module.exports = async function (req, res) {
+  const size = Number(req.query.size || 0);
+  if (size) return res.text('x'.repeat(size));
+  return res.text('odd', Number(req.query.status));
+};
+'''
+
+
+@pytest.mark.parametrize("ext,source", [("py", ANSWER_PY), ("js", ANSWER_JS)], ids=["python", "node"])
+def test_oversized_answers_and_invalid_statuses_are_502(fn_app: FnApp, ext: str, source: str) -> None:
+    app = fn_app({f"answer.{ext}": source}, env={"ALYX_FUNCTIONS_MAX_RESPONSE_BYTES": "100000"})
+    c = app.test_client()
+    assert c.get("/api/functions/answer?size=100000").status_code == 200
+    big = c.get("/api/functions/answer?size=100001")
+    assert big.status_code == 502 and big.json["error"]["code"] == "function_bad_response", big.data[:300]
+    assert "100000" in big.json["error"]["message"]
+    for status in (999, 600, 99, 100, 101):
+        r = c.get(f"/api/functions/answer?status={status}")
+        assert r.status_code == 502 and r.json["error"]["code"] == "function_bad_response", (status, r.data[:300])
+    for status in (200, 201, 404, 418, 599):
+        assert c.get(f"/api/functions/answer?status={status}").status_code == status
+    sandboxes = {run["sandbox"] for run in executions(app, function_id="answer")}
+    assert len(sandboxes) == 1  # a bad answer does not cost the sandbox
+    assert [r["status"] for r in executions(app, function_id="answer")].count("error") == 6  # logged as errors
