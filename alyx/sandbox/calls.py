@@ -21,6 +21,7 @@ class PoolSettings:
     warm_per_runtime: int = 1
     idle_ttl: float = 300.0  # seconds
     memory_budget: int = 2048  # MB: the sum of the memory limits of all live sandboxes
+    max_response_bytes: int = 10 * 1024 * 1024  # a function's answer body at most (502 past it)
     reap_interval: float = 2.0
 
 
@@ -117,6 +118,11 @@ def exit_fault(name: str, memory_mb: int, oom: bool, exit_code: int | None) -> F
     return Fault(502, "function_crashed", "crashed",
                  f"The function's runtime exited during the call (exit code {exit_code}); "
                  "its sandbox will be replaced.", {"exit_code": exit_code})
+
+
+def bad_response_fault(name: str, problem: str) -> Fault:
+    """The runtime answered, but not with something HTTP can pass on (too long, an invalid status)."""
+    return Fault(502, "function_bad_response", "error", f"The function {name!r} answered badly: {problem}.", {})
 
 
 def internal_fault(name: str, exc: Exception) -> Fault:

@@ -22,13 +22,14 @@ from alyx.sandbox.calls import (
     PoolSettings,
     QueueTimeout,
     acquire_fault,
+    bad_response_fault,
     exit_fault,
     internal_fault,
     request_headers,
     result_of,
     timeout_fault,
 )
-from alyx.sandbox.protocol import RawResponse, RuntimeGone, RuntimeTimeout
+from alyx.sandbox.protocol import RawResponse, ResponseTooLarge, RuntimeGone, RuntimeTimeout
 from alyx.sandbox.registry import FunctionSpec
 from alyx.sandbox.tiers import OUTPUT_WAIT, LoadError, Profile, Sandbox, Tier
 
@@ -330,15 +331,22 @@ class SandboxManager:
         raw: RawResponse | None = None
         fault: Fault | None = None
         discard = True  # until the call came back in a known state
-        settled = False
+        settled = unsent = False
         try:
             headers = request_headers(call, invocation, deadline)
             sandbox.stdout.begin(invocation)
             sandbox.stderr.begin(invocation)
             t0 = time.monotonic()
             try:
-                raw = sandbox.invoke(call.method, call.target, headers, call.body, deadline - time.monotonic())
+                raw = sandbox.invoke(call.method, call.target, headers, call.body, deadline - time.monotonic(),
+                                     self.settings.max_response_bytes)
                 discard = bool(raw.header("x-alyx-retire"))
+                if not 200 <= raw.status <= 599:
+                    fault = bad_response_fault(spec.name, f"HTTP status {raw.status} (expected 200-599)")
+            except ResponseTooLarge as exc:
+                discard = False  # the runtime finished its call; only this answer is refused
+                fault = bad_response_fault(spec.name, f"its body is longer than the limit of {exc.limit} bytes "
+                                                      "(functions.max_response_bytes)")
             except RuntimeTimeout:
                 fault = timeout_fault(spec.name, spec.limits.timeout)
             except RuntimeGone:
@@ -346,12 +354,12 @@ class SandboxManager:
                 fault = exit_fault(spec.name, spec.limits.memory, info.oom, info.code)
             except Exception as exc:  # noqa: BLE001 - our side failed; the runtime is untouched
                 log.exception("function %s: the call failed before the runtime answered", spec.name)
-                discard = False
+                discard, unsent = False, True
                 fault = internal_fault(spec.name, exc)
             timings["handler"] = _ms(time.monotonic() - t0)
             if discard:
                 self._discard(sandbox, pool)
-            wait = OUTPUT_WAIT if raw is not None or discard else 0.0  # a call never sent writes no end mark
+            wait = 0.0 if unsent else OUTPUT_WAIT  # a call that never reached the runtime writes no end mark
             stdout = sandbox.stdout.finish(invocation, wait)
             stderr = sandbox.stderr.finish(invocation, wait)
             if not discard:

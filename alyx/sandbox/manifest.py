@@ -18,9 +18,10 @@ from alyx.yamlfile import Located, Reader, describe, expand_env, load_yaml
 
 RUNTIMES = ("python", "node")
 MANIFEST_KEYS = {"name", "runtime", "timeout", "memory", "cpu", "max_instances", "concurrency", "min_warm",
-                 "network", "env", "rules", "handler", "entry", "hooks", "schedules", "retries", "http"}
+                 "network", "env", "rules", "handler", "entry", "hooks", "schedules", "retries", "http", "run_as"}
 ACTIONS = {"insert": "create", "create": "create", "update": "update", "delete": "delete"}  # manifest → ChangeEvent
 HOOK_KINDS = ("database", "webhook", "event")
+RUN_AS = ("caller", "system")  # who a trigger run is when it calls the API back (req.alyx)
 WEBHOOK_MODES = ("sync", "async")  # sync (the default): the function's response is the HTTP answer
 UNSUPPORTED_RUNTIMES = {"go": "Go functions are not supported yet"}
 
@@ -76,6 +77,7 @@ class FunctionHooks:
     events: tuple[EventHook, ...] = ()
     schedules: tuple[ScheduleSpec, ...] = ()
     http: bool = True  # served at /api/functions/<name>: by default only functions without triggers
+    run_as: str = "caller"  # caller: the trigger's own (publisher; a webhook's sender is anonymous) | system
 
     @property
     def triggered(self) -> bool:
@@ -162,7 +164,8 @@ def read_hooks(function: str, top: Mapping[Any, Any], reader: Reader, environ: M
     # A function with triggers runs with its manifest's secrets on their behalf: serving it over HTTP
     # too (unsigned, to anyone) is an opt-in.
     http = _value(reader, top, "http", _boolean, not triggered)
-    return FunctionHooks(function, retries, tuple(database), webhook, tuple(events), tuple(schedules), http)
+    run_as = _value(reader, top, "run_as", _choice(RUN_AS), "caller")
+    return FunctionHooks(function, retries, tuple(database), webhook, tuple(events), tuple(schedules), http, run_as)
 
 
 def _database_hook(reader: Reader, hook: dict[Any, Any], at: str) -> DatabaseHook:

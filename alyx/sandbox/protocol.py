@@ -28,6 +28,14 @@ class RuntimeGone(Exception):
     """The runtime's socket closed or refused: the process exited or crashed."""
 
 
+class ResponseTooLarge(Exception):
+    """The runtime's answer is longer than the cap (the connection is dropped, the runtime is fine)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the answer is longer than {limit} bytes")
+        self.limit = limit
+
+
 @dataclass
 class RawResponse:
     status: int
@@ -91,7 +99,8 @@ class RuntimeClient:
         self._lock = threading.Lock()
 
     def request(self, method: str, target: str, headers: list[tuple[str, str]] | None = None,
-                body: bytes = b"", timeout: float = 10.0) -> RawResponse:
+                body: bytes = b"", timeout: float = 10.0, max_body: int | None = None) -> RawResponse:
+        """One request; ``max_body`` caps the answer's body (ResponseTooLarge past it, read no further)."""
         timeout = max(timeout, 0.001)
         with self._lock:
             conn = self._idle.pop() if self._idle else None
@@ -110,7 +119,11 @@ class RuntimeClient:
             conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body)
             response = conn.getresponse()
-            data = response.read()
+            if max_body is not None and response.length is not None and response.length > max_body:
+                raise ResponseTooLarge(max_body)
+            data = response.read() if max_body is None else response.read(max_body + 1)
+            if max_body is not None and len(data) > max_body:
+                raise ResponseTooLarge(max_body)
             result = RawResponse(response.status, response.getheaders(), data)
         except TimeoutError as exc:
             conn.close()

@@ -167,9 +167,9 @@ class Sandbox(ABC):
                             error.get("details") or {}, self.init_stdout, self.init_stderr)
 
     def invoke(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
-               timeout: float) -> RawResponse:
+               timeout: float, max_body: int | None = None) -> RawResponse:
         self.calls += 1
-        return self.client.request(method, target, headers, body, timeout)
+        return self.client.request(method, target, headers, body, timeout, max_body)
 
     @property
     def code_dir(self) -> str:

@@ -190,6 +190,12 @@ async function invoke(req, res, body) {
     out = new Res().json({ error: { code: oom ? 'memory_limit_exceeded' : 'function_error', message: describe(err) } }, 500);
     extra = oom ? { 'x-alyx-outcome': 'memory_limit_exceeded', 'x-alyx-retire': '1' } : { 'x-alyx-outcome': 'function_error' };
   }
+  if (!Number.isInteger(out.statusCode) || out.statusCode < 200 || out.statusCode > 599) {
+    // HTTP has no such final status: the server answers 502.
+    const message = `The function answered with HTTP status ${out.statusCode}; expected 200-599.`;
+    out = new Res().json({ error: { code: 'function_bad_response', message } }, 502);
+    extra = { 'x-alyx-outcome': 'function_error' };
+  }
   markEnd(id);
   reply(res, out.statusCode, out.body, Object.assign({}, out.headers, extra));
 }

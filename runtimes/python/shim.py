@@ -285,6 +285,10 @@ class Handler(BaseHTTPRequestHandler):
             extra = {"x-alyx-outcome": "function_error"}
             if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                 extra["x-alyx-retire"] = "1"
+        if not 200 <= res.status_code <= 599:  # HTTP has no such final status: the server answers 502
+            res = Response().json({"error": {"code": "function_bad_response", "message": (
+                f"The function answered with HTTP status {res.status_code}; expected 200-599.")}}, 502)
+            extra = {"x-alyx-outcome": "function_error"}
         self._mark_end(invocation)
         self._reply(res.status_code, res.body, {**res.headers, **extra})
 
