@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from alyx.sandbox import tier_problems
 from tests.conftest import AppMaker
 
 SECRET = "s" * 40
@@ -44,9 +45,15 @@ def executions(app: Flask, **filters: str) -> list[dict]:
 
 
 # -- 1: a bad request path never costs a slot or a sandbox -------------------------------------------------------
+@pytest.mark.parametrize("tier", ["process", "bwrap", "docker"])
 @pytest.mark.parametrize("ext,source", [("py", PATH_PY), ("js", PATH_JS)], ids=["python", "node"])
-def test_odd_paths_reach_the_function_decoded_once_and_cost_nothing(fn_app: FnApp, ext: str, source: str) -> None:
-    app = fn_app({"fn/index." + ext: source, "fn/manifest.yaml": "max_instances: 1\ntimeout: 3\n"})
+def test_odd_paths_reach_the_function_decoded_once_and_cost_nothing(fn_app: FnApp, ext: str, source: str,
+                                                                    tier: str) -> None:
+    problem = tier_problems(tier)
+    if problem:
+        pytest.fail(f"sandbox tier {tier} cannot run here: {problem} (run scripts/provision.sh)")
+    app = fn_app({"fn/index." + ext: source, "fn/manifest.yaml": "max_instances: 1\ntimeout: 10\n"},
+                 env={"ALYX_FUNCTIONS_SANDBOX": tier})
     c = app.test_client()
     for _ in range(4):  # more than max_instances: a leaked slot would make the later calls wait and 504
         r = c.get("/api/functions/fn/%C3%A9")
