@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from alyx.sandbox.protocol import RawResponse, RuntimeGone, RuntimeTimeout, encode_context
+from alyx.sandbox.protocol import RawResponse, ResponseTooLarge, RuntimeGone, RuntimeTimeout, encode_context
 from alyx.sandbox.registry import FunctionSpec
-from alyx.sandbox.tiers import LoadError
+from alyx.sandbox.tiers import ExitInfo, LoadError
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer",
                "proxy-authenticate", "proxy-authorization", "host"}
@@ -129,6 +130,19 @@ def internal_fault(name: str, exc: Exception) -> Fault:
     """The server failed to make or read the call (the runtime is fine and keeps its sandbox)."""
     return Fault(500, "internal_error", "error",
                  f"The call to {name!r} failed inside the server ({type(exc).__name__}); it has been logged.", {})
+
+
+def invoke_fault(spec: FunctionSpec, exc: Exception, exit_info: Callable[[], ExitInfo]) -> tuple[Fault, bool]:
+    """What a failed invocation comes to: its fault, and whether its sandbox must be discarded."""
+    if isinstance(exc, ResponseTooLarge):  # the runtime finished its call; only this answer is refused
+        return bad_response_fault(spec.name, f"its body is longer than the limit of {exc.limit} bytes "
+                                             "(functions.max_response_bytes)"), False
+    if isinstance(exc, RuntimeTimeout):
+        return timeout_fault(spec.name, spec.limits.timeout), True
+    if isinstance(exc, RuntimeGone):
+        info = exit_info()
+        return exit_fault(spec.name, spec.limits.memory, info.oom, info.code), True
+    return internal_fault(spec.name, exc), False  # our side failed before the runtime saw the call
 
 
 class QueueTimeout(Exception):

@@ -23,13 +23,11 @@ from alyx.sandbox.calls import (
     QueueTimeout,
     acquire_fault,
     bad_response_fault,
-    exit_fault,
-    internal_fault,
+    invoke_fault,
     request_headers,
     result_of,
-    timeout_fault,
 )
-from alyx.sandbox.protocol import RawResponse, ResponseTooLarge, RuntimeGone, RuntimeTimeout
+from alyx.sandbox.protocol import RawResponse, RuntimeGone, RuntimeTimeout
 from alyx.sandbox.registry import FunctionSpec
 from alyx.sandbox.tiers import OUTPUT_WAIT, LoadError, Profile, Sandbox, Tier
 
@@ -325,8 +323,7 @@ class SandboxManager:
     # -- running ---------------------------------------------------------------------------------
     def _run(self, spec: FunctionSpec, call: Call, pool: _FunctionPool, sandbox: Sandbox, began: float,
              deadline: float, timings: dict[str, float]) -> CallResult:
-        """One call on an acquired sandbox; whatever happens, its slot is given back (or the sandbox
-        discarded when it cannot be trusted any more) before this returns or raises."""
+        """One call on an acquired sandbox; whatever happens, its slot is given back (or the sandbox discarded)."""
         invocation = uuid.uuid4().hex
         raw: RawResponse | None = None
         fault: Fault | None = None
@@ -343,25 +340,15 @@ class SandboxManager:
                 discard = bool(raw.header("x-alyx-retire"))
                 if not 200 <= raw.status <= 599:
                     fault = bad_response_fault(spec.name, f"HTTP status {raw.status} (expected 200-599)")
-            except ResponseTooLarge as exc:
-                discard = False  # the runtime finished its call; only this answer is refused
-                fault = bad_response_fault(spec.name, f"its body is longer than the limit of {exc.limit} bytes "
-                                                      "(functions.max_response_bytes)")
-            except RuntimeTimeout:
-                fault = timeout_fault(spec.name, spec.limits.timeout)
-            except RuntimeGone:
-                info = sandbox.exit_info(wait=2.0)
-                fault = exit_fault(spec.name, spec.limits.memory, info.oom, info.code)
-            except Exception as exc:  # noqa: BLE001 - our side failed; the runtime is untouched
-                log.exception("function %s: the call failed before the runtime answered", spec.name)
-                discard, unsent = False, True
-                fault = internal_fault(spec.name, exc)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a fault result
+                fault, discard = invoke_fault(spec, exc, lambda: sandbox.exit_info(wait=2.0))
+                if unsent := fault.code == "internal_error":
+                    log.exception("function %s: the call failed before the runtime answered", spec.name)
             timings["handler"] = _ms(time.monotonic() - t0)
             if discard:
                 self._discard(sandbox, pool)
             wait = 0.0 if unsent else OUTPUT_WAIT  # a call that never reached the runtime writes no end mark
-            stdout = sandbox.stdout.finish(invocation, wait)
-            stderr = sandbox.stderr.finish(invocation, wait)
+            stdout, stderr = sandbox.stdout.finish(invocation, wait), sandbox.stderr.finish(invocation, wait)
             if not discard:
                 self._release(pool, sandbox)
             settled = True
