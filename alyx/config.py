@@ -63,6 +63,7 @@ class Config:
     functions_warm_pool: int = _setting(1, "functions.warm_pool", int)  # started generic sandboxes per runtime
     functions_idle_ttl: int = _setting(300, "functions.idle_ttl", int)  # seconds an idle sandbox is kept
     functions_memory_budget_mb: int = _setting(2048, "functions.memory_budget_mb", int)  # sum of sandbox limits
+    functions_max_response_bytes: int = _setting(10_485_760, "functions.max_response_bytes", int)  # else 502
     realtime_broker: str | None = _setting(None, "realtime.broker", str)
     events_runner: str = _setting("on", "events.runner", str, choices=("on", "off"))  # off: queue, never run jobs
     events_poll_ms: int = _setting(500, "events.poll_ms", int)  # how often idle workers look for due jobs

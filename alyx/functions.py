@@ -96,7 +96,7 @@ class Functions:
                 raise AlyxError("sandbox_unavailable", "The server is shutting down.", 503)
             if self._manager is None:
                 try:
-                    tier = choose_tier(self.config.functions_sandbox)
+                    tier = choose_tier(self.config.functions_sandbox, self.development)
                 except RuntimeError as exc:
                     raise AlyxError("sandbox_unavailable", str(exc), 503) from None
                 if self.callback_app is not None:
@@ -108,13 +108,18 @@ class Functions:
             return self._manager
 
     @property
+    def development(self) -> bool:
+        """`auto` may fall back to the unisolated process tier only in development."""
+        return self.config.server_environment == "development"
+
+    @property
     def tier(self) -> str | None:
         """The tier in use, or None before the first function call."""
         return self._manager.tier.name if self._manager else None
 
     def describe_tier(self) -> str:
         """The tier in use, or the one functions.sandbox would pick here (for /api/health)."""
-        return self.tier or detect_tier(self.config.functions_sandbox)
+        return self.tier or detect_tier(self.config.functions_sandbox, self.development)
 
     def prewarm(self) -> None:
         """Start the manager and a warm sandbox per runtime used by a function, in the background."""
@@ -215,8 +220,13 @@ class Functions:
 
     def invoke(self, name: str, call: Call, auth: Principal | None, rule_request: Mapping[str, Any],
                log_input: Any) -> tuple[CallResult, str]:
-        """Run a function for an HTTP caller (rules.invoke first); returns the result and the execution id."""
+        """Run a function for an HTTP caller (rules.invoke first); returns the result and the execution id.
+
+        A function with triggers is served over HTTP only when its manifest says ``http: true``."""
         spec = self.registry.get(name)
+        if spec.hooks is not None and not spec.hooks.http:
+            raise AlyxError("not_found", f"Function {name!r} is not served over HTTP: it runs on its triggers "
+                            "(hooks, schedules); set `http: true` in its manifest.yaml to serve it too.", 404)
         try:
             self.check_invoke_rule(spec, auth, rule_request)
         except AlyxError as exc:

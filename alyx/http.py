@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from alyx.errors import AlyxError
 
@@ -21,12 +21,35 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(data), status=status, mimetype="application/json", headers=headers)
 
 
+def request_body() -> bytes:
+    """The raw request body, whole: 413 ``too_large`` past ``server.max_body_bytes``, chunked or not.
+
+    werkzeug refuses a Content-Length over the limit, but reads a chunked body only up to the limit
+    and hands back that prefix as if it were the body; this reads one byte more to tell."""
+    limit = request.max_content_length
+    environ = request.environ
+    if limit is None or request.content_length is not None or not environ.get("wsgi.input_terminated"):
+        return request.get_data(cache=False)  # no stream to bound (werkzeug's safe fallback is b"")
+    stream = environ["wsgi.input"]
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise RequestEntityTooLarge()
+    return b"".join(parts)
+
+
 def json_body() -> Any:
     """The request body as JSON: 415 when it is not JSON, 400 when it does not parse."""
     if request.mimetype != "application/json":
         raise AlyxError("unsupported_media_type", "The request body must be JSON (Content-Type: application/json).",
                         415)
-    raw = request.get_data(cache=False)
+    raw = request_body()
     if not raw.strip():
         raise AlyxError("invalid_json", "The request body is empty; expected a JSON object.", 400)
     try:

@@ -309,6 +309,17 @@ class Schedule(BaseModel):
         table_name = "_alyx_schedules"
 
 
+class WebhookReplay(BaseModel):
+    """One timestamped webhook signature already accepted (``<function>:<t>:<signature>``) until its
+    timestamp leaves the tolerance window; a second delivery with it is a replay (alyx/events/replays.py)."""
+
+    key = peewee.TextField(primary_key=True)
+    expires_at = peewee.DateTimeField(index=True)
+
+    class Meta:
+        table_name = "_alyx_webhook_replays"
+
+
 @dataclass(frozen=True)
 class EventModels:
     """The tables of events, webhooks and schedules (alyx/jobs.py, alyx/leases.py, alyx/scheduler.py)."""
@@ -316,6 +327,7 @@ class EventModels:
     job: type[Job]
     lease: type[Lease]
     schedule: type[Schedule]
+    replay: type[WebhookReplay]  # created by system migration 2, hence not in ``all`` (step 1's tables)
 
     @property
     def all(self) -> list[type[peewee.Model]]:
@@ -324,4 +336,5 @@ class EventModels:
 
 def build_event_models(database: peewee.Database) -> EventModels:
     """The event tables bound to ``database``."""
-    return EventModels(bind(Job, database), bind(Lease, database), bind(Schedule, database))
+    return EventModels(bind(Job, database), bind(Lease, database), bind(Schedule, database),
+                       bind(WebhookReplay, database))

@@ -109,7 +109,7 @@ def build_services(config: Config, migrate: bool = True) -> Services:
         # The sandbox manager inside starts on the first function call (or prewarm), not here.
         functions = Functions(config, db, system.execution, settings=PoolSettings(
             warm_per_runtime=config.functions_warm_pool, idle_ttl=config.functions_idle_ttl,
-            memory_budget=config.functions_memory_budget_mb))
+            memory_budget=config.functions_memory_budget_mb, max_response_bytes=config.functions_max_response_bytes))
         auth = AuthService(config, db, records, access, system)  # signing keys load on first use
         oauth = OAuthService(config, db, schema, records, access, system, auth)
         realtime = Realtime(config, db, records, access)

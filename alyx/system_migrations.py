@@ -49,9 +49,15 @@ def _create_system_tables(db: Database) -> None:
     db.peewee.create_tables(tables, safe=True)
 
 
+def _create_webhook_replays(db: Database) -> None:
+    """Signatures of timestamped webhooks already accepted, refused a second time (issue 15.6)."""
+    db.peewee.create_tables([build_event_models(db.peewee).replay], safe=True)
+
+
 # The ordered list. Append only: a step's number and effect never change once released.
 STEPS: tuple[SystemMigration, ...] = (
     SystemMigration(1, "create the system tables", _create_system_tables),
+    SystemMigration(2, "create _alyx_webhook_replays", _create_webhook_replays),
 )
 
 

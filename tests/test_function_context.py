@@ -490,7 +490,8 @@ schedules:
 @pytest.mark.parametrize("runtime", ["node", "python"])
 def test_daily_cleanup_deletes_old_rows_with_delete_many(fn_app: FnApp, runtime: str) -> None:
     entry, source = ("index.js", CLEANUP_JS) if runtime == "node" else ("index.py", CLEANUP_PY)
-    manifest = CLEANUP_MANIFEST.replace("runtime: node", f"runtime: {runtime}")
+    # `http: true` serves it over /api/functions too (functions with triggers are not, by default)
+    manifest = CLEANUP_MANIFEST.replace("runtime: node", f"runtime: {runtime}\nhttp: true")
     app = fn_app({f"daily-cleanup/{entry}": source, "daily-cleanup/manifest.yaml": manifest},
                   schema=SCHEMA)
     svc = app.extensions["alyx"]

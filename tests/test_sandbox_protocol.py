@@ -49,7 +49,9 @@ def shim(tmp_path: Path) -> Iterator[Shim]:
     code.mkdir()
     (code / "index.py").write_text(textwrap.dedent(HANDLER))
     sock = str(tmp_path / "rt.sock")
-    env = {"PATH": os.environ.get("PATH", ""), "ALYX_SOCKET": sock, "ALYX_SECRET": SECRET, "ALYX_LIFELINE": "stdin"}
+    (tmp_path / "rt.secret").write_text(SECRET)
+    env = {"PATH": os.environ.get("PATH", ""), "ALYX_SOCKET": sock, "ALYX_SECRET_FILE": str(tmp_path / "rt.secret"),
+           "ALYX_LIFELINE": "stdin"}
     proc = subprocess.Popen([sys.executable, "-u", "-I", str(ROOT / "runtimes" / "python" / "shim.py")], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     yield Shim(proc, sock, code)

@@ -110,3 +110,39 @@ def test_sign_then_verify_round_trips(body: bytes, secret: str) -> None:
 @given(header=st.text(max_size=200))
 def test_arbitrary_headers_never_raise(header: str) -> None:
     assert verify(BODY, header, SECRET).verified in (True, False)
+
+
+def test_the_configured_scheme_is_the_only_one_accepted() -> None:
+    now = 1_700_000_000
+    stamped = sign(BODY, SECRET, timestamp=now)
+    bare = stamped.split("v1=")[1]
+    # a captured Stripe-style delivery replayed as body "T.body" with the bare signature
+    forged_body = f"{now}.".encode() + BODY
+    assert verify(forged_body, bare, SECRET).verified  # the permissive default takes any form...
+    for forged in (bare, "sha256=" + bare, base64.b64encode(bytes.fromhex(bare)).decode()):
+        refused = verify(forged_body, forged, SECRET, scheme="timestamped", now=now)
+        assert not refused.verified and "t=" in refused.error  # ...a timestamped hook only its own
+    assert verify(BODY, stamped, SECRET, scheme="timestamped", now=now).verified
+    assert not verify(BODY, stamped, SECRET, scheme="prefixed", now=now).verified
+    assert not verify(BODY, hexdigest(BODY), SECRET, scheme="prefixed").verified
+    assert verify(BODY, "sha256=" + hexdigest(BODY), SECRET, scheme="prefixed").verified
+    assert verify(BODY, hexdigest(BODY), SECRET, scheme="hex").verified
+    assert not verify(BODY, "sha256=" + hexdigest(BODY), SECRET, scheme="hex").verified
+    b64 = base64.b64encode(hmac.new(SECRET.encode(), BODY, hashlib.sha256).digest()).decode()
+    assert verify(BODY, b64, SECRET, scheme="base64").verified
+    assert not verify(BODY, hexdigest(BODY), SECRET, scheme="base64").verified
+
+
+@pytest.mark.parametrize("stamp", ["9" * 400, "-5", "+1700000000", "1_700_000_000", " 17", "1e9", ""])
+def test_odd_timestamps_are_refused_not_raised(stamp: str) -> None:
+    result = verify(BODY, f"t={stamp},v1={'ab' * 32}", SECRET)  # the real clock: a float
+    assert not result.verified and result.error
+
+
+def test_a_timestamped_match_names_its_replay_key() -> None:
+    now = 1_700_000_000
+    result = verify(BODY, sign(BODY, SECRET, timestamp=now), SECRET, now=now, tolerance_seconds=300)
+    assert result.verified and result.replay_key and result.replay_expires == now + 300
+    other = verify(BODY, sign(BODY, SECRET, timestamp=now + 1), SECRET, now=now, tolerance_seconds=300)
+    assert other.replay_key != result.replay_key
+    assert verify(BODY, sign_plain(BODY, SECRET), SECRET).replay_key is None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from alyx.blueprints import services
+from alyx.blueprints import current_principal, services
 from alyx.blueprints.access import admin_required
 from alyx.callback import ENVIRON_KEY
 from alyx.http import json_body, json_response
@@ -19,4 +19,4 @@ def _from_a_function() -> bool:
 @bp.post("/api/events")
 @admin_required("Publishing events over HTTP", unless=_from_a_function)
 def publish_event() -> Response:
-    return json_response(services().events.publish(json_body()), 202)
+    return json_response(services().events.publish(json_body(), current_principal()), 202)

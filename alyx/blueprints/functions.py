@@ -11,8 +11,8 @@ from alyx.blueprints.access import admin_required
 from alyx.callback import ENVIRON_KEY
 from alyx.errors import AlyxError
 from alyx.functions import SECRET_HEADERS, http_log_input, public_details
-from alyx.http import json_response
-from alyx.sandbox import Call, CallResult
+from alyx.http import json_response, request_body
+from alyx.sandbox import Call, CallResult, request_target
 
 bp = Blueprint("functions", __name__)
 
@@ -44,11 +44,11 @@ def list_functions() -> Response:
 @bp.route("/api/functions/<name>/<path:rest>", methods=METHODS)
 def invoke(name: str, rest: str = "") -> Response:
     functions = services().functions
-    body = request.get_data(cache=False)
+    body = request_body()
     # The caller's credentials stay here: the function gets req.auth, never the token itself.
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in SECRET_HEADERS]
-    target = request.full_path if request.query_string else request.path
-    call = Call(request.method, target, headers, body, trigger="http")
+    # The path travels percent-encoded once (werkzeug decoded it); the shim decodes it once for req.path.
+    call = Call(request.method, request_target(request.path, request.query_string), headers, body, trigger="http")
     rule_request = {"method": request.method, "path": request.path, "query": request.args.to_dict(),
                     "headers": {k.lower(): v for k, v in headers}}
     log_input = http_log_input(request.method, request.path, request.args.to_dict(), dict(headers), body)

@@ -5,14 +5,14 @@ from flask import Blueprint, Response, request
 
 from alyx.blueprints import services
 from alyx.blueprints.functions import function_response
-from alyx.http import json_response
+from alyx.http import json_response, request_body
 
 bp = Blueprint("webhooks", __name__)
 
 
 @bp.post("/api/webhooks/<name>")
 def receive(name: str) -> Response:
-    body = request.get_data(cache=False)  # the raw bytes: signatures are over exactly these
+    body = request_body()  # the raw bytes: signatures are over exactly these
     answer = services().events.receive_webhook(name, body, dict(request.headers.items()))
     if answer.result is None:
         return json_response(answer.queued, 202)

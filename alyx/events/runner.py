@@ -9,9 +9,9 @@ from typing import Any
 from alyx.clock import utcnow
 from alyx.db import Database
 from alyx.errors import AlyxError
-from alyx.events.incoming import delivery_headers
+from alyx.events.incoming import delivery_headers, input_body
 from alyx.events.outgoing import OutgoingWebhook, deliver
-from alyx.events.trigger import log_trigger, run_trigger
+from alyx.events.trigger import SYSTEM_PRINCIPAL, log_trigger, principal_from, run_trigger
 from alyx.executions import capped_text
 from alyx.functions import Functions
 from alyx.jobs import Job, JobQueue
@@ -47,14 +47,16 @@ class JobRunner:
             return self._failed(job, _error_of(exc), self._recorder(job.target, "", job.trigger_type, hook_input,
                                                                      None, started))
         body = headers = None
+        # Webhooks and events carry their caller; database hooks and schedules run as the server.
+        caller = principal_from(payload.get("caller")) if job.trigger_type in ("webhook", "event") else SYSTEM_PRINCIPAL
         if job.trigger_type == "webhook":
-            body = (hook_input.get("body") or "").encode()
+            body = input_body(hook_input)
             headers = delivery_headers(hook_input)
         # Not x-alyx-*: the sandbox manager reserves those names for the runtime protocol.
         headers = [*(headers or []), ("alyx-job-id", str(job.id)), ("alyx-attempt", str(job.attempts))]
         try:
-            result, _ = run_trigger(self.functions, spec, job.trigger_type, hook_input, body=body, headers=headers,
-                                    record=False)
+            result, _ = run_trigger(self.functions, spec, job.trigger_type, hook_input, caller=caller, body=body,
+                                    headers=headers, record=False)
         except AlyxError as exc:  # no sandbox tier, or shutting down
             return self._failed(job, _error_of(exc), self._recorder(spec.name, spec.version, job.trigger_type,
                                                                      hook_input, None, started))

@@ -19,14 +19,16 @@ from alyx.events.incoming import WebhookAnswer, clean_event, delivery_headers, w
 from alyx.events.index import HookCatalog, HookIndex
 from alyx.events.outbox import outbox_rows
 from alyx.events.outgoing import parse_outgoing
+from alyx.events.replays import ReplayGuard
 from alyx.events.runner import JobRunner
 from alyx.events.sync_hooks import SyncHooks
-from alyx.events.trigger import log_trigger, run_trigger
+from alyx.events.trigger import log_trigger, principal_json, run_trigger
 from alyx.functions import Functions
 from alyx.jobs import Job, JobQueue, job_row
 from alyx.leases import Leases
 from alyx.models import build_event_models
 from alyx.records import ChangeEvent
+from alyx.rules import Principal
 from alyx.sandbox.manifest import FunctionHooks
 from alyx.scheduler import JobLoop, JobLoopSettings, Scheduler
 
@@ -42,6 +44,7 @@ class Events:
         self.jobs = JobQueue(db, self.models.job, config.events_backoff_base_ms / 1000,
                              float(config.events_backoff_max_seconds))
         self.leases = Leases(db, self.models.lease)
+        self.replays = ReplayGuard(db, self.models.replay)
         self.outgoing = parse_outgoing(config.webhooks, os.environ, str(config.project_dir / CONFIG_FILE))
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._local = threading.local()
@@ -130,28 +133,32 @@ class Events:
         hook = spec.hooks.webhook if spec.hooks else None
         if hook is None:
             raise AlyxError("not_found", f"Function {name!r} has no webhook hook.", 404)
-        hook_input, result = webhook_input(hook, body, headers)
+        hook_input, result = webhook_input(hook, body, headers,
+                                           lambda key, expires: self.replays.first_time(name, key, expires))
         if hook.required and not result.verified:
             message = f"Webhook signature check failed: {result.error}."
             log_trigger(self.functions, name, spec.version, "webhook", hook_input, None, utcnow(), status="denied",
                         error={"code": "invalid_signature", "message": message, "details": {}})
             raise AlyxError("invalid_signature", message, 401)
         if hook.mode == "sync":
-            run, execution_id = run_trigger(self.functions, spec, "webhook", hook_input, body=body,
+            run, execution_id = run_trigger(self.functions, spec, "webhook", hook_input, caller=None, body=body,
                                             headers=delivery_headers(hook_input))
             return WebhookAnswer(run, execution_id)
         self.refresh()
-        job_id = self.jobs.enqueue("function", name, "webhook", {"input": hook_input}, 1 + self.retries_of(name))
+        job_id = self.jobs.enqueue("function", name, "webhook", {"input": hook_input, "caller": None},
+                                   1 + self.retries_of(name))
         self.loop.kick()
         return WebhookAnswer(queued={"job_id": job_id, "verified": result.verified,
                                      "verification_error": result.error})
 
     # -- custom events -------------------------------------------------------------------------
-    def publish(self, event: Any) -> dict[str, Any]:
-        """Queue an event {type, source?, action?, payload?} for every function whose hooks subscribe to it."""
+    def publish(self, event: Any, publisher: Principal | None) -> dict[str, Any]:
+        """Queue an event {type, source?, action?, payload?} for every function whose hooks subscribe to it;
+        each run calls the API back as ``publisher`` (or as the server with ``run_as: system``)."""
         clean = clean_event(event)
         targets = self.refresh().subscribers(clean)
-        rows = [job_row("function", name, "event", {"input": clean}, 1 + self.retries_of(name)) for name in targets]
+        payload = {"input": clean, "caller": principal_json(publisher)}
+        rows = [job_row("function", name, "event", payload, 1 + self.retries_of(name)) for name in targets]
         if rows:
             with self.db.connection(), self.db.write():
                 self.jobs.insert(rows)

@@ -9,7 +9,7 @@ import orjson
 from alyx.errors import AlyxError
 from alyx.events.index import HookCatalog
 from alyx.events.outbox import change_input
-from alyx.events.trigger import run_trigger
+from alyx.events.trigger import SYSTEM_PRINCIPAL, run_trigger
 from alyx.functions import Functions, public_details
 from alyx.sandbox import CallResult
 
@@ -39,7 +39,8 @@ class SyncHooks:
             timeout = min(spec.limits.timeout, float(self.timeout_seconds))
             spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, timeout=timeout))
             hook_input = change_input(collection, action, {**document, **changes}, previous)
-            result, execution_id = run_trigger(self.functions, spec, "database", hook_input)
+            result, execution_id = run_trigger(self.functions, spec, "database", hook_input,
+                                                     caller=SYSTEM_PRINCIPAL)
             if result.outcome == "success" and result.status < 400:
                 changes.update(changes_from(result, name))
                 continue

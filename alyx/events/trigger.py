@@ -1,4 +1,9 @@
-"""Running a function for a trigger (database hook, webhook, schedule, custom event): the server is the caller."""
+"""Running a function for a trigger (database hook, webhook, schedule, custom event), as whom it says.
+
+Who a trigger run is when it calls the API back (req.alyx): its caller — a custom event's publisher,
+nobody (anonymous) for a webhook's sender — unless the manifest says ``run_as: system``. Database
+hooks and schedules run as the server (``SYSTEM_PRINCIPAL``).
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,8 +15,26 @@ from alyx.functions import Functions, trigger_log_input
 from alyx.rules import Principal
 from alyx.sandbox import Call, CallResult, FunctionSpec
 
-# Who a hook, webhook, schedule or event run is when it calls the API back (req.alyx): the server itself.
+# The server itself (an admin): database hooks and schedules, and functions whose manifest says run_as: system.
 SYSTEM_PRINCIPAL = Principal("system", "system@alyx.local", "admin", True)
+
+
+def runs_as(spec: FunctionSpec, caller: Principal | None) -> Principal | None:
+    """Who a trigger run calls back as: never more than its caller without the manifest's ``run_as: system``."""
+    return SYSTEM_PRINCIPAL if spec.hooks is not None and spec.hooks.run_as == "system" else caller
+
+
+def principal_json(principal: Principal | None) -> dict[str, Any] | None:
+    """A caller as a queued job keeps it (None: anonymous)."""
+    return None if principal is None else principal.as_dict()
+
+
+def principal_from(value: Any) -> Principal | None:
+    """The caller a queued job kept (``principal_json``)."""
+    if not isinstance(value, dict):
+        return None
+    return Principal(str(value["id"]), str(value["email"]), str(value.get("role") or "user"),
+                     bool(value.get("verified")))
 
 
 def trigger_call(spec: FunctionSpec, trigger: str, hook_input: Any, body: bytes | None = None,
@@ -24,11 +47,11 @@ def trigger_call(spec: FunctionSpec, trigger: str, hook_input: Any, body: bytes 
 
 
 def run_trigger(functions: Functions, spec: FunctionSpec, trigger: str, hook_input: Any, *,
-                body: bytes | None = None, headers: list[tuple[str, str]] | None = None,
+                caller: Principal | None, body: bytes | None = None, headers: list[tuple[str, str]] | None = None,
                 record: bool = True) -> tuple[CallResult, str]:
-    """Run a function for a trigger (no invoke rule: the caller is the server itself) and log it."""
+    """Run a function for a trigger (no invoke rule) as ``runs_as(spec, caller)``, and log it."""
     call = trigger_call(spec, trigger, hook_input, body, headers)
-    return functions.run(spec, call, callback_as=SYSTEM_PRINCIPAL, log_input=trigger_log_input(hook_input),
+    return functions.run(spec, call, callback_as=runs_as(spec, caller), log_input=trigger_log_input(hook_input),
                          record=record)
 
 

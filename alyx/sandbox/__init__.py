@@ -11,13 +11,14 @@ import logging
 from alyx.sandbox.calls import Call, CallResult, PoolSettings
 from alyx.sandbox.manager import SandboxManager
 from alyx.sandbox.manifest import Limits
+from alyx.sandbox.protocol import request_target
 from alyx.sandbox.registry import FunctionRegistry, FunctionSpec
 from alyx.sandbox.tiers import BwrapTier, ProcessTier, Profile, Tier, bwrap_problem
 
 log = logging.getLogger("alyx.sandbox")
 
 __all__ = ["Call", "CallResult", "FunctionRegistry", "FunctionSpec", "Limits", "PoolSettings", "Profile",
-           "SandboxManager", "Tier", "choose_tier", "detect_tier", "tier_problems"]
+           "SandboxManager", "Tier", "choose_tier", "detect_tier", "request_target", "tier_problems"]
 
 
 def tier_problems(name: str) -> str | None:
@@ -33,28 +34,44 @@ def tier_problems(name: str) -> str | None:
     return f"unknown sandbox tier {name!r}"
 
 
-_detected: dict[str, str] = {}
+_detected: dict[tuple[str, bool], str] = {}
+ISOLATED = ("docker", "bwrap")  # what `auto` picks from, strongest first
 
 
-def detect_tier(setting: str) -> str:
-    """The tier `choose_tier(setting)` would pick (cached per process), or "unavailable: <why>"."""
-    if setting not in _detected:
+def _no_isolation(problems: dict[str, str]) -> str:
+    why = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+    return (f"functions.sandbox is 'auto' but no isolating tier can run here ({why}); outside development Alyx "
+            "does not fall back to the unisolated process tier: install Docker or bubblewrap, or set "
+            "functions.sandbox: process to accept running functions without isolation")
+
+
+def detect_tier(setting: str, development: bool = True) -> str:
+    """The tier `choose_tier(setting, development)` would pick (cached per process), or "unavailable: <why>"."""
+    key = (setting, development)
+    if key not in _detected:
         if setting == "auto":
-            _detected[setting] = next((n for n in ("docker", "bwrap") if tier_problems(n) is None), "process")
+            problems = {n: tier_problems(n) or "" for n in ISOLATED}
+            usable = next((n for n in ISOLATED if not problems[n]), None)
+            _detected[key] = usable or ("process" if development else f"unavailable: {_no_isolation(problems)}")
         else:
             problem = tier_problems(setting)
-            _detected[setting] = setting if problem is None else f"unavailable: {problem}"
-    return _detected[setting]
+            _detected[key] = setting if problem is None else f"unavailable: {problem}"
+    return _detected[key]
 
 
-def choose_tier(setting: str) -> Tier:
-    """The tier for functions.sandbox: `auto` picks the strongest available (docker, bwrap, process)."""
+def choose_tier(setting: str, development: bool = True) -> Tier:
+    """The tier for functions.sandbox: `auto` picks the strongest available (docker, bwrap), and the
+    unisolated process tier only in development; RuntimeError (why) when none can run."""
     if setting == "auto":
-        for name in ("docker", "bwrap"):
+        problems: dict[str, str] = {}
+        for name in ISOLATED:
             problem = tier_problems(name)
             if problem is None:
                 return choose_tier(name)
+            problems[name] = problem
             log.info("sandbox tier %s not available: %s", name, problem)
+        if not development:
+            raise RuntimeError(_no_isolation(problems))
         return ProcessTier()
     problem = tier_problems(setting)
     if problem is not None:

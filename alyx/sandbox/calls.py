@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from alyx.sandbox.protocol import RawResponse, RuntimeGone, RuntimeTimeout, encode_context
+from alyx.sandbox.protocol import RawResponse, ResponseTooLarge, RuntimeGone, RuntimeTimeout, encode_context
 from alyx.sandbox.registry import FunctionSpec
-from alyx.sandbox.tiers import LoadError
+from alyx.sandbox.tiers import ExitInfo, LoadError
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer",
                "proxy-authenticate", "proxy-authorization", "host"}
@@ -21,6 +22,7 @@ class PoolSettings:
     warm_per_runtime: int = 1
     idle_ttl: float = 300.0  # seconds
     memory_budget: int = 2048  # MB: the sum of the memory limits of all live sandboxes
+    max_response_bytes: int = 10 * 1024 * 1024  # a function's answer body at most (502 past it)
     reap_interval: float = 2.0
 
 
@@ -117,6 +119,30 @@ def exit_fault(name: str, memory_mb: int, oom: bool, exit_code: int | None) -> F
     return Fault(502, "function_crashed", "crashed",
                  f"The function's runtime exited during the call (exit code {exit_code}); "
                  "its sandbox will be replaced.", {"exit_code": exit_code})
+
+
+def bad_response_fault(name: str, problem: str) -> Fault:
+    """The runtime answered, but not with something HTTP can pass on (too long, an invalid status)."""
+    return Fault(502, "function_bad_response", "error", f"The function {name!r} answered badly: {problem}.", {})
+
+
+def internal_fault(name: str, exc: Exception) -> Fault:
+    """The server failed to make or read the call (the runtime is fine and keeps its sandbox)."""
+    return Fault(500, "internal_error", "error",
+                 f"The call to {name!r} failed inside the server ({type(exc).__name__}); it has been logged.", {})
+
+
+def invoke_fault(spec: FunctionSpec, exc: Exception, exit_info: Callable[[], ExitInfo]) -> tuple[Fault, bool]:
+    """What a failed invocation comes to: its fault, and whether its sandbox must be discarded."""
+    if isinstance(exc, ResponseTooLarge):  # the runtime finished its call; only this answer is refused
+        return bad_response_fault(spec.name, f"its body is longer than the limit of {exc.limit} bytes "
+                                             "(functions.max_response_bytes)"), False
+    if isinstance(exc, RuntimeTimeout):
+        return timeout_fault(spec.name, spec.limits.timeout), True
+    if isinstance(exc, RuntimeGone):
+        info = exit_info()
+        return exit_fault(spec.name, spec.limits.memory, info.oom, info.code), True
+    return internal_fault(spec.name, exc), False  # our side failed before the runtime saw the call
 
 
 class QueueTimeout(Exception):

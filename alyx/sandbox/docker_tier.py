@@ -11,16 +11,18 @@ import logging
 import os
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 from alyx.background import spawn
 from alyx.sandbox.protocol import RuntimeGone
-from alyx.sandbox.tiers import RUNTIMES_DIR, ExitInfo, Profile, Sandbox, Tier, node_heap_mb
+from alyx.sandbox.tiers import RUNTIMES_DIR, SECRET_FILE, ExitInfo, Profile, Sandbox, Tier, node_heap_mb
 
 log = logging.getLogger("alyx.sandbox")
 
 IMAGES = {"python": "alyx/runtime-python:latest", "node": "alyx/runtime-node:latest"}
 LABEL = "alyx.sandbox"
+CONTAINER_UID = 65534  # containers run as nobody
 POOL_SIZE = 64  # the SDK's default of 10 connections starves concurrent greenlets (STACK.md)
 _client_lock = threading.Lock()
 _clients: dict[int | None, Any] = {}
@@ -101,12 +103,22 @@ class DockerSandbox(Sandbox):
     def code_dir(self) -> str:
         return "/code"
 
+    def _own_socket_dir(self, path: Path) -> None:
+        """The container runs as 65534: its socket folder is its own (0700) when the server can give it
+        away (root); otherwise 0777, reachable through the server's 0700 work folder only."""
+        if os.geteuid() == 0:
+            os.chown(path, CONTAINER_UID, CONTAINER_UID)
+            os.chmod(path, 0o700)
+        else:
+            os.chmod(path, 0o777)
+
     def _launch(self) -> None:
         profile = self.profile
-        env = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET": self.secret, "HOME": "/tmp", "LANG": "C.UTF-8",
+        env = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET_FILE": SECRET_FILE, "HOME": "/tmp", "LANG": "C.UTF-8",
                "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
         volumes = {str(self.workdir / "sock"): {"bind": "/run/alyx", "mode": "rw"},
-                   str(self.workdir / "code"): {"bind": "/code", "mode": "ro"}}
+                   str(self.workdir / "code"): {"bind": "/code", "mode": "ro"},
+                   str(self.workdir / "secret"): {"bind": "/run/alyx-secret", "mode": "ro"}}
         if self.callback_dir:
             volumes[str(self.callback_dir)] = {"bind": "/run/alyx-api", "mode": "ro"}
             env["ALYX_API_SOCKET"] = "/run/alyx-api/api.sock"
@@ -116,7 +128,7 @@ class DockerSandbox(Sandbox):
             if self.stopped:
                 raise RuntimeGone("stopped before start")
             self.container = self.owner.client.containers.create(
-                IMAGES[profile.runtime], environment=env, user="65534:65534",
+                IMAGES[profile.runtime], environment=env, user=f"{CONTAINER_UID}:{CONTAINER_UID}",
                 network_mode="bridge" if profile.network else "none",
                 mem_limit=f"{profile.memory}m", memswap_limit=f"{profile.memory}m",
                 nano_cpus=int(profile.cpu * 1e9), pids_limit=128, read_only=True,

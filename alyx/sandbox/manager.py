@@ -22,11 +22,12 @@ from alyx.sandbox.calls import (
     PoolSettings,
     QueueTimeout,
     acquire_fault,
-    exit_fault,
+    bad_response_fault,
+    invoke_fault,
     request_headers,
     result_of,
-    timeout_fault,
 )
+from alyx.sandbox.pools import FunctionPool
 from alyx.sandbox.protocol import RawResponse, RuntimeGone, RuntimeTimeout
 from alyx.sandbox.registry import FunctionSpec
 from alyx.sandbox.tiers import OUTPUT_WAIT, LoadError, Profile, Sandbox, Tier
@@ -34,15 +35,6 @@ from alyx.sandbox.tiers import OUTPUT_WAIT, LoadError, Profile, Sandbox, Tier
 log = logging.getLogger("alyx.sandbox")
 
 DEFAULT_PROFILE_MEMORY = 128
-
-
-class _FunctionPool:
-    def __init__(self, spec: FunctionSpec) -> None:
-        self.spec = spec
-        self.instances: list[Sandbox] = []
-        self.starting = 0
-        self.load_error: LoadError | None = None
-        self.retired = False
 
 
 def _ms(seconds: float) -> float:
@@ -56,8 +48,8 @@ class SandboxManager:
         self.tier = tier
         self.settings = settings or PoolSettings()
         self._cond = threading.Condition(threading.RLock())
-        self._pools: dict[str, _FunctionPool] = {}
-        self._retired: list[_FunctionPool] = []
+        self._pools: dict[str, FunctionPool] = {}
+        self._retired: list[FunctionPool] = []
         self._generic: dict[Profile, list[Sandbox]] = {}
         self._refilling: dict[Profile, int] = {}
         self._warming: set[str] = set()
@@ -158,7 +150,7 @@ class SandboxManager:
             return list(self._all)
 
     # -- acquiring -------------------------------------------------------------------------------
-    def _pool_for(self, spec: FunctionSpec) -> _FunctionPool:
+    def _pool_for(self, spec: FunctionSpec) -> FunctionPool:
         pool = self._pools.get(spec.name)
         if pool is not None and pool.spec.version == spec.version:
             return pool
@@ -166,11 +158,11 @@ class SandboxManager:
             pool.retired = True
             self._retired.append(pool)
             self._cond.notify_all()
-        pool = self._pools[spec.name] = _FunctionPool(spec)
+        pool = self._pools[spec.name] = FunctionPool(spec)
         return pool
 
     def _acquire(self, spec: FunctionSpec, deadline: float, timings: dict[str, float]
-                 ) -> tuple[_FunctionPool, Sandbox]:
+                 ) -> tuple[FunctionPool, Sandbox]:
         t0 = time.monotonic()
         dead: list[Sandbox] = []
         with self._cond:
@@ -211,7 +203,7 @@ class SandboxManager:
             pool.instances.append(sandbox)
         return pool, sandbox
 
-    def _start_bound(self, pool: _FunctionPool, spec: FunctionSpec, deadline: float,
+    def _start_bound(self, pool: FunctionPool, spec: FunctionSpec, deadline: float,
                      timings: dict[str, float]) -> Sandbox:
         """Take (or start) a generic sandbox and bind it to `spec`; the caller counted it in pool.starting."""
         sandbox = None
@@ -326,41 +318,47 @@ class SandboxManager:
         return sb
 
     # -- running ---------------------------------------------------------------------------------
-    def _run(self, spec: FunctionSpec, call: Call, pool: _FunctionPool, sandbox: Sandbox, began: float,
+    def _run(self, spec: FunctionSpec, call: Call, pool: FunctionPool, sandbox: Sandbox, began: float,
              deadline: float, timings: dict[str, float]) -> CallResult:
+        """One call on an acquired sandbox; whatever happens, its slot is given back (or the sandbox discarded)."""
         invocation = uuid.uuid4().hex
-        headers = request_headers(call, invocation, deadline)
-        sandbox.stdout.begin(invocation)
-        sandbox.stderr.begin(invocation)
-        t0 = time.monotonic()
         raw: RawResponse | None = None
         fault: Fault | None = None
-        discard = False
+        discard = True  # until the call came back in a known state
+        settled = unsent = False
         try:
-            raw = sandbox.invoke(call.method, call.target, headers, call.body, deadline - time.monotonic())
-        except RuntimeTimeout:
-            discard = True
-            fault = timeout_fault(spec.name, spec.limits.timeout)
-        except RuntimeGone:
-            discard = True
-            info = sandbox.exit_info(wait=2.0)
-            fault = exit_fault(spec.name, spec.limits.memory, info.oom, info.code)
-        timings["handler"] = _ms(time.monotonic() - t0)
-        if raw is not None and raw.header("x-alyx-retire"):
-            discard = True
-        if discard:
-            self._discard(sandbox, pool)
-        stdout = sandbox.stdout.finish(invocation, OUTPUT_WAIT)
-        stderr = sandbox.stderr.finish(invocation, OUTPUT_WAIT)
-        if not discard:
-            self._release(pool, sandbox)
+            headers = request_headers(call, invocation, deadline)
+            sandbox.stdout.begin(invocation)
+            sandbox.stderr.begin(invocation)
+            t0 = time.monotonic()
+            try:
+                raw = sandbox.invoke(call.method, call.target, headers, call.body, deadline - time.monotonic(),
+                                     self.settings.max_response_bytes)
+                discard = bool(raw.header("x-alyx-retire"))
+                if not 200 <= raw.status <= 599:
+                    fault = bad_response_fault(spec.name, f"HTTP status {raw.status} (expected 200-599)")
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a fault result
+                fault, discard = invoke_fault(spec, exc, lambda: sandbox.exit_info(wait=2.0))
+                if unsent := fault.code == "internal_error":
+                    log.exception("function %s: the call failed before the runtime answered", spec.name)
+            timings["handler"] = _ms(time.monotonic() - t0)
+            if discard:
+                self._discard(sandbox, pool)
+            wait = 0.0 if unsent else OUTPUT_WAIT  # a call that never reached the runtime writes no end mark
+            stdout, stderr = sandbox.stdout.finish(invocation, wait), sandbox.stderr.finish(invocation, wait)
+            if not discard:
+                self._release(pool, sandbox)
+            settled = True
+        finally:
+            if not settled:  # an exception escaped (ours, or the greenlet was killed): never leak the slot
+                self._discard(sandbox, pool)
         duration = _ms(time.monotonic() - began)
         if fault is not None:
             return fault.result(stdout, stderr, timings, duration, sandbox.id, spec.version)
         assert raw is not None
         return result_of(raw, stdout, stderr, timings, duration, sandbox.id, spec.version)
 
-    def _release(self, pool: _FunctionPool, sandbox: Sandbox) -> None:
+    def _release(self, pool: FunctionPool, sandbox: Sandbox) -> None:
         stop = False
         with self._cond:
             sandbox.active -= 1
@@ -374,7 +372,7 @@ class SandboxManager:
         if stop:
             sandbox.stop()
 
-    def _discard(self, sandbox: Sandbox, pool: _FunctionPool | None = None) -> None:
+    def _discard(self, sandbox: Sandbox, pool: FunctionPool | None = None) -> None:
         """Never reuse this sandbox: forget it and stop it now."""
         with self._cond:
             if pool is not None and sandbox in pool.instances:
@@ -465,19 +463,7 @@ class SandboxManager:
             if self._closed:
                 return
             for pool in [*self._pools.values(), *self._retired]:
-                keep = 0 if pool.retired else pool.spec.limits.min_warm
-                idle = sorted((sb for sb in pool.instances if sb.active == 0), key=lambda sb: sb.last_used,
-                              reverse=True)
-                for sb in idle:
-                    if not sb.alive() or pool.retired:
-                        victims.append(sb)
-                    elif now - sb.last_used > self.settings.idle_ttl and keep <= 0:
-                        victims.append(sb)
-                    else:
-                        keep -= 1
-                for sb in victims:
-                    if sb in pool.instances:
-                        pool.instances.remove(sb)
+                victims += pool.take_expired(now, self.settings.idle_ttl)
                 if (not pool.retired and not pool.load_error and pool.spec.key not in self._warming and
                         len(pool.instances) + pool.starting < pool.spec.limits.min_warm):
                     self._warming.add(pool.spec.key)

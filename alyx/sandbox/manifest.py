@@ -12,15 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alyx.schedules import ScheduleSpec, parse_schedules
-from alyx.signatures import ALGORITHMS, DEFAULT_TOLERANCE_SECONDS
+from alyx.signatures import ALGORITHMS, DEFAULT_TOLERANCE_SECONDS, SCHEMES
 from alyx.units import DURATION_HINT, SIZE_HINT, parse_duration, parse_size_mb
 from alyx.yamlfile import Located, Reader, describe, expand_env, load_yaml
 
 RUNTIMES = ("python", "node")
 MANIFEST_KEYS = {"name", "runtime", "timeout", "memory", "cpu", "max_instances", "concurrency", "min_warm",
-                 "network", "env", "rules", "handler", "entry", "hooks", "schedules", "retries"}
+                 "network", "env", "rules", "handler", "entry", "hooks", "schedules", "retries", "http", "run_as"}
 ACTIONS = {"insert": "create", "create": "create", "update": "update", "delete": "delete"}  # manifest → ChangeEvent
 HOOK_KINDS = ("database", "webhook", "event")
+RUN_AS = ("caller", "system")  # who a trigger run is when it calls the API back (req.alyx)
 WEBHOOK_MODES = ("sync", "async")  # sync (the default): the function's response is the HTTP answer
 UNSUPPORTED_RUNTIMES = {"go": "Go functions are not supported yet"}
 
@@ -55,6 +56,7 @@ class WebhookHook:
     required: bool
     tolerance_seconds: float
     mode: str = "sync"  # sync: run now, the function answers the sender | async: queue it, answer 202
+    scheme: str = "any"  # the one signature form accepted (alyx/signatures.py SCHEMES)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,13 @@ class FunctionHooks:
     webhook: WebhookHook | None = None
     events: tuple[EventHook, ...] = ()
     schedules: tuple[ScheduleSpec, ...] = ()
+    http: bool = True  # served at /api/functions/<name>: by default only functions without triggers
+    run_as: str = "caller"  # caller: the trigger's own (publisher; a webhook's sender is anonymous) | system
+
+    @property
+    def triggered(self) -> bool:
+        """Whether anything but HTTP runs it (a webhook, database hook, event or schedule)."""
+        return bool(self.database or self.webhook or self.events or self.schedules)
 
 
 @dataclass(frozen=True)
@@ -151,7 +160,12 @@ def read_hooks(function: str, top: Mapping[Any, Any], reader: Reader, environ: M
             reader.fail(hook, f"{at}.type", f"expected one of {', '.join(HOOK_KINDS)}, got {describe(kind)}",
                         key="type")
     schedules = parse_schedules(function, top.get("schedules"), reader=reader, parent=top)
-    return FunctionHooks(function, retries, tuple(database), webhook, tuple(events), tuple(schedules))
+    triggered = bool(database or webhook or events or schedules)
+    # A function with triggers runs with its manifest's secrets on their behalf: serving it over HTTP
+    # too (unsigned, to anyone) is an opt-in.
+    http = _value(reader, top, "http", _boolean, not triggered)
+    run_as = _value(reader, top, "run_as", _choice(RUN_AS), "caller")
+    return FunctionHooks(function, retries, tuple(database), webhook, tuple(events), tuple(schedules), http, run_as)
 
 
 def _database_hook(reader: Reader, hook: dict[Any, Any], at: str) -> DatabaseHook:
@@ -180,7 +194,7 @@ def _webhook_hook(reader: Reader, hook: dict[Any, Any], at: str, environ: Mappin
     if raw is None:
         return WebhookHook(None, None, None, False, DEFAULT_TOLERANCE_SECONDS, mode)
     at = f"{at}.verification"
-    verification = reader.mapping(raw, at, {"type", "header", "secret", "required", "tolerance_seconds"},
+    verification = reader.mapping(raw, at, {"type", "header", "secret", "required", "tolerance_seconds", "scheme"},
                                   parent=hook, key="verification")
     algorithm = verification.get("type", "hmac-sha256")
     if algorithm not in ALGORITHMS:
@@ -192,9 +206,12 @@ def _webhook_hook(reader: Reader, hook: dict[Any, Any], at: str, environ: Mappin
     required = _value(reader, verification, "required", _boolean, False, f"{at}.")
     tolerance = _value(reader, verification, "tolerance_seconds", _duration(0), float(DEFAULT_TOLERANCE_SECONDS),
                        f"{at}.")
+    # A tolerance only means something for timestamped signatures: asking for one pins that scheme.
+    scheme = _value(reader, verification, "scheme", _choice(SCHEMES),
+                    "timestamped" if "tolerance_seconds" in verification else "any", f"{at}.")
     secret = verification.get("secret")
     return WebhookHook(algorithm, header, None if secret is None else expand_env(secret, environ), required,
-                       tolerance, mode)
+                       tolerance, mode, scheme)
 
 
 # -- one key each ---------------------------------------------------------------------------------

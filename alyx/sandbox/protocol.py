@@ -12,6 +12,12 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, quote_from_bytes
+
+# What may stay as it is in a request target: printable ASCII but space (everything else is %XX).
+_TARGET_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+# What a path segment keeps unencoded on the runtime protocol (RFC 3986 pchar less "%", plus "/").
+_PATH_SAFE = "/!$&'()*+,;=:@-._~"
 
 
 class RuntimeTimeout(Exception):
@@ -20,6 +26,14 @@ class RuntimeTimeout(Exception):
 
 class RuntimeGone(Exception):
     """The runtime's socket closed or refused: the process exited or crashed."""
+
+
+class ResponseTooLarge(Exception):
+    """The runtime's answer is longer than the cap (the connection is dropped, the runtime is fine)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the answer is longer than {limit} bytes")
+        self.limit = limit
 
 
 @dataclass
@@ -55,6 +69,21 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def request_target(path: str, query: bytes = b"") -> str:
+    """The request target of an invocation: the decoded ``path`` percent-encoded (UTF-8) once, the raw
+    query kept (only bytes that cannot travel are encoded). The shims decode the path once."""
+    target = quote(path, safe=_PATH_SAFE)
+    if query:
+        target += "?" + quote_from_bytes(query, safe=_TARGET_SAFE)
+    return target
+
+
+def wire_target(target: str) -> str:
+    """A target that http.client can send: whatever is not printable ASCII (non-ASCII, spaces, controls)
+    percent-encoded; what is already a valid target is unchanged."""
+    return quote(target, safe=_TARGET_SAFE)
+
+
 def encode_context(context: dict[str, Any]) -> str:
     """The x-alyx-context header: base64 of the JSON {auth, input, trigger}."""
     return base64.b64encode(json.dumps(context, default=str).encode()).decode()
@@ -70,7 +99,8 @@ class RuntimeClient:
         self._lock = threading.Lock()
 
     def request(self, method: str, target: str, headers: list[tuple[str, str]] | None = None,
-                body: bytes = b"", timeout: float = 10.0) -> RawResponse:
+                body: bytes = b"", timeout: float = 10.0, max_body: int | None = None) -> RawResponse:
+        """One request; ``max_body`` caps the answer's body (ResponseTooLarge past it, read no further)."""
         timeout = max(timeout, 0.001)
         with self._lock:
             conn = self._idle.pop() if self._idle else None
@@ -81,7 +111,7 @@ class RuntimeClient:
                 conn.sock.settimeout(timeout)
             else:
                 conn.timeout = timeout
-            conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+            conn.putrequest(method, wire_target(target), skip_host=True, skip_accept_encoding=True)
             conn.putheader("Host", "sandbox")
             conn.putheader("x-alyx-secret", self.secret)
             for k, v in headers or ():
@@ -89,7 +119,11 @@ class RuntimeClient:
             conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body)
             response = conn.getresponse()
-            data = response.read()
+            if max_body is not None and response.length is not None and response.length > max_body:
+                raise ResponseTooLarge(max_body)
+            data = response.read() if max_body is None else response.read(max_body + 1)
+            if max_body is not None and len(data) > max_body:
+                raise ResponseTooLarge(max_body)
             result = RawResponse(response.status, response.getheaders(), data)
         except TimeoutError as exc:
             conn.close()
@@ -97,6 +131,9 @@ class RuntimeClient:
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise RuntimeGone(f"{type(exc).__name__}: {exc}") from None
+        except BaseException:
+            conn.close()  # whatever failed, this connection is in an unknown state: never reuse it
+            raise
         if response.will_close:
             conn.close()
         else:

@@ -34,6 +34,7 @@ RUNTIMES_DIR = resource_dir("runtimes")
 SHIMS = {"python": "python/shim.py", "node": "node/shim.js"}
 START_TIMEOUT = 15.0
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
+SECRET_FILE = "/run/alyx-secret/rt.secret"  # inside bwrap and docker sandboxes (read-only)
 # How long to wait for a call's end mark on stdout/stderr once the response is in. It normally comes
 # first (same process, written before the response); the wait only matters on a loaded machine.
 OUTPUT_WAIT = 5.0
@@ -88,11 +89,18 @@ class Sandbox(ABC):
         self.callback_dir = callback_dir  # holds api.sock: the Alyx API, as the invocation's caller
         self.id = secrets.token_hex(6)
         self.secret = secrets.token_urlsafe(24)
+        # The server's only (0700): no other local user reaches the socket, the code or the secret.
         self.workdir = Path(tempfile.mkdtemp(prefix=f"alyx-{profile.runtime[:2]}-"))
-        os.chmod(self.workdir, 0o755)
-        (self.workdir / "sock").mkdir(mode=0o777)
-        os.chmod(self.workdir / "sock", 0o777)
+        os.chmod(self.workdir, 0o700)
+        (self.workdir / "sock").mkdir(mode=0o700)
+        self._own_socket_dir(self.workdir / "sock")
         (self.workdir / "code").mkdir(mode=0o755)
+        # The secret travels as a file (never argv, never a container's environment): ALYX_SECRET_FILE.
+        (self.workdir / "secret").mkdir(mode=0o755)
+        secret_file = self.workdir / "secret" / "rt.secret"
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        with os.fdopen(fd, "w") as out:
+            out.write(self.secret)
         self.client = RuntimeClient(str(self.workdir / "sock" / "rt.sock"), self.secret)
         self.stdout = StreamCapture()
         self.stderr = StreamCapture()
@@ -103,6 +111,10 @@ class Sandbox(ABC):
         self.active = 0
         self.last_used = time.monotonic()
         self.calls = 0
+
+    def _own_socket_dir(self, path: Path) -> None:
+        """Make the socket folder writable by the runtime only (here: it runs as the server's uid)."""
+        os.chmod(path, 0o700)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -155,9 +167,9 @@ class Sandbox(ABC):
                             error.get("details") or {}, self.init_stdout, self.init_stderr)
 
     def invoke(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
-               timeout: float) -> RawResponse:
+               timeout: float, max_body: int | None = None) -> RawResponse:
         self.calls += 1
-        return self.client.request(method, target, headers, body, timeout)
+        return self.client.request(method, target, headers, body, timeout, max_body)
 
     @property
     def code_dir(self) -> str:
@@ -250,8 +262,8 @@ class ProcessSandbox(Sandbox):
         return [_interpreter("node"), f"--max-old-space-size={node_heap_mb(self.profile.memory)}", shim]
 
     def _env(self) -> dict[str, str]:
-        extra = {"ALYX_SOCKET": str(self.workdir / "sock" / "rt.sock"), "ALYX_SECRET": self.secret,
-                 "ALYX_LIFELINE": "stdin"}
+        extra = {"ALYX_SOCKET": str(self.workdir / "sock" / "rt.sock"),
+                 "ALYX_SECRET_FILE": str(self.workdir / "secret" / "rt.secret"), "ALYX_LIFELINE": "stdin"}
         if self.callback_dir:
             extra["ALYX_API_SOCKET"] = str(self.callback_dir / "api.sock")
         return _base_env(extra)
@@ -351,10 +363,11 @@ class BwrapSandbox(ProcessSandbox):
                 "--ro-bind", str(RUNTIMES_DIR / runtime), "/opt/alyx",
                 "--ro-bind", str(self.workdir / "code"), "/code",
                 "--bind", str(self.workdir / "sock"), "/run/alyx",
+                "--ro-bind", str(self.workdir / "secret"), "/run/alyx-secret",
                 "--chdir", "/tmp", "--clearenv"]
         if not self.profile.network:
             args.append("--unshare-net")
-        extra = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET": self.secret, "ALYX_LIFELINE": "stdin"}
+        extra = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET_FILE": SECRET_FILE, "ALYX_LIFELINE": "stdin"}
         if self.callback_dir:
             args += ["--ro-bind", str(self.callback_dir), "/run/alyx-api"]
             extra["ALYX_API_SOCKET"] = "/run/alyx-api/api.sock"

@@ -12,11 +12,13 @@ const { pathToFileURL } = require('url');
 const sdk = require('./sdk.js');
 
 const SOCKET_PATH = process.env.ALYX_SOCKET || '/run/alyx/rt.sock';
-const SECRET = Buffer.from(process.env.ALYX_SECRET || '');
+// The per-sandbox secret: from the file the server wrote (never argv, never the environment).
+const SECRET = Buffer.from(fs.readFileSync(process.env.ALYX_SECRET_FILE, 'utf8').trim());
+if (!SECRET.length) { process.stderr.write('alyx shim: the secret file is empty\n'); process.exit(1); }
 const API_SOCKET = process.env.ALYX_API_SOCKET || '';
 const LIFELINE = process.env.ALYX_LIFELINE || '';
 delete process.env.ALYX_SOCKET;
-delete process.env.ALYX_SECRET;
+delete process.env.ALYX_SECRET_FILE;
 delete process.env.ALYX_API_SOCKET;
 delete process.env.ALYX_LIFELINE;
 if (LIFELINE === 'stdin') {
@@ -151,6 +153,11 @@ function markEnd(id) {
   try { fs.writeSync(2, mark); } catch (e) { /* same */ }
 }
 
+// The server percent-encodes the request path once (UTF-8); req.path is it decoded once.
+function decodePath(pathname) {
+  try { return decodeURIComponent(pathname); } catch (e) { return unescape(pathname); }
+}
+
 async function invoke(req, res, body) {
   const id = req.headers['x-alyx-invocation-id'] || '';
   if (!state.handler) return reply(res, 409, { error: { code: 'not_initialized', message: 'no function bound' } });
@@ -172,8 +179,8 @@ async function invoke(req, res, body) {
   const auth = context.auth === undefined ? null : context.auth;
   const env = Object.assign({}, state.env);
   const request = {
-    method: req.method, path: url.pathname, headers, query, body: body.toString('utf8'), rawBody: body, json,
-    input, auth, trigger, env, alyx,
+    method: req.method, path: decodePath(url.pathname), headers, query, body: body.toString('utf8'), rawBody: body,
+    json, input, auth, trigger, env, alyx,
   };
   let out = new Res();
   let extra = { 'x-alyx-outcome': 'ok' };
@@ -189,6 +196,12 @@ async function invoke(req, res, body) {
     const oom = err instanceof RangeError && /allocation|memory/i.test(String(err.message));
     out = new Res().json({ error: { code: oom ? 'memory_limit_exceeded' : 'function_error', message: describe(err) } }, 500);
     extra = oom ? { 'x-alyx-outcome': 'memory_limit_exceeded', 'x-alyx-retire': '1' } : { 'x-alyx-outcome': 'function_error' };
+  }
+  if (!Number.isInteger(out.statusCode) || out.statusCode < 200 || out.statusCode > 599) {
+    // HTTP has no such final status: the server answers 502.
+    const message = `The function answered with HTTP status ${out.statusCode}; expected 200-599.`;
+    out = new Res().json({ error: { code: 'function_bad_response', message } }, 502);
+    extra = { 'x-alyx-outcome': 'function_error' };
   }
   markEnd(id);
   reply(res, out.statusCode, out.body, Object.assign({}, out.headers, extra));

@@ -19,10 +19,21 @@ import sys
 import threading
 import traceback
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 SOCKET_PATH = os.environ.pop("ALYX_SOCKET", "/run/alyx/rt.sock")
-SECRET = os.environ.pop("ALYX_SECRET", "").encode()
+
+
+def _secret():
+    """The per-sandbox secret: from the file the server wrote (never argv, never the environment)."""
+    with open(os.environ.pop("ALYX_SECRET_FILE"), "rb") as f:
+        secret = f.read().strip()
+    if not secret:
+        sys.exit("alyx shim: the secret file is empty")
+    return secret
+
+
+SECRET = _secret()
 API_SOCKET = os.environ.pop("ALYX_API_SOCKET", "")
 LIFELINE = os.environ.pop("ALYX_LIFELINE", "")
 END_MARK = "\x1eALYX-END {}\x1e\n"
@@ -242,7 +253,7 @@ class Request:
     def __init__(self, method, target, headers, body, context, alyx):
         parts = urlsplit(target)
         self.method = method
-        self.path = parts.path
+        self.path = unquote(parts.path, errors="replace")  # the server encoded it once
         self.query_all = parse_qs(parts.query, keep_blank_values=True)
         self.query = {k: v[0] for k, v in self.query_all.items()}
         self.headers = headers
@@ -423,6 +434,10 @@ class Handler(BaseHTTPRequestHandler):
                 extra["x-alyx-retire"] = "1"
         finally:
             _CURRENT.reset(current)
+        if not 200 <= res.status_code <= 599:  # HTTP has no such final status: the server answers 502
+            res = Response().json({"error": {"code": "function_bad_response", "message": (
+                f"The function answered with HTTP status {res.status_code}; expected 200-599.")}}, 502)
+            extra = {"x-alyx-outcome": "function_error"}
         self._mark_end(invocation)
         self._reply(res.status_code, res.body, {**res.headers, **extra})
 
