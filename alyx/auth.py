@@ -32,7 +32,7 @@ from alyx.errors import AlyxError, validation_failed
 from alyx.login_guard import LoginGuard
 from alyx.models import SystemModels
 from alyx.passwords import MAX_PASSWORD_LENGTH, Passwords
-from alyx.records import Records
+from alyx.records import ChangeEvent, Records, normalize_email
 from alyx.rules import AccessRules, Principal, RequestInfo
 from alyx.signing_keys import KeyRing, load_key_ring
 
@@ -175,6 +175,21 @@ class AuthService:
             raise unauthorized("The session has ended (logged out, revoked or the user was deleted).",
                                "session_revoked")
         return principal_of(user)
+
+    def user_changed(self, event: ChangeEvent) -> None:
+        """The journal hook on every record write (inside its transaction): a deleted user's sessions end
+        with the deletion, and this worker forgets what it cached of a changed user at once."""
+        if event.collection != USERS:
+            return
+        user_id = event.record["id"]
+        if event.action == "delete":
+            session_model = self.system.session
+            session_model.update(revoked_at=utcnow(), revoked_reason="user deleted").where(
+                (session_model.user_id == user_id) & session_model.revoked_at.is_null()).execute()
+        if event.action != "create":
+            with self._cache_lock:
+                for sid in [sid for sid, (p, _) in self._session_cache.items() if p.id == user_id]:
+                    self._session_cache.pop(sid, None)
 
     def _forget_sessions(self, session_ids: list[str] | None = None) -> None:
         with self._cache_lock:
@@ -401,10 +416,6 @@ class AuthService:
 
 def principal_of(user: Mapping[str, Any]) -> Principal:
     return Principal(user["id"], user.get("email") or "", user.get("role") or "user", bool(user.get("verified")))
-
-
-def normalize_email(email: str) -> str:
-    return email.strip().lower()
 
 
 class HasAuth(Protocol):

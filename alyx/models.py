@@ -246,7 +246,16 @@ def build_model(spec: CollectionSpec, models: dict[str, type[peewee.Model]], dat
     model: type[peewee.Model] = type(f"Collection_{spec.name}", (BaseModel,), attrs)
     for name, cols, unique in index_definitions(spec):
         model.add_index(*[model._meta.fields[c] for c in cols], unique=unique, name=name)
+    if spec.auth:
+        model.add_index(model.index(peewee.fn.LOWER(model._meta.fields["email"]), unique=True,
+                                    name=email_index_name(spec.name)))
     return model
+
+
+def email_index_name(table: str) -> str:
+    """The case-insensitive unique index on ``lower(email)`` of the auth collection (named outside
+    ``idx_``/``uq_``, which the schema diff owns; alyx/migrations.py adds it to older tables)."""
+    return f"ci_{table}_email"
 
 
 def build_models(schema: Schema, database: peewee.Database) -> dict[str, type[peewee.Model]]:

@@ -29,6 +29,11 @@ DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 AUTH_ADMIN_FIELDS = frozenset({"role", "verified"})
 
 
+def normalize_email(email: str) -> str:
+    """The one form an auth record's email is stored, looked up and compared in: trimmed, lower-case."""
+    return email.strip().lower()
+
+
 @dataclass(frozen=True)
 class ChangeEvent:
     """A committed change to one record (published after commit, never for a rollback)."""
@@ -281,14 +286,17 @@ class Records:
         """
         coll = self.collection(name)
         data = self._load(coll, body, partial=False)
+        if coll.spec.auth and "id" in data:  # a chosen id could inherit a deleted user's grants
+            raise validation_failed({"id": [f"Ids of {name!r} records are made by the server."]})
         self._check_auth_fields(coll, data, auth)
+        _normalize_auth(coll, data)
         now = utcnow()
         record = {**{k: copy.deepcopy(v) for k, v in coll.defaults.items()}, **data, **(server_values or {})}
         record["id"] = data.get("id") or new_id()
         record["created_at"] = record["updated_at"] = now
         if check_rule and not self.access.allows(name, "create", auth, record, request):
             raise AlyxError("forbidden", f"You are not allowed to create records in {name!r}.", 403)
-        changes = self._run_guards(coll, "create", record, None)
+        changes = _normalize_auth(coll, self._run_guards(coll, "create", record, None))
         if changes:
             record.update(changes)
             data.update(changes)
@@ -309,10 +317,12 @@ class Records:
             raise validation_failed({"id": ["The id of a record cannot be changed."]})
         data.pop("id", None)
         self._check_auth_fields(coll, data, auth)
+        _normalize_auth(coll, data)
         if self._guards_for(name, "update"):
             before = (self._fetch_writable(coll, record_id, "update", auth, request) if check_rule
                       else self._fetch(coll, record_id, "view", None, request, admin=True))
-            data.update(self._run_guards(coll, "update", {**before, **data, **(server_values or {})}, before))
+            data.update(_normalize_auth(coll, self._run_guards(coll, "update", {**before, **data,
+                                                                               **(server_values or {})}, before)))
         with self._write(coll):
             if check_rule:
                 stored = self._fetch_writable(coll, record_id, "update", auth, request)
@@ -416,6 +426,13 @@ class Records:
             raise validation_failed(missing, "A related record does not exist.")
 
 
+def _normalize_auth(coll: Collection, data: dict[str, Any]) -> dict[str, Any]:
+    """On the auth collection, the email of every write in its one stored form (``normalize_email``)."""
+    if coll.spec.auth and isinstance(data.get("email"), str):
+        data["email"] = normalize_email(data["email"])
+    return data
+
+
 class _WriteTransaction:
     """The write transaction of one record write, with database errors turned into 409s."""
 
@@ -452,6 +469,9 @@ def integrity_error(spec: CollectionSpec, exc: peewee.IntegrityError) -> AlyxErr
 
 
 def _unique_fields(spec: CollectionSpec, text: str) -> list[str]:
+    match = re.search(rf"\bci_{re.escape(spec.name)}_(\w+)", text)  # a case-insensitive index (auth email)
+    if match:
+        return [match.group(1)]
     match = re.search(r"UNIQUE constraint failed: (.+)", text)
     if match:
         return [part.split(".")[-1].strip() for part in match.group(1).split(",")]

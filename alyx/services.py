@@ -75,10 +75,11 @@ class Services:
         self.db.close()
 
 
-def record_hooks(realtime: Realtime, events: Events) -> list[RecordHook]:
+def record_hooks(auth: AuthService, realtime: Realtime, events: Events) -> list[RecordHook]:
     """Who is on the record hook points, in the order they run."""
     return [
         RecordHook("guard", "events: sync database hooks", events.sync_hooks.run, events.sync_hooks.applies),
+        RecordHook("journal", "auth: a deleted user's sessions end", auth.user_changed),
         RecordHook("journal", "realtime: change feed", realtime.feed.append),
         RecordHook("journal", "events: outbox (async hooks, outgoing webhooks)", events.outbox),
         RecordHook("listener", "events: wake the job runner", events.after_commit),
@@ -114,7 +115,7 @@ def build_services(config: Config, migrate: bool = True) -> Services:
         oauth = OAuthService(config, db, schema, records, access, system, auth)
         realtime = Realtime(config, db, records, access)
         events = Events(config, db, functions)
-        hooks = record_hooks(realtime, events)
+        hooks = record_hooks(auth, realtime, events)
         register_record_hooks(records, hooks)
         services = Services(config, schema, db, models, system, access, records, functions, auth, oauth, realtime,
                             events, hooks)
