@@ -125,24 +125,27 @@ class AuthService:
             raise unauthorized("The token is not an access token.", "invalid_token")
         return claims
 
-    def authenticate(self, token: Any) -> tuple[Principal, str]:
+    def authenticate(self, token: Any, max_age: float | None = None) -> tuple[Principal, str]:
         """Access token → (Principal, session id); 401 for a bad or expired token or a revoked session.
 
         The session (and the user's current role) is re-read from the database at most every
-        auth.session_check_seconds per process, so logout and role changes apply within seconds.
+        auth.session_check_seconds per process (or ``max_age`` seconds, if sooner), so logout and role
+        changes apply within seconds.
         """
         claims = self._verified_claims(token)
         sid = claims["sid"]
         now = time.monotonic()
+        fresh = self.config.auth_session_check_seconds if max_age is None else \
+            min(self.config.auth_session_check_seconds, max_age)
         cached = self._session_cache.get(sid)
-        if cached is not None and cached[1] > now and cached[0].id == claims["sub"]:
+        if cached is not None and now - cached[1] < fresh and cached[0].id == claims["sub"]:
             return cached[0], sid
         principal = self._load_principal(sid, claims["sub"])
         if self.config.auth_session_check_seconds > 0:
             with self._cache_lock:
                 if len(self._session_cache) > 50_000:
                     self._session_cache.clear()
-                self._session_cache[sid] = (principal, now + self.config.auth_session_check_seconds)
+                self._session_cache[sid] = (principal, now)
         return principal, sid
 
     def _verified_claims(self, token: Any) -> dict[str, Any]:

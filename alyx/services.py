@@ -113,7 +113,7 @@ def build_services(config: Config, migrate: bool = True) -> Services:
             memory_budget=config.functions_memory_budget_mb))
         auth = AuthService(config, db, records, access, system)  # signing keys load on first use
         oauth = OAuthService(config, db, schema, records, access, system, auth)
-        realtime = Realtime(config, db, records, access)
+        realtime = Realtime(config, db, records, access, auth)
         events = Events(config, db, functions)
         hooks = record_hooks(auth, realtime, events)
         register_record_hooks(records, hooks)
