@@ -303,6 +303,10 @@ class AuthService:
     def _user_row(self, user_id: str) -> dict[str, Any] | None:
         return dict_row(self.users.select().where(self.users.id == user_id))
 
+    def user_by_id(self, user_id: str) -> dict[str, Any] | None:
+        with self.db.connection():
+            return self._user_row(user_id)
+
     def user_by_email(self, email: str) -> dict[str, Any] | None:
         users = self.users
         with self.db.connection():

@@ -13,12 +13,14 @@ from typing import Any, Literal
 
 import peewee
 
+from alyx.account_flows import AccountFlows
 from alyx.auth import AuthService
 from alyx.config import Config
 from alyx.db import Database
 from alyx.errors import ConfigError
 from alyx.events import Events
 from alyx.functions import Functions
+from alyx.mail import Mailer
 from alyx.migrations import Migrator, Plan, migration_lock
 from alyx.models import SystemModels, build_models, build_system_models
 from alyx.oauth import OAuthService
@@ -65,6 +67,7 @@ class Services:
     realtime: Realtime
     events: Events
     hooks: list[RecordHook]  # who is registered on the record hook points, in order
+    accounts: AccountFlows  # verification, password reset, email change (mailed tokens)
 
     def migrator(self) -> Migrator:
         return Migrator(self.db, self.schema, self.models, self.system)
@@ -117,8 +120,9 @@ def build_services(config: Config, migrate: bool = True) -> Services:
         events = Events(config, db, functions)
         hooks = record_hooks(auth, realtime, events)
         register_record_hooks(records, hooks)
+        accounts = AccountFlows(config, db, system, auth, Mailer(config))
         services = Services(config, schema, db, models, system, access, records, functions, auth, oauth, realtime,
-                            events, hooks)
+                            events, hooks, accounts)
         if migrate:
             apply_safe_migrations(services)
     except peewee.OperationalError as exc:
