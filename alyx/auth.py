@@ -330,6 +330,8 @@ class AuthService:
         if "role" in fields or "verified" in fields:
             raise AlyxError("forbidden", "role and verified cannot be chosen at registration.", 403,
                             {k: ["Only admins can set this field."] for k in ("role", "verified") if k in fields})
+        with self.db.connection():
+            self.guard.registration(client.ip)
         password_hash = self.passwords.hash(password)
         with self.db.connection():
             created = self.records.create(USERS, fields, None, request,

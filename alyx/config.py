@@ -58,6 +58,9 @@ class Config:
     auth_login_max_failures_account: int = _setting(5, "auth.login_max_failures_account", int)
     auth_login_max_failures_ip: int = _setting(50, "auth.login_max_failures_ip", int)
     auth_login_lockout_max_seconds: int = _setting(900, "auth.login_lockout_max_seconds", int)
+    # registrations per client IP and window (database-backed, shared by workers); 0 turns it off
+    auth_registration_rate_limit: int = _setting(20, "auth.registration_rate_limit", int)
+    auth_registration_rate_window: int = _setting(3600, "auth.registration_rate_window", int)
     auth_oauth: dict[str, Any] | None = _setting(None, "auth.oauth", dict)
     auth_verification_ttl: int = _setting(86400, "auth.verification_ttl", int)  # seconds a mailed token is valid
     auth_password_reset_ttl: int = _setting(1800, "auth.password_reset_ttl", int)

@@ -536,3 +536,32 @@ def test_the_email_migration_lowercases_and_reports_collisions(make_app, tmp_pat
 def _database_env(app) -> dict[str, str]:
     url = app.extensions["alyx"].config.database_url
     return {"ALYX_DATABASE_URL": url} if url else {}
+
+
+def test_failed_logins_from_elsewhere_do_not_lock_the_owner_out(make_app):
+    app = make_app(env={"ALYX_AUTH_LOGIN_MAX_FAILURES_ACCOUNT": "3"})
+    c = app.test_client()
+    register(c)
+    attacker = {"REMOTE_ADDR": "10.6.6.6"}
+    for _ in range(5):
+        c.post("/api/auth/login", json={"email": "ann@example.com", "password": "wrong pass"}, environ_base=attacker)
+    assert_error(c.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD},
+                        environ_base=attacker), 429, "rate_limited")
+    owner = c.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD},
+                   environ_base={"REMOTE_ADDR": "192.0.2.10"})
+    assert owner.status_code == 200  # the account is backed off per (account, source), not for everyone
+
+
+def test_registration_is_rate_limited_per_source_by_default(make_app):
+    from alyx.config import Config
+
+    assert Config().auth_registration_rate_limit > 0  # on by default
+    c = make_app(env={"ALYX_AUTH_REGISTRATION_RATE_LIMIT": "2"}).test_client()
+    register(c, "a1@example.com")
+    register(c, "a2@example.com")
+    refused = c.post("/api/auth/register", json={"email": "a3@example.com", "password": PASSWORD})
+    error = assert_error(refused, 429, "rate_limited")
+    assert int(refused.headers["Retry-After"]) >= 1 and error["details"]["retry_after"] >= 1
+    other = c.post("/api/auth/register", json={"email": "a3@example.com", "password": PASSWORD},
+                   environ_base={"REMOTE_ADDR": "10.1.1.1"})
+    assert other.status_code == 201
