@@ -32,7 +32,7 @@ from alyx.errors import AlyxError, validation_failed
 from alyx.login_guard import LoginGuard
 from alyx.models import SystemModels
 from alyx.passwords import MAX_PASSWORD_LENGTH, Passwords
-from alyx.records import Records
+from alyx.records import ChangeEvent, Records, normalize_email
 from alyx.rules import AccessRules, Principal, RequestInfo
 from alyx.signing_keys import KeyRing, load_key_ring
 
@@ -125,24 +125,27 @@ class AuthService:
             raise unauthorized("The token is not an access token.", "invalid_token")
         return claims
 
-    def authenticate(self, token: Any) -> tuple[Principal, str]:
+    def authenticate(self, token: Any, max_age: float | None = None) -> tuple[Principal, str]:
         """Access token → (Principal, session id); 401 for a bad or expired token or a revoked session.
 
         The session (and the user's current role) is re-read from the database at most every
-        auth.session_check_seconds per process, so logout and role changes apply within seconds.
+        auth.session_check_seconds per process (or ``max_age`` seconds, if sooner), so logout and role
+        changes apply within seconds.
         """
         claims = self._verified_claims(token)
         sid = claims["sid"]
         now = time.monotonic()
+        fresh = self.config.auth_session_check_seconds if max_age is None else \
+            min(self.config.auth_session_check_seconds, max_age)
         cached = self._session_cache.get(sid)
-        if cached is not None and cached[1] > now and cached[0].id == claims["sub"]:
+        if cached is not None and now - cached[1] < fresh and cached[0].id == claims["sub"]:
             return cached[0], sid
         principal = self._load_principal(sid, claims["sub"])
         if self.config.auth_session_check_seconds > 0:
             with self._cache_lock:
                 if len(self._session_cache) > 50_000:
                     self._session_cache.clear()
-                self._session_cache[sid] = (principal, now + self.config.auth_session_check_seconds)
+                self._session_cache[sid] = (principal, now)
         return principal, sid
 
     def _verified_claims(self, token: Any) -> dict[str, Any]:
@@ -175,6 +178,21 @@ class AuthService:
             raise unauthorized("The session has ended (logged out, revoked or the user was deleted).",
                                "session_revoked")
         return principal_of(user)
+
+    def user_changed(self, event: ChangeEvent) -> None:
+        """The journal hook on every record write (inside its transaction): a deleted user's sessions end
+        with the deletion, and this worker forgets what it cached of a changed user at once."""
+        if event.collection != USERS:
+            return
+        user_id = event.record["id"]
+        if event.action == "delete":
+            session_model = self.system.session
+            session_model.update(revoked_at=utcnow(), revoked_reason="user deleted").where(
+                (session_model.user_id == user_id) & session_model.revoked_at.is_null()).execute()
+        if event.action != "create":
+            with self._cache_lock:
+                for sid in [sid for sid, (p, _) in self._session_cache.items() if p.id == user_id]:
+                    self._session_cache.pop(sid, None)
 
     def _forget_sessions(self, session_ids: list[str] | None = None) -> None:
         with self._cache_lock:
@@ -285,6 +303,10 @@ class AuthService:
     def _user_row(self, user_id: str) -> dict[str, Any] | None:
         return dict_row(self.users.select().where(self.users.id == user_id))
 
+    def user_by_id(self, user_id: str) -> dict[str, Any] | None:
+        with self.db.connection():
+            return self._user_row(user_id)
+
     def user_by_email(self, email: str) -> dict[str, Any] | None:
         users = self.users
         with self.db.connection():
@@ -308,6 +330,8 @@ class AuthService:
         if "role" in fields or "verified" in fields:
             raise AlyxError("forbidden", "role and verified cannot be chosen at registration.", 403,
                             {k: ["Only admins can set this field."] for k in ("role", "verified") if k in fields})
+        with self.db.connection():
+            self.guard.registration(client.ip)
         password_hash = self.passwords.hash(password)
         with self.db.connection():
             created = self.records.create(USERS, fields, None, request,
@@ -401,10 +425,6 @@ class AuthService:
 
 def principal_of(user: Mapping[str, Any]) -> Principal:
     return Principal(user["id"], user.get("email") or "", user.get("role") or "user", bool(user.get("verified")))
-
-
-def normalize_email(email: str) -> str:
-    return email.strip().lower()
 
 
 class HasAuth(Protocol):

@@ -58,7 +58,22 @@ class Config:
     auth_login_max_failures_account: int = _setting(5, "auth.login_max_failures_account", int)
     auth_login_max_failures_ip: int = _setting(50, "auth.login_max_failures_ip", int)
     auth_login_lockout_max_seconds: int = _setting(900, "auth.login_lockout_max_seconds", int)
+    # registrations per client IP and window (database-backed, shared by workers); 0 turns it off
+    auth_registration_rate_limit: int = _setting(20, "auth.registration_rate_limit", int)
+    auth_registration_rate_window: int = _setting(3600, "auth.registration_rate_window", int)
     auth_oauth: dict[str, Any] | None = _setting(None, "auth.oauth", dict)
+    auth_verification_ttl: int = _setting(86400, "auth.verification_ttl", int)  # seconds a mailed token is valid
+    auth_password_reset_ttl: int = _setting(1800, "auth.password_reset_ttl", int)
+    auth_email_change_ttl: int = _setting(3600, "auth.email_change_ttl", int)
+    mail_from: str | None = _setting(None, "mail.from", str)
+    mail_smtp_host: str | None = _setting(None, "mail.smtp.host", str)
+    mail_smtp_port: int = _setting(587, "mail.smtp.port", int, maximum=65535)
+    mail_smtp_username: str | None = _setting(None, "mail.smtp.username", str)
+    mail_smtp_password: str | None = _setting(None, "mail.smtp.password", str)
+    mail_smtp_tls: str = _setting("starttls", "mail.smtp.tls", str, choices=("starttls", "ssl", "none"))
+    mail_smtp_timeout_seconds: int = _setting(10, "mail.smtp.timeout_seconds", int)
+    mail_link_base: str | None = _setting(None, "mail.link_base", str)  # your app's page that takes ?token=
+    mail_cooldown_seconds: int = _setting(60, "mail.cooldown_seconds", int)  # per address and kind
     functions_sandbox: str = _setting("auto", "functions.sandbox", str, choices=SANDBOX_TIERS)
     functions_warm_pool: int = _setting(1, "functions.warm_pool", int)  # started generic sandboxes per runtime
     functions_idle_ttl: int = _setting(300, "functions.idle_ttl", int)  # seconds an idle sandbox is kept

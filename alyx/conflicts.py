@@ -27,6 +27,9 @@ def integrity_error(spec: CollectionSpec, exc: peewee.IntegrityError) -> AlyxErr
     return AlyxError("conflict", "The write conflicts with a database constraint.", 409)
 
 def _unique_fields(spec: CollectionSpec, text: str) -> list[str]:
+    match = re.search(rf"\bci_{re.escape(spec.name)}_(\w+)", text)  # a case-insensitive index (auth email)
+    if match:
+        return [match.group(1)]
     match = re.search(r"UNIQUE constraint failed: (.+)", text)
     if match:
         return [part.split(".")[-1].strip() for part in match.group(1).split(",")]

@@ -1,4 +1,5 @@
-"""Login backoff: failed logins counted per account and per IP in the database, lockouts (429)."""
+"""Login backoff and the registration limit: failed logins counted per (account, source) and per source
+in the database, lockouts (429); registrations counted per source and window."""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,17 +14,20 @@ from alyx.models import LoginAttempt
 
 
 class LoginGuard:
-    """Brute-force protection: failed logins counted per account and per IP in the database
-    (so every worker sees them); past a threshold each further failure doubles a lockout (429)."""
+    """Brute-force protection: failed logins counted per (account, source IP) and per source IP in the
+    database (so every worker sees them); past a threshold each further failure doubles a lockout (429).
+    An account is never locked for everyone: failures from one address do not lock out another one."""
 
     def __init__(self, db: Database, model: type[LoginAttempt], config: Config) -> None:
         self.db = db
         self.model = model
         self.limits = {"account": config.auth_login_max_failures_account, "ip": config.auth_login_max_failures_ip}
         self.max_lock = max(1, config.auth_login_lockout_max_seconds)
+        self.register_limit = config.auth_registration_rate_limit
+        self.register_window = max(1, config.auth_registration_rate_window)
 
     def keys(self, email: str, ip: str | None) -> list[tuple[str, str]]:
-        found = [("account", f"account:{email[:254]}")]
+        found = [("account", f"account:{email[:245]}|{(ip or '-')[:45]}")]
         if ip:
             found.append(("ip", f"ip:{ip[:45]}"))
         return found
@@ -61,6 +65,26 @@ class LoginGuard:
                 stale = now - dt.timedelta(seconds=2 * self.max_lock)
                 self.model.delete().where((self.model.last_failure_at < stale) & (
                     self.model.locked_until.is_null() | (self.model.locked_until < now))).execute()
+
+    def registration(self, ip: str | None) -> None:
+        """Count one registration from ``ip``: 429 with Retry-After past auth.registration_rate_limit in
+        the current window (a fixed window per address, kept in the login-attempts table)."""
+        if not self.register_limit or not ip:
+            return
+        key, now = f"register:{ip[:45]}", utcnow()
+        with self.db.write():
+            row = self.model.get_or_none(self.model.key == key)
+            created = row is None
+            if row is None or row.locked_until is None or row.locked_until <= now:
+                row = row or self.model(key=key)
+                row.failures, row.last_failure_at = 0, now  # a new window starts now
+                row.locked_until = now + dt.timedelta(seconds=self.register_window)  # kept until it ends
+            if row.failures >= self.register_limit:
+                seconds = max(1, math.ceil((row.locked_until - now).total_seconds()))
+                raise AlyxError("rate_limited", f"Too many registrations from this address; try again in "
+                                f"{seconds} seconds.", 429, {"retry_after": seconds}, {"Retry-After": str(seconds)})
+            row.failures += 1
+            row.save(force_insert=created)
 
     def succeeded(self, keys: list[tuple[str, str]]) -> None:
         """A good password clears the account's streak (not the IP's: one own account must not reset it)."""

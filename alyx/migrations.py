@@ -16,7 +16,7 @@ from playhouse.migrate import PostgresqlMigrator, SchemaMigrator, SqliteMigrator
 from alyx.db import Database, dict_rows, tuple_rows
 from alyx.errors import ConfigError
 from alyx.fields.registry import lookup
-from alyx.models import ON_DELETE_SQL, SystemModels, index_definitions
+from alyx.models import ON_DELETE_SQL, SystemModels, email_index_name, index_definitions
 from alyx.schema import CollectionSpec, FieldSpec, Schema, creation_order
 from alyx.validation import default_value
 
@@ -170,6 +170,10 @@ class Migrator:
                 kind = "unique index" if unique else "index"
                 adds_idx.append(Step(table, "add_index", f"add {kind} {name} on ({', '.join(cols)})", False,
                                      functools.partial(self._add_index, table, name, cols, unique)))
+        if spec.auth and email_index_name(table) not in live_indexes:
+            adds_idx.append(Step(table, "add_index", f"lower-case stored emails, add unique index "
+                                 f"{email_index_name(table)} on (lower(email))", False,
+                                 functools.partial(self._add_email_index, table)))
         # Dropping a column needs its indexes gone first; new indexes need their columns.
         return drops_idx + renames + drops + changes + adds + adds_idx
 
@@ -208,6 +212,24 @@ class Migrator:
             raise ConfigError(
                 f"cannot add unique index {name}: collection {table!r} already has duplicate values in "
                 f"({', '.join(cols)}); remove the duplicates or drop 'unique' from schema.yaml") from None
+
+    def _add_email_index(self, table: str) -> None:
+        """The auth collection's emails stored in their one form, then unique regardless of case; addresses
+        that differ only in case (older versions allowed that) stop the migration, each named with its ids."""
+        t = _q(table)
+        rows = self.db.execute(f"SELECT lower(trim(email)), id FROM {t} WHERE lower(trim(email)) IN (SELECT "
+                               f"lower(trim(email)) FROM {t} GROUP BY lower(trim(email)) HAVING COUNT(*) > 1) "
+                               "ORDER BY 1, 2").fetchall()
+        if rows:
+            groups: dict[str, list[str]] = {}
+            for email, record_id in rows:
+                groups.setdefault(email, []).append(record_id)
+            listed = "; ".join(f"{email}: {', '.join(ids)}" for email, ids in groups.items())
+            raise ConfigError(f"cannot make {table}.email unique regardless of case: these accounts have addresses "
+                              f"that differ only in case ({listed}); change or delete all but one of each, then "
+                              "start again")
+        self.db.execute(f"UPDATE {t} SET email = lower(trim(email)) WHERE email <> lower(trim(email))")
+        self.db.execute(f"CREATE UNIQUE INDEX {_q(email_index_name(table))} ON {t} (lower(email))")
 
     def _relations(self, table: str) -> dict[str, tuple[str, str]]:
         """The live foreign keys of a table: column → (target table, ON DELETE rule in upper case)."""

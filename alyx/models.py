@@ -147,6 +147,21 @@ class OAuthState(BaseModel):
         table_name = "_alyx_oauth_states"
 
 
+class AccountToken(BaseModel):
+    """A mailed single-use token (verification, password reset, email change), stored only as SHA-256."""
+
+    token_hash = peewee.CharField(primary_key=True, max_length=64)
+    kind = peewee.CharField(max_length=20)  # verification | password_reset | email_change
+    user_id = peewee.CharField(max_length=ID_LENGTH, index=True)
+    new_email = peewee.CharField(max_length=254, null=True)  # for email_change: the address to move to
+    created_at = peewee.DateTimeField(default=utcnow)
+    expires_at = peewee.DateTimeField()
+    used_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "_alyx_account_tokens"
+
+
 class Execution(BaseModel):
     """One function run (alyx/executions.py): trigger, input, output, status, timings, logs, error."""
 
@@ -204,6 +219,7 @@ class SystemModels:
     oauth_identity: type[OAuthIdentity]
     oauth_state: type[OAuthState]
     execution: type[Execution]
+    account_token: type[AccountToken]  # system migration 2 (not in `all`: step 1 must not change)
 
     @property
     def all(self) -> list[type[peewee.Model]]:
@@ -215,7 +231,8 @@ def build_system_models(database: peewee.Database) -> SystemModels:
     """Alyx's own tables (migrations, auth, executions) bound to ``database``."""
     return SystemModels(bind(MigrationStep, database), bind(ManagedCollection, database), bind(Session, database),
                         bind(RefreshToken, database), bind(LoginAttempt, database), bind(OAuthIdentity, database),
-                        bind(OAuthState, database), execution=bind(Execution, database))
+                        bind(OAuthState, database), execution=bind(Execution, database),
+                        account_token=bind(AccountToken, database))
 
 
 def index_definitions(spec: CollectionSpec) -> list[tuple[str, tuple[str, ...], bool]]:
@@ -246,7 +263,16 @@ def build_model(spec: CollectionSpec, models: dict[str, type[peewee.Model]], dat
     model: type[peewee.Model] = type(f"Collection_{spec.name}", (BaseModel,), attrs)
     for name, cols, unique in index_definitions(spec):
         model.add_index(*[model._meta.fields[c] for c in cols], unique=unique, name=name)
+    if spec.auth:
+        model.add_index(model.index(peewee.fn.LOWER(model._meta.fields["email"]), unique=True,
+                                    name=email_index_name(spec.name)))
     return model
+
+
+def email_index_name(table: str) -> str:
+    """The case-insensitive unique index on ``lower(email)`` of the auth collection (named outside
+    ``idx_``/``uq_``, which the schema diff owns; alyx/migrations.py adds it to older tables)."""
+    return f"ci_{table}_email"
 
 
 def build_models(schema: Schema, database: peewee.Database) -> dict[str, type[peewee.Model]]:

@@ -20,13 +20,13 @@ import jwt
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 
-from alyx.auth import USERS, AuthService, Client, normalize_email, sha256_hex
+from alyx.auth import USERS, AuthService, Client, sha256_hex
 from alyx.clock import utcnow
 from alyx.config import Config
 from alyx.db import Database, dict_row
 from alyx.errors import AlyxError, ConfigError
 from alyx.models import SystemModels
-from alyx.records import Records
+from alyx.records import Records, normalize_email
 from alyx.rules import AccessRules
 from alyx.schema import Schema
 

@@ -18,16 +18,22 @@ from marshmallow import ValidationError
 
 from alyx import query as q
 from alyx.clock import utcnow
+from alyx.collection import Collection
 from alyx.conflicts import integrity_error
 from alyx.db import Database, dict_row, dict_rows
 from alyx.errors import AlyxError, bad_request, not_found, validation_failed
 from alyx.models import new_id
 from alyx.rules import AccessRules, Principal, RequestInfo
-from alyx.schema import CollectionSpec, Schema
-from alyx.validation import RECORD_ID, default_value, record_schema
+from alyx.schema import Schema
+from alyx.validation import RECORD_ID
 
 DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 AUTH_ADMIN_FIELDS = frozenset({"role", "verified"})
+
+
+def normalize_email(email: str) -> str:
+    """The one form an auth record's email is stored, looked up and compared in: trimmed, lower-case."""
+    return email.strip().lower()
 
 
 @dataclass(frozen=True)
@@ -46,97 +52,6 @@ Listener = Callable[[ChangeEvent], None]
 Guard = Callable[[str, str, dict[str, Any], "dict[str, Any] | None"], "Mapping[str, Any] | None"]
 GuardFilter = Callable[[str, str], bool]
 Matched = list[tuple[dict[str, Any], dict[str, Any]]]  # a bulk write's records, each with its guards' changes
-
-
-class Collection:
-    """What the service needs of one collection: spec, model, validators, serialiser."""
-
-    def __init__(self, spec: CollectionSpec, model: type[peewee.Model]) -> None:
-        self.spec = spec
-        self.model = model
-        self.id_column = model._meta.fields["id"]
-        self.create_schema = record_schema(spec, partial=False)
-        self.update_schema = record_schema(spec, partial=True)
-        self.visible = q.readable_fields(spec)
-        self.visible_columns = [model._meta.fields[name] for name in self.visible]
-        kinds = {name: q.field_kind(spec, name) for name in self.visible}
-        encoded = [(name, kind) for name, kind in kinds.items() if kind is not None and kind.encodes]
-        self.encoders = [(name, kind.to_json) for name, kind in encoded]
-        self.decoders = [(name, kind.from_json) for name, kind in encoded]
-        self.relations = {f.name: f.collection for f in spec.public_fields if f.collection is not None}
-        self.defaults = {f.name: default_value(f) for f in spec.public_fields}
-        self._by_id: dict[tuple[str, ...], tuple[str, list[tuple[str, Callable[[Any], Any]]]]] = {}
-        self._by_rule: dict[tuple[Any, ...], tuple[str, tuple[Any, ...], int, list[tuple[str, Any]]]] = {}
-
-    def serialize(self, row: Mapping[str, Any], fields: tuple[str, ...] | None = None) -> dict[str, Any]:
-        """A stored row → its JSON form (RFC 3339 UTC datetimes, hidden fields dropped)."""
-        names = fields or self.visible
-        out = {name: row.get(name) for name in names}
-        for name, to_json in self.encoders:
-            value = out.get(name)
-            if value is not None:
-                out[name] = to_json(value)
-        return out
-
-    def from_json(self, doc: Mapping[str, Any]) -> dict[str, Any]:
-        """A serialised record with its values as stored (datetime/date strings parsed back), as rules
-        and filters compare them; a value that does not parse is left as it is."""
-        out = dict(doc)
-        for name, from_json in self.decoders:
-            value = out.get(name)
-            if value is not None:
-                out[name] = from_json(value)
-        return out
-
-    def columns(self, fields: tuple[str, ...] | None, expand: tuple[str, ...] = ()) -> list[peewee.Field]:
-        """The columns to read: the requested ones, plus the relations to expand even when not shown."""
-        if not fields:
-            return self.visible_columns
-        names = fields + tuple(name for name in expand if name not in fields)
-        return [self.model._meta.fields[name] for name in names]
-
-    def fetch_by_id(self, database: peewee.Database, record_id: str, columns: list[peewee.Field]
-                    ) -> dict[str, Any] | None:
-        """``SELECT columns WHERE id = ?`` for a caller no rule restricts, as peewee's ``dicts()`` would.
-
-        peewee builds the SQL text once per column set (building it cost more than running it);
-        every call still runs the query, so nothing read here is ever stale.
-        """
-        key = tuple(c.name for c in columns)
-        plan = self._by_id.get(key)
-        if plan is None:
-            sql, _ = self.model.select(*columns).where(self.id_column == "").sql()
-            plan = self._by_id[key] = (sql, [(c.name, c.python_value) for c in columns])
-        sql, converters = plan
-        raw = database.execute_sql(sql, (record_id,)).fetchone()  # type: ignore[no-untyped-call]
-        if raw is None:
-            return None
-        return {name: convert(value) for (name, convert), value in zip(converters, raw, strict=True)}
-
-    def fetch_by_id_where(self, database: peewee.Database, record_id: str, columns: list[peewee.Field],
-                          condition: peewee.Node, key: tuple[Any, ...]) -> dict[str, Any] | None:
-        """`fetch_by_id` plus an access-rule condition: SQL text and parameters kept per ``key``.
-
-        ``key`` must name everything the condition depends on (operation, caller, columns); rules
-        that read request.* are never passed here. The id is bound at each call.
-        """
-        plan = self._by_rule.get(key)
-        if plan is None:
-            sql, params = self.model.select(*columns).where(self.id_column == _ID_SLOT).where(condition).sql()
-            if len(self._by_rule) >= 4096:
-                self._by_rule.clear()
-            plan = self._by_rule[key] = (sql, tuple(params), params.index(_ID_SLOT),
-                                         [(c.name, c.python_value) for c in columns])
-        sql, template, slot, converters = plan
-        bound = list(template)
-        bound[slot] = record_id
-        raw = database.execute_sql(sql, bound).fetchone()  # type: ignore[no-untyped-call]
-        if raw is None:
-            return None
-        return {name: convert(value) for (name, convert), value in zip(converters, raw, strict=True)}
-
-
-_ID_SLOT = "\x00alyx-record-id"  # never a real id (ids are [a-z0-9]{15})
 
 
 class Records:
@@ -283,14 +198,17 @@ class Records:
         """
         coll = self.collection(name)
         data = self._load(coll, body, partial=False)
+        if coll.spec.auth and "id" in data:  # a chosen id could inherit a deleted user's grants
+            raise validation_failed({"id": [f"Ids of {name!r} records are made by the server."]})
         self._check_auth_fields(coll, data, auth)
+        _normalize_auth(coll, data)
         now = utcnow()
         record = {**{k: copy.deepcopy(v) for k, v in coll.defaults.items()}, **data, **(server_values or {})}
         record["id"] = data.get("id") or new_id()
         record["created_at"] = record["updated_at"] = now
         if check_rule and not self.access.allows(name, "create", auth, record, request):
             raise AlyxError("forbidden", f"You are not allowed to create records in {name!r}.", 403)
-        changes = self._run_guards(coll, "create", record, None)
+        changes = _normalize_auth(coll, self._run_guards(coll, "create", record, None))
         if changes:
             record.update(changes)
             data.update(changes)
@@ -311,10 +229,12 @@ class Records:
             raise validation_failed({"id": ["The id of a record cannot be changed."]})
         data.pop("id", None)
         self._check_auth_fields(coll, data, auth)
+        _normalize_auth(coll, data)
         if self._guards_for(name, "update"):
             before = (self._fetch_writable(coll, record_id, "update", auth, request) if check_rule
                       else self._fetch(coll, record_id, "view", None, request, admin=True))
-            data.update(self._run_guards(coll, "update", {**before, **data, **(server_values or {})}, before))
+            data.update(_normalize_auth(coll, self._run_guards(coll, "update", {**before, **data,
+                                                                               **(server_values or {})}, before)))
         with self._write(coll):
             if check_rule:
                 stored = self._fetch_writable(coll, record_id, "update", auth, request)
@@ -474,6 +394,13 @@ class Records:
                 missing[field_name] = [f"No record {ref!r} in {target_name!r}."]
         if missing:
             raise validation_failed(missing, "A related record does not exist.")
+
+
+def _normalize_auth(coll: Collection, data: dict[str, Any]) -> dict[str, Any]:
+    """On the auth collection, the email of every write in its one stored form (``normalize_email``)."""
+    if coll.spec.auth and isinstance(data.get("email"), str):
+        data["email"] = normalize_email(data["email"])
+    return data
 
 
 class _WriteTransaction:

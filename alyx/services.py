@@ -13,12 +13,14 @@ from typing import Any, Literal
 
 import peewee
 
+from alyx.account_flows import AccountFlows
 from alyx.auth import AuthService
 from alyx.config import Config
 from alyx.db import Database
 from alyx.errors import ConfigError
 from alyx.events import Events
 from alyx.functions import Functions
+from alyx.mail import Mailer
 from alyx.migrations import Migrator, Plan, migration_lock
 from alyx.models import SystemModels, build_models, build_system_models
 from alyx.oauth import OAuthService
@@ -65,6 +67,7 @@ class Services:
     realtime: Realtime
     events: Events
     hooks: list[RecordHook]  # who is registered on the record hook points, in order
+    accounts: AccountFlows  # verification, password reset, email change (mailed tokens)
 
     def migrator(self) -> Migrator:
         return Migrator(self.db, self.schema, self.models, self.system)
@@ -75,10 +78,11 @@ class Services:
         self.db.close()
 
 
-def record_hooks(realtime: Realtime, events: Events) -> list[RecordHook]:
+def record_hooks(auth: AuthService, realtime: Realtime, events: Events) -> list[RecordHook]:
     """Who is on the record hook points, in the order they run."""
     return [
         RecordHook("guard", "events: sync database hooks", events.sync_hooks.run, events.sync_hooks.applies),
+        RecordHook("journal", "auth: a deleted user's sessions end", auth.user_changed),
         RecordHook("journal", "realtime: change feed", realtime.feed.append),
         RecordHook("journal", "events: outbox (async hooks, outgoing webhooks)", events.outbox),
         RecordHook("listener", "events: wake the job runner", events.after_commit),
@@ -112,12 +116,13 @@ def build_services(config: Config, migrate: bool = True) -> Services:
             memory_budget=config.functions_memory_budget_mb, max_response_bytes=config.functions_max_response_bytes))
         auth = AuthService(config, db, records, access, system)  # signing keys load on first use
         oauth = OAuthService(config, db, schema, records, access, system, auth)
-        realtime = Realtime(config, db, records, access)
+        realtime = Realtime(config, db, records, access, auth)
         events = Events(config, db, functions)
-        hooks = record_hooks(realtime, events)
+        hooks = record_hooks(auth, realtime, events)
         register_record_hooks(records, hooks)
+        accounts = AccountFlows(config, db, system, auth, Mailer(config))
         services = Services(config, schema, db, models, system, access, records, functions, auth, oauth, realtime,
-                            events, hooks)
+                            events, hooks, accounts)
         if migrate:
             apply_safe_migrations(services)
     except peewee.OperationalError as exc:

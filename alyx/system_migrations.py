@@ -54,10 +54,16 @@ def _create_webhook_replays(db: Database) -> None:
     db.peewee.create_tables([build_event_models(db.peewee).replay], safe=True)
 
 
+def _create_account_tokens(db: Database) -> None:
+    """The mailed single-use tokens of the account flows (verification, password reset, email change)."""
+    db.peewee.create_tables([build_system_models(db.peewee).account_token], safe=True)
+
+
 # The ordered list. Append only: a step's number and effect never change once released.
 STEPS: tuple[SystemMigration, ...] = (
     SystemMigration(1, "create the system tables", _create_system_tables),
     SystemMigration(2, "create _alyx_webhook_replays", _create_webhook_replays),
+    SystemMigration(3, "create _alyx_account_tokens", _create_account_tokens),
 )
 
 

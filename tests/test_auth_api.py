@@ -426,3 +426,160 @@ def test_a_wrong_password_raises_nothing_in_the_hash_pool(monkeypatch, tmp_path)
     assert not checker.verify(stored, "wrong password")
     assert not checker.verify("not-a-hash", "anything")
     assert not checker.verify(None, "anything")
+OWNED_SCHEMA = """
+collections:
+  - name: users
+    auth: true
+    rules: {view: "auth != null && auth.id == doc.id", update: "auth != null && auth.id == doc.id",
+            delete: "auth != null && auth.id == doc.id"}
+  - name: notes
+    fields:
+      - {name: owner, type: string}
+      - {name: text, type: string}
+    rules: {list: "auth != null && auth.id == doc.owner", view: "auth != null && auth.id == doc.owner",
+            create: "auth != null", update: "auth != null && auth.id == doc.owner"}
+"""
+
+
+def test_auth_ids_are_server_made_and_a_deleted_user_cannot_be_taken_over(make_app):
+    app = make_app(OWNED_SCHEMA)
+    c = app.test_client()
+    auth = app.extensions["alyx"].auth
+    auth.create_admin("root@example.com", PASSWORD)
+    root = c.post("/api/auth/login", json={"email": "root@example.com", "password": PASSWORD}).get_json()
+    # the client can never choose an auth record's id: not at register, not as an admin
+    assert_error(c.post("/api/auth/register", json={"email": "x@example.com", "password": PASSWORD,
+                                                   "id": "chosen000000001"}), 422, "validation_failed")
+    assert_error(c.post("/api/collections/users", json={"email": "y@example.com", "id": "chosen000000002"},
+                        headers=bearer(root["access_token"])), 422, "validation_failed")
+    ann = register(c)
+    uid, h = ann["user"]["id"], bearer(ann["access_token"])
+    other = c.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD}).get_json()
+    note = c.post("/api/collections/notes", json={"owner": uid, "text": "private"}, headers=h)
+    assert note.status_code == 201
+    assert c.get("/api/auth/me", headers=bearer(other["access_token"])).status_code == 200  # cached now
+    # deleting the user ends every session at once (not after the session cache's few seconds)
+    assert c.delete(f"/api/collections/users/{uid}", headers=h).status_code == 204
+    for tokens in (ann, other):
+        assert_error(c.get("/api/auth/me", headers=bearer(tokens["access_token"])), 401, "session_revoked")
+        assert_error(c.get("/api/collections/notes", headers=bearer(tokens["access_token"])), 401,
+                     "session_revoked")
+        assert_error(c.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}), 401,
+                     "session_revoked")
+    # registering again under the same id is impossible, so the deleted user's grants stay unreachable
+    assert_error(c.post("/api/auth/register", json={"email": "ann@example.com", "password": PASSWORD, "id": uid}),
+                 422)
+    again = register(c)
+    assert again["user"]["id"] != uid
+    assert c.get("/api/collections/notes", headers=bearer(again["access_token"])).get_json()["items"] == []
+    assert_error(c.get("/api/auth/me", headers=bearer(ann["access_token"])), 401, "session_revoked")
+    with app.extensions["alyx"].db.connection():
+        session = app.extensions["alyx"].system.session
+        reasons = {row.revoked_reason for row in session.select().where(session.user_id == uid)}
+    assert reasons == {"user deleted"}
+
+
+def test_other_collections_accept_client_ids(client):
+    made = client.post("/api/collections/comments", json={"id": "mychosenid00001", "text": "x",
+                                                           "post": client.post("/api/collections/posts",
+                                                                               json={"title": "t"}).get_json()["id"]})
+    assert made.status_code == 201 and made.get_json()["id"] == "mychosenid00001"
+
+
+def test_email_case_is_normalised_on_every_write_path(make_app):
+    app = make_app(OWNED_SCHEMA)
+    c = app.test_client()
+    svc = app.extensions["alyx"]
+    svc.auth.create_admin("Root@Example.com", PASSWORD)
+    root = c.post("/api/auth/login", json={"email": "root@example.com", "password": PASSWORD}).get_json()
+    hr = bearer(root["access_token"])
+    # an admin-created account with a mixed-case address is stored lower-case (and can then sign in by OAuth/reset)
+    made = c.post("/api/collections/users", json={"email": "Bob@Example.COM"}, headers=hr)
+    assert made.status_code == 201 and made.get_json()["email"] == "bob@example.com"
+    ann = register(c, "ann@example.com")
+    uid, h = ann["user"]["id"], bearer(ann["access_token"])
+    # PATCH to another user's address in other case: a conflict, not a second account with that address
+    assert_error(c.patch(f"/api/collections/users/{uid}", json={"email": "ROOT@example.com"}, headers=h), 409,
+                 "conflict")
+    moved = c.patch(f"/api/collections/users/{uid}", json={"email": "Ann.New@Example.com"}, headers=h)
+    assert moved.status_code == 200 and moved.get_json()["email"] == "ann.new@example.com"
+    assert c.post("/api/auth/login", json={"email": "ANN.NEW@example.com", "password": PASSWORD}).status_code == 200
+    # server-side writes (the records service with check_rule=False) are normalised too
+    with svc.db.connection():
+        written = svc.records.update("users", uid, {"email": "MiXeD@Example.com"}, None, check_rule=False)
+    assert written["email"] == "mixed@example.com"
+
+
+def test_the_email_index_is_case_insensitive_in_the_database(make_app):
+    app = make_app(OWNED_SCHEMA)
+    svc = app.extensions["alyx"]
+    register(app.test_client(), "ann@example.com")
+    import peewee
+    with svc.db.connection(), pytest.raises(peewee.IntegrityError):
+        with svc.db.write():
+            svc.db.execute("INSERT INTO users (id, created_at, updated_at, email, role, verified) "
+                           "VALUES ('raw000000000001', '2020-01-01', '2020-01-01', 'ANN@example.com', 'user', "
+                           + ("0" if svc.db.is_sqlite else "false") + ")")
+
+
+def test_the_email_migration_lowercases_and_reports_collisions(make_app, tmp_path):
+    from alyx.errors import ConfigError as Refused
+
+    app = make_app(OWNED_SCHEMA)
+    svc = app.extensions["alyx"]
+    falsy = "0" if svc.db.is_sqlite else "false"
+    with svc.db.connection(), svc.db.write():
+        svc.db.execute("DROP INDEX ci_users_email")
+        for i, email in enumerate(("Carl@Example.com", "dora@example.com", "DORA@example.com")):
+            svc.db.execute("INSERT INTO users (id, created_at, updated_at, email, role, verified) VALUES "
+                           f"('old00000000000{i}', '2020-01-01', '2020-01-01', '{email}', 'user', {falsy})")
+    app.extensions["alyx"].close()
+    with pytest.raises(Refused) as refused:
+        make_app(OWNED_SCHEMA)
+    message = str(refused.value)
+    assert "dora@example.com" in message and "old000000000001" in message and "old000000000002" in message
+    assert "carl" not in message.lower()
+    # once the duplicate is resolved, the next start lower-cases the rest and adds the index
+    env = app.extensions["alyx"]
+    del env
+    from alyx.db import Database
+    db = Database(load_config(tmp_path / "project", {**TEST_ENV, **_database_env(app)}))
+    with db.connection(), db.write():
+        db.execute("DELETE FROM users WHERE id = 'old000000000002'")
+    db.close()
+    fixed = make_app(OWNED_SCHEMA).extensions["alyx"]
+    assert fixed.auth.user_by_email("carl@example.com")["id"] == "old000000000000"
+
+
+def _database_env(app) -> dict[str, str]:
+    url = app.extensions["alyx"].config.database_url
+    return {"ALYX_DATABASE_URL": url} if url else {}
+
+
+def test_failed_logins_from_elsewhere_do_not_lock_the_owner_out(make_app):
+    app = make_app(env={"ALYX_AUTH_LOGIN_MAX_FAILURES_ACCOUNT": "3"})
+    c = app.test_client()
+    register(c)
+    attacker = {"REMOTE_ADDR": "10.6.6.6"}
+    for _ in range(5):
+        c.post("/api/auth/login", json={"email": "ann@example.com", "password": "wrong pass"}, environ_base=attacker)
+    assert_error(c.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD},
+                        environ_base=attacker), 429, "rate_limited")
+    owner = c.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD},
+                   environ_base={"REMOTE_ADDR": "192.0.2.10"})
+    assert owner.status_code == 200  # the account is backed off per (account, source), not for everyone
+
+
+def test_registration_is_rate_limited_per_source_by_default(make_app):
+    from alyx.config import Config
+
+    assert Config().auth_registration_rate_limit > 0  # on by default
+    c = make_app(env={"ALYX_AUTH_REGISTRATION_RATE_LIMIT": "2"}).test_client()
+    register(c, "a1@example.com")
+    register(c, "a2@example.com")
+    refused = c.post("/api/auth/register", json={"email": "a3@example.com", "password": PASSWORD})
+    error = assert_error(refused, 429, "rate_limited")
+    assert int(refused.headers["Retry-After"]) >= 1 and error["details"]["retry_after"] >= 1
+    other = c.post("/api/auth/register", json={"email": "a3@example.com", "password": PASSWORD},
+                   environ_base={"REMOTE_ADDR": "10.1.1.1"})
+    assert other.status_code == 201

@@ -12,12 +12,12 @@ import pytest
 from marshmallow import ValidationError
 
 from alyx import cel
+from alyx.collection import Collection
 from alyx.fields.base import FieldSpec, FieldType, NoEquality
 from alyx.fields.datetime import DateTimeField
 from alyx.fields.number import NumberType
 from alyx.fields.registry import FIELD_TYPES, OPTIONS, TYPES, accepting, lookup
 from alyx.models import build_model
-from alyx.records import Collection
 from alyx.schema import CollectionSpec
 
 ALL = ("string", "text", "int", "float", "bool", "datetime", "date", "json", "email", "url", "uuid", "select",

@@ -1,4 +1,5 @@
-"""/api/auth/*: register, login, refresh, logout, me, password, OAuth2/OIDC; plus the request hooks
+"""/api/auth/*: register, login, refresh, logout, me, password, account flows (verification, password
+reset, email change), OAuth2/OIDC; plus the request hooks
 that rate-limit the API and set g.principal from `Authorization: Bearer`."""
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 
 # Endpoints that must work with a missing, expired or bad access token (they authenticate otherwise).
 TOKENLESS_ENDPOINTS = {"auth.register", "auth.login", "auth.refresh", "auth.logout", "auth.oauth_start",
-                       "auth.oauth_callback", "auth.providers"}
+                       "auth.oauth_callback", "auth.providers", "auth.request_verification",
+                       "auth.confirm_verification", "auth.request_password_reset", "auth.confirm_password_reset",
+                       "auth.confirm_email_change"}
 OAUTH_COOKIE = "alyx_oauth_state"
 
 
@@ -121,6 +124,48 @@ def me() -> Response:
 def change_password() -> Response:
     """{"old_password", "password"}: sets a new password and ends the user's other sessions."""
     services().auth.change_password(signed_in_principal(), g.session_id, json_body())
+    return Response(status=204)
+
+
+@bp.post("/request-verification")
+def request_verification() -> Response:
+    """{"email"}: mails a verification link if the address has an unverified account; 204 either way."""
+    services().accounts.request_verification(json_body())
+    return Response(status=204)
+
+
+@bp.post("/confirm-verification")
+def confirm_verification() -> Response:
+    services().accounts.confirm_verification(json_body())
+    return Response(status=204)
+
+
+@bp.post("/request-password-reset")
+def request_password_reset() -> Response:
+    """{"email"}: mails a reset link if the address has an account; 204 either way."""
+    services().accounts.request_password_reset(json_body())
+    return Response(status=204)
+
+
+@bp.post("/confirm-password-reset")
+def confirm_password_reset() -> Response:
+    """{"token", "password"}: sets the password; every session of the user ends."""
+    services().accounts.confirm_password_reset(json_body())
+    return Response(status=204)
+
+
+@bp.post("/request-email-change")
+@signed_in_required
+def request_email_change() -> Response:
+    """{"new_email"} + Bearer: mails a confirmation link to the new address; 204 either way."""
+    services().accounts.request_email_change(signed_in_principal(), json_body())
+    return Response(status=204)
+
+
+@bp.post("/confirm-email-change")
+def confirm_email_change() -> Response:
+    """{"token"}: the account moves to the new address (verified); its sessions end."""
+    services().accounts.confirm_email_change(json_body())
     return Response(status=204)
 
 

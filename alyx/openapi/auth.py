@@ -50,6 +50,11 @@ def auth_schemas(users_create: Mapping[str, Any], users_record: str, min_passwor
                        "user": ref(users_record)},
                       ["access_token", "refresh_token", "token_type", "expires_in", "user"]),
         "Providers": obj({"providers": {"type": "array", "items": STRING}}, ["providers"]),
+        "EmailRequest": obj({"email": {"type": "string", "minLength": 1}}, ["email"]),
+        "EmailChangeRequest": obj({"new_email": {"type": "string", "minLength": 1}}, ["new_email"]),
+        "TokenConfirm": obj({"token": {"type": "string", "minLength": 1}}, ["token"]),
+        "PasswordResetConfirm": obj({"token": {"type": "string", "minLength": 1}, "password": new_password},
+                                    ["token", "password"]),
     }
 
 
@@ -89,6 +94,23 @@ def add_auth_paths(api: APISpec, users_record: str) -> None:
         {"204": response("Password changed"),
          **errors("400", "401", "403", "415", "422", notes={"403": "The current password is wrong"})},
         security=SIGNED_IN))
+    quiet = "204 whether or not the address has an account (nothing is revealed); a mail goes out if it does"
+    for path, op_id, summary, body in (
+            ("request-verification", "auth_request_verification", "Mail a verification link", "EmailRequest"),
+            ("request-password-reset", "auth_request_password_reset", "Mail a password-reset link", "EmailRequest")):
+        api.path(path=f"/api/auth/{path}", operations=post(
+            op_id, summary, body, {"204": response(quiet), **errors("400", "415", "422", "429")}))
+    api.path(path="/api/auth/request-email-change", operations=post(
+        "auth_request_email_change", "Mail a confirmation link to a new address", "EmailChangeRequest",
+        {"204": response(quiet), **errors("400", "401", "415", "422", "429")}, security=SIGNED_IN))
+    for path, op_id, summary, body in (
+            ("confirm-verification", "auth_confirm_verification", "Mark the account verified", "TokenConfirm"),
+            ("confirm-password-reset", "auth_confirm_password_reset",
+             "Set a new password (every session of the user ends)", "PasswordResetConfirm"),
+            ("confirm-email-change", "auth_confirm_email_change",
+             "Move the account to the confirmed address (its sessions end)", "TokenConfirm")):
+        api.path(path=f"/api/auth/{path}", operations=post(op_id, summary, body, {
+            "204": response("Done"), **errors("400", "415", "422", notes={"400": "Invalid, used or expired token"})}))
     api.path(path="/api/auth/me", operations={"get": {
         "tags": [TAG], "summary": "The signed-in user", "operationId": "auth_me", "security": SIGNED_IN,
         "responses": {"200": response("The user's record", users_record), **errors("401")}}})

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from alyx import cel
+from alyx.collection import Collection
 from alyx.errors import AlyxError
 from alyx.realtime.feed import Change
-from alyx.records import Collection
 from alyx.rules import AccessRules, Principal, RequestInfo, RuleNames
 
 RULE_OPERATIONS = ("list", "view")  # a subscriber sees a record when both rules let it through

@@ -29,6 +29,7 @@ class Client:
         self.wake = wake
         self.principal: Principal | None = None
         self.token_expires_at: float | None = None
+        self.token: str | None = None  # the access token it signed in with: its session is re-checked
         self.subscriptions: dict[str, Subscription] = {}
         self.outbox: deque[bytes] = deque()
         # Set by the transport when it can write a frame at once without blocking (True = written);

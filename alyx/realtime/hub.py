@@ -17,6 +17,7 @@ import orjson
 
 from alyx import cel
 from alyx.background import Loop
+from alyx.collection import Collection
 from alyx.config import Config
 from alyx.realtime.audience import Audience, Subscription
 from alyx.realtime.brokers import Broker
@@ -24,7 +25,6 @@ from alyx.realtime.client import Client
 from alyx.realtime.doorbell import Doorbell
 from alyx.realtime.feed import READ_CHUNK, Change, ChangeFeed
 from alyx.realtime.frames import delta_frame
-from alyx.records import Collection
 from alyx.rules import AccessRules, Principal
 
 log = logging.getLogger("alyx.realtime")

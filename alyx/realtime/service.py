@@ -8,9 +8,11 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from alyx import query as q
+from alyx.background import Loop
+from alyx.collection import Collection
 from alyx.config import Config
 from alyx.db import Database
 from alyx.errors import AlyxError, bad_request
@@ -21,18 +23,32 @@ from alyx.realtime.doorbell import Doorbell
 from alyx.realtime.feed import Change, ChangeFeed
 from alyx.realtime.frames import frame
 from alyx.realtime.hub import Hub
-from alyx.records import Collection, Records
+from alyx.records import Records
 from alyx.rules import AccessRules, Principal
+
+
+class Sessions(Protocol):
+    """The auth service's session check (alyx/auth.py `AuthService.authenticate`, through its session cache)."""
+
+    def authenticate(self, token: Any, max_age: float | None = None) -> tuple[Principal, str]: ...
+
+
+SESSION_TICK = 0.5  # seconds between two passes of the session re-check over this worker's sockets
 
 
 class Realtime:
     """Connections, authentication and subscriptions of one worker, over its feed and hub."""
 
-    def __init__(self, config: Config, db: Database, records: Records, access: AccessRules) -> None:
+    def __init__(self, config: Config, db: Database, records: Records, access: AccessRules,
+                 sessions: Sessions | None = None) -> None:
         self.config = config
         self.db = db
         self.records = records
         self.access = access
+        self.sessions = sessions
+        # Logout, revocation, deletion and role changes reach open sockets within
+        # auth.session_check_seconds: each pass accepts cached sessions only that much younger.
+        self.session_loop = Loop("realtime-sessions", self.check_sessions)
         self.feed = ChangeFeed(db, config.realtime_feed_retention_seconds, config.realtime_feed_max_rows)
         self.broker = open_broker(config, db)
         self.doorbell: Doorbell | None = None
@@ -61,6 +77,8 @@ class Realtime:
                             f"This server holds its maximum of {self.config.realtime_max_connections} "
                             "realtime connections; retry later.", 503)
         self.hub.ensure_started()
+        if self.sessions is not None:
+            self.session_loop.start()
         client = Client(self, f"{self.node}-{next(self._client_ids)}", wake)
         self.clients[client.id] = client
         return client
@@ -73,8 +91,10 @@ class Realtime:
         """Detach every subscription of a client that stays connected for now (a slow consumer)."""
         self.hub.detach_client(client)
 
-    def authenticate(self, client: Client, principal: Principal | None, expires_at: float | None) -> None:
-        """Set who the client is; subscriptions made as someone else end (their rules no longer apply)."""
+    def authenticate(self, client: Client, principal: Principal | None, expires_at: float | None,
+                     token: str | None = None) -> None:
+        """Set who the client is (``token``: the access token that says so, whose session is re-checked);
+        subscriptions made as someone else end (their rules no longer apply)."""
         if client.principal != principal and client.subscriptions:
             for sub in list(client.subscriptions.values()):
                 self.unsubscribe(client, sub.id)
@@ -82,6 +102,48 @@ class Realtime:
                                             "message": "Signed in as someone else: subscribe again."}))
         client.principal = principal
         client.token_expires_at = expires_at
+        client.token = token if principal is not None else None
+
+    def check_sessions(self) -> float:
+        """One pass over this worker's signed-in sockets (the step of `session_loop`): a session that ended
+        (logout, revocation, the user deleted) makes the socket anonymous, and a changed user (role, email,
+        verified) ends the subscriptions made under the old one; both with an error frame naming them.
+        Returns the seconds to the next pass."""
+        check = self.config.auth_session_check_seconds
+        max_age = max(0.0, check - SESSION_TICK)
+        for client in list(self.clients.values()) if self.clients else ():
+            self.check_session(client, max_age)
+        return SESSION_TICK if check > 0 else 1.0
+
+    def check_session(self, client: Client, max_age: float | None = None) -> AlyxError | None:
+        """Re-check one socket's session now (cached up to ``max_age`` seconds); see `check_sessions`.
+        Returns the 401 when the session has ended."""
+        token, principal = client.token, client.principal
+        if self.sessions is None or token is None or principal is None or client.close_request is not None:
+            return None
+        try:
+            current, _ = self.sessions.authenticate(token, max_age)
+        except AlyxError as exc:
+            if exc.status != 401 or client.token is not token:
+                return None
+            if exc.code == "token_expired":
+                self.expire(client)
+                return exc
+            self._end_subscriptions(client, "session_revoked", "The session has ended (logged out, revoked or the "
+                                                               "user was deleted): sign in again.")
+            client.principal, client.token, client.token_expires_at = None, None, None
+            return exc
+        if current != principal and client.token is token:
+            self._end_subscriptions(client, "session_changed", "Your account changed (role, email or verified): "
+                                                               "subscribe again.")
+            client.principal = current
+        return None
+
+    def _end_subscriptions(self, client: Client, code: str, message: str) -> None:
+        ended = list(client.subscriptions)
+        for sub_id in ended:
+            self.unsubscribe(client, sub_id)
+        client.push(frame("error", {"code": code, "subscription_ids": ended, "message": message}))
 
     def expire(self, client: Client) -> None:
         """The client's token expired: its subscriptions end with an error, the connection stays anonymous."""
@@ -106,6 +168,9 @@ class Realtime:
             raise AlyxError("too_many_subscriptions", f"A connection may hold at most "
                             f"{self.config.realtime_max_subscriptions} subscriptions.", 429)
         coll = self.records.collection(name)  # 404 not_found for an unknown collection
+        ended = self.check_session(client)  # a deleted user or ended session cannot subscribe (cached ≤ the promise)
+        if ended is not None:
+            raise ended
         check_subscribable(self.access, coll, client.principal)
         filter_text, since, args = payload.get("filter"), payload.get("since"), list_args(payload)
         if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):

@@ -191,7 +191,7 @@ class Session:
         rt, client, conn = self.rt, self.client, self.conn
         conn.send(frame("connected", {"client_id": client.id}))
         try:
-            rt.authenticate(client, *authenticate_token(self.verifier, token))
+            rt.authenticate(client, *authenticate_token(self.verifier, token), token=token)
         except AlyxError as exc:
             client.push(error_frame(exc))
         heartbeat = max(rt.config.realtime_heartbeat_seconds, 1)
@@ -246,7 +246,7 @@ class Session:
                 client.push(frame("pong", None, request_id))
             elif kind == "auth":
                 principal, expires_at = authenticate_token(self.verifier, payload.get("token"))
-                rt.authenticate(client, principal, expires_at)
+                rt.authenticate(client, principal, expires_at, token=payload.get("token"))
                 client.push(frame("auth", {"user": principal_json(principal)}, request_id))
             elif kind == "subscribe":
                 rt.subscribe(client, payload, request_id)
