@@ -4,7 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from alyx.blueprints import current_principal, request_info, services
-from alyx.http import json_body, json_response
+from alyx.http import json_response
+from alyx.multipart import record_input
 
 bp = Blueprint("collections", __name__, url_prefix="/api/collections")
 
@@ -18,9 +19,9 @@ def list_records(collection: str) -> Response:
 @bp.post("/<collection>")
 def create_record(collection: str) -> Response:
     records = services().records
-    records.collection(collection)  # 404 for an unknown collection before looking at the body
-    body = json_body()
-    created = records.create(collection, body, current_principal(), request_info(body))
+    spec = records.collection(collection).spec  # 404 for an unknown collection before looking at the body
+    body, files = record_input(spec)  # JSON, or multipart/form-data with files
+    created = records.create(collection, body, current_principal(), request_info(body), files=files)
     return json_response(created, 201)
 
 
@@ -33,9 +34,9 @@ def view_record(collection: str, record_id: str) -> Response:
 @bp.patch("/<collection>/<record_id>")
 def update_record(collection: str, record_id: str) -> Response:
     records = services().records
-    records.collection(collection)
-    body = json_body()
-    updated = records.update(collection, record_id, body, current_principal(), request_info(body))
+    spec = records.collection(collection).spec
+    body, files = record_input(spec)
+    updated = records.update(collection, record_id, body, current_principal(), request_info(body), files=files)
     return json_response(updated)
 
 

@@ -1,0 +1,74 @@
+"""A blob store in any S3-compatible bucket (AWS, MinIO, R2, ...), through boto3."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import IO, Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from alyx.storage.base import CHUNK, BlobInfo
+from alyx.storage.names import check_key
+
+S3_SETTINGS = frozenset({"endpoint", "bucket", "region", "access_key", "secret", "force_path_style", "prefix"})
+
+
+class S3Storage:
+    """Blobs as objects of one bucket (optionally under ``prefix``). Uploads go through boto3's managed
+    transfer, which sends large files in parts: a file is streamed, never held whole."""
+
+    name = "s3"
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        unknown = set(settings) - S3_SETTINGS
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(S3_SETTINGS))}")
+        if not settings.get("bucket"):
+            raise ValueError("bucket is required")
+        self.bucket = str(settings["bucket"])
+        self.prefix = str(settings.get("prefix") or "").strip("/")
+        style = "path" if settings.get("force_path_style") else "auto"
+        self.client: Any = boto3.session.Session().client(
+            "s3", endpoint_url=settings.get("endpoint") or None, region_name=settings.get("region") or "us-east-1",
+            aws_access_key_id=settings.get("access_key") or None,
+            aws_secret_access_key=settings.get("secret") or None,
+            config=BotoConfig(s3={"addressing_style": style}, retries={"max_attempts": 3}))
+
+    def _object(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, stream: IO[bytes], content_type: str) -> int:
+        start = stream.tell()
+        self.client.upload_fileobj(stream, self.bucket, self._object(key), ExtraArgs={"ContentType": content_type})
+        return stream.tell() - start
+
+    def stat(self, key: str) -> BlobInfo | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._object(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return BlobInfo(key, int(head["ContentLength"]), head["LastModified"].timestamp())
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        extra = {}
+        if start or end is not None:
+            extra["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        body = self.client.get_object(Bucket=self.bucket, Key=self._object(key), **extra)["Body"]
+        try:
+            yield from body.iter_chunks(CHUNK)
+        finally:
+            body.close()
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._object(key))
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            for item in page.get("Contents", ()):
+                yield BlobInfo(item["Key"][cut:], int(item["Size"]), item["LastModified"].timestamp())
