@@ -8,6 +8,7 @@ from apispec import APISpec
 from alyx import __version__
 from alyx.config import Config
 from alyx.fields.registry import lookup
+from alyx.openapi_files import add_file_paths
 from alyx.schema import CollectionSpec, FieldSpec, Schema
 
 ERROR_SCHEMA = {
@@ -122,4 +123,4 @@ def build_openapi(schema: Schema, config: Config) -> dict[str, Any]:
         })
     api.path(path="/api/health", operations={"get": {"summary": "Health", "operationId": "health",
                                                        "responses": {"200": {"description": "OK"}}}})
-    return api.to_dict()
+    return add_file_paths(api.to_dict(), schema)  # multipart bodies of file fields, /api/files/*

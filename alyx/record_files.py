@@ -111,6 +111,8 @@ class RecordFiles:
             if not touched:
                 if stored is None and f.required:
                     problems[f.name] = ["Missing data for required field."]
+                elif stored is None and settings.multiple:
+                    data[f.name] = plan.values[f.name] = []
                 continue
             names = names_of(data.get(f.name)) if f.name in data else list(current)
             strangers = [n for n in names if n not in current]

@@ -21,7 +21,7 @@ from alyx.records import Collection
 from alyx.schema import CollectionSpec
 
 ALL = ("string", "text", "int", "float", "bool", "datetime", "date", "json", "email", "url", "uuid", "select",
-       "relation")
+       "relation", "file")
 
 
 def spec(ftype: str, **settings: Any) -> FieldSpec:
@@ -50,13 +50,14 @@ def test_every_type_is_registered_in_its_documented_order():
 
 
 def test_unknown_types_and_shared_bases_are_not_types():
-    with pytest.raises(ValueError, match="unhandled field type file"):
-        lookup("file")
+    with pytest.raises(ValueError, match="unhandled field type blob"):
+        lookup("blob")
     assert not any(type(t) is NumberType for t in TYPES.values())  # a base without a name of its own
 
 
 def test_settings_are_collected_from_the_types():
-    assert OPTIONS == {"min", "max", "pattern", "values", "collection", "on_delete"}
+    assert OPTIONS == {"min", "max", "pattern", "values", "collection", "on_delete",
+                       "multiple", "max_size", "mime_types", "max_files", "protected", "thumbs"}  # file
     assert accepting("values") == ("select",)
     assert accepting("collection") == ("relation",)
     assert set(accepting("pattern")) == {"string", "text", "email", "url"}
@@ -245,7 +246,7 @@ def test_json_takes_any_value_but_no_equality_filter():
     assert json_type.json_schema(spec("json")) == {}
     assert json_type.convert('{"a": 1}') == {"a": 1} and json_type.convert("plain") == "plain"
     assert json_type.family is cel.Family.OPAQUE
-    assert not json_type.sortable and [name for name, t in TYPES.items() if not t.sortable] == ["json"]
+    assert not json_type.sortable and [name for name, t in TYPES.items() if not t.sortable] == ["json", "file"]
 
 
 # -- defaults -------------------------------------------------------------------------------------

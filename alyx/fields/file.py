@@ -75,7 +75,7 @@ class FileType(FieldType):
 
     def validator(self, spec: FieldSpec, required: bool = False) -> fields.Field[Any]:
         # never "required" here: a required file may arrive as an upload (checked in record_files)
-        return self.marshmallow(spec, required=False, allow_none=True)
+        return self.marshmallow(spec, required=False, allow_none=not spec.required)
 
     def marshmallow(self, spec: FieldSpec, required: bool, allow_none: bool) -> fields.Field[Any]:
         if file_settings(spec).multiple:
@@ -116,6 +116,9 @@ class FileType(FieldType):
             return SettingsProblem(".mime_types", "mime_types must be a list like [image/*, application/pdf]",
                                    "mime_types")
         thumbs = settings.get("thumbs")
+        if isinstance(thumbs, list) and any(isinstance(t, int) and not isinstance(t, bool) for t in thumbs):
+            return SettingsProblem(".thumbs", 'quote sizes that start with 0x ("0x100"): YAML reads them as hex '
+                                   "numbers", "thumbs")
         if thumbs is not None and (not isinstance(thumbs, list) or not all(
                 isinstance(t, str) and thumb_box(t) for t in thumbs)):
             return SettingsProblem(".thumbs", f"thumbs must be a list of sizes like 100x100, 100x0, 0x100 or "

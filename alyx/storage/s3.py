@@ -41,8 +41,11 @@ class S3Storage:
 
     def put(self, key: str, stream: IO[bytes], content_type: str) -> int:
         start = stream.tell()
-        self.client.upload_fileobj(stream, self.bucket, self._object(key), ExtraArgs={"ContentType": content_type})
-        return stream.tell() - start
+        size = stream.seek(0, 2) - start
+        stream.seek(start)
+        self.client.upload_fileobj(_KeepOpen(stream), self.bucket, self._object(key),
+                                   ExtraArgs={"ContentType": content_type})
+        return size
 
     def stat(self, key: str) -> BlobInfo | None:
         try:
@@ -72,3 +75,22 @@ class S3Storage:
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
             for item in page.get("Contents", ()):
                 yield BlobInfo(item["Key"][cut:], int(item["Size"]), item["LastModified"].timestamp())
+
+
+class _KeepOpen:
+    """A stream boto3 reads (in parts, seeking) without closing it: the caller owns the stream."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        return self.stream.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def close(self) -> None:
+        pass
