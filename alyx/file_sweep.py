@@ -37,6 +37,7 @@ def sweep_orphans(records: Records, storage: Storage, grace_seconds: float) -> l
             for key in keys:
                 if key not in kept:
                     _drop(storage, key, deleted)
+    storage.purge_partial(cutoff)
     return deleted
 
 

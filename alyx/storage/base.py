@@ -39,3 +39,7 @@ class Storage(Protocol):
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         """Every blob whose key starts with ``prefix``."""
         ...
+
+    def purge_partial(self, before: float) -> int:
+        """Remove writes a crash cut short that started before ``before`` (epoch seconds); how many."""
+        ...

@@ -11,6 +11,9 @@ from alyx.storage.base import CHUNK, BlobInfo
 from alyx.storage.names import check_key
 
 
+PARTIAL = ".upload-"  # temporary files of writes in progress
+
+
 class LocalStorage:
     """Blobs as files under ``root``; written to a temporary file and renamed, so a reader never sees
     half a file. Every key is checked and its resolved path must stay under ``root``."""
@@ -30,7 +33,7 @@ class LocalStorage:
     def put(self, key: str, stream: IO[bytes], content_type: str) -> int:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=PARTIAL)
         written = 0
         try:
             with os.fdopen(fd, "wb") as out:
@@ -78,10 +81,18 @@ class LocalStorage:
             return
         for dirpath, _, files in os.walk(self.root):
             for file_name in files:
-                if file_name.startswith(".upload-"):
-                    continue  # a write in progress (or one a crash left: still reported below by age)
+                if file_name.startswith(PARTIAL):
+                    continue  # a write in progress, or one a crash cut short (purge_partial)
                 full = Path(dirpath) / file_name
                 key = full.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     st = full.stat()
                     yield BlobInfo(key, st.st_size, st.st_mtime)
+
+    def purge_partial(self, before: float) -> int:
+        removed = 0
+        for partial in self.root.rglob(f"{PARTIAL}*") if self.root.is_dir() else ():
+            if partial.is_file() and partial.stat().st_mtime < before:
+                partial.unlink(missing_ok=True)
+                removed += 1
+        return removed

@@ -76,6 +76,11 @@ class S3Storage:
             for item in page.get("Contents", ()):
                 yield BlobInfo(item["Key"][cut:], int(item["Size"]), item["LastModified"].timestamp())
 
+    def purge_partial(self, before: float) -> int:
+        """Nothing to do: an object appears only when its upload completes (boto3 aborts failed multipart
+        uploads; a bucket lifecycle rule can expire ones a crash left)."""
+        return 0
+
 
 class _KeepOpen:
     """A stream boto3 reads (in parts, seeking) without closing it: the caller owns the stream."""
