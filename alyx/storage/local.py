@@ -10,7 +10,6 @@ from typing import IO
 from alyx.storage.base import CHUNK, BlobInfo
 from alyx.storage.names import check_key
 
-
 PARTIAL = ".upload-"  # temporary files of writes in progress
 
 
