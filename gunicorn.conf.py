@@ -1,8 +1,15 @@
 """gunicorn settings for Alyx: gevent workers, bind and worker count from alyx.yaml / ALYX_* env."""
-import os
+from gevent import monkey
 
-from alyx.config import load_config
-from alyx.errors import ConfigError
+# Patch first, in the master too: on_starting imports the services (and with them ssl, through
+# requests/urllib3) before the workers fork; a worker that patches ssl after that makes TLS contexts
+# recurse until they fail (botocore creates one for every S3 client, even over http).
+monkey.patch_all()
+
+import os  # noqa: E402
+
+from alyx.config import load_config  # noqa: E402
+from alyx.errors import ConfigError  # noqa: E402
 
 try:
     _config = load_config()

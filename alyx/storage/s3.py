@@ -1,16 +1,20 @@
-"""A blob store in any S3-compatible bucket (AWS, MinIO, R2, ...), through boto3."""
+"""A blob store in any S3-compatible bucket (AWS, MinIO, R2, ...), through boto3.
+
+boto3 is imported and its client made on first use, never at start-up: gunicorn's master builds the
+services before forking gevent workers, and botocore imported there (before the worker patches
+``ssl``) makes every TLS context in the worker recurse until it fails (STACK.md: patch first).
+"""
 from __future__ import annotations
 
+import importlib
+import threading
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
-
-import boto3
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
 
 from alyx.storage.base import CHUNK, BlobInfo
 from alyx.storage.names import check_key
 
+SINGLE_PUT_MAX = 1024 ** 3  # bytes sent in one PUT (S3 takes up to 5 GB; parts beyond)
 S3_SETTINGS = frozenset({"endpoint", "bucket", "region", "access_key", "secret", "force_path_style", "prefix"})
 
 
@@ -28,12 +32,27 @@ class S3Storage:
             raise ValueError("bucket is required")
         self.bucket = str(settings["bucket"])
         self.prefix = str(settings.get("prefix") or "").strip("/")
-        style = "path" if settings.get("force_path_style") else "auto"
-        self.client: Any = boto3.session.Session().client(
-            "s3", endpoint_url=settings.get("endpoint") or None, region_name=settings.get("region") or "us-east-1",
-            aws_access_key_id=settings.get("access_key") or None,
-            aws_secret_access_key=settings.get("secret") or None,
-            config=BotoConfig(s3={"addressing_style": style}, retries={"max_attempts": 3}))
+        self.settings = dict(settings)
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client, made on first use (see the module's docstring)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    boto3 = importlib.import_module("boto3")
+                    boto_config = importlib.import_module("botocore.config")
+                    settings = self.settings
+                    style = "path" if settings.get("force_path_style") else "auto"
+                    self._client = boto3.session.Session().client(
+                        "s3", endpoint_url=settings.get("endpoint") or None,
+                        region_name=settings.get("region") or "us-east-1",
+                        aws_access_key_id=settings.get("access_key") or None,
+                        aws_secret_access_key=settings.get("secret") or None,
+                        config=boto_config.Config(s3={"addressing_style": style}, retries={"max_attempts": 3}))
+        return self._client
 
     def _object(self, key: str) -> str:
         check_key(key)
@@ -43,14 +62,21 @@ class S3Storage:
         start = stream.tell()
         size = stream.seek(0, 2) - start
         stream.seek(start)
-        self.client.upload_fileobj(_KeepOpen(stream), self.bucket, self._object(key),
-                                   ExtraArgs={"ContentType": content_type})
+        if size <= SINGLE_PUT_MAX:  # one PUT streams the body from the file in small blocks
+            self.client.put_object(Bucket=self.bucket, Key=self._object(key), Body=_KeepOpen(stream),
+                                   ContentLength=size, ContentType=content_type)
+        else:  # larger: parts (each part is read into memory by s3transfer; one at a time)
+            transfer = importlib.import_module("boto3.s3.transfer")
+            self.client.upload_fileobj(_KeepOpen(stream), self.bucket, self._object(key),
+                                       ExtraArgs={"ContentType": content_type},
+                                       Config=transfer.TransferConfig(max_concurrency=1, use_threads=False))
         return size
 
     def stat(self, key: str) -> BlobInfo | None:
+        client = self.client
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._object(key))
-        except ClientError as exc:
+            head = client.head_object(Bucket=self.bucket, Key=self._object(key))
+        except client.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
