@@ -190,3 +190,23 @@ def test_sweep_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
     swept = runner.invoke(cli, ["--project", str(project), "files", "sweep", "--older-than", "0s"])
     assert swept.exit_code == 0 and "2 orphan blob(s) deleted from local storage" in swept.output
     assert list(storage.list()) == [] and not partial.exists()
+
+
+def test_s3_under_gunicorn_gevent_workers(live_server, s3_endpoint: str):
+    """The real server: gevent workers forked from a master that built the services (STACK.md)."""
+    import json
+
+    import requests
+
+    bucket = new_bucket(s3_endpoint)
+    settings = s3_settings(s3_endpoint, bucket.bucket)
+    server = live_server(SCHEMA, workers=1, env={"ALYX_STORAGE_S3": json.dumps(settings)})
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), "blue").save(out, "PNG")
+    created = requests.post(f"{server.url}/api/collections/posts", files={"cover": ("b.png", out.getvalue())},
+                            timeout=30)
+    assert created.status_code == 201, created.text
+    record = created.json()
+    got = requests.get(f"{server.url}/api/files/posts/{record['id']}/{record['cover']}", timeout=30)
+    assert got.status_code == 200 and got.content == out.getvalue()
+    assert [b.key for b in bucket.list()] == [f"posts/{record['id']}/{record['cover']}"]
