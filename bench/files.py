@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import secrets
 import subprocess
 import sys
@@ -37,19 +38,21 @@ collections:
 """
 
 
-def rss_kb(pid: int) -> int:
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """The worker's resident memory (``VmHWM``: its peak so far) in KB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
 
 
-def worker_pid(master: int, timeout: float = 20) -> int:
+def worker_pid(log: Path, timeout: float = 30) -> int:
+    """The worker's pid, from gunicorn's log (the master may have other, short-lived children)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        if children:
-            return int(children[0])
+        found = re.findall(r"Booting worker with pid: (\d+)", log.read_text())
+        if found:
+            return int(found[-1])
         time.sleep(0.2)
     raise RuntimeError("gunicorn started no worker")
 
@@ -127,7 +130,7 @@ def main() -> None:
                                "-b", f"{HOST}:{port}", "wsgi:app"], cwd=ROOT, env=env, stdout=log,
                               stderr=subprocess.STDOUT)
     try:
-        worker = worker_pid(server.pid)
+        worker = worker_pid(tmp / "server.log")
         deadline = time.time() + 30
         while True:
             try:
@@ -143,7 +146,7 @@ def main() -> None:
         big, big_boundary = multipart_file(tmp / "big.body", args.size_mb << 20)
         download(port, upload(port, small, small_boundary))  # warm-up: every code path loaded once
         time.sleep(0.5)
-        start_kb = rss_kb(worker)
+        start_kb, start_peak_kb = rss_kb(worker), rss_kb(worker, "VmHWM")
         print(f"machine: {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}, "
               f"backend {args.backend}, load {load_average()}")
         print(f"worker RSS after warm-up: {start_kb / 1024:.1f} MB")
@@ -161,7 +164,8 @@ def main() -> None:
                   f"{before / 1024:.1f} → {after_upload / 1024:.1f} (after upload) → {after / 1024:.1f} MB "
                   f"(growth {(after - before) / 1024:+.2f} MB)")
         print(f"total worker RSS growth over {args.rounds} round(s) of {args.size_mb} MB: "
-              f"{(rss_kb(worker) - start_kb) / 1024:+.2f} MB")
+              f"{(rss_kb(worker) - start_kb) / 1024:+.2f} MB; peak RSS (VmHWM) "
+              f"{start_peak_kb / 1024:.1f} → {rss_kb(worker, 'VmHWM') / 1024:.1f} MB")
     finally:
         server.terminate()
         try:
