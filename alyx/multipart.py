@@ -13,10 +13,9 @@ from alyx import cel
 from alyx.errors import AlyxError
 from alyx.fields.registry import lookup
 from alyx.http import json_body
-from alyx.record_files import FileInput, Upload
+from alyx.record_files import JSON_PART, FileInput, Upload
 from alyx.schema import CollectionSpec
 
-JSON_PART = "@json"
 MAX_JSON_PART = 1024 * 1024
 
 

@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from alyx.fields.file import file_settings
-from alyx.multipart import JSON_PART
+from alyx.record_files import JSON_PART
 from alyx.schema import Schema
 
 ERROR_REF = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}

@@ -22,6 +22,8 @@ from alyx.storage.sniff import SNIFF_BYTES, Kind, matches, sniff
 
 log = logging.getLogger("alyx.files")
 
+JSON_PART = "@json"  # the multipart part (or form value) holding a write's other fields as one JSON object
+
 
 @dataclass
 class Upload:

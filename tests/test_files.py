@@ -105,6 +105,10 @@ def test_upload_and_download_round_trip(app, client):
     tail = client.get(url, headers={"Range": "bytes=-4"})
     assert tail.status_code == 206 and tail.data == image[-4:]
     assert_error(client.get(url, headers={"Range": f"bytes={len(image) + 10}-"}), 416)
+    several = client.get(url, headers={"Range": "bytes=0-1,4-5"})
+    assert several.status_code == 200 and several.data == image
+    stale = client.get(url, headers={"Range": "bytes=0-1", "If-Range": '"another-etag"'})
+    assert stale.status_code == 200 and stale.data == image
     assert stored_keys(app) == [f"posts/{record['id']}/{record['cover']}"]
 
 

@@ -50,7 +50,8 @@ def send(found: StoredFile) -> Response:
         return Response(status=304, headers=headers)
     start, end, status = 0, found.size, 200
     ranged = request.range
-    if ranged is not None and (not request.if_range.etag or request.if_range.etag == found.etag):
+    if ranged is not None and len(ranged.ranges) == 1 and (  # several ranges: the whole file (RFC 9110 allows it)
+            not request.if_range.etag or request.if_range.etag == found.etag):
         span = ranged.range_for_length(found.size)
         if span is None:
             raise AlyxError("range_not_satisfiable", "The requested range is outside the file.", 416,
