@@ -23,6 +23,9 @@ def record_input(spec: CollectionSpec) -> tuple[Any, FileInput | None]:
     """The body of a create or update, JSON or multipart; with multipart also its files."""
     if request.mimetype != "multipart/form-data":
         return json_body(), None
+    if not request.mimetype_params.get("boundary"):
+        raise AlyxError("unsupported_media_type", "A multipart/form-data body needs its boundary parameter; send "
+                        "JSON (Content-Type: application/json) or a real multipart form.", 415)
     text_fields = {f.name for f in spec.public_fields if lookup(f.type).family is cel.Family.TEXT}
     body: dict[str, Any] = {}
     files = FileInput()
