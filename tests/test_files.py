@@ -305,3 +305,16 @@ def test_openapi_describes_multipart_bodies(client):
     assert "@json" in multipart["properties"]
     assert "/api/files/{collection}/{id}/{name}" in doc["paths"]
     assert "/api/files/token" in doc["paths"]
+
+
+def test_switching_multiple_on_and_off_keeps_the_names(make_app, tmp_path):
+    single = SCHEMA.replace("{name: docs, type: file, multiple: true, max_files: 3}", "{name: docs, type: file}")
+    project = tmp_path / "switch"
+    first = make_app(single, project=project).test_client()
+    record = create(first, docs=(io.BytesIO(b"x"), "x.txt")).get_json()
+    assert isinstance(record["docs"], str)
+    many = make_app(SCHEMA, project=project).test_client()
+    assert many.get(f"/api/collections/posts/{record['id']}").get_json()["docs"] == [record["docs"]]
+    assert many.get(f"/api/files/posts/{record['id']}/{record['docs']}").data == b"x"
+    again = make_app(single, project=project).test_client()
+    assert again.get(f"/api/collections/posts/{record['id']}").get_json()["docs"] == record["docs"]

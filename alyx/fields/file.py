@@ -1,6 +1,7 @@
 """The file type: names of files attached to a record (blobs in alyx/storage/, uploads in alyx/record_files.py)."""
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,6 +54,30 @@ def thumb_box(size: str) -> tuple[int, int, bool] | None:
     return width, height, bool(m.group(3))
 
 
+class FileNamesField(peewee.TextField):
+    """A text column holding one name, or a JSON list of names when ``multiple``; either form reads
+    back as the field's current shape, so switching ``multiple`` on or off needs no migration."""
+
+    def __init__(self, multiple: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.multiple = multiple
+
+    def db_value(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, (list, tuple)):
+            return json_text(list(value)) if self.multiple else (value[0] if value else None)
+        return json_text([value]) if self.multiple else value
+
+    def python_value(self, value: Any) -> Any:
+        if value is None:
+            return None
+        names = json.loads(value) if isinstance(value, str) and value.startswith("[") else [value]
+        if self.multiple:
+            return [str(n) for n in names]
+        return str(names[0]) if names else None
+
+
 class FileType(FieldType):
     """One file name (a string) or, with ``multiple: true``, a list of names. Clients upload with
     multipart/form-data; in JSON they may only keep or drop names the record already has."""
@@ -64,9 +89,7 @@ class FileType(FieldType):
     sortable = False
 
     def column(self, spec: FieldSpec, models: Models, collection: str) -> peewee.Field:
-        if file_settings(spec).multiple:
-            return peewee.JSONField(dumps=json_text, null=True)
-        return peewee.TextField(null=True)
+        return FileNamesField(multiple=file_settings(spec).multiple, null=True)
 
     def convert(self, value: Any) -> Any:
         if isinstance(value, list):
