@@ -242,6 +242,7 @@ def runtimes_build(mode: str) -> None:
         _fail(exc)
     click.echo(f"Runtime images ready: {', '.join(images)}")
 
+
 @cli.group()
 def generate() -> None:
     """Generate typed clients and the function SDK from schema.yaml (docs/clients.md)."""
@@ -286,6 +287,30 @@ def generate_sdk(output: str, check: bool) -> None:
         _generated(sdk_files(load_config().schema_path), output, check)
     except ConfigError as exc:
         _fail(exc)
+
+
+@cli.group()
+def files() -> None:
+    """Blobs of file fields."""
+
+
+@files.command("sweep")
+@click.option("--older-than", default=None, help="Keep orphans younger than this (default: storage.sweep_grace).")
+def files_sweep(older_than: str | None) -> None:
+    """Delete stored blobs that no record names (left by a crash between upload and commit)."""
+    from alyx.config import load_config
+    from alyx.file_sweep import sweep_orphans
+    from alyx.services import build_services
+    from alyx.units import parse_duration
+
+    try:
+        services = build_services(load_config())
+        grace = parse_duration(older_than) if older_than else float(services.config.storage_sweep_grace)
+    except (ConfigError, ValueError) as exc:
+        _fail(exc)
+    deleted = sweep_orphans(services.records, services.storage, grace)
+    click.echo(f"{len(deleted)} orphan blob(s) deleted from {services.storage.name} storage.")
+    services.close()
 
 
 def main() -> None:

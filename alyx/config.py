@@ -101,6 +101,11 @@ class Config:
     realtime_feed_max_rows: int = _setting(100_000, "realtime.feed_max_rows", int)
     realtime_poll_interval_ms: int = _setting(50, "realtime.poll_interval_ms", int)
     realtime_coalesce_ms: int = _setting(0, "realtime.coalesce_ms", int)
+    storage_backend: str = _setting("auto", "storage.backend", str, choices=("auto", "local", "s3"))
+    storage_path: str = _setting("data/storage", "storage.path", str)  # local blobs (relative: the project)
+    storage_s3: dict[str, Any] | None = _setting(None, "storage.s3", dict)  # endpoint, bucket, region, ...
+    storage_token_ttl: int = _setting(120, "storage.token_ttl", int)  # seconds a protected-file token lasts
+    storage_sweep_grace: int = _setting(3600, "storage.sweep_grace", int)  # orphan blobs younger are kept
 
     @property
     def schema_path(self) -> Path:

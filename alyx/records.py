@@ -23,6 +23,7 @@ from alyx.conflicts import integrity_error
 from alyx.db import Database, dict_row, dict_rows
 from alyx.errors import AlyxError, bad_request, not_found, validation_failed
 from alyx.models import new_id
+from alyx.record_files import FileInput, FilePlan, RecordFiles, blobs_written, check_files_unchanged
 from alyx.rules import AccessRules, Principal, RequestInfo
 from alyx.schema import Schema
 from alyx.validation import RECORD_ID
@@ -58,7 +59,8 @@ class Records:
     """List, view, create, update and delete records, with rules applied and changes published."""
 
     def __init__(self, db: Database, schema: Schema, models: Mapping[str, type[peewee.Model]],
-                 access: AccessRules, default_per_page: int = 30, max_per_page: int = 500) -> None:
+                 access: AccessRules, default_per_page: int = 30, max_per_page: int = 500,
+                 files: RecordFiles | None = None) -> None:
         self.db = db
         self.schema = schema
         self.access = access
@@ -68,6 +70,7 @@ class Records:
         self.listeners: builtins.list[Listener] = []
         self.guards: builtins.list[tuple[Guard, GuardFilter]] = []
         self.journal_writers: builtins.list[Listener] = []
+        self.files = files  # file fields (alyx/record_files.py); None: no storage configured
 
     # -- lookup ---------------------------------------------------------------------------------
     def collection(self, name: str) -> Collection:
@@ -190,8 +193,9 @@ class Records:
 
     # -- writes ---------------------------------------------------------------------------------
     def create(self, name: str, body: Any, auth: Principal | None = None, request: RequestInfo | None = None,
-               *, server_values: Mapping[str, Any] | None = None, check_rule: bool = True) -> dict[str, Any]:
-        """Validate, check the create rule, insert; 201-ready record.
+               *, server_values: Mapping[str, Any] | None = None, check_rule: bool = True,
+               files: FileInput | None = None) -> dict[str, Any]:
+        """Validate, check the create rule, insert; 201-ready record (``files``: uploads, see record_files).
 
         ``server_values`` and ``check_rule`` are for server-side services only (the auth service
         setting a password hash or an admin's role); no HTTP input ever reaches them.
@@ -206,22 +210,26 @@ class Records:
         record = {**{k: copy.deepcopy(v) for k, v in coll.defaults.items()}, **data, **(server_values or {})}
         record["id"] = data.get("id") or new_id()
         record["created_at"] = record["updated_at"] = now
+        plan = self._plan_files(coll, record["id"], data, files, None)
+        if plan is not None:
+            record.update(plan.values)
         if check_rule and not self.access.allows(name, "create", auth, record, request):
             raise AlyxError("forbidden", f"You are not allowed to create records in {name!r}.", 403)
         changes = _normalize_auth(coll, self._run_guards(coll, "create", record, None))
         if changes:
             record.update(changes)
             data.update(changes)
-        with self._write(coll):
+        with blobs_written(plan), self._write(coll):
             self._check_relations(coll, data)
             self.db.insert(coll.model, record)
             created = coll.serialize(record)
             self._publish(ChangeEvent(name, "create", created))
+            self._after_commit(plan)
         return created
 
     def update(self, name: str, record_id: str, body: Any, auth: Principal | None = None,
                request: RequestInfo | None = None, *, server_values: Mapping[str, Any] | None = None,
-               check_rule: bool = True) -> dict[str, Any]:
+               check_rule: bool = True, files: FileInput | None = None) -> dict[str, Any]:
         """Partial update: 404 if hidden, 403 if the update rule refuses (see create for the keywords)."""
         coll = self.collection(name)
         data = self._load(coll, body, partial=True)
@@ -230,12 +238,17 @@ class Records:
         data.pop("id", None)
         self._check_auth_fields(coll, data, auth)
         _normalize_auth(coll, data)
+        plan, planned_from = None, None
+        if files is not None or self._has_files(coll):  # blobs are written before the transaction
+            planned_from = (self._fetch_writable(coll, record_id, "update", auth, request) if check_rule
+                            else self._fetch(coll, record_id, "view", None, request, admin=True))
+            plan = self._plan_files(coll, record_id, data, files, planned_from)
         if self._guards_for(name, "update"):
             before = (self._fetch_writable(coll, record_id, "update", auth, request) if check_rule
                       else self._fetch(coll, record_id, "view", None, request, admin=True))
             data.update(_normalize_auth(coll, self._run_guards(coll, "update", {**before, **data,
                                                                                **(server_values or {})}, before)))
-        with self._write(coll):
+        with blobs_written(plan), self._write(coll):
             if check_rule:
                 stored = self._fetch_writable(coll, record_id, "update", auth, request)
             else:
@@ -246,9 +259,12 @@ class Records:
             data.update(server_values or {})
             self._check_relations(coll, data)
             data["updated_at"] = utcnow()
+            if plan is not None and planned_from is not None:
+                check_files_unchanged(coll.spec, planned_from, stored)
             coll.model.update(data).where(coll.id_column == record_id).execute()
             record = {**stored, **data}
             self._publish(ChangeEvent(name, "update", coll.serialize(record), coll.serialize(stored)))
+            self._after_commit(plan)
         return coll.serialize(record)
 
     def delete(self, name: str, record_id: str, auth: Principal | None = None,
@@ -261,6 +277,26 @@ class Records:
             stored = self._fetch_writable(coll, record_id, "delete", auth, request)
             coll.model.delete().where(coll.id_column == record_id).execute()
             self._publish(ChangeEvent(name, "delete", coll.serialize(stored)))
+            if self.files is not None:
+                self._after_commit(self.files.deleted(coll.spec, stored))
+
+    # -- file fields (alyx/record_files.py) --------------------------------------------------------
+    def _has_files(self, coll: Collection) -> bool:
+        return self.files is not None and bool(self.files.file_fields(coll.spec))
+
+    def _plan_files(self, coll: Collection, record_id: str, data: dict[str, Any], files: FileInput | None,
+                    stored: Mapping[str, Any] | None) -> FilePlan | None:
+        """The write's file names put into ``data``, and the blobs to write and delete."""
+        if self.files is None:
+            if files is not None and (files.uploads or files.removals):
+                raise AlyxError("storage_unavailable", "File uploads need a storage backend.", 500)
+            return None
+        return self.files.plan(coll.spec, record_id, data, files, stored)
+
+    def _after_commit(self, plan: FilePlan | None) -> None:
+        """Delete replaced and removed blobs once the outer transaction commits (never on rollback)."""
+        if plan is not None and plan.deletes:
+            self.db.peewee.after_commit(plan.finish)
 
     # -- bulk writes: update()/delete() of every matching record, in one transaction --------------
     def update_many(self, name: str, where: Any, body: Any, auth: Principal | None = None,

@@ -24,6 +24,7 @@ CEL_RESERVED = {"true", "false", "null", "in", "as", "break", "const", "continue
 _COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _FIELD_KEYS = {"name", "type", "required", "unique", "default", "index", "renamed_from", "hidden"} | OPTIONS
+COMMON_OPTIONS = frozenset({"min", "max", "pattern", "values", "collection", "on_delete"})
 _COLLECTION_KEYS = {"name", "fields", "indexes", "rules", "auth"}
 _INDEX_KEYS = {"fields", "unique", "name"}
 
@@ -240,8 +241,7 @@ def _parse_field(reader: Reader, raw: Any, where: str, parent: Any) -> FieldSpec
     where = f"{where} ({name})"
     ftype = reader.get(node, "type", where, (str,), required=True)
     if ftype not in FIELD_TYPES:
-        hint = " (file fields are not supported yet)" if ftype == "file" else ""
-        reader.fail(node, f"{where}.type", f"unknown type {ftype!r}{hint}; expected one of: {', '.join(FIELD_TYPES)}",
+        reader.fail(node, f"{where}.type", f"unknown type {ftype!r}; expected one of: {', '.join(FIELD_TYPES)}",
                     key="type")
     kind = lookup(ftype)
     required = reader.get(node, "required", where, (bool,), default=False)
@@ -282,9 +282,14 @@ def _parse_field(reader: Reader, raw: Any, where: str, parent: Any) -> FieldSpec
     elif collection is not None or "on_delete" in node:
         reader.fail(node, f"{where}.collection", f"collection/on_delete only apply to {_types_accepting('collection')}"
                     " fields", key="collection" if collection is not None else "on_delete")
+    for key in sorted((OPTIONS - COMMON_OPTIONS - kind.options) & set(node)):
+        reader.fail(node, f"{where}.{key}", f"{key} only applies to {_types_accepting(key)} fields", key=key)
+    own = {key: node[key] for key in kind.options - COMMON_OPTIONS if key in node}
+    if kind.options - COMMON_OPTIONS:
+        _check_settings(reader, node, where, kind.settings_problem(own))
     renamed_from = reader.get(node, "renamed_from", where, (str,), default=None)
     spec = FieldSpec(name, ftype, required, unique, None, index, minimum, maximum, pattern,
-                     tuple(values or ()), collection, on_delete, renamed_from, hidden)
+                     tuple(values or ()), collection, on_delete, renamed_from, hidden, kind.own_settings(own))
     if "default" in node and node["default"] is not None:
         default = node["default"]
         if isinstance(default, (dt.date, dt.datetime)):  # unquoted YAML dates: kept in their JSON form

@@ -19,16 +19,19 @@ from alyx.config import Config
 from alyx.db import Database
 from alyx.errors import ConfigError
 from alyx.events import Events
+from alyx.file_access import FileAccess
 from alyx.functions import Functions
 from alyx.mail import Mailer
 from alyx.migrations import Migrator, Plan, migration_lock
 from alyx.models import SystemModels, build_models, build_system_models
 from alyx.oauth import OAuthService
 from alyx.realtime import Realtime
+from alyx.record_files import RecordFiles
 from alyx.records import Records
 from alyx.rules import AccessRules
 from alyx.sandbox import PoolSettings
 from alyx.schema import Schema, load_schema
+from alyx.storage import Storage, open_storage
 from alyx.system_migrations import apply_system_migrations
 
 log = logging.getLogger("alyx")
@@ -68,6 +71,8 @@ class Services:
     events: Events
     hooks: list[RecordHook]  # who is registered on the record hook points, in order
     accounts: AccountFlows  # verification, password reset, email change (mailed tokens)
+    storage: Storage  # blobs of file fields (alyx/storage/)
+    files: FileAccess  # downloads, thumbnails and file tokens
 
     def migrator(self) -> Migrator:
         return Migrator(self.db, self.schema, self.models, self.system)
@@ -109,7 +114,9 @@ def build_services(config: Config, migrate: bool = True) -> Services:
         models = build_models(schema, db.peewee)
         system = build_system_models(db.peewee)
         access = AccessRules(schema, models, postgres=not db.is_sqlite)
-        records = Records(db, schema, models, access, config.api_default_per_page, config.api_max_per_page)
+        storage = open_storage(config)
+        records = Records(db, schema, models, access, config.api_default_per_page, config.api_max_per_page,
+                          files=RecordFiles(storage))
         # The sandbox manager inside starts on the first function call (or prewarm), not here.
         functions = Functions(config, db, system.execution, settings=PoolSettings(
             warm_per_runtime=config.functions_warm_pool, idle_ttl=config.functions_idle_ttl,
@@ -121,8 +128,9 @@ def build_services(config: Config, migrate: bool = True) -> Services:
         hooks = record_hooks(auth, realtime, events)
         register_record_hooks(records, hooks)
         accounts = AccountFlows(config, db, system, auth, Mailer(config))
+        files = FileAccess(records, storage, lambda: auth.keys, config.storage_token_ttl)
         services = Services(config, schema, db, models, system, access, records, functions, auth, oauth, realtime,
-                            events, hooks, accounts)
+                            events, hooks, accounts, storage, files)
         if migrate:
             apply_safe_migrations(services)
     except peewee.OperationalError as exc:

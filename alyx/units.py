@@ -9,6 +9,8 @@ UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 SIZE_RE = re.compile(r"(\d+)([mg])?(?:i?b)?")
 DURATION_HINT = "seconds, or like 500ms, 1s, 2m, 1h30m"
 SIZE_HINT = "megabytes, or like 128MB, 256m, 1G"
+BYTES_RE = re.compile(r"(\d+)\s*([kmg]?)(?:i?b)?")
+BYTES_HINT = "bytes, or like 500KB, 5MB, 1G"
 
 
 def parse_duration_text(text: str) -> float:
@@ -46,3 +48,18 @@ def parse_size_mb(value: Any) -> int:
         if m:
             return int(m.group(1)) * (1024 if m.group(2) == "g" else 1)
     raise ValueError(f"{value!r} is not a size ({SIZE_HINT})")
+
+
+def parse_size_bytes(value: Any) -> int:
+    """A whole number of bytes, or ``500KB`` / ``5MB`` / ``5m`` / ``1GiB`` → bytes (ValueError otherwise)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size ({BYTES_HINT})")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str):
+        m = BYTES_RE.fullmatch(value.strip().lower())
+        if m:
+            return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[m.group(2)]
+    raise ValueError(f"{value!r} is not a size ({BYTES_HINT})")

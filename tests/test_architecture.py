@@ -105,7 +105,8 @@ def test_sandbox_works_without_flask_and_peewee() -> None:
 
 def test_services_never_import_blueprints_or_flask() -> None:
     for name in MODULES:
-        if name.startswith("alyx.blueprints") or name in {"alyx.app", "alyx.http", "alyx.devserver", "alyx.cli"}:
+        web = {"alyx.app", "alyx.http", "alyx.multipart", "alyx.devserver", "alyx.cli"}
+        if name.startswith("alyx.blueprints") or name in web:
             continue
         web = {m for m in imports_of(name) if m.startswith("alyx.blueprints") or m in {"flask", "flask_sock"}}
         assert not web, f"{name} imports {web}"
@@ -132,18 +133,20 @@ def test_nothing_imports_another_modules_private_names() -> None:
 LAYERS = [  # docs/architecture.md "What each package may import", lowest first
     ("generic", {"alyx", "alyx.errors", "alyx.clock", "alyx.background", "alyx.units", "alyx.yamlfile",
                  "alyx.signatures", "alyx.schedules", "alyx.ratelimit", "alyx.cel", "alyx.realtime_client",
-                 "alyx.resources", "alyx.object_filter"}),
+                 "alyx.resources", "alyx.object_filter", "alyx.thumbs"}),
     ("sandbox", {"alyx.sandbox"}),
     ("definitions", {"alyx.config", "alyx.schema", "alyx.fields", "alyx.validation", "alyx.models", "alyx.db",
-                     "alyx.system_migrations", "alyx.migrations", "alyx.conflicts"}),
+                     "alyx.system_migrations", "alyx.migrations", "alyx.conflicts", "alyx.storage",
+                     "alyx.record_files"}),
     ("services", {"alyx.query", "alyx.rules", "alyx.collection", "alyx.records",
                   "alyx.auth", "alyx.passwords", "alyx.signing_keys",
-                  "alyx.login_guard", "alyx.oauth", "alyx.mail", "alyx.account_flows", "alyx.realtime",
+                  "alyx.login_guard", "alyx.oauth", "alyx.mail", "alyx.account_flows", "alyx.file_access",
+                  "alyx.file_sweep", "alyx.realtime",
                   "alyx.executions", "alyx.callback",
                   "alyx.functions", "alyx.jobs", "alyx.leases", "alyx.scheduler", "alyx.events"}),
     ("wiring", {"alyx.services"}),
-    ("web", {"alyx.http", "alyx.blueprints", "alyx.app", "alyx.devserver", "alyx.cli", "alyx.__main__",
-             "alyx.openapi", "alyx.generate"}),
+    ("web", {"alyx.http", "alyx.multipart", "alyx.blueprints", "alyx.app", "alyx.devserver", "alyx.cli",
+             "alyx.__main__", "alyx.openapi", "alyx.generate"}),
 ]
 
 

@@ -21,7 +21,7 @@ from alyx.models import build_model
 from alyx.schema import CollectionSpec
 
 ALL = ("string", "text", "int", "float", "bool", "datetime", "date", "json", "email", "url", "uuid", "select",
-       "relation")
+       "relation", "file")
 
 
 def spec(ftype: str, **settings: Any) -> FieldSpec:
@@ -50,13 +50,14 @@ def test_every_type_is_registered_in_its_documented_order():
 
 
 def test_unknown_types_and_shared_bases_are_not_types():
-    with pytest.raises(ValueError, match="unhandled field type file"):
-        lookup("file")
+    with pytest.raises(ValueError, match="unhandled field type blob"):
+        lookup("blob")
     assert not any(type(t) is NumberType for t in TYPES.values())  # a base without a name of its own
 
 
 def test_settings_are_collected_from_the_types():
-    assert OPTIONS == {"min", "max", "pattern", "values", "collection", "on_delete"}
+    assert OPTIONS == {"min", "max", "pattern", "values", "collection", "on_delete",
+                       "multiple", "max_size", "mime_types", "max_files", "protected", "thumbs"}  # file
     assert accepting("values") == ("select",)
     assert accepting("collection") == ("relation",)
     assert set(accepting("pattern")) == {"string", "text", "email", "url"}
@@ -245,7 +246,7 @@ def test_json_takes_any_value_but_no_equality_filter():
     assert json_type.json_schema(spec("json")) == {}
     assert json_type.convert('{"a": 1}') == {"a": 1} and json_type.convert("plain") == "plain"
     assert json_type.family is cel.Family.OPAQUE
-    assert not json_type.sortable and [name for name, t in TYPES.items() if not t.sortable] == ["json"]
+    assert not json_type.sortable and [name for name, t in TYPES.items() if not t.sortable] == ["json", "file"]
 
 
 # -- defaults -------------------------------------------------------------------------------------
@@ -297,3 +298,39 @@ def test_records_serialise_and_parse_back_through_the_types():
                    "when": "2026-01-03T04:05:06.000Z", "day": "2026-01-04", "n": 5}
     assert coll.from_json(out) == row
     assert coll.serialize({**row, "when": None}, ("when", "n")) == {"when": None, "n": 5}
+
+
+# -- file -----------------------------------------------------------------------------------------
+def test_file_holds_names_and_checks_its_settings():
+    from alyx.fields.file import FileNamesField, file_settings, thumb_box
+    from alyx.units import parse_size_bytes
+
+    file_type = lookup("file")
+    assert valid("file", "a_x.png") == "a_x.png" and valid("file", None) is None
+    many = spec("file", extra=(("multiple", True),))
+    assert file_type.validator(many).deserialize(["a", "b"]) == ["a", "b"]
+    assert file_type.json_schema(many)["type"] == "array" and file_type.json_schema(spec("file"))["type"] == "string"
+    with pytest.raises(NoEquality):
+        file_type.query_value("x")
+    assert file_type.family is cel.Family.OPAQUE and not file_type.sortable
+    assert file_type.default_problem(spec("file"), "x") == "file fields take no default"
+    column = file_type.column(many, {}, "things")
+    assert isinstance(column, FileNamesField)
+    assert column.db_value(["a", "b"]) == '["a","b"]' and column.python_value("a") == ["a"]
+    single = file_type.column(spec("file"), {}, "things")
+    assert single.db_value("a") == "a" and single.python_value('["a","b"]') == "a"
+    settings = file_settings(FieldSpec("f", "file", extra=file_type.own_settings(
+        {"max_size": "2MB", "mime_types": ["image/*"], "thumbs": ["10x10"], "multiple": True})))
+    assert (settings.max_size, settings.mime_types, settings.thumbs, settings.max_files) == \
+        (2 * 1024 * 1024, ("image/*",), ("10x10",), 99)
+    assert file_settings(spec("file")).max_files == 1
+    assert thumb_box("100x0") == (100, 0, False) and thumb_box("10x10f") == (10, 10, True)
+    assert thumb_box("0x0") is None and thumb_box("9999x1") is None and thumb_box("1x1; rm") is None
+    for bad in ({"max_size": "lots"}, {"max_size": 0}, {"max_files": 0}, {"max_files": 2},
+                {"mime_types": "image/*"}, {"mime_types": ["image"]}, {"thumbs": ["big"]}, {"thumbs": [256]},
+                {"multiple": "yes"}, {"protected": 1}):
+        assert file_type.settings_problem(bad) is not None, bad
+    assert file_type.settings_problem({"multiple": True, "max_files": 5, "protected": True}) is None
+    assert parse_size_bytes("500KB") == 512_000 and parse_size_bytes(10) == 10 and parse_size_bytes("1G") == 1 << 30
+    with pytest.raises(ValueError):
+        parse_size_bytes("5 parsecs")

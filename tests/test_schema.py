@@ -32,6 +32,7 @@ collections:
       - {{name: sel, type: select, values: [a, b], default: a}}
       - {{name: owner, type: relation, collection: owners, on_delete: restrict}}
       - {{name: other, type: relation, collection: owners}}
+      - {{name: pic, type: file, max_size: 1MB, mime_types: [image/*], thumbs: [50x50]}}
     indexes:
       - {{fields: [sel, i], unique: true}}
       - {{fields: [b, created_at], name: by_flag}}
@@ -231,7 +232,10 @@ BAD_SCHEMAS = [
      ["schema.yaml:5", "'email' is declared twice"]),
     ("collections:\n  - {name: a, fields: [{name: b, type: relation, collection: c}]}\n"
      "  - {name: c, fields: [{name: d, type: relation, collection: a}]}\n", ["cycle", "a -> c -> a"]),
-    ("collections:\n  - name: a\n    fields:\n      - {name: x, type: file}\n", ["not supported yet"]),
+    ("collections:\n  - name: a\n    fields:\n      - {name: x, type: file, thumbs: [big]}\n",
+     ["schema.yaml:4", "thumbs must be a list of sizes"]),
+    ("collections:\n  - name: a\n    fields:\n      - {name: x, type: string, max_size: 5MB}\n",
+     ["schema.yaml:4", "max_size only applies to file fields"]),
 ]
 
 

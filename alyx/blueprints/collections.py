@@ -15,6 +15,7 @@ from alyx.errors import bad_request
 from alyx.fields.base import FieldSpec
 from alyx.fields.registry import lookup
 from alyx.http import json_body, json_response
+from alyx.multipart import record_input
 from alyx.schema import CollectionSpec
 
 bp = Blueprint("collections", __name__, url_prefix="/api/collections")
@@ -55,9 +56,9 @@ def list_records(collection: str) -> Response:
 @bp.post("/<collection>")
 def create_record(collection: str) -> Response:
     records = services().records
-    records.collection(collection)  # 404 for an unknown collection before looking at the body
-    body = json_body()
-    created = records.create(collection, body, current_principal(), request_info(body))
+    spec = records.collection(collection).spec  # 404 for an unknown collection before looking at the body
+    body, files = record_input(spec)  # JSON, or multipart/form-data with files
+    created = records.create(collection, body, current_principal(), request_info(body), files=files)
     return json_response(created, 201)
 
 
@@ -70,9 +71,9 @@ def view_record(collection: str, record_id: str) -> Response:
 @bp.patch("/<collection>/<record_id>")
 def update_record(collection: str, record_id: str) -> Response:
     records = services().records
-    records.collection(collection)
-    body = json_body()
-    updated = records.update(collection, record_id, body, current_principal(), request_info(body))
+    spec = records.collection(collection).spec
+    body, files = record_input(spec)
+    updated = records.update(collection, record_id, body, current_principal(), request_info(body), files=files)
     return json_response(updated)
 
 

@@ -9,6 +9,7 @@ from alyx.blueprints.collections import bp as collections_bp
 from alyx.blueprints.docs import register_docs
 from alyx.blueprints.events import bp as events_bp
 from alyx.blueprints.executions import bp as executions_bp
+from alyx.blueprints.files import bp as files_bp
 from alyx.blueprints.functions import bp as functions_bp
 from alyx.blueprints.health import bp as health_bp
 from alyx.blueprints.jobs import bp as jobs_bp
@@ -30,6 +31,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(schedules_bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(events_bp)
+    app.register_blueprint(files_bp)
     register_docs(app)
     app.register_blueprint(settings_bp)
     app.register_blueprint(admin_ui_bp)

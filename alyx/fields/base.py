@@ -32,6 +32,11 @@ class FieldSpec:
     on_delete: str = "set_null"
     renamed_from: str | None = None
     hidden: bool = False
+    extra: tuple[tuple[str, Any], ...] = ()  # the type's own settings (FieldType.own_settings), normalised
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        """One of the type's own settings (``extra``), or ``default``."""
+        return next((value for name, value in self.extra if name == key), default)
 
 
 class NoEquality(Exception):
@@ -107,6 +112,11 @@ class FieldType:
     def stored_default(self, spec: FieldSpec) -> Any:
         """The default as it is stored (a datetime for a datetime field, ...), or None."""
         return None if spec.default is None else self.validator(spec).deserialize(spec.default)
+
+    def own_settings(self, settings: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+        """The type's own settings (its ``options`` beyond the common ones: min, max, pattern, values,
+        collection, on_delete) as stored in ``FieldSpec.extra``; called after ``settings_problem``."""
+        return ()
 
     def settings_problem(self, settings: Mapping[str, Any]) -> SettingsProblem | None:
         """What is wrong with the type's own settings (``settings``: the keys read from schema.yaml so

@@ -14,6 +14,7 @@ from alyx.config import Config
 from alyx.openapi.auth import add_auth_paths, auth_schemas
 from alyx.openapi.collections import COUNT_SCHEMA, add_collection, field_schema, record_schemas, title
 from alyx.openapi.components import BEARER, BEARER_SCHEME, ERROR_SCHEMA, OPTIONAL_TOKEN
+from alyx.openapi.files import add_file_paths
 from alyx.openapi.realtime import add_realtime_path, realtime_schemas
 from alyx.openapi.system import add_function_paths, add_log_and_health_paths, add_trigger_paths, system_schemas
 from alyx.schema import Schema
@@ -45,4 +46,4 @@ def build_openapi(schema: Schema, config: Config) -> dict[str, Any]:
     add_trigger_paths(api)
     add_log_and_health_paths(api)
     add_realtime_path(api)
-    return api.to_dict()
+    return add_file_paths(api.to_dict(), schema)  # multipart bodies of file fields, /api/files/*
