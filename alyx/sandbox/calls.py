@@ -5,9 +5,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from alyx.sandbox.protocol import RawResponse, RuntimeGone, RuntimeTimeout, encode_context
+from alyx.sandbox.protocol import LoadError, RawResponse, RuntimeGone, RuntimeTimeout, encode_context
 from alyx.sandbox.registry import FunctionSpec
-from alyx.sandbox.tiers import LoadError
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer",
                "proxy-authenticate", "proxy-authorization", "host"}
