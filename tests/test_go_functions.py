@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.conftest import USER
-from tests.test_functions import NOTES_SCHEMA, FnApp, executions, fn_app, tier, write  # noqa: F401 - fixtures
+from tests.test_functions import NOTES_GO, NOTES_SCHEMA, FnApp, executions, fn_app, tier, write  # noqa: F401 - fixtures
 
 README_HELLO = """package main
 
@@ -53,41 +53,6 @@ GREET_HELPER = """package main
 import "strings"
 
 func shout(s string) string { return strings.ToUpper(s) }
-"""
-NOTES_GO = """package main
-
-import (
-	"errors"
-	"net/http"
-
-	"github.com/watzon/alyx/pkg/runtime"
-)
-
-func Handle(w http.ResponseWriter, r *http.Request) {
-	ctx := runtime.Context(r)
-	notes := ctx.Collections("notes")
-	var owner any
-	if ctx.Auth != nil {
-		owner = ctx.Auth.ID
-	}
-	made, err := notes.Create(map[string]any{"text": "hi", "owner": owner})
-	var denied *runtime.APIError
-	if errors.As(err, &denied) {
-		runtime.JSON(w, 200, map[string]any{"denied": denied.Status, "code": denied.Code})
-		return
-	} else if err != nil {
-		panic(err)
-	}
-	got, err := notes.Get(made["id"].(string))
-	if err != nil {
-		panic(err)
-	}
-	list, err := notes.List(map[string]any{"filter": map[string]any{"owner": owner}, "perPage": 50})
-	if err != nil {
-		panic(err)
-	}
-	runtime.JSON(w, 200, map[string]any{"created": got["owner"], "count": list.TotalItems})
-}
 """
 TOOLS_GO = """package main
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from alyx.background import spawn
 from alyx.sandbox.protocol import RuntimeGone
-from alyx.sandbox.tiers import RUNTIMES_DIR, ExitInfo, Profile, Sandbox, Tier, node_heap_mb, runtime_env
+from alyx.sandbox.tiers import OOM_SIGNS, RUNTIMES_DIR, ExitInfo, Profile, Sandbox, Tier, node_heap_mb, runtime_env
 
 log = logging.getLogger("alyx.sandbox")
 
@@ -63,7 +63,7 @@ def image_problem(client: Any, runtime: str) -> str | None:
 
 
 def docker_problem() -> str | None:
-    """None when a Docker engine and both runtime images are here, else why not."""
+    """None when a Docker engine and the Python and Node images are here, else why not (Go's: at create)."""
     try:
         import docker  # noqa: F401
     except ImportError:
@@ -178,7 +178,7 @@ class DockerSandbox(Sandbox):
             state = {}
         code = state.get("ExitCode") if not state.get("Running") else None
         tail = self.stderr.tail_text()
-        oom = bool(state.get("OOMKilled")) or "heap out of memory" in tail or "MemoryError" in tail
+        oom = bool(state.get("OOMKilled")) or any(sign in tail for sign in OOM_SIGNS)
         return ExitInfo(code, oom, tail[-2000:])
 
     def _kill(self) -> None:

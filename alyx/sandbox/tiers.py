@@ -40,7 +40,7 @@ CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 OUTPUT_WAIT = 5.0
 # What a runtime's last words say when it ran out of memory (Node, Python, the libc, Go).
 OOM_SIGNS = ("heap out of memory", "MemoryError", "Cannot allocate memory", "fatal error: runtime: out of memory",
-             "fatal error: out of memory")
+             "fatal error: out of memory", "fatal error: runtime: cannot allocate memory")
 
 
 @dataclass(frozen=True)

@@ -257,7 +257,14 @@ func (s *shim) exec(w http.ResponseWriter, init initBody, raw []byte) {
 	if s.lifeline {
 		env = append(env, "ALYX_LIFELINE=stdin")
 	}
-	err = syscall.Exec(binary, []string{binary}, env)
+	// ETXTBSY: the server copied the binary in just now, and a process it forked meanwhile may still
+	// hold the copy's descriptor until that child execs. It passes in microseconds: try again.
+	for attempt := 0; attempt < 100; attempt++ {
+		if err = syscall.Exec(binary, []string{binary}, env); err != syscall.ETXTBSY {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	markEnd("init")
 	writeRaw(conn, 422, loadError(fmt.Sprintf("cannot start %s: %v", init.Entry, err), nil))
 	_ = conn.Close()
