@@ -67,7 +67,6 @@ type Ctx struct {
 	Functions *Functions
 	Events    *Events
 	client    *client
-	context   context.Context
 }
 
 // Context is the invocation context of r (the request a Handle receives). Outside the runtime it
@@ -76,9 +75,8 @@ func Context(r *http.Request) *Ctx {
 	if c, ok := r.Context().Value(invocationKey{}).(*Ctx); ok {
 		return c
 	}
-	cl := &client{}
-	return &Ctx{Trigger: "http", Env: map[string]string{}, Functions: &Functions{cl}, Events: &Events{cl},
-		client: cl, context: r.Context()}
+	cl := &client{context: r.Context()}
+	return &Ctx{Trigger: "http", Env: map[string]string{}, Functions: &Functions{cl}, Events: &Events{cl}, client: cl}
 }
 
 // JSON writes v as the JSON response with the status.
@@ -108,7 +106,7 @@ func (c *Ctx) Collections(name string) *Collection {
 // Request is the lower-level form: any API call as the caller; the answer parsed (JSON, else text).
 func (c *Ctx) Request(method, path string, body any, query url.Values) (any, error) {
 	var out any
-	err := c.client.do(c.context, method, path, body, query, &out)
+	err := c.client.do(method, path, body, query, &out)
 	return out, err
 }
 
@@ -127,32 +125,32 @@ func (c *Collection) List(params map[string]any) (*ListResult, error) {
 		}
 	}
 	out := &ListResult{}
-	return out, c.ctx.client.do(c.ctx.context, "GET", c.path, nil, query, out)
+	return out, c.ctx.client.do("GET", c.path, nil, query, out)
 }
 
 func (c *Collection) Get(id string) (Record, error) {
 	var out Record
-	return out, c.ctx.client.do(c.ctx.context, "GET", c.path+"/"+url.PathEscape(id), nil, nil, &out)
+	return out, c.ctx.client.do("GET", c.path+"/"+url.PathEscape(id), nil, nil, &out)
 }
 
 func (c *Collection) Create(data any) (Record, error) {
 	var out Record
-	return out, c.ctx.client.do(c.ctx.context, "POST", c.path, data, nil, &out)
+	return out, c.ctx.client.do("POST", c.path, data, nil, &out)
 }
 
 func (c *Collection) Update(id string, data any) (Record, error) {
 	var out Record
-	return out, c.ctx.client.do(c.ctx.context, "PATCH", c.path+"/"+url.PathEscape(id), data, nil, &out)
+	return out, c.ctx.client.do("PATCH", c.path+"/"+url.PathEscape(id), data, nil, &out)
 }
 
 func (c *Collection) Delete(id string) error {
-	return c.ctx.client.do(c.ctx.context, "DELETE", c.path+"/"+url.PathEscape(id), nil, nil, nil)
+	return c.ctx.client.do("DELETE", c.path+"/"+url.PathEscape(id), nil, nil, nil)
 }
 
 // DeleteMany deletes every record the filter matches that the caller may delete; the count.
 func (c *Collection) DeleteMany(filter any) (int, error) {
 	var out struct{ Count int }
-	err := c.ctx.client.do(c.ctx.context, "DELETE", c.path+"/bulk", map[string]any{"filter": filter}, nil, &out)
+	err := c.ctx.client.do("DELETE", c.path+"/bulk", map[string]any{"filter": filter}, nil, &out)
 	return out.Count, err
 }
 
@@ -160,7 +158,7 @@ func (c *Collection) DeleteMany(filter any) (int, error) {
 func (c *Collection) UpdateMany(filter any, changes any) (int, error) {
 	var out struct{ Count int }
 	body := map[string]any{"filter": filter, "changes": changes}
-	err := c.ctx.client.do(c.ctx.context, "PATCH", c.path+"/bulk", body, nil, &out)
+	err := c.ctx.client.do("PATCH", c.path+"/bulk", body, nil, &out)
 	return out.Count, err
 }
 
@@ -173,7 +171,7 @@ func (f *Functions) Invoke(name string, input any) (any, error) {
 		input = map[string]any{}
 	}
 	var out any
-	return out, f.client.do(nil, "POST", "/api/functions/"+url.PathEscape(name), input, nil, &out)
+	return out, f.client.do("POST", "/api/functions/"+url.PathEscape(name), input, nil, &out)
 }
 
 // Events.Publish sends a custom event: POST /api/events.
@@ -181,22 +179,25 @@ type Events struct{ client *client }
 
 func (e *Events) Publish(event Event) (*Published, error) {
 	out := &Published{}
-	return out, e.client.do(nil, "POST", "/api/events", event, nil, out)
+	return out, e.client.do("POST", "/api/events", event, nil, out)
 }
 
+// client calls the API as the invocation's caller; its calls end with the invocation's deadline.
 type client struct {
-	socket string
-	token  string
+	socket  string
+	token   string
+	context context.Context
 }
 
-func (cl *client) do(ctx context.Context, method, path string, body any, query url.Values, out any) error {
+func (cl *client) do(method, path string, body any, query url.Values, out any) error {
 	if cl.socket == "" || cl.token == "" {
 		return fmt.Errorf("the Alyx API is not available to this function")
 	}
-	if ctx == nil {
-		ctx = context.Background()
+	parent := cl.context
+	if parent == nil {
+		parent = context.Background()
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(parent, 30*time.Second)
 	defer cancel()
 	var reader io.Reader
 	if body != nil {

@@ -323,17 +323,16 @@ func (s *shim) invoke(w http.ResponseWriter, r *http.Request, body []byte) {
 	for k, v := range s.env {
 		env[k] = v
 	}
-	c := &Ctx{Auth: raw.Auth, Input: input, Trigger: raw.Trigger, Env: env,
-		client: &client{socket: s.api, token: raw.CallbackToken}}
-	c.Functions = &Functions{c.client}
-	c.Events = &Events{c.client}
+	cl := &client{socket: s.api, token: raw.CallbackToken}
+	c := &Ctx{Auth: raw.Auth, Input: input, Trigger: raw.Trigger, Env: env, client: cl,
+		Functions: &Functions{cl}, Events: &Events{cl}}
 	parent := context.WithValue(r.Context(), invocationKey{}, c)
 	if ms, err := strconv.ParseInt(r.Header.Get("x-alyx-deadline"), 10, 64); err == nil && ms > 0 {
 		var cancel context.CancelFunc
 		parent, cancel = context.WithDeadline(parent, time.UnixMilli(ms))
 		defer cancel()
 	}
-	c.context = parent
+	cl.context = parent
 	req := r.Clone(parent)
 	for name := range req.Header {
 		if strings.HasPrefix(strings.ToLower(name), "x-alyx-") {
