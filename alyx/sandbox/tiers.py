@@ -129,7 +129,11 @@ class Sandbox(ABC):
         root, files, entry, mode = spec.root, spec.files, spec.entry, 0o644
         if spec.runtime == "go":  # the compiled binary (cached per version), never the sources
             binary = golang.function_binary(spec)
-            root, files, entry, mode = binary.parent, (binary.name,), binary.name, 0o755
+            root, files, entry, mode = binary.parent, (), binary.name, 0o755
+            try:  # a hard link: no copy of megabytes per sandbox (the cache's file is read-only to it)
+                os.link(binary, code / entry)
+            except OSError:
+                files = (entry,)
         for rel in files:
             target = code / rel
             target.parent.mkdir(parents=True, exist_ok=True)
