@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.conftest import USER
 from tests.test_functions import NOTES_GO, NOTES_SCHEMA, FnApp, executions, fn_app, tier, write  # noqa: F401 - fixtures
 
@@ -220,3 +222,18 @@ def test_a_database_hook_and_a_schedule_run_go(fn_app: FnApp) -> None:  # noqa: 
     (scheduled,) = wait_until(lambda: ran("schedule"), what="the schedule run")
     assert scheduled["status"] == "success" and scheduled["input"] == {"kind": "tick"}
     assert scheduled["logs"]["stdout"] == 'schedule {"kind": "tick"}\n'
+
+
+def test_dependencies_without_a_module_proxy_are_refused_clearly(fn_app: FnApp,  # noqa: F811 - fixture
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOPROXY", "off")  # no network in tests: what a server without a proxy sees
+    app = fn_app({"dep/go.mod": "module example.com/dep\n\ngo 1.19\n\nrequire github.com/google/uuid v1.3.0\n",
+                  "dep/main.go": 'package main\nimport ("net/http"; "github.com/google/uuid"; '
+                                 '"github.com/watzon/alyx/pkg/runtime")\nfunc Handle(w http.ResponseWriter, '
+                                 'r *http.Request) {\n\truntime.JSON(w, 200, map[string]string{\n'
+                                 '\t\t"id": uuid.NewString()})\n}\n'})
+    r = app.test_client().get("/api/functions/dep")
+    assert r.status_code == 500 and r.json["error"]["code"] == "function_load_error", r.data
+    message = r.json["error"]["message"]
+    assert "the dependencies in go.mod could not be fetched: no Go module proxy is reachable" in message
+    assert "GOPROXY=off" in message

@@ -188,18 +188,18 @@ def _compile_error(spec: FunctionSpec, output: str) -> LoadError:
     details: dict[str, object] = {"traceback": text}
     handler = handler_name(spec)
     match = ERROR_LINE.search(text)
-    if match and match.group(1) == GENERATED_MAIN:
+    if any(hint in text for hint in NETWORK_HINTS):
+        proxy = os.environ.get("GOPROXY", "https://proxy.golang.org,direct")
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        message = (f"the dependencies in go.mod could not be fetched: no Go module proxy is reachable from "
+                   f"this server (GOPROXY={proxy}): {last.removeprefix('./')[:300]}")
+        details["file"] = "go.mod"
+    elif match and match.group(1) == GENERATED_MAIN:
         message = (f"compile error: the package defines no func {handler}(w http.ResponseWriter, "
                    f"r *http.Request) (package main): {match.group(4)}")
     elif match:
         details.update({"file": match.group(1), "line": int(match.group(2))})
         message = f"compile error: {match.group(0).removeprefix('./')}"
-    elif any(hint in text for hint in NETWORK_HINTS):
-        proxy = os.environ.get("GOPROXY", "https://proxy.golang.org,direct")
-        first = next((line for line in text.splitlines() if line.strip()), text)
-        message = (f"the dependencies in go.mod could not be fetched: no Go module proxy is reachable from "
-                   f"this server (GOPROXY={proxy}); vendor them or allow the proxy: {first[:300]}")
-        details["file"] = "go.mod"
     else:
         first = next((line for line in text.splitlines() if line.strip() and not line.startswith("#")), text)
         message = f"go build failed: {first[:500]}"
