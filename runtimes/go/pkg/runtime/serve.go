@@ -39,21 +39,31 @@ type initBody struct {
 }
 
 type shim struct {
-	handler  func(http.ResponseWriter, *http.Request)
-	secret   []byte
-	api      string
-	function string
-	env      map[string]string
-	listener net.Listener
-	lifeline bool
-	mu       sync.Mutex
+	handler func(http.ResponseWriter, *http.Request)
+	secret  []byte
+	// where the secret came from, passed on across the exec the same way
+	secretFile string
+	api        string
+	function   string
+	env        map[string]string
+	listener   net.Listener
+	lifeline   bool
+	mu         sync.Mutex
 }
 
 // Serve runs the runtime protocol on $ALYX_SOCKET until the process is killed. handler nil: the
 // generic loader, which execs the binary /__rt/init names.
 func Serve(handler func(http.ResponseWriter, *http.Request)) {
-	s := &shim{handler: handler, secret: []byte(popenv("ALYX_SECRET")), api: popenv("ALYX_API_SOCKET"),
-		env: map[string]string{}}
+	s := &shim{handler: handler, api: popenv("ALYX_API_SOCKET"), env: map[string]string{}}
+	s.secret, s.secretFile = []byte(popenv("ALYX_SECRET")), popenv("ALYX_SECRET_FILE")
+	if s.secretFile != "" { // the secret as a read-only file (never in the environment)
+		data, err := os.ReadFile(s.secretFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "alyx: cannot read the runtime secret:", err)
+			os.Exit(70)
+		}
+		s.secret = bytes.TrimSpace(data)
+	}
 	path := popenv("ALYX_SOCKET")
 	if path == "" {
 		path = "/run/alyx/rt.sock"
@@ -252,7 +262,11 @@ func (s *shim) exec(w http.ResponseWriter, init initBody, raw []byte) {
 	for _, f := range []*os.File{lf, cf} {
 		_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), syscall.F_SETFD, 0) // keep it across exec
 	}
-	env := append(os.Environ(), "ALYX_SECRET="+string(s.secret), "ALYX_API_SOCKET="+s.api,
+	secret := "ALYX_SECRET=" + string(s.secret)
+	if s.secretFile != "" {
+		secret = "ALYX_SECRET_FILE=" + s.secretFile
+	}
+	env := append(os.Environ(), secret, "ALYX_API_SOCKET="+s.api,
 		fmt.Sprintf("ALYX_HANDOVER=%d,%d", lf.Fd(), cf.Fd()), "ALYX_INIT="+base64.StdEncoding.EncodeToString(raw))
 	if s.lifeline {
 		env = append(env, "ALYX_LIFELINE=stdin")
@@ -285,6 +299,8 @@ func (r *recorder) Write(p []byte) (int, error) {
 	}
 	return r.body.Write(p)
 }
+func (r *recorder) Flush() {} // the answer goes out whole, after the handler returns
+
 func (r *recorder) WriteHeader(status int) {
 	if r.status == 0 {
 		r.status = status
