@@ -9,7 +9,7 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)  # function sandboxes (docker tier)
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)  # function sandboxes (bwrap tier)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)  # offline runtime base image
-command -v go >/dev/null 2>&1 || need_apt+=(golang-go)  # generated Go client tests (go vet, go test)
+command -v go >/dev/null 2>&1 || need_apt+=(golang-go)  # Go functions (built on the host) and the generated Go client tests
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)  # TypeScript compiler for the generated client tests
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

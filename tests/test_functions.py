@@ -194,13 +194,17 @@ def test_timeout_gives_504_and_replaces_the_sandbox(fn_app: FnApp) -> None:
     assert len(app.extensions["alyx"].functions.manager.stats()["functions"]["slow"]["instances"]) == 1
 
 
-@pytest.mark.parametrize("runtime", ["python", "node"])
+@pytest.mark.parametrize("runtime", ["python", "node", "go"])
 def test_memory_limit_is_reported_as_such(fn_app: FnApp, runtime: str) -> None:
     code = {
         "python": ("index.py", "def handler(req, res):\n    hog = bytearray(600 * 1024 * 1024)\n"
                                "    hog[::4096] = b'x' * len(hog[::4096])\n    return res.json({'size': len(hog)})\n"),
         "node": ("index.js", "module.exports = async (req, res) => { const hog = [];\n"
                              "  while (true) hog.push(new Array(1e6).fill(Math.random())); };\n"),
+        "go": ("main.go", 'package main\nimport ("net/http"; "github.com/watzon/alyx/pkg/runtime")\n'
+                          'func Handle(w http.ResponseWriter, r *http.Request) {\n\thog := make([]byte, 600<<20)\n'
+                          '\tfor i := 0; i < len(hog); i += 4096 {\n\t\thog[i] = 1\n\t}\n'
+                          '\truntime.JSON(w, 200, map[string]int{"size": len(hog)})\n}\n'),
     }[runtime]
     app = fn_app({"hog/manifest.yaml": "memory: 64\ntimeout: 20\n", f"hog/{code[0]}": code[1],
                   "ok.py": "def handler(req, res):\n    return res.json({'ok': True})\n"})
@@ -217,7 +221,10 @@ def test_memory_limit_is_reported_as_such(fn_app: FnApp, runtime: str) -> None:
                  "    return res.json({'pid': os.getpid()})\n"),
     ("crash.js", "module.exports = (req, res) => { if (req.query.exit) process.exit(3);"
                  " return res.json({ pid: process.pid }); };\n"),
-], ids=["python", "node"])
+    ("crash.go", 'package main\nimport ("net/http"; "os"; "github.com/watzon/alyx/pkg/runtime")\n'
+                 'func Handle(w http.ResponseWriter, r *http.Request) {\n\tif r.URL.Query().Get("exit") != "" {\n'
+                 '\t\tos.Exit(3)\n\t}\n\truntime.JSON(w, 200, map[string]int{"pid": os.Getpid()})\n}\n'),
+], ids=["python", "node", "go"])
 def test_crash_is_reported_and_the_runtime_replaced(fn_app: FnApp, source: tuple[str, str]) -> None:
     app = fn_app({source[0]: source[1]})
     c = app.test_client()
@@ -463,8 +470,45 @@ export default async function handler(req, res) {
 }
 """
 
+NOTES_GO = """package main
 
-@pytest.mark.parametrize("source", [("notes.py", NOTES_PY), ("notes.js", NOTES_JS)], ids=["python", "node"])
+import (
+	"errors"
+	"net/http"
+
+	"github.com/watzon/alyx/pkg/runtime"
+)
+
+func Handle(w http.ResponseWriter, r *http.Request) {
+	ctx := runtime.Context(r)
+	notes := ctx.Collections("notes")
+	var owner any
+	if ctx.Auth != nil {
+		owner = ctx.Auth.ID
+	}
+	made, err := notes.Create(map[string]any{"text": "hi", "owner": owner})
+	var denied *runtime.APIError
+	if errors.As(err, &denied) {
+		runtime.JSON(w, 200, map[string]any{"denied": denied.Status, "code": denied.Code})
+		return
+	} else if err != nil {
+		panic(err)
+	}
+	got, err := notes.Get(made["id"].(string))
+	if err != nil {
+		panic(err)
+	}
+	list, err := notes.List(map[string]any{"filter": map[string]any{"owner": owner}, "perPage": 50})
+	if err != nil {
+		panic(err)
+	}
+	runtime.JSON(w, 200, map[string]any{"created": got["owner"], "count": list.TotalItems})
+}
+"""
+
+
+@pytest.mark.parametrize("source", [("notes.py", NOTES_PY), ("notes.js", NOTES_JS), ("notes.go", NOTES_GO)],
+                         ids=["python", "node", "go"])
 def test_functions_call_the_api_back_as_their_caller(fn_app: FnApp, source: tuple[str, str]) -> None:
     app = fn_app({source[0]: source[1]}, schema=NOTES_SCHEMA)
     c = app.test_client()

@@ -97,7 +97,7 @@ def test_webhooks_answer_at_once_unless_async() -> None:
     ("max_instances: 1.5\n", f"{PATH}:1: max_instances: expected a whole number, got float 1.5"),
     ("cpu: fast\n", f"{PATH}:1: cpu: expected a number"),
     ("network: yes please\n", f"{PATH}:1: network: expected true or false"),
-    ("runtime: ruby\n", f"{PATH}:1: runtime: expected python or node, got str 'ruby'"),
+    ("runtime: ruby\n", f"{PATH}:1: runtime: expected python, node or go, got str 'ruby'"),
     ("name: x\ntimeuot: 1\n", f"{PATH}:2: top level: unknown key 'timeuot'"),
     ("env: [a]\n", f"{PATH}:1: env: expected a mapping"),
     ("rules:\n  list: 'true'\n", f"{PATH}:1: rules: may only hold 'invoke'"),
@@ -120,7 +120,6 @@ def test_webhooks_answer_at_once_unless_async() -> None:
     ("hooks:\n  - type: webhook\n    verification: strict\n", f"{PATH}:3: hooks[0].verification: expected a mapping"),
     ("hooks:\n  - type: webhook\n\n    mode: later\n",
      f"{PATH}:4: hooks[0].mode: expected sync or async, got str 'later'"),
-    ("runtime: go\n", f"{PATH}:1: runtime: Go functions are not supported yet (expected python or node)"),
     ("schedules:\n  - name: a\n    expression: 'not cron'\n", f"{PATH}:3: schedules[0]: 'not cron' is not a 5-field"),
     ("schedules:\n  - {name: a, type: interval, expression: 500ms}\n", f"{PATH}:2: schedules[0]: interval '500ms'"),
     ("schedules: daily\n", f"{PATH}:1: schedules: must be a list"),
@@ -175,7 +174,7 @@ def test_other_load_problems_are_unavailable_too(tmp_path: Path) -> None:
 def test_what_alyx_cannot_run_is_reported_with_the_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     functions = tmp_path / "functions"
     functions.mkdir()
-    (functions / "hello.go").write_text("package main\n")
+    (functions / "hello.go").write_text("package main\n")  # Go runs now: it is a function, not a problem
     (functions / "script.rb").write_text("puts 1\n")
     (functions / "typed.ts").write_text("export default () => 1\n")
     (functions / "Makefile").write_text("all:\n")
@@ -194,25 +193,20 @@ def test_what_alyx_cannot_run_is_reported_with_the_reason(tmp_path: Path, caplog
     registry = FunctionRegistry(functions, {})
     problems = registry.problems()
     assert problems == {
-        "Makefile": "functions/Makefile: Alyx cannot run this file: a function is a .py, .js, .mjs or .cjs file, "
-                    "or a folder with index.py or index.js (and an optional manifest.yaml)",
+        "Makefile": "functions/Makefile: Alyx cannot run this file: a function is a .py, .js, .mjs, .cjs or .go file, "
+                    "or a folder with index.py, index.js or main.go (and an optional manifest.yaml)",
         "both": "functions/: more than one file defines the function 'both': both.go, both.py",
-        "empty": "functions/empty/: an empty folder; a function is a .py, .js, .mjs or .cjs file, or a folder with "
-                 "index.py or index.js (and an optional manifest.yaml)",
-        "gofolder": "functions/gofolder/: Go functions are not supported yet (Alyx runs .py, .js, .mjs and .cjs "
-                    "functions)",
-        "gomanifest": "functions/gomanifest/manifest.yaml:1: runtime: Go functions are not supported yet "
-                      "(expected python or node)",
-        "hello": "functions/hello.go: Go functions are not supported yet (Alyx runs .py, .js, .mjs and .cjs "
-                 "functions)",
+        "empty": "functions/empty/: an empty folder; a function is a .py, .js, .mjs, .cjs or .go file, or a folder "
+                 "with index.py, index.js or main.go (and an optional manifest.yaml)",
+        "gomanifest": "functions/gomanifest/manifest.yaml: no index.py, index.js or main.go next to it",
         "helpers": "functions/helpers/: no manifest.yaml and no index file (index.py, main.py, index.js, index.mjs, "
-                   "index.cjs), so Alyx does not know what to run",
+                   "index.cjs, main.go), so Alyx does not know what to run",
         "my hook": "functions/my hook.py: 'my hook' is not a function name (letters, digits, '-' and '_', starting "
                    "with a letter or digit, at most 64 characters)",
-        "notes.txt": "functions/notes.txt: Alyx cannot run this file: a function is a .py, .js, .mjs or .cjs file, "
-                     "or a folder with index.py or index.js (and an optional manifest.yaml)",
-        "script.rb": "functions/script.rb: Alyx cannot run this file: a function is a .py, .js, .mjs or .cjs file, "
-                     "or a folder with index.py or index.js (and an optional manifest.yaml)",
+        "notes.txt": "functions/notes.txt: Alyx cannot run this file: a function is a .py, .js, .mjs, .cjs or .go "
+                     "file, or a folder with index.py, index.js or main.go (and an optional manifest.yaml)",
+        "script.rb": "functions/script.rb: Alyx cannot run this file: a function is a .py, .js, .mjs, .cjs or .go "
+                     "file, or a folder with index.py, index.js or main.go (and an optional manifest.yaml)",
         "typed": "functions/typed.ts: TypeScript is not run directly: compile it to .js (or .mjs)",
     }
     for name, reason in problems.items():
@@ -221,6 +215,7 @@ def test_what_alyx_cannot_run_is_reported_with_the_reason(tmp_path: Path, caplog
         assert (info.value.status, info.value.code, info.value.message) == (503, "function_unavailable", reason)
     logged = sorted(r.getMessage() for r in caplog.records if "cannot be loaded" in r.getMessage())
     assert logged == sorted(f"function {name} cannot be loaded: {reason}" for name, reason in problems.items())
+    assert (registry.get("hello").runtime, registry.get("gofolder").entry) == ("go", "main.go")
     (functions / "hello.go").unlink()
     (functions / "hello.py").write_text("def handler(req, res):\n    pass\n")
     assert registry.get("hello").runtime == "python" and "hello" not in registry.problems()
@@ -264,16 +259,16 @@ def test_unrunnable_entries_reach_health_the_function_list_and_callers(tmp_path:
     project = tmp_path / "project"
     (project / "functions" / "helpers").mkdir(parents=True)
     (project / "functions" / "helpers" / "util.py").write_text("X = 1\n")
-    (project / "functions" / "hello.go").write_text("package main\n")
+    (project / "functions" / "hello.ts").write_text("export default () => 1\n")
     (project / "functions" / "README.md").write_text("# my functions\n")
     app = make_app(project=project)
     logged = [r.getMessage() for r in caplog.records if "cannot be loaded" in r.getMessage()]
-    assert sorted(logged)[0].startswith("function hello cannot be loaded: functions/hello.go: Go functions")
-    assert len(logged) == 2  # at load (the app starting), once each: hello.go and helpers/
+    assert sorted(logged)[0].startswith("function hello cannot be loaded: functions/hello.ts: TypeScript is not run")
+    assert len(logged) == 2  # at load (the app starting), once each: hello.ts and helpers/
     c = app.test_client()
     r = c.get("/api/functions/hello")
     assert r.status_code == 503 and r.json["error"]["code"] == "function_unavailable"
-    assert r.json["error"]["message"].startswith("functions/hello.go: Go functions are not supported yet")
+    assert r.json["error"]["message"].startswith("functions/hello.ts: TypeScript is not run directly")
     assert c.post("/api/webhooks/hello").status_code == 503
     helpers = c.get("/api/functions/helpers").json["error"]["message"]
     assert helpers.startswith("functions/helpers/: no manifest.yaml and no index file")

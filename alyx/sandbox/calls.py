@@ -6,9 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from alyx.sandbox.protocol import RawResponse, ResponseTooLarge, RuntimeGone, RuntimeTimeout, encode_context
+from alyx.sandbox.protocol import (
+    LoadError,
+    RawResponse,
+    ResponseTooLarge,
+    RuntimeGone,
+    RuntimeTimeout,
+    encode_context,
+)
 from alyx.sandbox.registry import FunctionSpec
-from alyx.sandbox.tiers import ExitInfo, LoadError
+from alyx.sandbox.tiers import ExitInfo
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer",
                "proxy-authenticate", "proxy-authorization", "host"}

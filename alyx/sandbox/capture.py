@@ -48,6 +48,8 @@ class StreamCapture:
         self._ended: dict[str, threading.Event] = {}
         self._closed = False
         self.tail: deque[bytes] = deque(maxlen=40)
+        # Go prints its fatal error first, then every goroutine's stack: keep that line past the tail.
+        self.fatal = b""
 
     def begin(self, invocation_id: str) -> None:
         with self._lock:
@@ -82,6 +84,8 @@ class StreamCapture:
 
     def _deliver(self, data: bytes) -> None:
         self.tail.append(data)
+        if data.startswith(b"fatal error: "):
+            self.fatal = data[:500]
         for sink in self._sinks.values():
             sink.append(data)
 
@@ -111,5 +115,7 @@ class StreamCapture:
         return sink.text() if sink else ""
 
     def tail_text(self) -> str:
+        """The last lines written (after a Go fatal error's own line when its stack dump pushed it out)."""
         with self._lock:
-            return b"".join(self.tail).decode("utf-8", "replace")
+            fatal = self.fatal if self.fatal and self.fatal not in self.tail else b""
+            return (fatal + b"".join(self.tail)).decode("utf-8", "replace")

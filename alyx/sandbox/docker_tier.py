@@ -16,11 +16,22 @@ from typing import Any
 
 from alyx.background import spawn
 from alyx.sandbox.protocol import RuntimeGone
-from alyx.sandbox.tiers import RUNTIMES_DIR, SECRET_FILE, ExitInfo, Profile, Sandbox, Tier, node_heap_mb
+from alyx.sandbox.tiers import (
+    OOM_SIGNS,
+    RUNTIMES_DIR,
+    SECRET_FILE,
+    ExitInfo,
+    Profile,
+    Sandbox,
+    Tier,
+    node_heap_mb,
+    runtime_env,
+)
 
 log = logging.getLogger("alyx.sandbox")
 
-IMAGES = {"python": "alyx/runtime-python:latest", "node": "alyx/runtime-node:latest"}
+IMAGES = {"python": "alyx/runtime-python:latest", "node": "alyx/runtime-node:latest", "go": "alyx/runtime-go:latest"}
+REQUIRED = ("python", "node")  # the tier runs without the Go image; Go functions then say to build it
 LABEL = "alyx.sandbox"
 CONTAINER_UID = 65534  # containers run as nobody
 POOL_SIZE = 64  # the SDK's default of 10 connections starves concurrent greenlets (STACK.md)
@@ -44,14 +55,27 @@ def docker_client(timeout: int | None = 60) -> Any:
 def runtime_digest(runtime: str) -> str:
     """A hash of runtimes/<runtime>/ (shim and Dockerfile), stamped on the image as label alyx.runtime-digest."""
     digest = hashlib.sha256()
-    for path in sorted((RUNTIMES_DIR / runtime).iterdir()):
-        if path.is_file():
-            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    root = RUNTIMES_DIR / runtime
+    for path in sorted(root.rglob("*")):  # runtimes/go is a module with folders; the others are flat
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
+def image_problem(client: Any, runtime: str) -> str | None:
+    """None when the runtime's image is here and built from the current runtimes/<runtime>/, else why not."""
+    image = IMAGES[runtime]
+    try:
+        labels = client.images.get(image).labels or {}
+    except Exception:  # noqa: BLE001
+        return f"runtime image {image} missing: run `python -m alyx runtimes build`"
+    if labels.get("alyx.runtime-digest") != runtime_digest(runtime):
+        return f"runtime image {image} older than runtimes/{runtime}/: run `python -m alyx runtimes build`"
+    return None
+
+
 def docker_problem() -> str | None:
-    """None when a Docker engine and both runtime images are here, else why not."""
+    """None when a Docker engine and the Python and Node images are here, else why not (Go's: at create)."""
     try:
         import docker  # noqa: F401
     except ImportError:
@@ -62,7 +86,8 @@ def docker_problem() -> str | None:
     except Exception as exc:  # noqa: BLE001 - any failure means: no engine to use
         return f"no Docker engine reachable ({type(exc).__name__}: {str(exc)[:200]})"
     missing, stale = [], []
-    for runtime, image in IMAGES.items():
+    for runtime in REQUIRED:
+        image = IMAGES[runtime]
         try:
             labels = client.images.get(image).labels or {}
         except Exception:  # noqa: BLE001
@@ -124,6 +149,7 @@ class DockerSandbox(Sandbox):
             env["ALYX_API_SOCKET"] = "/run/alyx-api/api.sock"
         if profile.runtime == "node":
             env["NODE_OPTIONS"] = f"--max-old-space-size={node_heap_mb(profile.memory)}"
+        env.update(runtime_env(profile))
         with self._lifecycle:  # stop() during a launch must not miss the container being created
             if self.stopped:
                 raise RuntimeGone("stopped before start")
@@ -174,7 +200,7 @@ class DockerSandbox(Sandbox):
             state = {}
         code = state.get("ExitCode") if not state.get("Running") else None
         tail = self.stderr.tail_text()
-        oom = bool(state.get("OOMKilled")) or "heap out of memory" in tail or "MemoryError" in tail
+        oom = bool(state.get("OOMKilled")) or any(sign in tail for sign in OOM_SIGNS)
         return ExitInfo(code, oom, tail[-2000:])
 
     def _kill(self) -> None:
@@ -206,11 +232,18 @@ class DockerTier(Tier):
         self.client = docker_client()
         self.stream_client = docker_client(timeout=None)  # log streams: no read timeout
         self.owner_id = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self._optional: dict[str, str | None] = {}
         self._remove_orphans()
 
     def create(self, profile: Profile) -> Sandbox:
         if profile.runtime not in IMAGES:
             raise RuntimeGone(f"no Docker image for runtime {profile.runtime!r}")
+        if profile.runtime not in REQUIRED:  # checked once per tier: images do not change under a server
+            if profile.runtime not in self._optional:
+                self._optional[profile.runtime] = image_problem(self.client, profile.runtime)
+            problem = self._optional[profile.runtime]
+            if problem:
+                raise RuntimeGone(problem)
         return DockerSandbox(profile, self)
 
     def _remove_orphans(self) -> None:

@@ -16,14 +16,13 @@ from alyx.signatures import ALGORITHMS, DEFAULT_TOLERANCE_SECONDS, SCHEMES
 from alyx.units import DURATION_HINT, SIZE_HINT, parse_duration, parse_size_mb
 from alyx.yamlfile import Located, Reader, describe, expand_env, load_yaml
 
-RUNTIMES = ("python", "node")
+RUNTIMES = ("python", "node", "go")
 MANIFEST_KEYS = {"name", "runtime", "timeout", "memory", "cpu", "max_instances", "concurrency", "min_warm",
                  "network", "env", "rules", "handler", "entry", "hooks", "schedules", "retries", "http", "run_as"}
 ACTIONS = {"insert": "create", "create": "create", "update": "update", "delete": "delete"}  # manifest → ChangeEvent
 HOOK_KINDS = ("database", "webhook", "event")
 RUN_AS = ("caller", "system")  # who a trigger run is when it calls the API back (req.alyx)
 WEBHOOK_MODES = ("sync", "async")  # sync (the default): the function's response is the HTTP answer
-UNSUPPORTED_RUNTIMES = {"go": "Go functions are not supported yet"}
 
 
 @dataclass(frozen=True)
@@ -106,7 +105,7 @@ def parse_manifest(function: str, text: str, path: str, environ: Mapping[str, st
 def read_manifest(function: str, data: Any, reader: Reader, environ: Mapping[str, str]) -> Manifest:
     """Loaded manifest YAML (None: an empty file) → Manifest, checked by ``reader``."""
     top = reader.mapping(Located() if data is None else data, "top level", MANIFEST_KEYS)
-    runtime = _value(reader, top, "runtime", _runtime, None)
+    runtime = _value(reader, top, "runtime", _choice(RUNTIMES), None)
     limits = Limits(
         timeout=_value(reader, top, "timeout", _duration(0.01), 10.0),
         memory=_value(reader, top, "memory", _size(32), 128),
@@ -260,15 +259,9 @@ def _size(minimum: int) -> Callable[[Any], int]:
 def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if value not in choices:
-            raise ValueError(f"expected {' or '.join(choices)}, got {describe(value)}")
+            raise ValueError(f"expected {', '.join(choices[:-1])} or {choices[-1]}, got {describe(value)}")
         return str(value)
     return parse
-
-
-def _runtime(value: Any) -> str:
-    if value in UNSUPPORTED_RUNTIMES:
-        raise ValueError(f"{UNSUPPORTED_RUNTIMES[value]} (expected {' or '.join(RUNTIMES)})")
-    return _choice(RUNTIMES)(value)
 
 
 def _boolean(value: Any) -> bool:

@@ -1,8 +1,9 @@
 """One function version's pool of bound sandboxes, and which of its idle ones should leave."""
 from __future__ import annotations
 
+from alyx.sandbox.protocol import LoadError
 from alyx.sandbox.registry import FunctionSpec
-from alyx.sandbox.tiers import LoadError, Sandbox
+from alyx.sandbox.tiers import Sandbox
 
 
 class FunctionPool:

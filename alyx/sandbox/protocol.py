@@ -36,6 +36,17 @@ class ResponseTooLarge(Exception):
         self.limit = limit
 
 
+class LoadError(Exception):
+    """The function's code failed to load (syntax or compile error, missing handler...)."""
+
+    def __init__(self, message: str, details: dict[str, Any], stdout: str = "", stderr: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.stdout = stdout
+        self.stderr = stderr
+
+
 @dataclass
 class RawResponse:
     status: int

@@ -18,19 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alyx.errors import AlyxError, ConfigError
-from alyx.sandbox.manifest import UNSUPPORTED_RUNTIMES, FunctionHooks, Limits, Manifest, parse_manifest
+from alyx.sandbox.manifest import RUNTIMES, FunctionHooks, Limits, Manifest, parse_manifest
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-FILE_RUNTIMES = {".py": "python", ".js": "node", ".mjs": "node", ".cjs": "node"}
-FOLDER_ENTRIES = {"python": ("index.py", "main.py"), "node": ("index.js", "index.mjs", "index.cjs")}
+FILE_RUNTIMES = {".py": "python", ".js": "node", ".mjs": "node", ".cjs": "node", ".go": "go"}
+FOLDER_ENTRIES = {"python": ("index.py", "main.py"), "node": ("index.js", "index.mjs", "index.cjs"),
+                  "go": ("main.go",)}  # go: the whole folder is its package main (alyx/sandbox/golang.py)
 ESM_SYNTAX = re.compile(r"^\s*(export\s|import\s[^(]|import\s*[{*'\"])", re.M)
 SKIP_DIRS = {"__pycache__", ".git"}  # inside a function's folder: not part of its code
 MANIFEST = "manifest.yaml"
-GO_ENTRY = "main.go"
 # Code Alyx recognises but cannot run, by suffix: the reason is the problem reported.
-UNSUPPORTED_FILES = {".go": f"{UNSUPPORTED_RUNTIMES['go']} (Alyx runs .py, .js, .mjs and .cjs functions)",
-                     **{ext: "TypeScript is not run directly: compile it to .js (or .mjs)"
-                        for ext in (".ts", ".mts", ".cts", ".tsx")}}
+UNSUPPORTED_FILES = {ext: "TypeScript is not run directly: compile it to .js (or .mjs)"
+                     for ext in (".ts", ".mts", ".cts", ".tsx")}
 # What users keep in functions/ that is not a function: never listed, never reported (docs/functions.md).
 IGNORED_DIRS = {"node_modules", "sdk"}  # sdk/ (unless it has a manifest): a typed SDK copy for editors
 IGNORED_SUFFIXES = (".pyc", ".pyo", ".map", ".md", ".d.ts", ".lock", ".lockb",
@@ -38,8 +37,8 @@ IGNORED_SUFFIXES = (".pyc", ".pyo", ".map", ".md", ".d.ts", ".lock", ".lockb",
 IGNORED_DOCS = {"readme", "license", "licence", "changelog"}  # README, README.txt, LICENSE, ...
 IGNORED_FILES = {"package.json", "package-lock.json", "pnpm-lock.yaml", "tsconfig.json", "jsconfig.json",
                  "requirements.txt", "pyproject.toml", "go.mod", "go.sum"}
-RUNNABLE_HINT = ("a function is a .py, .js, .mjs or .cjs file, or a folder with index.py or index.js "
-                 "(and an optional manifest.yaml)")
+RUNNABLE_HINT = ("a function is a .py, .js, .mjs, .cjs or .go file, or a folder with index.py, index.js or "
+                 "main.go (and an optional manifest.yaml)")
 
 
 def ignored(entry: Path, is_dir: bool | None = None) -> bool:
@@ -196,7 +195,8 @@ class FunctionRegistry:
                 raise ConfigError(self._no_entry(label, folder))
         runtime = runtime or FILE_RUNTIMES.get(Path(entry).suffix)
         if runtime not in FOLDER_ENTRIES:
-            raise ConfigError(f"{label}: runtime: expected python or node (cannot tell from entry {entry!r})")
+            raise ConfigError(f"{label}: runtime: expected {', '.join(RUNTIMES[:-1])} or {RUNTIMES[-1]} "
+                              f"(cannot tell from entry {entry!r})")
         if not (folder / entry).is_file():
             raise ConfigError(f"{label}: entry: the file {entry} does not exist")
         files = []
@@ -212,10 +212,8 @@ class FunctionRegistry:
     @staticmethod
     def _no_entry(label: str, folder: Path) -> str:
         """Why a function folder has nothing to run."""
-        if (folder / GO_ENTRY).is_file():
-            return f"{label}: {UNSUPPORTED_FILES['.go']}"
         if label.endswith(MANIFEST):
-            return f"{label}: no index.py or index.js next to it"
+            return f"{label}: no index.py, index.js or main.go next to it"
         if not any(not ignored(p) for p in folder.iterdir()):
             return f"{label}: an empty folder; {RUNNABLE_HINT}"
         entries = ", ".join(e for r in FOLDER_ENTRIES.values() for e in r)

@@ -24,20 +24,24 @@ from typing import Any
 
 from alyx.background import spawn
 from alyx.resources import resource_dir
+from alyx.sandbox import golang
 from alyx.sandbox.capture import StreamCapture
-from alyx.sandbox.protocol import RawResponse, RuntimeClient, RuntimeGone, RuntimeTimeout
+from alyx.sandbox.protocol import LoadError, RawResponse, RuntimeClient, RuntimeGone, RuntimeTimeout
 from alyx.sandbox.registry import FunctionSpec
 
 log = logging.getLogger("alyx.sandbox")
 
 RUNTIMES_DIR = resource_dir("runtimes")
-SHIMS = {"python": "python/shim.py", "node": "node/shim.js"}
+SHIMS = {"python": "python/shim.py", "node": "node/shim.js", "go": f"go/{golang.LOADER}"}  # go: built (golang.py)
 START_TIMEOUT = 15.0
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 SECRET_FILE = "/run/alyx-secret/rt.secret"  # inside bwrap and docker sandboxes (read-only)
 # How long to wait for a call's end mark on stdout/stderr once the response is in. It normally comes
 # first (same process, written before the response); the wait only matters on a loaded machine.
 OUTPUT_WAIT = 5.0
+# What a runtime's last words say when it ran out of memory (Node, Python, the libc, Go).
+OOM_SIGNS = ("heap out of memory", "MemoryError", "Cannot allocate memory", "fatal error: runtime: out of memory",
+             "fatal error: out of memory", "fatal error: runtime: cannot allocate memory")
 
 
 @dataclass(frozen=True)
@@ -57,20 +61,14 @@ class ExitInfo:
     detail: str = ""
 
 
-class LoadError(Exception):
-    """The function's code failed to load (syntax error, missing handler...)."""
-
-    def __init__(self, message: str, details: dict[str, Any], stdout: str = "", stderr: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
-        self.stdout = stdout
-        self.stderr = stderr
-
-
 def node_heap_mb(memory: int) -> int:
     """V8's old-space limit for a memory budget: leave room for the runtime itself."""
     return max(16, int(memory * 0.75))
+
+
+def runtime_env(profile: Profile) -> dict[str, str]:
+    """Per-runtime variables of a sandbox: Go's soft memory limit, below the hard one (like Node's heap)."""
+    return {"GOMEMLIMIT": f"{node_heap_mb(profile.memory)}MiB"} if profile.runtime == "go" else {}
 
 
 def _base_env(extra: dict[str, str]) -> dict[str, str]:
@@ -140,18 +138,26 @@ class Sandbox(ABC):
     def init(self, spec: FunctionSpec, timeout: float) -> None:
         """Bind this sandbox to one function version: copy its code in, then POST /__rt/init."""
         code = self.workdir / "code"
-        for rel in spec.files:
+        root, files, entry, mode = spec.root, spec.files, spec.entry, 0o644
+        if spec.runtime == "go":  # the compiled binary (cached per version), never the sources
+            binary = golang.function_binary(spec)
+            root, files, entry, mode = binary.parent, (), binary.name, 0o755
+            try:  # a hard link: no copy of megabytes per sandbox (the cache's file is read-only to it)
+                os.link(binary, code / entry)
+            except OSError:
+                files = (entry,)
+        for rel in files:
             target = code / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(spec.root / rel, target)
-            os.chmod(target, 0o644)
+            shutil.copyfile(root / rel, target)
+            os.chmod(target, mode)
         for d, _dirs, _files in os.walk(code):
             os.chmod(d, 0o755)
         if spec.runtime == "node" and not (code / "package.json").exists():
             (code / "package.json").write_text(json.dumps({"type": "module" if spec.esm else "commonjs"}))
             os.chmod(code / "package.json", 0o644)
         self.function = spec
-        body = json.dumps({"code_dir": self.code_dir, "entry": spec.entry, "handler": spec.handler,
+        body = json.dumps({"code_dir": self.code_dir, "entry": entry, "handler": spec.handler,
                            "env": dict(spec.env), "function": spec.name}).encode()
         self.stdout.begin("init")
         self.stderr.begin("init")
@@ -244,6 +250,11 @@ def _pump(stream: Any, capture: StreamCapture) -> None:
 def _interpreter(runtime: str) -> str:
     if runtime == "python":
         return sys.executable
+    if runtime == "go":
+        try:
+            return str(golang.loader_binary())
+        except golang.GoUnavailable as exc:
+            raise RuntimeGone(str(exc)) from None
     found = shutil.which("node")
     if not found:
         raise RuntimeGone("the node runtime needs `node` on the PATH")
@@ -259,11 +270,14 @@ class ProcessSandbox(Sandbox):
         shim = str(RUNTIMES_DIR / SHIMS[self.profile.runtime])
         if self.profile.runtime == "python":
             return [_interpreter("python"), "-u", "-I", shim]
+        if self.profile.runtime == "go":
+            return [_interpreter("go")]
         return [_interpreter("node"), f"--max-old-space-size={node_heap_mb(self.profile.memory)}", shim]
 
     def _env(self) -> dict[str, str]:
         extra = {"ALYX_SOCKET": str(self.workdir / "sock" / "rt.sock"),
-                 "ALYX_SECRET_FILE": str(self.workdir / "secret" / "rt.secret"), "ALYX_LIFELINE": "stdin"}
+                 "ALYX_SECRET_FILE": str(self.workdir / "secret" / "rt.secret"), "ALYX_LIFELINE": "stdin",
+                 **runtime_env(self.profile)}
         if self.callback_dir:
             extra["ALYX_API_SOCKET"] = str(self.callback_dir / "api.sock")
         return _base_env(extra)
@@ -300,7 +314,7 @@ class ProcessSandbox(Sandbox):
             for pump in self._pumps:  # the last words of a dead runtime are in its pipes
                 pump.join(timeout=0.5)
         tail = self.stderr.tail_text()
-        oom = "heap out of memory" in tail or "MemoryError" in tail or "Cannot allocate memory" in tail
+        oom = any(sign in tail for sign in OOM_SIGNS)
         return ExitInfo(code, oom, tail[-2000:])
 
     def _kill(self) -> None:
@@ -354,20 +368,25 @@ class BwrapSandbox(ProcessSandbox):
     def _command(self) -> list[str]:
         runtime = self.profile.runtime
         interpreter = "/usr/bin/python3" if runtime == "python" else shutil.which("node") or "/usr/bin/node"
+        runtime_dir = RUNTIMES_DIR / runtime
+        if runtime == "go":  # the static loader, built on the host, is the whole runtime
+            interpreter = _interpreter("go")
+            runtime_dir = Path(interpreter).parent
         if not os.path.exists(interpreter):
             raise RuntimeGone(f"the bwrap tier needs {interpreter}")
         args = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                 "--uid", "65534", "--gid", "65534", "--hostname", "sandbox", "--cap-drop", "ALL",
                 *_bwrap_binds(),
                 "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                "--ro-bind", str(RUNTIMES_DIR / runtime), "/opt/alyx",
+                "--ro-bind", str(runtime_dir), "/opt/alyx",
                 "--ro-bind", str(self.workdir / "code"), "/code",
                 "--bind", str(self.workdir / "sock"), "/run/alyx",
                 "--ro-bind", str(self.workdir / "secret"), "/run/alyx-secret",
                 "--chdir", "/tmp", "--clearenv"]
         if not self.profile.network:
             args.append("--unshare-net")
-        extra = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET_FILE": SECRET_FILE, "ALYX_LIFELINE": "stdin"}
+        extra = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET_FILE": SECRET_FILE, "ALYX_LIFELINE": "stdin",
+                 **runtime_env(self.profile)}
         if self.callback_dir:
             args += ["--ro-bind", str(self.callback_dir), "/run/alyx-api"]
             extra["ALYX_API_SOCKET"] = "/run/alyx-api/api.sock"
@@ -376,6 +395,8 @@ class BwrapSandbox(ProcessSandbox):
         shim = "/opt/alyx/" + SHIMS[runtime].split("/", 1)[1]
         if runtime == "python":
             return [*args, "--", interpreter, "-u", "-I", shim]
+        if runtime == "go":
+            return [*args, "--", shim]
         return [*args, "--", interpreter, f"--max-old-space-size={node_heap_mb(self.profile.memory)}", shim]
 
     @property

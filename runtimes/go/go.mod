@@ -1,0 +1,3 @@
+module github.com/watzon/alyx
+
+go 1.19
