@@ -8,11 +8,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import peewee
+import psycopg2.extras
 from playhouse.db_url import parse as parse_db_url
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from alyx.config import Config
 from alyx.errors import ConfigError
+from alyx.fields.json import read_json
 
 
 class Database:
@@ -191,6 +193,9 @@ def open_database(config: Config) -> peewee.Database:
         scheme = urlparse(url).scheme
         if scheme in ("postgres", "postgresql", "postgresql+pool", "postgres+pool"):
             params = parse_db_url(url)
+            # psycopg2 decodes json/jsonb itself (peewee's loads is not used): read them as every JSON column reads.
+            psycopg2.extras.register_default_json(globally=True, loads=read_json)
+            psycopg2.extras.register_default_jsonb(globally=True, loads=read_json)
             postgres: peewee.Database = PooledPostgresqlDatabase(
                 params.pop("database"), max_connections=config.database_pool_size,
                 stale_timeout=300, autoconnect=False, **params,
