@@ -17,6 +17,7 @@ import orjson
 from simple_websocket import ConnectionClosed
 from wsproto.events import CloseConnection, Ping
 
+from alyx.db import unavailable
 from alyx.errors import AlyxError
 from alyx.realtime.client import Client
 from alyx.realtime.frames import CLOSE_HEARTBEAT_TIMEOUT, CLOSE_TOO_MANY_CONNECTIONS, error_frame, frame
@@ -258,10 +259,12 @@ class Session:
                                 "(expected auth, subscribe, unsubscribe or ping).")
         except AlyxError as exc:
             client.push(error_frame(exc, request_id))
-        except Exception:
-            log.exception("realtime: unexpected error handling a frame")
-            client.push(error_frame(AlyxError("internal_error", "An unexpected error occurred; it has been logged.",
-                                              500), request_id))
+        except Exception as exc:
+            fault = unavailable(exc)  # the database cannot serve now: the client may retry the frame
+            if fault is None:
+                log.exception("realtime: unexpected error handling a frame")
+                fault = AlyxError("internal_error", "An unexpected error occurred; it has been logged.", 500)
+            client.push(error_frame(fault, request_id))
 
 
 def principal_json(principal: Principal | None) -> dict[str, Any] | None:
