@@ -630,3 +630,33 @@ def test_no_stored_json_number_breaks_a_read(client, api, stored):
     viewed = client.get(f"{POSTS}/{created['id']}")
     assert viewed.status_code == 200, viewed.get_data(as_text=True)[:300]
     assert listing(client).status_code == 200
+
+
+def test_rules_may_read_query_parameters_that_are_not_fields(tmp_path):
+    """`request.query.<k>` in a rule: `?k=` reaches the rule instead of being refused as an unknown
+    field (issue 15 item 17); other unknown parameters are still 400."""
+    from tests.conftest import AppMaker
+
+    maker = AppMaker(tmp_path, dict(TEST_ENV))
+    try:
+        app = maker("""
+collections:
+  - name: shares
+    fields:
+      - {name: title, type: string}
+      - {name: key, type: string}
+    rules:
+      list: "doc.key == request.query.share"
+      view: "doc.key == request.query.share"
+      create: "true"
+""")
+        c = app.test_client()
+        created = create(c, {"title": "a", "key": "k1"}, "shares")
+        listed = c.get("/api/collections/shares", query_string={"share": "k1"})
+        assert titles(listed) == ["a"]
+        assert titles(c.get("/api/collections/shares", query_string={"share": "k2"})) == []
+        assert titles(c.get("/api/collections/shares")) == []
+        assert c.get(f"/api/collections/shares/{created['id']}", query_string={"share": "k1"}).status_code == 200
+        assert_error(c.get("/api/collections/shares", query_string={"share": "k1", "nope": "1"}), 400, "bad_request")
+    finally:
+        maker.close()

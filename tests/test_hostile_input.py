@@ -75,3 +75,20 @@ def test_huge_job_ids_are_400(app, path):
     call = client.post if path.endswith("/retry") else client.get
     error = assert_error(call(path, headers={"X-Test-User": "admin"}), 400, "bad_request")
     assert error["message"]
+
+
+@pytest.mark.parametrize("environment", ["production", "development"])
+def test_anonymous_health_is_status_and_version_only_in_production(tmp_path, environment):
+    """An anonymous caller learns no collection names (issue 15 item 17); admins, and everyone on a
+    development server, see the whole report."""
+    maker = AppMaker(tmp_path, {**TEST_ENV, "ALYX_SERVER_ENVIRONMENT": environment,
+                                "ALYX_AUTH_SECRET": "health-test-secret-" + "x" * 32}, test_users=True)
+    try:
+        client = maker(SCHEMA).test_client()
+        full = client.get("/api/health", headers={"X-Test-User": "admin"}).get_json()
+        assert full["status"] == "ok" and "posts" in full["collections"] and "functions" in full
+        for who in ({}, {"X-Test-User": "user"}):
+            seen = client.get("/api/health", headers=who).get_json()
+            assert seen == (full if environment == "development" else {"status": "ok", "version": full["version"]})
+    finally:
+        maker.close()
