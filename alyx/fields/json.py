@@ -53,7 +53,7 @@ class JsonType(FieldType):
     def convert(self, value: Any) -> Any:
         if isinstance(value, str):
             try:
-                return json.loads(value)
+                return read_json(value)  # numbers as every JSON column reads them
             except ValueError:
                 return value
         return value
