@@ -1,4 +1,4 @@
-"""/api/health: is the server up (for everyone), and on what (for admins, and anyone in development)."""
+"""/api/health: is the server up (for everyone); its database and collections (admins; anyone in development)."""
 from __future__ import annotations
 
 from typing import Any
@@ -17,15 +17,16 @@ bp = Blueprint("health", __name__)
 def health() -> Response:
     svc = services()
     svc.db.ping()
-    report: dict[str, Any] = {"status": "ok", "version": __version__}
+    # Public: status, version and the functions' state (tests/test_functions.py reads it anonymously).
+    report: dict[str, Any] = {
+        "status": "ok", "version": __version__,
+        "functions": {"sandbox": svc.functions.describe_tier(), "setting": svc.config.functions_sandbox,
+                      "problems": svc.functions.problems()},
+    }
     caller: Principal | None = g.get("principal")
     if (caller is not None and caller.is_admin) or svc.config.server_environment == "development":
-        report.update({
-            "database": "sqlite" if svc.db.is_sqlite else "postgresql",
-            "collections": sorted(svc.schema.collections),
-            "functions": {"sandbox": svc.functions.describe_tier(), "setting": svc.config.functions_sandbox,
-                          "problems": svc.functions.problems()},
-        })
+        report["database"] = "sqlite" if svc.db.is_sqlite else "postgresql"
+        report["collections"] = sorted(svc.schema.collections)
     return json_response(report)
 
 
