@@ -10,6 +10,9 @@ monkey.patch_all()
 
 import os  # noqa: E402
 
+from gunicorn import glogging  # noqa: E402
+
+from alyx.accesslog import redact_query  # noqa: E402
 from alyx.config import load_config  # noqa: E402
 from alyx.errors import ConfigError  # noqa: E402
 
@@ -27,6 +30,18 @@ graceful_timeout = 20
 keepalive = 75  # longer than nginx's upstream keepalive_timeout default
 control_socket_disable = True  # gunicorn 27 opens ~/.gunicorn otherwise; not wanted in containers
 accesslog = os.environ.get("GUNICORN_ACCESSLOG")  # off by default: it costs throughput
+
+
+class RedactingLogger(glogging.Logger):
+    """gunicorn's logger with token query parameters (`?token=` of the realtime sign-in, `access_token`,
+    ...) redacted from every access-log atom: the request line, the query string, the referer."""
+
+    def atoms(self, resp, req, environ, request_time):  # noqa: ANN001, ANN201 - gunicorn's signature
+        return {key: redact_query(value) if isinstance(value, str) else value
+                for key, value in super().atoms(resp, req, environ, request_time).items()}
+
+
+logger_class = RedactingLogger
 
 
 def on_starting(server):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from flask import Flask, request
 
+from alyx.accesslog import redact_werkzeug_log
 from alyx.blueprints.routes import register_blueprints
 from alyx.config import Config, load_config
 from alyx.http import install_error_handlers
@@ -17,6 +18,7 @@ def create_app(config: Config | None = None, project_dir: str | Path | None = No
     """Build an app for a project; raises ConfigError (one clear message) on a bad config or schema."""
     config = config or load_config(project_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_werkzeug_log()  # the dev server's request lines carry ?token= (realtime sign-in)
     svc = build_services(config)
     app = Flask("alyx", static_folder=str(resource_dir("static")),
                 static_url_path="/_static")

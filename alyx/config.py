@@ -97,6 +97,7 @@ class Config:
     realtime_max_frame_bytes: int = _setting(65536, "realtime.max_frame_bytes", int)  # client → server
     realtime_send_queue_max: int = _setting(1000, "realtime.send_queue_max", int)  # frames; then disconnected
     realtime_heartbeat_seconds: int = _setting(25, "realtime.heartbeat_seconds", int)
+    realtime_write_timeout_seconds: int = _setting(10, "realtime.write_timeout_seconds", int)  # then cut
     realtime_feed_retention_seconds: int = _setting(3600, "realtime.feed_retention_seconds", int)
     realtime_feed_max_rows: int = _setting(100_000, "realtime.feed_max_rows", int)
     realtime_poll_interval_ms: int = _setting(50, "realtime.poll_interval_ms", int)

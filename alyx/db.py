@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
 import peewee
+import psycopg2.extras
 from playhouse.db_url import parse as parse_db_url
-from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from alyx.config import Config
-from alyx.errors import ConfigError
+from alyx.errors import AlyxError, ConfigError
+from alyx.fields.json import read_json
 
 
 class Database:
@@ -191,6 +194,9 @@ def open_database(config: Config) -> peewee.Database:
         scheme = urlparse(url).scheme
         if scheme in ("postgres", "postgresql", "postgresql+pool", "postgres+pool"):
             params = parse_db_url(url)
+            # psycopg2 decodes json/jsonb itself (peewee's loads is not used): read them as every JSON column reads.
+            psycopg2.extras.register_default_json(globally=True, loads=read_json)
+            psycopg2.extras.register_default_jsonb(globally=True, loads=read_json)
             postgres: peewee.Database = PooledPostgresqlDatabase(
                 params.pop("database"), max_connections=config.database_pool_size,
                 stale_timeout=300, autoconnect=False, **params,
@@ -227,3 +233,45 @@ def _sqlite(path: str, config: Config) -> peewee.SqliteDatabase:
         lock_type="IMMEDIATE",
     )
     return sqlite
+
+
+# SQLite's primary result codes that mean "the database cannot serve now", not "the query is wrong".
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN = (
+    5, 6, 7, 8, 10, 13, 14)
+SQLITE_FAULTS = {  # code: (what the message says, words of SQLite's own message, Retry-After seconds)
+    SQLITE_BUSY: ("The database is locked by another writer", "database is locked", 1),
+    SQLITE_LOCKED: ("The database is locked by another writer", "table is locked", 1),
+    SQLITE_FULL: ("The database's disk is full", "disk is full", 30),
+    SQLITE_IOERR: ("The database's disk failed", "disk i/o error", 30),
+    SQLITE_CANTOPEN: ("The database file cannot be opened", "unable to open database file", 30),
+    SQLITE_READONLY: ("The database is read-only", "readonly database", 30),
+    SQLITE_NOMEM: ("The database is out of memory", "out of memory", 30),
+}
+
+
+def unavailable(exc: BaseException) -> AlyxError | None:
+    """A database fault as a 503 with Retry-After (the operation did not happen: a write that raised
+    this was rolled back, so nothing acknowledged is lost), or None when the error is not a fault.
+
+    Faults: SQLite busy/locked, full, I/O, cannot open, read-only; PostgreSQL connection and server
+    errors (psycopg2 ``OperationalError``/``InterfaceError``: terminated backends, a dropped database,
+    a disk full, too many connections); the pool out of connections. Bugs (no such table, syntax) are not.
+    """
+    original: BaseException = getattr(exc, "orig", None) or exc  # peewee keeps the driver's error as .orig
+    if isinstance(original, MaxConnectionsExceeded):
+        return _fault("All database connections are in use", 1)
+    if isinstance(original, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        return _fault("The database connection failed or was lost", 5)
+    if not isinstance(original, (sqlite3.OperationalError, sqlite3.DatabaseError, peewee.OperationalError)):
+        return None
+    text = str(original).lower()
+    code = getattr(original, "sqlite_errorcode", None)
+    for known, (message, words, retry) in SQLITE_FAULTS.items():
+        if (code is not None and code & 0xFF == known) or words in text:
+            return _fault(message, retry)
+    return None
+
+
+def _fault(message: str, retry_after: int) -> AlyxError:
+    return AlyxError("unavailable", f"{message}; nothing was changed. Try again in {retry_after} s.", 503,
+                     headers={"Retry-After": str(retry_after)})

@@ -8,13 +8,14 @@ import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from alyx.db import unavailable
 from alyx.errors import AlyxError
 
 log = logging.getLogger("alyx.http")
 
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-              422: "validation_failed", 429: "rate_limited"}
+              422: "validation_failed", 429: "rate_limited", 503: "unavailable"}
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -79,6 +80,10 @@ def install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception) -> Response:
+        fault = unavailable(exc)
+        if fault is not None:  # the database cannot serve now: 503 + Retry-After, logged without a traceback
+            log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+            return json_response(fault.to_dict(), fault.status, fault.headers)
         log.exception("unhandled error on %s %s", request.method, request.path)
         error = AlyxError("internal_error", "An unexpected error occurred; it has been logged.", 500)
         return json_response(error.to_dict(), 500)

@@ -62,9 +62,10 @@ def unknown_field(spec: CollectionSpec, name: str, param: str) -> AlyxError:
     )
 
 
-def parse_list_query(spec: CollectionSpec, args: Mapping[str, str], default_per_page: int, max_per_page: int
-                     ) -> ListQuery:
-    """Check and parse the list query string of one collection."""
+def parse_list_query(spec: CollectionSpec, args: Mapping[str, str], default_per_page: int, max_per_page: int,
+                     rule_params: frozenset[str] = frozenset()) -> ListQuery:
+    """Check and parse the list query string of one collection. ``rule_params`` are the parameters the
+    collection's rules read (``request.query.<k>``): those that are not fields are left to the rules."""
     where: list[cel.Node] = []
     node = parse_filter(spec, args.get("filter"))
     if node is not None:
@@ -74,6 +75,8 @@ def parse_list_query(spec: CollectionSpec, args: Mapping[str, str], default_per_
         if key in RESERVED_PARAMS:
             continue
         if field_type(spec, key) is None:
+            if key in rule_params:
+                continue
             raise bad_request(f"Unknown query parameter {key!r} for collection {spec.name!r}.",
                               {key: [f"not a field of {spec.name!r} nor a list parameter "
                                      f"({', '.join(sorted(RESERVED_PARAMS))})"]})

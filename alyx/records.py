@@ -96,7 +96,8 @@ class Records:
              request: RequestInfo | None = None) -> dict[str, Any]:
         """One page of the records the caller may see, in the DESIGN.md list envelope."""
         coll = self.collection(name)
-        lq = q.parse_list_query(coll.spec, args, self.default_per_page, self.max_per_page)
+        lq = q.parse_list_query(coll.spec, args, self.default_per_page, self.max_per_page,
+                                self.access.query_params(name))
         page = self.page(coll, lq, auth, request)
         items = [coll.serialize(row, lq.fields) for row in page.rows]
         pages = -1 if page.total < 0 else math.ceil(page.total / lq.per_page)

@@ -63,6 +63,7 @@ class Rule:
     node: cel.Node | None
     pushdown: bool = True
     reads_request: bool = False  # the rule looks at request.*: its SQL differs per request
+    query_params: frozenset[str] = frozenset()  # the k of every request.query.<k> it reads
 
     @property
     def public(self) -> bool:
@@ -147,11 +148,17 @@ class AccessRules:
                         names(path)  # every name must still exist
         except cel.CelError as exc:
             raise ConfigError(f"schema.yaml: collection {spec.name!r}, rule {op!r}: {exc} (rule: {text})") from None
-        reads_request = any(path[0] == "request" for path in cel.names_in(node))
-        return Rule(spec.name, op, text, node, pushdown, reads_request)
+        paths = cel.names_in(node)
+        reads_request = any(path[0] == "request" for path in paths)
+        query_params = frozenset(path[2] for path in paths if len(path) == 3 and path[:2] == ("request", "query"))
+        return Rule(spec.name, op, text, node, pushdown, reads_request, query_params)
 
     def rule(self, collection: str, op: str) -> Rule:
         return self.rules[(collection, op)]
+
+    def query_params(self, collection: str) -> frozenset[str]:
+        """The query parameters the rules of a collection read (`request.query.<k>`): a list accepts them."""
+        return frozenset().union(*(self.rule(collection, op).query_params for op in RULE_OPERATIONS))
 
     def visibility(self, collection: str, op: str, auth: Principal | None, request: RequestInfo | None = None
                    ) -> Visibility:

@@ -599,3 +599,64 @@ def test_expand_with_fields(client):
     record_id = c.get(ARTICLES).get_json()["items"][0]["id"]
     viewed = c.get(f"{ARTICLES}/{record_id}", query_string={"expand": "author", "fields": "id"}).get_json()
     assert viewed == {"id": record_id, "expand": {"author": ann}}
+
+
+JSON_NUMBERS = {"big": 1e20, "huge": 1.5e300, "u64": 18446744073709551615, "neg": -1e19, "tiny": 1e-300,
+                "int": 7, "half": 0.5, "list": [1e25, -(2**63)]}
+
+
+def test_json_numbers_round_trip_on_both_databases(client):
+    """PostgreSQL's jsonb keeps 1e20 as the integer 100000000000000000000: reading it back must not
+    produce a Python int that the response encoder cannot write (issue 15 item 4)."""
+    created = create(client, {"title": "numbers", "tags": JSON_NUMBERS})
+    viewed = client.get(f"{POSTS}/{created['id']}")
+    listed = listing(client)
+    assert viewed.status_code == 200, viewed.get_data(as_text=True)[:300]
+    assert listed.status_code == 200, listed.get_data(as_text=True)[:300]
+    for tags in (created["tags"], viewed.get_json()["tags"], listed.get_json()["items"][0]["tags"]):
+        assert tags == JSON_NUMBERS  # numerically equal to what was sent
+        assert all(isinstance(tags[k], float) for k in ("big", "huge", "neg", "tiny", "half"))
+
+
+@pytest.mark.parametrize("stored", ['{"x": 1' + "0" * 400 + "}", '[123456789012345678901234567890]', "1e400"])
+def test_no_stored_json_number_breaks_a_read(client, api, stored):
+    """A value written behind Alyx's back (an older version, SQL by hand) still reads."""
+    created = create(client, {"title": "poisoned"})
+    db = api.extensions["alyx"].db
+    sql = ('UPDATE "posts" SET "tags" = json(?) WHERE "id" = ?' if db.is_sqlite
+           else 'UPDATE "posts" SET "tags" = CAST(%s AS jsonb) WHERE "id" = %s')
+    with db.connection():
+        db.execute(sql, (stored, created["id"]))
+    viewed = client.get(f"{POSTS}/{created['id']}")
+    assert viewed.status_code == 200, viewed.get_data(as_text=True)[:300]
+    assert listing(client).status_code == 200
+
+
+def test_rules_may_read_query_parameters_that_are_not_fields(tmp_path):
+    """`request.query.<k>` in a rule: `?k=` reaches the rule instead of being refused as an unknown
+    field (issue 15 item 17); other unknown parameters are still 400."""
+    from tests.conftest import AppMaker
+
+    maker = AppMaker(tmp_path, dict(TEST_ENV))
+    try:
+        app = maker("""
+collections:
+  - name: shares
+    fields:
+      - {name: title, type: string}
+      - {name: key, type: string}
+    rules:
+      list: "doc.key == request.query.share"
+      view: "doc.key == request.query.share"
+      create: "true"
+""")
+        c = app.test_client()
+        created = create(c, {"title": "a", "key": "k1"}, "shares")
+        listed = c.get("/api/collections/shares", query_string={"share": "k1"})
+        assert titles(listed) == ["a"]
+        assert titles(c.get("/api/collections/shares", query_string={"share": "k2"})) == []
+        assert titles(c.get("/api/collections/shares")) == []
+        assert c.get(f"/api/collections/shares/{created['id']}", query_string={"share": "k1"}).status_code == 200
+        assert_error(c.get("/api/collections/shares", query_string={"share": "k1", "nope": "1"}), 400, "bad_request")
+    finally:
+        maker.close()

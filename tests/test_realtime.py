@@ -392,3 +392,53 @@ def test_the_tailer_reads_a_burst_of_commits_in_one_coalescing_window(make_app) 
         assert [d["title"] for d in delta["changes"]["inserts"]] == ["burst 0", "burst 1", "burst 2"]
     finally:
         rt.hub.tailer.stop()
+
+
+def test_a_write_to_a_reader_that_never_reads_times_out_and_cuts_the_socket() -> None:
+    """A blocked write would hold the connection's greenlet forever (issue 15 item 7)."""
+    import socket
+    import time
+
+    from alyx.realtime.websocket import SerialSocket
+
+    ours, peer = socket.socketpair()
+    try:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sock = SerialSocket(ours, write_timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            sock.send(b"x" * 4_000_000)  # far more than the socket buffers hold
+        assert time.monotonic() - started < 5
+        with pytest.raises(OSError):  # cut: later writes fail at once
+            sock.send(b"y")
+    finally:
+        ours.close()
+        peer.close()
+
+
+def test_a_slow_consumer_over_its_bound_cuts_a_blocked_write_soon() -> None:
+    import socket
+    import time
+
+    from alyx.realtime.websocket import SerialSocket
+
+    ours, peer = socket.socketpair()
+    try:
+        sock = SerialSocket(ours, write_timeout=60)
+        sock.cut_at = time.monotonic() + 0.3  # what an overflowing send queue asks for
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            sock.send(b"x" * 4_000_000)
+        assert time.monotonic() - started < 5
+    finally:
+        ours.close()
+        peer.close()
+
+
+def test_an_overflowing_send_queue_tells_the_transport(services) -> None:
+    told = []
+    client = new_client(services)
+    client.on_overflow = lambda: told.append(True)
+    for _ in range(services.config.realtime_send_queue_max + 1):
+        client.push(b"{}")
+    assert told == [True] and client.close_request is not None and client.close_request[0] == CLOSE_SLOW_CONSUMER

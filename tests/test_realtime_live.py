@@ -494,3 +494,58 @@ def test_the_python_client_signs_in_again_when_its_token_expires(server: LiveSer
         kind, doc = sub.next_event(TIMEOUT)
         assert (kind, doc["id"]) == ("insert", other) and note not in sub.docs
 
+
+
+def test_a_reader_that_never_reads_is_disconnected(tmp_path: Path) -> None:
+    """A client that stops reading is cut (write timeout, send-queue bound) and the others go on (issue 15 item 7)."""
+    import base64
+    import os
+    import time
+
+    project = write_project(tmp_path / "slow", SCHEMA)
+    live = LiveServer(project, workers=1, env={"ALYX_REALTIME_HEARTBEAT_SECONDS": "300",  # not the heartbeat
+                                               "ALYX_REALTIME_WRITE_TIMEOUT_SECONDS": "300",  # nor the timeout:
+                                               "ALYX_REALTIME_SEND_QUEUE_MAX": "20"})  # the queue bound cuts it
+    try:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(TIMEOUT)
+        raw.connect(("127.0.0.1", live.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        raw.sendall(f"GET /api/realtime HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        data = b""
+        while b'"connected"' not in data:
+            data += raw.recv(4096)
+        mask = os.urandom(4)
+        body = json.dumps({"id": "1", "type": "subscribe", "payload": {"collection": "posts"}}).encode()
+        raw.sendall(bytes((0x81, 0x80 | len(body))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(body)))
+        while b'"snapshot"' not in data:
+            data += raw.recv(4096)
+        # subscribed; from now on it never reads
+        watcher = Socket(live)
+        watcher.subscribe(collection="posts")
+        for _ in range(300):  # ~9 MB for the reader that never reads: more than the socket buffers hold
+            watcher.changes_until({create(live, title="x" * 30000)})  # the others are not slowed
+        # Without reading a byte: the server's end of the connection must leave ESTABLISHED (cut), within
+        # the 5 s grace of a slow consumer's close frame (reading would unblock the server's write).
+        client_port, burst_end = raw.getsockname()[1], time.monotonic()
+        while server_side_established(live.port, client_port):
+            assert time.monotonic() - burst_end < 30, "the server kept the reader that never reads"
+            time.sleep(0.2)
+        assert watcher.request("ping")["type"] == "pong"
+        watcher.close()
+        raw.close()
+    finally:
+        live.stop()
+
+
+def server_side_established(server_port: int, client_port: int) -> bool:
+    """Whether the server's socket of one connection (127.0.0.1) is ESTABLISHED, from /proc/net/tcp."""
+    local, remote = f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}"
+    with open("/proc/net/tcp") as table:
+        for line in table.read().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[2] == remote:
+                return fields[3] == "01"
+    return False

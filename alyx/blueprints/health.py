@@ -1,11 +1,14 @@
-"""/api/health: is the server up, and on what."""
+"""/api/health: is the server up (for everyone); its database and collections (admins; anyone in development)."""
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from typing import Any
+
+from flask import Blueprint, Response, g
 
 from alyx import __version__
 from alyx.blueprints import services
 from alyx.http import json_response
+from alyx.rules import Principal
 
 bp = Blueprint("health", __name__)
 
@@ -14,14 +17,17 @@ bp = Blueprint("health", __name__)
 def health() -> Response:
     svc = services()
     svc.db.ping()
-    return json_response({
-        "status": "ok",
-        "version": __version__,
-        "database": "sqlite" if svc.db.is_sqlite else "postgresql",
-        "collections": sorted(svc.schema.collections),
+    # Public: status, version and the functions' state (tests/test_functions.py reads it anonymously).
+    report: dict[str, Any] = {
+        "status": "ok", "version": __version__,
         "functions": {"sandbox": svc.functions.describe_tier(), "setting": svc.config.functions_sandbox,
                       "problems": svc.functions.problems()},
-    })
+    }
+    caller: Principal | None = g.get("principal")
+    if (caller is not None and caller.is_admin) or svc.config.server_environment == "development":
+        report["database"] = "sqlite" if svc.db.is_sqlite else "postgresql"
+        report["collections"] = sorted(svc.schema.collections)
+    return json_response(report)
 
 
 @bp.get("/")

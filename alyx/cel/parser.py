@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import math
+import sys
 from typing import Any
 
 import lark
@@ -17,6 +19,7 @@ MAX_LIST_ITEMS = 500
 COMPARISONS = {"relation_eq": "==", "relation_ne": "!=", "relation_lt": "<", "relation_le": "<=",
                "relation_gt": ">", "relation_ge": ">=", "relation_in": "in"}
 STRING_METHODS = ("contains", "startsWith", "endsWith")
+MAX_NUMBER = sys.float_info.max  # number literals are finite doubles in magnitude (ints beyond 64 bits are kept)
 
 
 _parser = celparser.CELParser()
@@ -133,18 +136,15 @@ class _Builder:
 
     def token(self, tok: lark.Token) -> Node:
         t = tok.type
-        if t == "INT_LIT":
-            return Literal(int(tok.value, 0) if tok.value.lower().startswith(("0x", "-0x")) else int(tok.value))
-        if t == "UINT_LIT":
-            return Literal(int(tok.value.rstrip("uU"), 0))
-        if t == "FLOAT_LIT":
-            return Literal(float(tok.value))
+        if t in ("INT_LIT", "UINT_LIT", "FLOAT_LIT"):
+            return Literal(number(tok.type, tok.value))
         if t == "STRING_LIT":
-            text = str(celstr(tok))
             try:
+                text = str(celstr(tok))
                 text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise CelError("string literals must be valid Unicode (a lone surrogate escape is not)") from None
+            except (ValueError, UnicodeEncodeError):  # \U00110000 (past Unicode), a lone surrogate escape
+                raise CelError("string literals must be valid Unicode (an escape past U+10FFFF or a lone "
+                               "surrogate is not)") from None
             return Literal(text)
         if t == "BOOL_LIT":
             return Literal(tok.value == "true")
@@ -153,3 +153,18 @@ class _Builder:
         if t == "IDENT":
             return Name((str(tok.value),))
         raise CelError(f"unsupported literal {tok.value[:40]!r}")
+
+
+def number(kind: str, text: str) -> int | float:
+    """A number literal's value; CelError when it is beyond a double (e.g. 400 digits) or not finite."""
+    if kind == "FLOAT_LIT":
+        value: int | float = float(text)
+        finite = math.isfinite(value)
+    else:
+        digits = text.rstrip("uU") if kind == "UINT_LIT" else text
+        value = int(digits, 0) if digits.lower().startswith(("0x", "-0x")) else int(digits)
+        finite = abs(value) <= MAX_NUMBER
+    if not finite:
+        raise CelError(f"the number literal {text[:20]}{'...' if len(text) > 20 else ''} is out of range "
+                       f"(numbers are at most {MAX_NUMBER:.6g} in magnitude)")
+    return value

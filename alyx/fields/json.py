@@ -17,6 +17,24 @@ def json_text(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
+def read_json(text: str | bytes) -> Any:
+    """Stored JSON text as a value the response encoder can always write (the loads of every JSON column).
+
+    PostgreSQL's jsonb keeps numbers as numeric, so ``1e20`` comes back as ``100000000000000000000``;
+    orjson reads an integer beyond 64 bits as the float it was sent as. A number orjson refuses (beyond
+    a double, only writable behind Alyx's back) is read with the standard library, wide integers as floats
+    (an infinity is written as null).
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text, parse_int=_int_or_float)
+
+
+def _int_or_float(digits: str) -> int | float:
+    return int(digits) if len(digits) <= 18 else float(digits)
+
+
 class JsonType(FieldType):
     """Any JSON value up to 64 levels; null is a value, so never "nullable" in the JSON Schema; filters
     and rules only compare it with null."""
@@ -31,12 +49,12 @@ class JsonType(FieldType):
     marshmallow_class = JsonValue
 
     def column(self, spec: FieldSpec, models: Models, collection: str) -> peewee.Field:
-        return peewee.JSONField(dumps=json_text, null=True)
+        return peewee.JSONField(dumps=json_text, loads=read_json, null=True)
 
     def convert(self, value: Any) -> Any:
         if isinstance(value, str):
             try:
-                return json.loads(value)
+                return read_json(value)  # numbers as every JSON column reads them
             except ValueError:
                 return value
         return value

@@ -9,6 +9,7 @@ from marshmallow import fields, validate
 
 from alyx import cel
 from alyx.fields.base import FieldSpec, FieldType
+from alyx.fields.strict import INT64_MAX, INT64_MIN
 
 
 class NumberType(FieldType):
@@ -28,7 +29,13 @@ class NumberType(FieldType):
         return self.python_type(value)
 
     def query_value(self, raw: str) -> Any:
-        return self.python_type(raw)
+        """``?field=value`` as a number the column can hold (ValueError beyond 64 bits or not finite)."""
+        value = self.python_type(raw)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(raw)
+        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError(raw)
+        return value
 
     def value_schema(self, spec: FieldSpec) -> dict[str, Any]:
         out = dict(self.base_schema)

@@ -36,6 +36,9 @@ class Client:
         # then a frame costs no wake-up of the connection's greenlet.
         self.send_now: Callable[[bytes], bool] | None = None
         self.close_request: tuple[int, str] | None = None
+        # Set by the transport: called once when the send queue goes over its bound, so a write blocked on
+        # this client is cut soon instead of when it would time out.
+        self.on_overflow: Callable[[], None] | None = None
         self._ids = itertools.count(1)
 
     def push(self, frame: bytes) -> None:
@@ -49,6 +52,8 @@ class Client:
             self.outbox.clear()
             self.close_request = (CLOSE_SLOW_CONSUMER, "slow consumer: send queue over its bound")
             self.realtime.end_subscriptions(self)
+            if self.on_overflow is not None:
+                self.on_overflow()
         self.wake()
 
     def next_subscription_id(self) -> str:

@@ -7,7 +7,9 @@ frames are framed here (unmasked, uncompressed) and written in one call.
 from __future__ import annotations
 
 import logging
+import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterable
@@ -17,6 +19,7 @@ import orjson
 from simple_websocket import ConnectionClosed
 from wsproto.events import CloseConnection, Ping
 
+from alyx.db import unavailable
 from alyx.errors import AlyxError
 from alyx.realtime.client import Client
 from alyx.realtime.frames import CLOSE_HEARTBEAT_TIMEOUT, CLOSE_TOO_MANY_CONNECTIONS, error_frame, frame
@@ -26,6 +29,7 @@ from alyx.rules import Principal
 log = logging.getLogger("alyx.realtime")
 
 CLOSE_GRACE_SECONDS = 5.0  # a slow consumer gets this long to take its close frame before the socket is cut
+WRITE_SLICE_SECONDS = 0.5  # a blocked write looks at its deadline (which a full send queue brings forward) this often
 SEND_BATCH = 64  # queued frames written per socket write
 
 
@@ -49,21 +53,62 @@ def authenticate_token(verifier: TokenVerifier, token: Any) -> tuple[Principal |
 
 
 class SerialSocket:
-    """The TCP socket with every write serialised (the reader thread answers pings on it too)."""
+    """The TCP socket with every write serialised (the reader thread answers pings on it too) and bounded
+    in time: a write that cannot finish within `write_timeout` seconds, or by `cut_at` (a monotonic time
+    set when the client must go), cuts the socket and raises OSError, so a peer that stops reading never
+    holds the connection's greenlet (or its queued frames) for longer."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, write_timeout: float) -> None:
         self.raw = raw
+        self.write_timeout = write_timeout
+        self.cut_at: float | None = None
+        self.cut = False
         self.lock = threading.Lock()
         self.unsent = b""  # the tail of a frame a non-blocking write could not finish: goes out first
+        self.gevent = type(raw).__module__.startswith("gevent")  # send(data, flags, timeout)
 
     def send(self, data: bytes) -> int:
         with self.lock:
             if self.unsent:
                 data, self.unsent = self.unsent + data, b""
-            self.raw.sendall(data)
+            self._write(data)
         return len(data)
 
     sendall = send
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        give_up = time.monotonic() + self.write_timeout
+        while view:
+            if self.cut:
+                raise BrokenPipeError("the connection was cut")
+            limit = give_up if self.cut_at is None else min(give_up, self.cut_at)
+            left = limit - time.monotonic()
+            if left <= 0:
+                self.abort()
+                raise TimeoutError("the peer did not read in time: the connection was cut")
+            view = view[self._send_some(view, min(left, WRITE_SLICE_SECONDS)):]
+
+    def _send_some(self, view: memoryview, timeout: float) -> int:
+        """Bytes written within `timeout` (0 when none could be)."""
+        try:  # select is gevent's once patched; gevent's own send(timeout=) waits without a bound
+            _, writable, _ = select.select([], [self.raw], [], timeout)
+            if not writable:
+                return 0
+            if self.gevent:  # timeout 0.0: raise instead of waiting
+                return int(self.raw.send(view, 0, 0.0))
+            return int(self.raw.send(view, socket.MSG_DONTWAIT))
+        except (TimeoutError, BlockingIOError, InterruptedError):
+            return 0
+
+    def abort(self) -> None:
+        """Cut the connection now: no close frame, the kernel's buffers are dropped (RST on close)."""
+        self.cut = True
+        try:
+            self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.raw.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.raw, name)
@@ -82,10 +127,10 @@ def text_frame(data: bytes) -> bytes:
 class Connection:
     """The socket side of one client (a simple_websocket `Server`): sending frames, heartbeats, closing."""
 
-    def __init__(self, ws: Any) -> None:
+    def __init__(self, ws: Any, write_timeout: float) -> None:
         self.ws = ws
-        self.nonblocking = type(ws.sock).__module__.startswith("gevent")  # send(data, flags, timeout)
-        self.sock = SerialSocket(ws.sock)
+        self.sock = SerialSocket(ws.sock, write_timeout)
+        self.nonblocking = self.sock.gevent  # send(data, flags, timeout): the hub may write at once
         ws.sock = self.sock
 
     def send(self, data: bytes) -> None:
@@ -106,7 +151,7 @@ class Connection:
         Only under gevent (one OS thread, so nothing runs between the checks and the write); a
         partial write leaves the rest in `sock.unsent`, which the next write sends first."""
         sock = self.sock
-        if sock.unsent or not self.ws.connected or sock.lock.locked():
+        if sock.unsent or sock.cut or not self.ws.connected or sock.lock.locked():
             return False
         framed = text_frame(data)
         try:
@@ -138,33 +183,28 @@ class Connection:
         return None
 
     def close(self, code: int, reason: str) -> None:
-        """Send a close frame; cut the socket if the peer does not take it in time."""
+        """Send a close frame; cut the socket if the peer does not take it within CLOSE_GRACE_SECONDS."""
         if not self.ws.connected:
             return
-        timer = threading.Timer(CLOSE_GRACE_SECONDS, self.abort)
-        timer.daemon = True
-        timer.start()
+        self.cut_soon()
         try:
             self.sock.send(self.ws.ws.send(CloseConnection(code, reason)))
         except OSError:
             pass
-        finally:
-            timer.cancel()
         self.ws.connected = False
 
-    def abort(self) -> None:
-        self.ws.connected = False
-        try:
-            self.sock.raw.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+    def cut_soon(self) -> None:
+        """A write still blocked CLOSE_GRACE_SECONDS from now (the one in flight, or the close frame) cuts
+        the socket: called when the client must go (its send queue went over the bound)."""
+        deadline = time.monotonic() + CLOSE_GRACE_SECONDS
+        self.sock.cut_at = deadline if self.sock.cut_at is None else min(self.sock.cut_at, deadline)
 
 
 def serve(rt: Realtime, ws: Any, token: str | None, verifier: TokenVerifier) -> None:
     """Run one WebSocket session to its end: `connected`, then frames both ways until it closes."""
     if not rt.db.peewee.is_closed():
         rt.db.peewee.close()  # no pooled connection held while the socket lives (alyx/app.py skips it too)
-    conn = Connection(ws)
+    conn = Connection(ws, rt.config.realtime_write_timeout_seconds)
     try:
         client = rt.connect(wake=ws.event.set)
     except AlyxError as exc:
@@ -173,6 +213,7 @@ def serve(rt: Realtime, ws: Any, token: str | None, verifier: TokenVerifier) -> 
         return
     if conn.nonblocking:
         client.send_now = conn.send_now
+    client.on_overflow = conn.cut_soon
     try:
         Session(rt, client, conn, verifier).run(token)
     except (ConnectionClosed, OSError):
@@ -258,10 +299,12 @@ class Session:
                                 "(expected auth, subscribe, unsubscribe or ping).")
         except AlyxError as exc:
             client.push(error_frame(exc, request_id))
-        except Exception:
-            log.exception("realtime: unexpected error handling a frame")
-            client.push(error_frame(AlyxError("internal_error", "An unexpected error occurred; it has been logged.",
-                                              500), request_id))
+        except Exception as exc:
+            fault = unavailable(exc)  # the database cannot serve now: the client may retry the frame
+            if fault is None:
+                log.exception("realtime: unexpected error handling a frame")
+                fault = AlyxError("internal_error", "An unexpected error occurred; it has been logged.", 500)
+            client.push(error_frame(fault, request_id))
 
 
 def principal_json(principal: Principal | None) -> dict[str, Any] | None:
