@@ -131,8 +131,8 @@ def test_nothing_imports_another_modules_private_names() -> None:
 
 LAYERS = [  # docs/architecture.md "What each package may import", lowest first
     ("generic", {"alyx", "alyx.errors", "alyx.clock", "alyx.background", "alyx.units", "alyx.yamlfile",
-                 "alyx.signatures", "alyx.schedules", "alyx.ratelimit", "alyx.cel", "alyx.realtime_client",
-                 "alyx.resources"}),
+                 "alyx.signatures", "alyx.schedules", "alyx.ratelimit", "alyx.proxies", "alyx.cel",
+                 "alyx.realtime_client", "alyx.resources"}),
     ("sandbox", {"alyx.sandbox"}),
     ("definitions", {"alyx.config", "alyx.schema", "alyx.fields", "alyx.validation", "alyx.models", "alyx.db",
                      "alyx.system_migrations", "alyx.migrations"}),
