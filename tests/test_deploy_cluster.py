@@ -1,0 +1,145 @@
+"""Three Alyx hosts (network namespaces, two gunicorn workers each) on one PostgreSQL and one Redis,
+nginx in front (tests/deploy_cluster.py): realtime across hosts, and a host killed mid-burst."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from tests.conftest import write_project
+from tests.deploy_cluster import Cluster
+
+REDIS = "redis://127.0.0.1:6379/3"
+TIMEOUT = 20.0
+SCHEMA = """\
+collections:
+  - name: notes
+    fields:
+      - name: title
+        type: string
+        required: true
+    rules:
+      create: "true"
+      list: "true"
+      view: "true"
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
+    for tool in ("ip", "nginx", "socat"):
+        if shutil.which(tool) is None or os.geteuid() != 0:
+            if os.environ.get("CI"):
+                pytest.fail(f"the cluster test needs root and {tool} (scripts/provision.sh)")
+            pytest.skip(f"needs root and {tool}")
+    project = write_project(tmp_path / "project", SCHEMA)
+    made = Cluster(tmp_path, project, pg_url, REDIS, size=3)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def create(url: str, title: str) -> str:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
+    try:
+        conn.request("POST", "/api/collections/notes", json.dumps({"title": title}),
+                     {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        assert resp.status in (200, 201), body
+        return str(body["id"])
+    finally:
+        conn.close()
+
+
+def subscribe(url: str, since: int | None = None) -> tuple[ClientConnection, int]:
+    ws = connect(url.replace("http", "ws", 1) + "/api/realtime", open_timeout=TIMEOUT, compression=None, legacy=True)
+    assert json.loads(ws.recv(timeout=TIMEOUT))["type"] == "connected"
+    payload: dict[str, Any] = {"collection": "notes", **({"since": since} if since is not None else {})}
+    ws.send(json.dumps({"id": "s", "type": "subscribe", "payload": payload}))
+    snapshot = json.loads(ws.recv(timeout=TIMEOUT))
+    assert snapshot["type"] == "snapshot", snapshot
+    return ws, int(snapshot["payload"].get("cursor") or 0)
+
+
+def creates_until(ws: ClientConnection, want: set[str], seen: list[tuple[int, str]] | None = None,
+                  ) -> list[tuple[int, str]]:
+    """(cursor, id) of each insert received until every id in `want` was seen."""
+    seen = [] if seen is None else seen
+    while not want <= {rid for _, rid in seen}:
+        try:
+            frame = json.loads(ws.recv(timeout=TIMEOUT))
+        except TimeoutError:
+            raise AssertionError(f"got {len(seen)} creates, missing {sorted(want - {r for _, r in seen})[:5]}"
+                                 f" of {len(want)}; {seen[:3]}") from None
+        assert frame["type"] == "delta", frame
+        for item in frame["payload"]["changes"].get("inserts", []):
+            seen.append((frame["payload"]["cursor"], item["id"]))
+    return seen
+
+
+def test_a_write_on_any_host_reaches_subscribers_on_every_host_in_order(cluster: Cluster) -> None:
+    sockets = [subscribe(host.url)[0] for host in cluster.hosts for _ in range(2)]  # likely both workers
+    ids = [create(cluster.hosts[i % 3].url if i % 2 else cluster.url, f"n{i}") for i in range(30)]
+    received = [creates_until(ws, set(ids)) for ws in sockets]
+    orders = [[rid for _, rid in seen] for seen in received]
+    assert all(order == orders[0] for order in orders), "every subscriber sees one order"
+    assert sorted(orders[0]) == sorted(ids) and len(orders[0]) == len(ids)  # no gap, no duplicate
+    for ws in sockets:
+        ws.close()
+
+
+def test_kill_9_mid_burst_loses_no_acknowledged_write_and_subscribers_resume(cluster: Cluster) -> None:
+    victim = cluster.hosts[1]
+    ws, _cursor = subscribe(victim.url)
+    acknowledged: list[str] = []
+    failures: list[str] = []
+
+    def burst() -> None:
+        for i in range(120):
+            try:
+                acknowledged.append(create(cluster.url, f"b{i}"))
+            except (AssertionError, OSError) as exc:
+                failures.append(str(exc))  # in flight on the victim: not acknowledged
+
+    writer = threading.Thread(target=burst)
+    writer.start()
+    seen: list[tuple[int, str]] = []
+    while len(acknowledged) < 20:
+        seen = creates_until(ws, set(acknowledged[:1]), seen) if acknowledged else seen
+    victim.kill()
+    with pytest.raises(Exception):  # noqa: B017 - the socket dies with its host, however it is reported
+        while True:
+            creates_until(ws, {"never"}, seen)
+    last = max(cursor for cursor, _ in seen)
+    again, _ = subscribe(cluster.url, since=last)  # through nginx: another host
+    writer.join(timeout=120)
+    assert not writer.is_alive()
+    seen = creates_until(again, set(acknowledged) - {rid for _, rid in seen}, seen)
+    ids = [rid for _, rid in seen]
+    assert len(ids) == len(set(ids)), "no duplicate across the resume"
+    assert set(acknowledged) <= set(ids), "no acknowledged write is lost"
+    status, body = _list_ids(cluster.url)
+    assert status == 200 and set(acknowledged) <= body
+    again.close()
+
+
+def _list_ids(url: str) -> tuple[int, set[str]]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
+    conn.request("GET", "/api/collections/notes?perPage=500")
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    conn.close()
+    return resp.status, {item["id"] for item in body.get("items", [])}
