@@ -7,11 +7,13 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg2
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
@@ -143,3 +145,25 @@ def _list_ids(url: str) -> tuple[int, set[str]]:
     body = json.loads(resp.read())
     conn.close()
     return resp.status, {item["id"] for item in body.get("items", [])}
+
+
+TICK = 'def handler(req, res):\n    return res.json({"ok": True})\n'
+TICK_MANIFEST = "runtime: python\nschedules:\n  - {name: tick, type: interval, expression: 1s}\n"
+
+
+def test_schedules_run_once_per_due_time_cluster_wide(tmp_path: Path, pg_url: str) -> None:
+    for tool in ("ip", "nginx", "socat"):
+        if shutil.which(tool) is None or os.geteuid() != 0:
+            pytest.skip(f"needs root and {tool}")
+    project = write_project(tmp_path / "project", SCHEMA, files={"tick/index.py": TICK,
+                                                                  "tick/manifest.yaml": TICK_MANIFEST})
+    cluster = Cluster(tmp_path, project, pg_url, REDIS, size=3, env={"ALYX_FUNCTIONS_SANDBOX": "process"})
+    try:
+        time.sleep(6)
+    finally:
+        cluster.close()
+    with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT payload FROM _alyx_jobs WHERE trigger_type = 'schedule'")
+        due = [json.loads(p)["scheduled_for"] if isinstance(p, str) else p["scheduled_for"] for (p,) in cur]
+    assert len(due) >= 3, due  # it ran (six processes could each have run it)
+    assert len(due) == len(set(due)), sorted(due)  # but once per due time
