@@ -38,6 +38,7 @@ class Host:
         self.log = folder / f"host{number}.log"
         self.bridges: list[subprocess.Popen[bytes]] = []
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started_with: tuple[Path, dict[str, str], int] | None = None
         run("ip", "netns", "add", self.ns)
         run("ip", "link", "add", self.root_if, "type", "veth", "peer", "name", self.ns_if)
         run("ip", "link", "set", self.ns_if, "netns", self.ns)
@@ -56,6 +57,7 @@ class Host:
         return f"http://{self.address}:{PORT}"
 
     def start(self, project: Path, env: dict[str, str], workers: int = 2, timeout: float = 40.0) -> None:
+        self.started_with = (project, env, workers)
         command = gunicorn_command(PORT, workers)
         command[command.index("-b") + 1] = f"{self.address}:{PORT}"
         with self.log.open("a") as out:
@@ -67,6 +69,11 @@ class Host:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{self.ns} did not start: {self.log.read_text()[-2000:]}")
             time.sleep(0.2)
+
+    def restart(self) -> None:
+        """Start again as last started (after kill or stop)."""
+        assert self.started_with is not None, "never started"
+        self.start(*self.started_with)
 
     def kill(self) -> None:
         """SIGKILL gunicorn's whole process group: no shutdown code runs."""

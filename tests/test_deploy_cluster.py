@@ -135,6 +135,11 @@ def test_kill_9_mid_burst_loses_no_acknowledged_write_and_subscribers_resume(clu
     status, body = _list_ids(cluster.url)
     assert status == 200 and set(acknowledged) <= body
     again.close()
+    victim.restart()  # the host comes back and catches up: a subscriber there replays from any cursor
+    back, _ = subscribe(victim.url, since=last)
+    replay = creates_until(back, set(acknowledged) - {rid for cursor, rid in seen if cursor <= last})
+    assert len(replay) == len({rid for _, rid in replay})
+    back.close()
 
 
 def _list_ids(url: str) -> tuple[int, set[str]]:
