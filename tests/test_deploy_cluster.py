@@ -156,19 +156,44 @@ TICK = 'def handler(req, res):\n    return res.json({"ok": True})\n'
 TICK_MANIFEST = "runtime: python\nschedules:\n  - {name: tick, type: interval, expression: 1s}\n"
 
 
-def test_schedules_run_once_per_due_time_cluster_wide(tmp_path: Path, pg_url: str) -> None:
+def _lease_holder(pg_url: str) -> str | None:
+    with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT holder FROM _alyx_leases WHERE name = 'scheduler' AND expires_at >= "
+                    "(now() AT TIME ZONE 'utc')")
+        row = cur.fetchone()
+    return str(row[0]) if row else None
+
+
+def test_schedules_run_once_per_due_time_and_the_lease_moves_when_its_host_dies(
+        tmp_path: Path, pg_url: str) -> None:
     for tool in ("ip", "nginx", "socat"):
         if shutil.which(tool) is None or os.geteuid() != 0:
             pytest.skip(f"needs root and {tool}")
     project = write_project(tmp_path / "project", SCHEMA, files={"tick/index.py": TICK,
                                                                   "tick/manifest.yaml": TICK_MANIFEST})
-    cluster = Cluster(tmp_path, project, pg_url, REDIS, size=3, env={"ALYX_FUNCTIONS_SANDBOX": "process"})
+    lease = 3
+    cluster = Cluster(tmp_path, project, pg_url, REDIS, size=3,
+                      env={"ALYX_FUNCTIONS_SANDBOX": "process", "ALYX_SCHEDULES_LEASE_SECONDS": str(lease)})
     try:
-        time.sleep(6)
+        deadline = time.monotonic() + 20
+        while (holder := _lease_holder(pg_url)) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert holder, "some worker holds the scheduler lease"
+        pid = int(holder.split(":")[1])
+        leader = next(h for h in cluster.hosts if h.proc and os.getpgid(pid) == h.proc.pid)
+        time.sleep(3)
+        leader.kill()
+        killed = time.monotonic()
+        while (after := _lease_holder(pg_url)) in (None, holder) and time.monotonic() - killed < 4 * lease:
+            time.sleep(0.1)
+        moved = time.monotonic() - killed
+        assert after not in (None, holder), "another host took the lease"
+        assert moved <= lease + 2, f"the lease moved after {moved:.1f} s (lease {lease} s)"
+        time.sleep(3)
     finally:
         cluster.close()
     with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT payload FROM _alyx_jobs WHERE trigger_type = 'schedule'")
         due = [json.loads(p)["scheduled_for"] if isinstance(p, str) else p["scheduled_for"] for (p,) in cur]
-    assert len(due) >= 3, due  # it ran (six processes could each have run it)
+    assert len(due) >= 4, due  # it ran before and after the take-over (six processes could each have run it)
     assert len(due) == len(set(due)), sorted(due)  # but once per due time
