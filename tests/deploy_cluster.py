@@ -50,7 +50,7 @@ class Host:
         for port in (5432, 6379):  # PostgreSQL and Redis, reachable from this host only at its gateway
             self.bridges.append(subprocess.Popen(
                 ["socat", f"TCP-LISTEN:{port},bind={self.gateway},reuseaddr,fork", f"TCP:127.0.0.1:{port}"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
 
     @property
     def url(self) -> str:
@@ -93,8 +93,9 @@ class Host:
 
     def remove(self) -> None:
         self.stop()
-        for bridge in self.bridges:
-            bridge.terminate()
+        for bridge in self.bridges:  # socat forks a child per connection: end the whole group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(bridge.pid, signal.SIGTERM)
             bridge.wait(timeout=5)
         subprocess.run(["ip", "link", "del", self.root_if], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)

@@ -141,6 +141,15 @@ def test_the_compose_file_is_the_readmes() -> None:
     assert yaml.safe_load(blocks[0]) == yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
+ANONYMOUS: list[str] = []  # the image's /app/run volumes of compose's containers: `down -v` misses old ones
+
+
+def _remember_volumes(container: str) -> None:
+    out = subprocess.run(["docker", "inspect", "-f", "{{range .Mounts}}{{.Name}} {{.Destination}}\n{{end}}",
+                          container], capture_output=True, text=True).stdout
+    ANONYMOUS.extend(line.split()[0] for line in out.splitlines() if line.endswith(" /app/run"))
+
+
 @pytest.fixture
 def compose(project: Path, image: str) -> Iterator[tuple[list[str], int]]:
     port = free_port()
@@ -154,6 +163,8 @@ def compose(project: Path, image: str) -> Iterator[tuple[list[str], int]]:
         yield command, port
     finally:
         subprocess.run([*command, "down", "-v", "-t", "10"], cwd=project, env=env, capture_output=True)
+        for volume in ANONYMOUS:
+            subprocess.run(["docker", "volume", "rm", volume], capture_output=True)
 
 
 def test_compose_up_serves_functions_in_sibling_containers_and_keeps_data(
@@ -168,6 +179,7 @@ def test_compose_up_serves_functions_in_sibling_containers_and_keeps_data(
 
     run("up", "-d")
     container = run("ps", "-q", "alyx").strip()
+    _remember_volumes(container)
     _wait_healthy(port, container)
     kept = _exercise(port)
     assert _sandboxes(container), "functions ran, so sandbox containers are warm"
@@ -179,6 +191,7 @@ def test_compose_up_serves_functions_in_sibling_containers_and_keeps_data(
     assert _sandboxes(container) == [], "down leaves no sandbox container behind"
     run("up", "-d")
     container = run("ps", "-q", "alyx").strip()
+    _remember_volumes(container)
     _wait_healthy(port, container)
     status, record = _http(port, "GET", f"/api/collections/notes/{kept}")
     assert status == 200 and record["title"] == "first", record  # the alyx-data volume kept it
