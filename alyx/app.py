@@ -9,7 +9,9 @@ from flask import Flask, request
 from alyx.accesslog import redact_werkzeug_log
 from alyx.blueprints.routes import register_blueprints
 from alyx.config import Config, load_config
+from alyx.errors import ConfigError
 from alyx.http import install_error_handlers
+from alyx.proxies import TrustedProxies, parse_networks
 from alyx.resources import resource_dir
 from alyx.services import Services, build_services
 
@@ -28,9 +30,21 @@ def create_app(config: Config | None = None, project_dir: str | Path | None = No
     install_error_handlers(app)
     _manage_connections(app, svc)
     register_blueprints(app)
+    _trust_proxies(app, config)
     svc.functions.prewarm()  # warm sandboxes for the runtimes functions/ uses, in the background
     svc.events.start()  # this worker runs due jobs; one worker (a database lease) runs schedules
     return app
+
+
+def _trust_proxies(app: Flask, config: Config) -> None:
+    """Behind nginx: the client's address and scheme from X-Forwarded-*, only from server.trusted_proxies."""
+    if not config.server_trusted_proxies:
+        return
+    try:
+        networks = parse_networks(config.server_trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"server.trusted_proxies: {exc}") from None
+    app.wsgi_app = TrustedProxies(app.wsgi_app, networks)  # type: ignore[method-assign]
 
 
 def _manage_connections(app: Flask, svc: Services) -> None:

@@ -1,4 +1,4 @@
-"""The `alyx` command line: init, dev, migrate, admin, generate, runtimes."""
+"""The `alyx` command line: init, dev, migrate, admin, generate, runtimes, image."""
 from __future__ import annotations
 
 import os
@@ -241,6 +241,27 @@ def runtimes_build(mode: str) -> None:
     except BuildError as exc:
         _fail(exc)
     click.echo(f"Runtime images ready: {', '.join(images)}")
+
+
+@cli.group()
+def image() -> None:
+    """The Alyx server image (Dockerfile at the repository root; docs/deploy.md)."""
+
+
+@image.command("build")
+@click.option("--mode", type=click.Choice(["auto", "online", "offline"]), default="auto", show_default=True,
+              help="online: python base from a registry, pip install; offline: the local debootstrap base "
+                   "with this environment's packages copied in; auto: online if reachable.")
+@click.option("--force", is_flag=True, help="Rebuild even when the inputs' hash matches the image.")
+def image_build(mode: str, force: bool) -> None:
+    """Build alyx/alyx:latest (also tagged as the README names it); cached by a hash of its inputs."""
+    from alyx.sandbox.images import BuildError, build_app_image
+
+    try:
+        built = build_app_image(mode, echo=click.echo, force=force)
+    except BuildError as exc:
+        _fail(exc)
+    click.echo(f"Image ready: {built}")
 
 
 @cli.group()

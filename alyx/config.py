@@ -40,6 +40,8 @@ class Config:
     api_max_per_page: int = _setting(500, "api.max_per_page", int)
     server_environment: str = _setting("production", "server.environment", str, choices=ENVIRONMENTS)
     server_proxy_count: int = _setting(0, "server.proxy_count", int)
+    # addresses/networks of reverse proxies whose X-Forwarded-For/-Proto are believed (alyx/proxies.py)
+    server_trusted_proxies: str | None = _setting(None, "server.trusted_proxies", str)
     api_rate_limit: int = _setting(0, "api.rate_limit", int)
     api_rate_limit_window: int = _setting(60, "api.rate_limit_window", int)
     auth_secret: str | None = _setting(None, "auth.secret", str, env=("JWT_SECRET",))

@@ -11,6 +11,9 @@ command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)  # function sandboxes
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)  # offline runtime base image
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)  # Go functions (built on the host) and the generated Go client tests
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)  # TypeScript compiler for the generated client tests
+command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)  # tests/test_deploy_docker.py
+command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)  # tests/test_deploy_nginx.py (started by the tests)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)  # tests/test_deploy_cluster.py (ip netns)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "provision: need ${need_apt[*]} (run as root, or install them with apt-get)" >&2
@@ -55,4 +58,5 @@ fi
 PY=.venv/bin/python
 [ -x "$PY" ] || PY=python3
 "$PY" -m alyx runtimes build
+"$PY" -m alyx image build  # the Alyx server image (tests/test_deploy_docker.py); cached by input hash
 echo "provision: PostgreSQL, Redis, chromium, Docker (runtime images), bubblewrap, Go and tsc ready"

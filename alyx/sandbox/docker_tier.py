@@ -3,12 +3,18 @@
 Containers get no network (unless the manifest asks), memory/CPU/pids limits, a read-only root with a
 tmpfs /tmp, user 65534 and no capabilities. The engine must share the host's filesystem with this
 process (the socket and code folders are bind mounts): a local engine, not a remote DOCKER_HOST.
+
+When Alyx itself runs in a container with the host's docker.sock (the compose deployment), the engine
+resolves bind-mount sources on the host, not in Alyx's container: HostPaths translates each folder
+through Alyx's own mounts (the image keeps sandbox folders on the volume /app/run, via TMPDIR), so
+sibling sandboxes mount the same files and sockets.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+import re
 import socket
 import threading
 from pathlib import Path
@@ -62,15 +68,19 @@ def runtime_digest(runtime: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def runtime_image(runtime: str) -> str:
+    """The image of this checkout's runtime: IMAGES' name tagged with runtime_digest (checkouts with
+    different shims on one engine each find their own; `:latest` is whichever was built last)."""
+    return f"{IMAGES[runtime].rsplit(':', 1)[0]}:{runtime_digest(runtime)}"
+
+
 def image_problem(client: Any, runtime: str) -> str | None:
-    """None when the runtime's image is here and built from the current runtimes/<runtime>/, else why not."""
-    image = IMAGES[runtime]
+    """None when this checkout's image of the runtime is here (built from the current runtimes/<runtime>/)."""
     try:
-        labels = client.images.get(image).labels or {}
+        client.images.get(runtime_image(runtime))
     except Exception:  # noqa: BLE001
-        return f"runtime image {image} missing: run `python -m alyx runtimes build`"
-    if labels.get("alyx.runtime-digest") != runtime_digest(runtime):
-        return f"runtime image {image} older than runtimes/{runtime}/: run `python -m alyx runtimes build`"
+        return (f"runtime image {runtime_image(runtime)} (runtimes/{runtime}/ as it is now) missing: "
+                "run `python -m alyx runtimes build`")
     return None
 
 
@@ -89,17 +99,62 @@ def docker_problem() -> str | None:
     for runtime in REQUIRED:
         image = IMAGES[runtime]
         try:
-            labels = client.images.get(image).labels or {}
+            client.images.get(runtime_image(runtime))
         except Exception:  # noqa: BLE001
-            missing.append(image)
-            continue
-        if labels.get("alyx.runtime-digest") != runtime_digest(runtime):
-            stale.append(image)
+            try:
+                client.images.get(image)
+                stale.append(image)
+            except Exception:  # noqa: BLE001
+                missing.append(image)
     if missing:
         return f"runtime image(s) {', '.join(missing)} missing: run `python -m alyx runtimes build`"
     if stale:
         return f"runtime image(s) {', '.join(stale)} older than runtimes/: run `python -m alyx runtimes build`"
     return None
+
+
+CONTAINER_ID = re.compile(r"/containers/([0-9a-f]{64})/")
+
+
+def own_container_id() -> str | None:
+    """This process's container id when it runs in a Docker container, else None."""
+    if not Path("/.dockerenv").exists():
+        return None
+    try:
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            match = CONTAINER_ID.search(line)  # /etc/hostname etc. come from the container's folder
+            if match:
+                return match.group(1)
+    except OSError:
+        pass
+    return socket.gethostname()
+
+
+class HostPaths:
+    """Paths of this process's filesystem as the Docker engine's host sees them (for bind mounts)."""
+
+    def __init__(self, client: Any) -> None:
+        self.mounts: list[tuple[str, str]] = []  # (destination here, source on the engine's host)
+        self.container = own_container_id()
+        if self.container is None:
+            return
+        try:
+            attrs = client.containers.get(self.container).attrs
+        except Exception:  # noqa: BLE001 - not one of this engine's containers: it shares our filesystem
+            self.container = None
+            return
+        self.mounts = sorted(((m["Destination"], m["Source"]) for m in attrs.get("Mounts", [])
+                              if m.get("Source")), key=lambda m: -len(m[0]))
+
+    def __call__(self, path: Path | str) -> str:
+        path = os.path.realpath(path)
+        if self.container is None:
+            return path
+        for dest, source in self.mounts:
+            if path == dest or path.startswith(dest.rstrip("/") + "/"):
+                return source + path[len(dest.rstrip("/")):]
+        raise RuntimeGone(f"{path} is not on a volume of Alyx's container, so sibling sandbox containers "
+                          "cannot mount it: keep TMPDIR on a volume (the image uses /app/run)")
 
 
 def _running(pid: int) -> bool:
@@ -141,11 +196,12 @@ class DockerSandbox(Sandbox):
         profile = self.profile
         env = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET_FILE": SECRET_FILE, "HOME": "/tmp", "LANG": "C.UTF-8",
                "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-        volumes = {str(self.workdir / "sock"): {"bind": "/run/alyx", "mode": "rw"},
-                   str(self.workdir / "code"): {"bind": "/code", "mode": "ro"},
-                   str(self.workdir / "secret"): {"bind": "/run/alyx-secret", "mode": "ro"}}
+        host = self.owner.host_path
+        volumes = {host(self.workdir / "sock"): {"bind": "/run/alyx", "mode": "rw"},
+                   host(self.workdir / "code"): {"bind": "/code", "mode": "ro"},
+                   host(self.workdir / "secret"): {"bind": "/run/alyx-secret", "mode": "ro"}}
         if self.callback_dir:
-            volumes[str(self.callback_dir)] = {"bind": "/run/alyx-api", "mode": "ro"}
+            volumes[host(self.callback_dir)] = {"bind": "/run/alyx-api", "mode": "ro"}
             env["ALYX_API_SOCKET"] = "/run/alyx-api/api.sock"
         if profile.runtime == "node":
             env["NODE_OPTIONS"] = f"--max-old-space-size={node_heap_mb(profile.memory)}"
@@ -154,7 +210,7 @@ class DockerSandbox(Sandbox):
             if self.stopped:
                 raise RuntimeGone("stopped before start")
             self.container = self.owner.client.containers.create(
-                IMAGES[profile.runtime], environment=env, user=f"{CONTAINER_UID}:{CONTAINER_UID}",
+                self.owner.images[profile.runtime], environment=env, user=f"{CONTAINER_UID}:{CONTAINER_UID}",
                 network_mode="bridge" if profile.network else "none",
                 mem_limit=f"{profile.memory}m", memswap_limit=f"{profile.memory}m",
                 nano_cpus=int(profile.cpu * 1e9), pids_limit=128, read_only=True,
@@ -231,6 +287,8 @@ class DockerTier(Tier):
             raise RuntimeGone(problem)
         self.client = docker_client()
         self.stream_client = docker_client(timeout=None)  # log streams: no read timeout
+        self.host_path = HostPaths(self.client)
+        self.images = {runtime: runtime_image(runtime) for runtime in IMAGES}
         self.owner_id = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self._optional: dict[str, str | None] = {}
         self._remove_orphans()
