@@ -57,3 +57,16 @@ def test_gunicorn_access_log_has_no_token(tmp_path):
     log = live.log.read_text()
     assert "token=[redacted]" in log, log[-2000:]
     assert SECRET not in log, log[-2000:]
+
+
+@pytest.mark.parametrize("trusted,logged", [("127.0.0.1", "203.0.113.9"), ("10.9.9.9", "127.0.0.1")])
+def test_gunicorn_access_log_names_the_client_behind_a_trusted_proxy_only(tmp_path, trusted, logged):
+    """Behind nginx the access log shows the forwarded client; from an untrusted peer the header is ignored."""
+    project = write_project(tmp_path / "p", "collections: []\n")
+    live = LiveServer(project, workers=1, env={"GUNICORN_ACCESSLOG": "-", "ALYX_SERVER_TRUSTED_PROXIES": trusted})
+    try:
+        requests.get(f"{live.url}/api/health", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=10)
+    finally:
+        live.stop()
+    lines = [line for line in live.log.read_text().splitlines() if '"GET /api/health' in line]
+    assert lines and lines[-1].startswith(logged + " "), lines
