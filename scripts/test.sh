@@ -17,7 +17,9 @@ bash scripts/provision.sh
 .venv/bin/ruff check .
 .venv/bin/mypy  # strict on alyx/ (setup.cfg [mypy])
 set +e
-.venv/bin/python -m pytest "$@"
+# Two workers (this machine's cores), each taking whole test files so module-scoped servers and
+# shared apps are built once; pass -n 0 to run serially.
+.venv/bin/python -m pytest -n 2 --dist loadfile "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
