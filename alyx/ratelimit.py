@@ -80,6 +80,8 @@ class RedisRateLimiter:
 
 
 TABLE = "alyx_rate_limits"
+TABLE_DDL = (f"CREATE TABLE IF NOT EXISTS {TABLE} (key VARCHAR(255) PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, "
+             "updated DOUBLE PRECISION NOT NULL, ok INTEGER NOT NULL DEFAULT 1)")
 
 
 class SqlRateLimiter:
@@ -87,8 +89,9 @@ class SqlRateLimiter:
 
     `execute(sql, params)` runs raw SQL and returns a cursor; `connection()` borrows a connection
     (Alyx's Database.connection: the WebSocket endpoint holds none); `write()` opens a write
-    transaction (Database.write, which serialises SQLite writers in the process). The table, made at
-    the first hit, holds one row per recently seen key; rows idle for a window are deleted now and then.
+    transaction (Database.write, which serialises SQLite writers in the process). The table (TABLE_DDL,
+    made by system migration 4) holds one row per recently seen key; rows idle for a window are deleted
+    now and then.
     """
 
     PRUNE_EVERY = 1000
@@ -111,29 +114,12 @@ class SqlRateLimiter:
         if postgres:
             self.sql = self.sql.replace("?", "%s")
         self._hits = 0
-        self._table_ready = False
-
-    def _create_table(self) -> None:
-        for attempt in range(3):  # workers starting together may race on PostgreSQL's catalog
-            try:
-                with self.write():
-                    self.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (key VARCHAR(255) PRIMARY KEY, "
-                                 "tokens DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL, "
-                                 "ok INTEGER NOT NULL DEFAULT 1)")
-                break
-            except Exception:  # noqa: BLE001 - created by another worker meanwhile: try again
-                if attempt == 2:
-                    raise
-                time.sleep(0.05)
-        self._table_ready = True
 
     def hit(self, key: str, now: float | None = None) -> float:
         now = time.time() if now is None else now
         refill = (self.limit, now, self.rate)
         params = (key[:255], self.limit - 1.0, now, *refill, *refill, *refill, *refill, now)
         with self.connection():
-            if not self._table_ready:
-                self._create_table()
             with self.write():
                 tokens, ok = self.execute(self.sql, params).fetchone()
                 self._hits += 1

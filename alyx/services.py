@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import peewee
+import redis
 
 from alyx.account_flows import AccountFlows
 from alyx.auth import AuthService
@@ -25,6 +26,7 @@ from alyx.mail import Mailer
 from alyx.migrations import Migrator, Plan, migration_lock
 from alyx.models import SystemModels, build_models, build_system_models
 from alyx.oauth import OAuthService
+from alyx.ratelimit import RedisRateLimiter, SqlRateLimiter
 from alyx.realtime import Realtime
 from alyx.record_files import RecordFiles
 from alyx.records import Records
@@ -73,6 +75,7 @@ class Services:
     accounts: AccountFlows  # verification, password reset, email change (mailed tokens)
     storage: Storage  # blobs of file fields (alyx/storage/)
     files: FileAccess  # downloads, thumbnails and file tokens
+    api_limiter: RedisRateLimiter | SqlRateLimiter | None  # api.rate_limit across workers and hosts (None: off)
 
     def migrator(self) -> Migrator:
         return Migrator(self.db, self.schema, self.models, self.system)
@@ -106,6 +109,18 @@ def register_record_hooks(records: Records, hooks: list[RecordHook]) -> None:
             records.subscribe(hook.call)
 
 
+def api_limiter(config: Config, db: Database) -> RedisRateLimiter | SqlRateLimiter | None:
+    """api.rate_limit shared by every worker and host: in Redis when realtime.broker is redis://, else in
+    the app's database (alyx/ratelimit.py); None when the limit is off."""
+    if config.api_rate_limit <= 0:
+        return None
+    limit, window = config.api_rate_limit, max(1, config.api_rate_limit_window)
+    broker = config.realtime_broker or ""
+    if broker.startswith(("redis://", "rediss://", "unix://")):
+        return RedisRateLimiter(limit, window, redis.Redis.from_url(broker, socket_timeout=5))
+    return SqlRateLimiter(limit, window, db.execute, db.connection, db.write, postgres=not db.is_sqlite)
+
+
 def build_services(config: Config, migrate: bool = True) -> Services:
     """Load the schema, open the database, apply safe migrations (refuse destructive ones)."""
     schema = load_schema(config.schema_path)
@@ -130,7 +145,7 @@ def build_services(config: Config, migrate: bool = True) -> Services:
         accounts = AccountFlows(config, db, system, auth, Mailer(config))
         files = FileAccess(records, storage, lambda: auth.keys, config.storage_token_ttl)
         services = Services(config, schema, db, models, system, access, records, functions, auth, oauth, realtime,
-                            events, hooks, accounts, storage, files)
+                            events, hooks, accounts, storage, files, api_limiter(config, db))
         if migrate:
             apply_safe_migrations(services)
     except peewee.OperationalError as exc:

@@ -21,6 +21,7 @@ import peewee
 from alyx.clock import utcnow
 from alyx.db import Database, tuple_rows
 from alyx.models import bind, build_change_model, build_event_models, build_system_models
+from alyx.ratelimit import TABLE_DDL as RATE_LIMIT_DDL
 
 log = logging.getLogger("alyx")
 
@@ -54,6 +55,11 @@ def _create_webhook_replays(db: Database) -> None:
     db.peewee.create_tables([build_event_models(db.peewee).replay], safe=True)
 
 
+def _create_rate_limits(db: Database) -> None:
+    """The API rate limit's token buckets when no Redis broker holds them (alyx/ratelimit.py)."""
+    db.execute(RATE_LIMIT_DDL)
+
+
 def _create_account_tokens(db: Database) -> None:
     """The mailed single-use tokens of the account flows (verification, password reset, email change)."""
     db.peewee.create_tables([build_system_models(db.peewee).account_token], safe=True)
@@ -64,6 +70,7 @@ STEPS: tuple[SystemMigration, ...] = (
     SystemMigration(1, "create the system tables", _create_system_tables),
     SystemMigration(2, "create _alyx_webhook_replays", _create_webhook_replays),
     SystemMigration(3, "create _alyx_account_tokens", _create_account_tokens),
+    SystemMigration(4, "create alyx_rate_limits", _create_rate_limits),
 )
 
 

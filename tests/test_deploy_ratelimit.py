@@ -11,6 +11,7 @@ import redis
 from alyx.config import load_config
 from alyx.db import Database
 from alyx.ratelimit import RedisRateLimiter, SqlRateLimiter
+from alyx.system_migrations import apply_system_migrations
 from tests.conftest import write_project
 from tests.harness import LiveServer
 
@@ -22,6 +23,8 @@ SCHEMA = "collections: []\n"
 def _sql_limiter(tmp_path: Path, url: str | None, limit: int, window: float) -> tuple[SqlRateLimiter, Database]:
     env = {"ALYX_DATABASE_URL": url} if url else {}
     db = Database(load_config(tmp_path, env=env))
+    with db.connection():
+        apply_system_migrations(db)  # system migration 4 makes the buckets' table
     return SqlRateLimiter(limit, window, db.execute, db.connection, db.write, postgres=not db.is_sqlite), db
 
 

@@ -4,9 +4,7 @@ that rate-limit the API and set g.principal from `Authorization: Bearer`."""
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
-import redis
 from flask import Blueprint, Flask, Response, g, redirect, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -15,7 +13,7 @@ from alyx.blueprints import request_info, services
 from alyx.blueprints.access import signed_in_principal, signed_in_required
 from alyx.errors import AlyxError
 from alyx.http import json_body, json_response
-from alyx.ratelimit import RateLimiter, RedisRateLimiter, SqlRateLimiter
+from alyx.ratelimit import RateLimiter
 
 bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 
@@ -52,25 +50,13 @@ def bearer_token() -> str | None:
     return token.strip()
 
 
-def _api_limiter(svc: Any) -> RedisRateLimiter | SqlRateLimiter:
-    """api.rate_limit shared by every worker and host: in Redis when realtime.broker is redis://,
-    else in the app's database (alyx/ratelimit.py)."""
-    config = svc.config
-    limit, window = config.api_rate_limit, max(1, config.api_rate_limit_window)
-    broker = config.realtime_broker or ""
-    if broker.startswith(("redis://", "rediss://", "unix://")):
-        return RedisRateLimiter(limit, window, redis.Redis.from_url(broker, socket_timeout=5))
-    return SqlRateLimiter(limit, window, svc.db.execute, svc.db.connection, svc.db.write, postgres=not svc.db.is_sqlite)
-
-
 def install_auth(app: Flask) -> None:
     """Load the signing keys now (a missing secret stops start-up) and install the request hooks."""
     svc = app.extensions["alyx"]
     auth = svc.auth
     auth.keys  # noqa: B018 - fail at start, not at the first login
     svc.oauth  # noqa: B018 - and on a bad auth.oauth section
-    config = svc.config
-    limiter = _api_limiter(svc) if config.api_rate_limit > 0 else None
+    limiter = svc.api_limiter
 
     @app.before_request
     def _authenticate() -> None:
