@@ -67,14 +67,19 @@ class Client:
 
 
 @dataclass(eq=False)
-class AuthService:
-    """Register, log in, refresh, log out, change passwords; turn access tokens into principals."""
+class AccountStores:
+    """What the account services (AuthService, OAuthService) stand on, in construction order: their dataclass base."""
 
     config: Config
     db: Database
     records: Records
     access: AccessRules
     system: SystemModels
+
+
+@dataclass(eq=False)
+class AuthService(AccountStores):
+    """Register, log in, refresh, log out, change passwords; turn access tokens into principals."""
 
     def __post_init__(self) -> None:
         self.passwords = Passwords(self.config)

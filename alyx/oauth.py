@@ -20,14 +20,11 @@ import jwt
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 
-from alyx.auth import USERS, AuthService, Client, sha256_hex
+from alyx.auth import USERS, AccountStores, AuthService, Client, sha256_hex
 from alyx.clock import utcnow
-from alyx.config import Config
-from alyx.db import Database, dict_row
+from alyx.db import dict_row
 from alyx.errors import AlyxError, ConfigError
-from alyx.models import SystemModels
-from alyx.records import Records, normalize_email
-from alyx.rules import AccessRules
+from alyx.records import normalize_email
 from alyx.schema import Schema
 
 log = logging.getLogger("alyx.oauth")
@@ -99,17 +96,12 @@ def load_providers(config: Any) -> dict[str, Provider]:
 
 
 @dataclass(eq=False)
-class OAuthService:
+class OAuthService(AccountStores):
     """The OAuth2/OIDC login flows of the configured providers."""
 
     STATE_TTL: ClassVar[int] = 600
 
-    config: Config
-    db: Database
     schema: Schema
-    records: Records
-    access: AccessRules
-    system: SystemModels
     auth: AuthService
 
     def __post_init__(self) -> None:

@@ -137,7 +137,7 @@ def build_services(config: Config, migrate: bool = True) -> Services:
             warm_per_runtime=config.functions_warm_pool, idle_ttl=config.functions_idle_ttl,
             memory_budget=config.functions_memory_budget_mb, max_response_bytes=config.functions_max_response_bytes))
         auth = AuthService(config, db, records, access, system)  # signing keys load on first use
-        oauth = OAuthService(config, db, schema, records, access, system, auth)
+        oauth = OAuthService(config, db, records, access, system, schema=schema, auth=auth)
         realtime = Realtime(config, db, records, access, auth)
         events = Events(config, db, functions)
         hooks = record_hooks(auth, realtime, events)

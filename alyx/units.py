@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -37,29 +38,36 @@ def parse_duration(value: Any) -> float:
 
 def parse_size_mb(value: Any) -> int:
     """A whole number of megabytes, or ``128MB`` / ``128m`` / ``256MiB`` / ``1G`` → megabytes (ValueError otherwise)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a size ({SIZE_HINT})")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        m = SIZE_RE.fullmatch(value.strip().lower().replace(" ", ""))
-        if m:
-            return int(m.group(1)) * (1024 if m.group(2) == "g" else 1)
-    raise ValueError(f"{value!r} is not a size ({SIZE_HINT})")
+    return parse_whole(value, SIZE_HINT, size_mb_text, non_negative=False)
 
 
 def parse_size_bytes(value: Any) -> int:
     """A whole number of bytes, or ``500KB`` / ``5MB`` / ``5m`` / ``1GiB`` → bytes (ValueError otherwise)."""
+    return parse_whole(value, BYTES_HINT, size_bytes_text, non_negative=True)
+
+
+def size_mb_text(text: str) -> int | None:
+    """``128MB`` / ``128m`` / ``256MiB`` / ``1G`` → megabytes, None if the text is no such size."""
+    m = SIZE_RE.fullmatch(text.strip().lower().replace(" ", ""))
+    return int(m.group(1)) * (1024 if m.group(2) == "g" else 1) if m else None
+
+
+def size_bytes_text(text: str) -> int | None:
+    """``500KB`` / ``5MB`` / ``5m`` / ``1GiB`` → bytes, None if the text is no such size."""
+    m = BYTES_RE.fullmatch(text.strip().lower())
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[m.group(2)] if m else None
+
+
+def parse_whole(value: Any, hint: str, text: Callable[[str], int | None], *, non_negative: bool) -> int:
+    """A whole number (an integral float counts, a bool does not) or a text `text` reads → int (else ValueError)."""
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a size ({BYTES_HINT})")
+        raise ValueError(f"{value!r} is not a size ({hint})")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, int) and value >= 0:
+    if isinstance(value, int) and (value >= 0 or not non_negative):
         return value
     if isinstance(value, str):
-        m = BYTES_RE.fullmatch(value.strip().lower())
-        if m:
-            return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[m.group(2)]
-    raise ValueError(f"{value!r} is not a size ({BYTES_HINT})")
+        number = text(value)
+        if number is not None:
+            return number
+    raise ValueError(f"{value!r} is not a size ({hint})")

@@ -4,10 +4,13 @@ that rate-limit the API and set g.principal from `Authorization: Bearer`."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, Flask, Response, g, redirect, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from alyx.account_flows import AccountFlows
 from alyx.auth import Client, unauthorized
 from alyx.blueprints import request_info, services
 from alyx.blueprints.access import signed_in_principal, signed_in_required
@@ -125,31 +128,34 @@ def change_password() -> Response:
     return Response(status=204)
 
 
-@bp.post("/request-verification")
-def request_verification() -> Response:
-    """{"email"}: mails a verification link if the address has an unverified account; 204 either way."""
-    services().accounts.request_verification(json_body())
-    return Response(status=204)
+# The account flows that need no token, in URL order: URL → the AccountFlows step it runs (endpoint
+# auth.<step name>). Each hands the JSON body over and answers 204, whether or not a mail went out.
+#   request-verification   {"email"}: mails a verification link if the address has an unverified account
+#   confirm-verification   {"token"}: the account is verified
+#   request-password-reset {"email"}: mails a reset link if the address has an account
+#   confirm-password-reset {"token", "password"}: sets the password; every session of the user ends
+#   confirm-email-change   {"token"}: the account moves to the new address (verified); its sessions end
+TOKENLESS_FLOWS: tuple[tuple[str, Callable[[AccountFlows, Any], None]], ...] = (
+    ("/request-verification", AccountFlows.request_verification),
+    ("/confirm-verification", AccountFlows.confirm_verification),
+    ("/request-password-reset", AccountFlows.request_password_reset),
+    ("/confirm-password-reset", AccountFlows.confirm_password_reset),
+    ("/confirm-email-change", AccountFlows.confirm_email_change),
+)
 
 
-@bp.post("/confirm-verification")
-def confirm_verification() -> Response:
-    services().accounts.confirm_verification(json_body())
-    return Response(status=204)
+def tokenless_flow(step: Callable[[AccountFlows, Any], None]) -> Callable[[], Response]:
+    """The view for one tokenless account flow: the JSON body goes to `step`; 204."""
+    def view() -> Response:
+        step(services().accounts, json_body())
+        return Response(status=204)
+    view.__name__ = view.__qualname__ = step.__name__
+    view.__doc__ = step.__doc__
+    return view
 
 
-@bp.post("/request-password-reset")
-def request_password_reset() -> Response:
-    """{"email"}: mails a reset link if the address has an account; 204 either way."""
-    services().accounts.request_password_reset(json_body())
-    return Response(status=204)
-
-
-@bp.post("/confirm-password-reset")
-def confirm_password_reset() -> Response:
-    """{"token", "password"}: sets the password; every session of the user ends."""
-    services().accounts.confirm_password_reset(json_body())
-    return Response(status=204)
+for _url, _step in TOKENLESS_FLOWS:
+    bp.add_url_rule(_url, endpoint=_step.__name__, view_func=tokenless_flow(_step), methods=["POST"])
 
 
 @bp.post("/request-email-change")
@@ -157,13 +163,6 @@ def confirm_password_reset() -> Response:
 def request_email_change() -> Response:
     """{"new_email"} + Bearer: mails a confirmation link to the new address; 204 either way."""
     services().accounts.request_email_change(signed_in_principal(), json_body())
-    return Response(status=204)
-
-
-@bp.post("/confirm-email-change")
-def confirm_email_change() -> Response:
-    """{"token"}: the account moves to the new address (verified); its sessions end."""
-    services().accounts.confirm_email_change(json_body())
     return Response(status=204)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 
-from alyx.generate.model import AUTH_COLLECTION, Collection, Field, Project, stem, values_type
+from alyx.generate.model import AUTH_COLLECTION, Collection, Field, Project, collection_opening, stem, values_type
 from alyx.generate.output import Files, header, template
 
 PACKAGE = "alyxclient"
@@ -76,10 +76,8 @@ def _inputs(coll: Collection, fields: tuple[Field, ...], all_optional: bool) -> 
 
 def collection_types(project: Project, coll: Collection) -> list[str]:
     s = coll.stem
-    out = [f"// ---- {coll.name} ----", ""]
-    for f in coll.fields:
-        if f.values:
-            out += _consts(values_type(coll, f), f.values, f"is one of the values of {coll.name}.{f.name}.")
+    out = collection_opening(
+        coll, "//", lambda name, f: _consts(name, f.values, f"is one of the values of {coll.name}.{f.name}."))
     out += _consts(f"{s}Field", [f.name for f in coll.fields], f"names a field of {coll.name} (ListParams.Fields).")
     out += _consts(f"{s}Relation", [f.name for f in coll.relations],
                    f"names a relation of {coll.name} (ListParams.Expand).")

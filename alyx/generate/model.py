@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from alyx.fields.base import FieldSpec, FieldType
@@ -86,6 +87,16 @@ def values_type(coll: Collection, f: Field) -> str:
     """The type name of a field's fixed values in every language: posts.status -> PostsStatus."""
     name = coll.stem + stem(f.name)
     return name + "Value" if stem(f.name) in _SUFFIXES else name
+
+
+def collection_opening(coll: Collection, comment: str, declare: Callable[[str, Field], list[str]]) -> list[str]:
+    """A collection's section in every language starts so: a banner comment, then one declaration
+    (`declare(type name, field)`) per field with fixed values, in field order."""
+    out = [f"{comment} ---- {coll.name} ----", ""]
+    for f in coll.fields:
+        if f.values:
+            out += declare(values_type(coll, f), f)
+    return out
 
 
 def _field(spec: FieldSpec) -> Field:

@@ -15,9 +15,16 @@ def header(comment: str, command: str, schema_hash: str) -> str:
             f"{comment} Regenerate after changing schema.yaml; `--check` fails while this file is stale.\n")
 
 
+#: A template line that stands for another template's whole text (a part two packages share).
+INCLUDE = "//#include "
+
+
 def template(name: str) -> str:
-    """A static part shared by every generated package of one language (alyx/generate/templates/)."""
-    return resources.files("alyx.generate").joinpath("templates", name).read_text(encoding="utf-8")
+    """A static part shared by every generated package of one language (alyx/generate/templates/),
+    with each ``//#include <name>`` line replaced by that template."""
+    text = resources.files("alyx.generate").joinpath("templates", name).read_text(encoding="utf-8")
+    return "".join(template(line[len(INCLUDE):].strip()) if line.startswith(INCLUDE) else line
+                   for line in text.splitlines(keepends=True))
 
 
 def stale(out: Path, files: Files) -> list[str]:

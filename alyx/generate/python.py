@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import keyword
 
-from alyx.generate.model import AUTH_COLLECTION, Collection, Field, Project, values_type
+from alyx.generate.model import AUTH_COLLECTION, Collection, Field, Project, collection_opening, values_type
 from alyx.generate.output import Files, header, template
 
 
@@ -35,10 +35,7 @@ def _inputs(coll: Collection, fields: tuple[Field, ...], all_optional: bool) -> 
 
 def collection_types(project: Project, coll: Collection) -> list[str]:
     s = coll.stem
-    out = [f"# ---- {coll.name} ----", ""]
-    for f in coll.fields:
-        if f.values:
-            out += [f"{values_type(coll, f)} = {_literal(f.values)}", ""]
+    out = collection_opening(coll, "#", lambda name, f: [f"{name} = {_literal(f.values)}", ""])
     out += ["", f"{s}Field = {_literal([f.name for f in coll.fields])}",
             f"{s}Relation = {_literal([f.name for f in coll.relations])}", "", ""]
     out += _typed_dict(f"{s}Expand", [(f.name, f"{project.get(str(f.relation)).stem}Record") for f in coll.relations],

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from alyx.generate.model import AUTH_COLLECTION, Collection, Field, Project, values_type
+from alyx.generate.model import AUTH_COLLECTION, Collection, Field, Project, collection_opening, values_type
 from alyx.generate.output import Files, header, template
 
 
@@ -30,10 +30,7 @@ def _props(coll: Collection, fields: tuple[Field, ...], optional: bool, record: 
 
 def collection_types(project: Project, coll: Collection) -> list[str]:
     s = coll.stem
-    out = [f"// ---- {coll.name} ----", ""]
-    for f in coll.fields:
-        if f.values:
-            out += [f"export type {values_type(coll, f)} = {_union(f.values)};", ""]
+    out = collection_opening(coll, "//", lambda name, f: [f"export type {name} = {_union(f.values)};", ""])
     out += [f"/** A {coll.name} record as the API returns it (with `fields=`, only the fields asked for). */",
             f"export interface {s}Record {{"] + _props(coll, coll.fields, False, record=True)
     out += [f"  expand?: {s}Expand;", "}", ""]

@@ -80,13 +80,7 @@ export interface ViewParams<F extends string, E extends string> {
 }
 
 /** The list envelope; `totalItems` and `totalPages` are -1 with `skipTotal`. */
-export interface ListResult<T> {
-  items: T[];
-  page: number;
-  perPage: number;
-  totalItems: number;
-  totalPages: number;
-}
+//#include list_result.ts
 
 type Query = Record<string, string | undefined>;
 

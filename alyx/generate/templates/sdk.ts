@@ -26,13 +26,7 @@ export interface ListOptions<R> {
   skipTotal?: boolean;
 }
 
-export interface ListResult<T> {
-  items: T[];
-  page: number;
-  perPage: number;
-  totalItems: number;
-  totalPages: number;
-}
+//#include list_result.ts
 
 /** alyx.collections.<name>: calls run as the function's caller (their rules apply). */
 export interface CollectionApi<R, C, U> {
