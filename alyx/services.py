@@ -7,6 +7,7 @@ is complete. Nothing else constructs a service or registers a record hook.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -117,7 +118,10 @@ def api_limiter(config: Config, db: Database) -> RedisRateLimiter | SqlRateLimit
     limit, window = config.api_rate_limit, max(1, config.api_rate_limit_window)
     broker = config.realtime_broker or ""
     if broker.startswith(("redis://", "rediss://", "unix://")):
-        return RedisRateLimiter(limit, window, redis.Redis.from_url(broker, socket_timeout=5))
+        # One namespace per app (its database), as the realtime channel: apps sharing a Redis never share buckets.
+        namespace = format(zlib.crc32(config.database_display.encode()), "08x")
+        return RedisRateLimiter(limit, window, redis.Redis.from_url(broker, socket_timeout=5),
+                                prefix=f"alyx:ratelimit:{namespace}:")
     return SqlRateLimiter(limit, window, db.execute, db.connection, db.write, postgres=not db.is_sqlite)
 
 

@@ -79,3 +79,19 @@ def test_the_api_limit_holds_across_workers(tmp_path: Path, broker: str | None) 
         assert len(server.worker_pids()) == 2
     finally:
         server.stop()
+
+
+def test_apps_sharing_a_redis_keep_their_own_buckets(tmp_path: Path) -> None:
+    """A second app (another database) on the same Redis neither inherits nor spends the first one's bucket."""
+    from alyx.services import api_limiter
+
+    limiters = []
+    for name in ("a", "b"):
+        env = {"ALYX_API_RATE_LIMIT": "1", "ALYX_API_RATE_LIMIT_WINDOW": "600", "ALYX_REALTIME_BROKER": REDIS}
+        config = load_config(write_project(tmp_path / name, SCHEMA), env=env)
+        limiter = api_limiter(config, Database(config))
+        assert isinstance(limiter, RedisRateLimiter)
+        limiters.append(limiter)
+    first, second = limiters
+    assert first.hit("203.0.113.7") == 0 and first.hit("203.0.113.7") > 0  # a's bucket is spent
+    assert second.hit("203.0.113.7") == 0  # b's is its own
