@@ -65,6 +65,21 @@ ADMIN = Principal("admin0000000001", "admin@example.com", "admin", True)
 USER = Principal("user00000000001", "user@example.com", "user", True)
 
 
+# A public notes collection: the deployment tests (Docker, nginx, cluster) write and list it.
+NOTES_SCHEMA = """\
+collections:
+  - name: notes
+    fields:
+      - name: title
+        type: string
+        required: true
+    rules:
+      create: "true"
+      list: "true"
+      view: "true"
+"""
+
+
 def write_project(path: Path, schema: str, config: str = "", files: dict[str, str] | None = None) -> Path:
     """A project folder: schema.yaml, alyx.yaml (if `config`), and functions/ with `files` (path -> text)."""
     path.mkdir(parents=True, exist_ok=True)

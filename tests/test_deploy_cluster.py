@@ -17,23 +17,12 @@ import psycopg2
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import write_project
+from tests.conftest import NOTES_SCHEMA, write_project
 from tests.deploy_cluster import Cluster
 
 REDIS = "redis://127.0.0.1:6379/3"
 TIMEOUT = 20.0
-SCHEMA = """\
-collections:
-  - name: notes
-    fields:
-      - name: title
-        type: string
-        required: true
-    rules:
-      create: "true"
-      list: "true"
-      view: "true"
-"""
+SCHEMA = NOTES_SCHEMA
 
 
 @pytest.fixture

@@ -26,23 +26,13 @@ from websockets.sync.client import connect
 
 from alyx.sandbox.docker_tier import LABEL, docker_problem
 from alyx.sandbox.images import APP_ALIASES, BuildError, build_app_image, source_root
+from tests.conftest import NOTES_SCHEMA
 from tests.harness import free_port
 
 ROOT = source_root()
 SECRET = "deploy-test-secret-" + "x" * 32
 TIMEOUT = 60.0
-SCHEMA = """\
-collections:
-  - name: notes
-    fields:
-      - name: title
-        type: string
-        required: true
-    rules:
-      create: "true"
-      list: "true"
-      view: "true"
-"""
+SCHEMA = NOTES_SCHEMA
 PY_FUNCTION = 'def handler(req, res):\n    return res.json({"message": "Hello from Python!"})\n'
 JS_FUNCTION = ('export default async function handler(req, res) {\n'
                '    return res.json({ message: "Hello from Node!" });\n}\n')

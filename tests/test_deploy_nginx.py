@@ -22,24 +22,13 @@ import pytest
 from websockets.sync.client import connect
 
 from alyx.proxies import TrustedProxies, parse_networks
-from tests.conftest import write_project
+from tests.conftest import NOTES_SCHEMA, write_project
 from tests.harness import ROOT, LiveServer, free_port
 
 SECRET = "nginx-test-secret-" + "x" * 32
 RATE = 5
 READ_TIMEOUT = 3  # nginx's proxy_read_timeout on /api/realtime in this test (75 s in the file)
-SCHEMA = """\
-collections:
-  - name: notes
-    fields:
-      - name: title
-        type: string
-        required: true
-    rules:
-      create: "true"
-      list: "true"
-      view: "true"
-"""
+SCHEMA = NOTES_SCHEMA
 
 
 class Nginx:

@@ -21,18 +21,9 @@ from typing import Any
 import requests
 
 from tests.test_install import PASSWORD, Venv, dev_server, installed  # noqa: F401 - `installed` is a fixture
+from tests.test_schema import UPSTREAM_QUICKSTART
 
-README_SCHEMA = """\
-collections:
-  - name: users
-    fields:
-      - name: email
-        type: string
-        required: true
-        unique: true
-      - name: name
-        type: string
-        required: true
+README_SCHEMA = UPSTREAM_QUICKSTART.lstrip("\n") + """\
   - name: logs
     fields:
       - {name: message, type: string}
