@@ -17,9 +17,23 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
+
+
+def eventually(probe: Callable[[], Any], what: str = "condition", timeout: float = 60.0) -> Any:
+    """Poll ``probe`` until it returns something truthy, and return that; fail naming ``what`` (and the
+    last value seen) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
 
 
 def free_port() -> int:

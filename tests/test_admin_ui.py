@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import requests
 from playwright.sync_api import sync_playwright  # pinned in requirements-dev.txt; drives /usr/bin/chromium
 
 from tests.conftest import BLOG_SCHEMA, ROOT, TEST_ENV, TEST_SECRET, LiveServer, write_project
+from tests.harness import eventually
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -135,16 +136,6 @@ def signed_in(pg: Any, site: Site) -> None:
 def shot(pg: Any, name: str) -> None:
     IMAGES.mkdir(parents=True, exist_ok=True)
     pg.screenshot(path=str(IMAGES / f"admin-{name}.png"))
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- serving ---------------------------------------------------------------------------------------
@@ -425,7 +416,7 @@ def test_open_a_failed_execution(page: Any, site: Site) -> None:
 def test_retry_a_dead_letter(page: Any, site: Site) -> None:
     post = site.call("POST", "/api/collections/posts", json={"title": "for comments"}).json()
     assert site.call("POST", "/api/collections/comments", json={"post": post["id"], "text": "hi"}).status_code == 201
-    dead = wait_until(lambda: site.call("GET", "/api/jobs", params={"status": "dead"}).json()["items"], "a dead job")
+    dead = eventually(lambda: site.call("GET", "/api/jobs", params={"status": "dead"}).json()["items"], "a dead job")
     job_id = dead[0]["id"]
     (site.project / "functions" / "flaky" / "index.py").write_text(FIXED)  # the bug is fixed
     signed_in(page, site)
@@ -434,7 +425,7 @@ def test_retry_a_dead_letter(page: Any, site: Site) -> None:
     shot(page, "jobs")
     page.click(f"tr[data-job='{job_id}'] button.retry")
     page.wait_for_selector(f"tr[data-job='{job_id}']:not([data-status='dead'])")
-    wait_until(lambda: site.call("GET", f"/api/jobs/{job_id}").json()["status"] == "done", "the retried job done")
+    eventually(lambda: site.call("GET", f"/api/jobs/{job_id}").json()["status"] == "done", "the retried job done")
 
 
 def test_users_promote_verify_search_and_settings(page: Any, site: Site) -> None:
@@ -451,7 +442,7 @@ def test_users_promote_verify_search_and_settings(page: Any, site: Site) -> None
     page.wait_for_selector("tr[data-user='bob@example.com'] button.role:text('Demote')")
     assert site.call("GET", f"/api/collections/users/{bob}").json()["role"] == "admin"
     page.check("tr[data-user='bob@example.com'] input.verified")
-    wait_until(lambda: site.call("GET", f"/api/collections/users/{bob}").json()["verified"] is True, "verified")
+    eventually(lambda: site.call("GET", f"/api/collections/users/{bob}").json()["verified"] is True, "verified")
     page.fill("#user-search", "")
     page.press("#user-search", "Enter")
     page.wait_for_selector(f"tr[data-user='{ADMIN_EMAIL}']")

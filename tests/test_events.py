@@ -22,6 +22,7 @@ from flask import Flask
 
 from alyx.signatures import sign, verify
 from tests.conftest import AppMaker
+from tests.harness import eventually
 from tests.helpers import assert_error
 
 SCHEMA = """
@@ -74,17 +75,6 @@ def ev_app(tmp_path: Path, database_env: dict[str, str]) -> Iterator[EvApp]:
         yield factory
 
 
-def wait_until(probe: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
-
-
 def executions(app: Flask, **filters: str) -> list[dict]:
     r = app.test_client().get("/api/executions", query_string={"limit": "500", **filters}, headers=ADMIN_HEADERS)
     assert r.status_code == 200, r.data
@@ -113,7 +103,7 @@ def test_async_hooks_run_after_commit_with_document_and_previous(ev_app: EvApp) 
     assert c.patch(f"/api/collections/posts/{post_id}", json={"title": "Hello again"}).status_code == 200
     assert c.delete(f"/api/collections/posts/{post_id}").status_code == 204
     assert c.post("/api/collections/notes", json={"text": "no hook here"}).status_code == 201
-    runs = wait_until(lambda: len(executions(app, function_id="onpost")) == 3 and executions(app, function_id="onpost"),
+    runs = eventually(lambda: len(executions(app, function_id="onpost")) == 3 and executions(app, function_id="onpost"),
                       what="three hook executions")
     by_action = {r["input"]["action"]: r for r in runs}
     assert set(by_action) == {"insert", "update", "delete"}
@@ -137,7 +127,7 @@ def test_a_rolled_back_write_fires_nothing(ev_app: EvApp) -> None:
     with svc.db.connection(), pytest.raises(RuntimeError), svc.db.write():  # any write inside a failed transaction
         svc.records.create("posts", {"title": "rolled back", "slug": "rb"})
         raise RuntimeError("abort")
-    wait_until(lambda: executions(app, function_id="onpost"), what="the committed write's hook")
+    eventually(lambda: executions(app, function_id="onpost"), what="the committed write's hook")
     assert [j["payload"]["input"]["document"]["title"] for j in jobs(app)] == ["one"]
     assert [r["input"]["document"]["title"] for r in executions(app, function_id="onpost")] == ["one"]
 
@@ -148,7 +138,7 @@ def test_hooks_fire_for_server_side_writes_too(ev_app: EvApp) -> None:
     svc = app.extensions["alyx"]
     with svc.db.connection():
         svc.records.create("notes", {"text": "from a service"})
-    runs = wait_until(lambda: executions(app, function_id="onnote"), what="the hook")
+    runs = eventually(lambda: executions(app, function_id="onnote"), what="the hook")
     assert runs[0]["input"]["document"]["text"] == "from a service"
 
 
@@ -211,7 +201,7 @@ def test_retries_with_backoff_then_dead_letter_then_admin_retry(ev_app: EvApp) -
     app = ev_app({"flaky/manifest.yaml": hook_manifest(extra="retries: 2\n"), "flaky/index.py": FLAKY})
     c = app.test_client()
     assert c.post("/api/collections/posts", json={"title": "t"}).status_code == 201
-    (job,) = wait_until(lambda: jobs(app, status="dead"), what="a dead job")
+    (job,) = eventually(lambda: jobs(app, status="dead"), what="a dead job")
     assert job["attempts"] == 3 and job["max_attempts"] == 3 and job["last_error"]["code"] == "function_error"
     runs = executions(app, function_id="flaky")
     assert sorted(r["status"] for r in runs) == ["dead_letter", "error", "error"]
@@ -224,7 +214,7 @@ def test_retries_with_backoff_then_dead_letter_then_admin_retry(ev_app: EvApp) -
     (app.config["project"] / "functions" / "flaky" / "index.py").write_text(ECHO)  # the bug is fixed
     retried = c.post(f"/api/jobs/{job['id']}/retry", headers=ADMIN_HEADERS)
     assert retried.status_code == 202 and retried.json["status"] == "pending"
-    wait_until(lambda: jobs(app, status="done"), what="the retried job to finish")
+    eventually(lambda: jobs(app, status="done"), what="the retried job to finish")
     assert sorted(r["status"] for r in executions(app, function_id="flaky")) == \
         ["dead_letter", "error", "error", "success"]
     assert_error(c.post(f"/api/jobs/{job['id']}/retry", headers=ADMIN_HEADERS), 409, "conflict")
@@ -269,7 +259,7 @@ def test_webhook_verified_and_unverified_deliveries(ev_app: EvApp, monkeypatch: 
     assert r.status_code == 202 and r.json["verified"] is False
     r = c.post("/api/webhooks/stripe", data=body, content_type="application/json")
     assert r.status_code == 202 and "missing" in r.json["verification_error"]
-    runs = wait_until(lambda: len(executions(app, function_id="stripe")) == 3 and executions(app, function_id="stripe"),
+    runs = eventually(lambda: len(executions(app, function_id="stripe")) == 3 and executions(app, function_id="stripe"),
                       what="three webhook runs")
     assert all(r["trigger_type"] == "webhook" and r["status"] == "success" for r in runs)
     verified = sorted((r["input"]["verified"], r["input"]["verification_error"] or "") for r in runs)
@@ -299,7 +289,7 @@ def test_webhook_requiring_verification_refuses_before_any_code_runs(ev_app: EvA
         assert_error(c.post("/api/webhooks/strict", data=body, headers=headers), 401, "invalid_signature")
     ok = c.post("/api/webhooks/strict", data=body, headers={"Stripe-Signature": sign(body, SECRET)})
     assert ok.status_code == 202 and ok.json["verified"]
-    wait_until(lambda: [r for r in executions(app, function_id="strict") if r["status"] == "success"],
+    eventually(lambda: [r for r in executions(app, function_id="strict") if r["status"] == "success"],
                what="the verified delivery")
     runs = executions(app, function_id="strict")
     assert sorted(r["status"] for r in runs) == ["denied"] * 4 + ["success"]  # unverified calls are logged
@@ -323,7 +313,7 @@ def test_custom_events_reach_subscribed_functions(ev_app: EvApp) -> None:
     r = c.post("/api/events", json={"type": "user.signup", "source": "web"}, headers=ADMIN_HEADERS)
     assert r.json["delivered_to"] == []
     assert_error(c.post("/api/events", json={"payload": 1}, headers=ADMIN_HEADERS), 400)
-    wait_until(lambda: len(executions(app, trigger_type="event")) == 2, what="two event runs")
+    eventually(lambda: len(executions(app, trigger_type="event")) == 2, what="two event runs")
     assert executions(app, function_id="billing")[0]["input"] == event
 
 
@@ -383,7 +373,7 @@ def test_outgoing_webhooks_are_signed_and_retried(ev_app: EvApp, receiver) -> No
     post = c.post("/api/collections/posts", json={"title": "sent"}).json
     c.delete(f"/api/collections/posts/{post['id']}")  # not subscribed: nothing sent
     c.post("/api/collections/notes", json={"text": "other collection"})
-    wait_until(lambda: jobs(app, status="done"), what="the delivery to succeed")
+    eventually(lambda: jobs(app, status="done"), what="the delivery to succeed")
     assert len(target.received) == 3  # 500, 503, then 200
     for headers, body in target.received:
         assert verify(body, headers["x-alyx-signature"], SECRET).verified
@@ -432,9 +422,9 @@ def test_callback_writes_fire_hooks_and_functions_publish_events(ev_app: EvApp) 
                   "listener/index.py": ECHO})
     c = app.test_client()
     assert c.post("/api/collections/posts", json={"title": "chained"}).status_code == 201
-    noted = wait_until(lambda: executions(app, function_id="onnote"), what="the hook of the note the hook wrote")
+    noted = eventually(lambda: executions(app, function_id="onnote"), what="the hook of the note the hook wrote")
     assert noted[0]["input"]["document"]["text"] == "about chained"
-    heard = wait_until(lambda: executions(app, function_id="listener"), what="the published event")
+    heard = eventually(lambda: executions(app, function_id="listener"), what="the published event")
     assert heard[0]["input"]["type"] == "post.noted" and heard[0]["input"]["source"] == "chain"
     assert heard[0]["input"]["payload"]["note"] == noted[0]["input"]["document"]["id"]
     assert executions(app, function_id="chain")[0]["status"] == "success"
@@ -451,7 +441,7 @@ export default async function handler(req, res) {
 def test_node_functions_get_the_same_hook_input(ev_app: EvApp) -> None:
     app = ev_app({"onpostjs/manifest.yaml": hook_manifest().replace("python", "node"), "onpostjs/index.js": ECHO_JS})
     assert app.test_client().post("/api/collections/posts", json={"title": "from node"}).status_code == 201
-    (run,) = wait_until(lambda: executions(app, function_id="onpostjs"), what="the node hook")
+    (run,) = eventually(lambda: executions(app, function_id="onpostjs"), what="the node hook")
     assert run["status"] == "success" and run["trigger_type"] == "database"
     logged = json.loads(run["logs"]["stdout"])
     assert logged["trigger"] == "database" and logged["input"]["document"]["title"] == "from node"

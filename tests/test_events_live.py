@@ -17,7 +17,7 @@ import requests
 
 from alyx.signatures import sign
 from tests.conftest import TEST_SECRET
-from tests.harness import LiveServer
+from tests.harness import LiveServer, eventually
 from tests.test_webhooks import README_HANDLER, README_MANIFEST
 
 SCHEMA = """
@@ -67,16 +67,6 @@ def query(db: Path, sql: str, *args: Any) -> list[tuple]:
         return conn.execute(sql, args).fetchall()
 
 
-def wait_for(probe: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_sigkill_between_write_and_hook_and_during_a_hook(tmp_path: Path, servers: list[Server]) -> None:
     project = tmp_path / "project"
     (project / "functions" / "onorder").mkdir(parents=True)
@@ -102,10 +92,10 @@ def test_sigkill_between_write_and_hook_and_during_a_hook(tmp_path: Path, server
     # 2. After a restart the queued hook runs, once. Then a hook is killed in the middle of its first attempt.
     second = Server(project, {"ALYX_EVENTS_LOCK_SECONDS": "5"})
     servers.append(second)
-    wait_for(lambda: runs("quick"), "the queued hook to run after the restart")
+    eventually(lambda: runs("quick"), "the queued hook to run after the restart")
     slow = requests.post(second.url + "/api/collections/orders", json={"title": "slow"}, timeout=10)
     assert slow.status_code == 201, slow.text
-    wait_for(lambda: query(db, "SELECT 1 FROM _alyx_jobs WHERE attempts >= 1 AND id = 2"),
+    eventually(lambda: query(db, "SELECT 1 FROM _alyx_jobs WHERE attempts >= 1 AND id = 2"),
              "the slow hook's first attempt to start")
     state = query(db, "SELECT id, status, attempts, last_error FROM _alyx_jobs")
     assert ("running", 1) in [(status, attempts) for _, status, attempts, _ in state], (state, runs("slow"))
@@ -114,7 +104,7 @@ def test_sigkill_between_write_and_hook_and_during_a_hook(tmp_path: Path, server
     # 3. The lost attempt's lock lapses; a new server logs it as crashed and makes attempt 2.
     third = Server(project, {"ALYX_EVENTS_LOCK_SECONDS": "5"})
     servers.append(third)
-    wait_for(lambda: any(status == "success" for status, _ in runs("slow")), "the second attempt")
+    eventually(lambda: any(status == "success" for status, _ in runs("slow")), "the second attempt")
     time.sleep(1.0)  # long enough for a wrongly duplicated run to show up in the log below
     assert [status for status, _ in runs("quick")] == ["success"]
     slow_runs = runs("slow")
@@ -145,12 +135,12 @@ def test_two_gunicorn_workers_run_each_scheduled_time_once(tmp_path: Path, serve
         return [json.loads(p)["scheduled_for"] for (p,) in
                 query(db, "SELECT payload FROM _alyx_jobs WHERE trigger_type = 'schedule'")]
 
-    wait_for(lambda: len(scheduled()) >= 4, "four scheduled runs", timeout=60)
+    eventually(lambda: len(scheduled()) >= 4, "four scheduled runs", timeout=60)
     times = scheduled()
     assert len(times) == len(set(times))  # no scheduled time queued twice
     holders = query(db, "SELECT holder FROM _alyx_leases WHERE name = 'scheduler'")
     assert len(holders) == 1
-    wait_for(lambda: query(db, "SELECT count(*) FROM _alyx_executions WHERE trigger_type = 'schedule' "
+    eventually(lambda: query(db, "SELECT count(*) FROM _alyx_executions WHERE trigger_type = 'schedule' "
                                "AND status = 'success'")[0][0] >= 4, "the runs to execute")
     server.kill()
 
@@ -181,7 +171,7 @@ def test_the_readme_webhook_on_a_real_server(tmp_path: Path, servers: list[Serve
     queued = requests.post(server.url + "/api/webhooks/queued", data=body, headers=headers, timeout=30)
     assert queued.status_code == 202 and queued.json()["verified"] is True, queued.text
     db = project / "data" / "alyx.db"
-    rows = wait_for(lambda: query(db, "SELECT function_id, trigger_type, status, output FROM _alyx_executions "
+    rows = eventually(lambda: query(db, "SELECT function_id, trigger_type, status, output FROM _alyx_executions "
                                       "ORDER BY started_at") if len(query(db, "SELECT id FROM _alyx_executions")) == 3
                     else None, "three webhook executions")
     assert [(f, t, s, json.loads(o)["status"]) for f, t, s, o in rows if f == "stripe-webhook"] == [

@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import textwrap
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from alyx.records import ChangeEvent
 from alyx.rules import Principal
 from alyx.sandbox import tier_problems
 from tests.conftest import TEST_ENV, write_project
+from tests.harness import eventually
 from tests.helpers import assert_error, pg_database
 
 ADMIN = Principal("admin0000000001", "admin@example.com", "admin", True)
@@ -325,16 +325,6 @@ def executions(app: Flask, **filters: str) -> list[dict[str, Any]]:
     return items
 
 
-def wait_until(probe: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 CRUD_PY = """
 from sdk import get_context, getContext
 
@@ -513,7 +503,7 @@ def test_daily_cleanup_deletes_old_rows_with_delete_many(fn_app: FnApp, runtime:
         svc.events.run_due_jobs()  # unless the worker's own loop took the job first
         return executions(app, function_id="daily-cleanup", trigger_type="schedule")
 
-    (run,) = wait_until(scheduled_runs, what="the schedule's run")
+    (run,) = eventually(scheduled_runs, what="the schedule's run")
     assert run["status"] == "success" and json.loads(run["output"]["body"]) == {"deleted": 3}, run
     with svc.db.connection():
         left = records.list("logs", {"sort": "message"}, ADMIN)["items"]

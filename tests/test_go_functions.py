@@ -8,13 +8,11 @@ builds of a new version take about a second, and a known version none.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from tests.conftest import USER
+from tests.harness import eventually
 from tests.test_functions import NOTES_GO, NOTES_SCHEMA, FnApp, executions, fn_app, tier, write  # noqa: F401 - fixtures
 
 README_HELLO = """package main
@@ -114,17 +112,6 @@ func Handle(w http.ResponseWriter, r *http.Request) {
 ADMIN = {"X-Test-User": "admin"}
 
 
-def wait_until(probe: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
-
-
 def test_readme_hello_as_one_file_and_as_a_folder(fn_app: FnApp) -> None:  # noqa: F811 - fixture
     app = fn_app({"hello.go": README_HELLO,
                   "greet/manifest.yaml": "runtime: go\ntimeout: 5\nenv:\n  GREETING: hello\n",
@@ -213,13 +200,13 @@ def test_a_database_hook_and_a_schedule_run_go(fn_app: FnApp) -> None:  # noqa: 
         events.run_due_jobs()
         return [e for e in executions(app, function_id="hooked") if e["trigger_type"] == trigger]
 
-    (hook,) = wait_until(lambda: ran("database"), what="the database hook")
+    (hook,) = eventually(lambda: ran("database"), what="the database hook")
     assert hook["status"] == "success", hook
     trigger, _, payload = hook["logs"]["stdout"].strip().partition(" ")
     assert trigger == "database" and json.loads(payload)["document"]["text"] == "from go"
     events.scheduler.tick()
     assert c.post("/api/schedules/hooked/tick/run", headers=ADMIN).status_code == 202
-    (scheduled,) = wait_until(lambda: ran("schedule"), what="the schedule run")
+    (scheduled,) = eventually(lambda: ran("schedule"), what="the schedule run")
     assert scheduled["status"] == "success" and scheduled["input"] == {"kind": "tick"}
     assert scheduled["logs"]["stdout"] == 'schedule {"kind": "tick"}\n'
 

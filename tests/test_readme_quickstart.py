@@ -13,13 +13,12 @@ import hashlib
 import hmac
 import json
 import sqlite3
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from tests.harness import eventually
 from tests.test_install import PASSWORD, Venv, dev_server, installed  # noqa: F401 - `installed` is a fixture
 from tests.test_schema import UPSTREAM_QUICKSTART
 
@@ -62,16 +61,6 @@ FILES = {
     "ticker/index.py": 'def handler(req, res):\n    return res.json({"tick": req.input})\n',
 }
 SECRET = "whsec_readme"
-
-
-def wait_for(probe: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def project_from_readme(venv: Venv, folder: Path) -> Path:
@@ -123,7 +112,7 @@ def test_the_readme_quick_start_end_to_end(installed: Venv, tmp_path: Path, monk
             return [e for e in executions(function_id="on-user-created", status="success")
                     if f"welcome {email} (users insert)" in e["logs"]["stdout"]]
 
-        assert wait_for(lambda: welcomed("ada@example.com"), "the database hook")[0]["trigger_type"] == "database"
+        assert eventually(lambda: welcomed("ada@example.com"), "the database hook")[0]["trigger_type"] == "database"
         assert welcomed("admin@example.com")  # the admin made by the CLI before the server ran: queued, then run
         assert executions(trigger_type="database", limit="50")[0]["function_id"] == "on-user-created"
 
@@ -138,8 +127,8 @@ def test_the_readme_quick_start_end_to_end(installed: Venv, tmp_path: Path, monk
         assert bad.status_code == 401 and bad.json()["error"], bad.text
 
         # Schedules: interval and one-time runs come by themselves; the 2 AM cron runs now on demand.
-        wait_for(lambda: len(executions(function_id="ticker", trigger_type="schedule")) >= 3, "interval runs")
-        wait_for(lambda: any(e["input"] == {"kind": "once"}
+        eventually(lambda: len(executions(function_id="ticker", trigger_type="schedule")) >= 3, "interval runs")
+        eventually(lambda: any(e["input"] == {"kind": "once"}
                              for e in executions(function_id="ticker", trigger_type="schedule", limit="500")),
                  "the one-time run")
         def cron() -> dict[str, Any] | None:
@@ -147,7 +136,7 @@ def test_the_readme_quick_start_end_to_end(installed: Venv, tmp_path: Path, monk
             found = next(s for s in listed if s["function"] == "daily-cleanup")
             return found if found["next_run_at"] else None
 
-        planned = wait_for(cron, "the cron schedule's next run")
+        planned = eventually(cron, "the cron schedule's next run")
         assert planned["timezone"] == "America/New_York" and planned["expression"] == "0 2 * * *"
 
         # daily-cleanup deletes logs older than 30 days with deleteMany and $lt.
@@ -161,7 +150,7 @@ def test_the_readme_quick_start_end_to_end(installed: Venv, tmp_path: Path, monk
             db.executemany("UPDATE logs SET created_at = ? WHERE id = ?", [(backdate, i) for i in old_ids])
         ran = requests.post(url + "/api/schedules/daily-cleanup/cleanup-old-logs/run", headers=admin_auth, timeout=10)
         assert ran.status_code == 202, ran.text
-        cleaned = wait_for(lambda: executions(function_id="daily-cleanup", status="success"), "daily-cleanup")
+        cleaned = eventually(lambda: executions(function_id="daily-cleanup", status="success"), "daily-cleanup")
         assert json.loads(cleaned[0]["output"]["body"]) == {"deleted": 2}, cleaned[0]
         left = requests.get(url + "/api/collections/logs", timeout=10).json()["items"]
         assert [i["message"] for i in left] == ["new"]
