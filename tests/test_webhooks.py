@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from alyx.signatures import sign
+from tests.harness import eventually
 from tests.helpers import assert_error
-from tests.test_events import EvApp, event_apps, executions, jobs, manifest, wait_until
+from tests.test_events import EvApp, event_apps, executions, jobs, manifest
 
 SECRET = "whsec_readme_0123456789"
 MISMATCH = "the signature does not match the body"
@@ -160,7 +161,7 @@ def test_async_still_queues_and_answers_202(ev_app: EvApp) -> None:
     r = c.post("/api/webhooks/later", data=body, content_type="application/json",
                headers={"X-Signature": github_signature(body)})
     assert r.status_code == 202 and r.json["verified"] is True and r.json["verification_error"] is None
-    (run,) = wait_until(lambda: executions(app, function_id="later"), what="the queued delivery")
+    (run,) = eventually(lambda: executions(app, function_id="later"), what="the queued delivery")
     assert run["trigger_type"] == "webhook" and run["status"] == "success" and run["output"]["status"] == 201
     assert [j["id"] for j in jobs(app, status="done")] == [r.json["job_id"]]
 
