@@ -406,6 +406,26 @@ class AuthService(AccountStores):
                 raise unauthorized("The user no longer exists.", "session_revoked") from None
             raise
 
+    def create_user(self, body: Any, admin: Principal) -> dict[str, Any]:
+        """An admin makes an account (POST /api/admin/users): the users collection's fields, ``role`` and
+        ``verified`` among them, and an optional ``password`` (without one: OAuth or a password reset)."""
+        if not isinstance(body, dict):
+            raise AlyxError("bad_request", "The request body must be a JSON object.", 400)
+        fields = dict(body)
+        password = fields.pop("password", None)
+        server_values: dict[str, Any] = {}
+        if password is not None:
+            self.records.validate(USERS, fields)  # cheap checks before the expensive hash
+            server_values["password_hash"] = self.passwords.hash(self.passwords.check_policy(password))
+        with self.db.connection():
+            return self.records.create(USERS, fields, admin, server_values=server_values, check_rule=False)
+
+    def revoke_sessions_of(self, user_id: str) -> int:
+        """An admin ends every session of a user (404 for no such user); returns how many were open."""
+        with self.db.connection():
+            self.records.view_unchecked(USERS, user_id)  # 404 (also for ids that could never exist)
+        return self.revoke_user_sessions(user_id, "revoked by an admin")
+
     def create_admin(self, email: str, password: str, promote: bool = False,
                      fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The `alyx admin create` command: a verified user with role admin (and `fields`, the users

@@ -82,7 +82,7 @@ def _migration_services() -> Services:
 @migrate.command("status")
 def migrate_status() -> None:
     """List the steps between the database and schema.yaml, and the applied history."""
-    from alyx.migrations import migration_lock
+    from alyx.migrations import APPLY_DESTRUCTIVE_COMMAND, migration_lock
     from alyx.system_migrations import apply_system_migrations
 
     try:
@@ -105,7 +105,7 @@ def migrate_status() -> None:
     for step in plan.steps:
         click.echo(f"  {step.describe()}")
     if plan.destructive:
-        click.echo("Destructive steps need: alyx migrate apply --allow-destructive")
+        click.echo(f"Destructive steps need: {APPLY_DESTRUCTIVE_COMMAND}")
     services.close()
 
 

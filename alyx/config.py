@@ -109,6 +109,8 @@ class Config:
     storage_s3: dict[str, Any] | None = _setting(None, "storage.s3", dict)  # endpoint, bucket, region, ...
     storage_token_ttl: int = _setting(120, "storage.token_ttl", int)  # seconds a protected-file token lasts
     storage_sweep_grace: int = _setting(3600, "storage.sweep_grace", int)  # orphan blobs younger are kept
+    # ALYX_ADMIN_UI_DEV=http://localhost:5173: /_admin/ is proxied to that dev server (alyx/blueprints/admin.py)
+    admin_ui_dev: str | None = _setting(None, "admin.ui_dev", str)
 
     @property
     def schema_path(self) -> Path:

@@ -9,9 +9,10 @@ import peewee
 
 from alyx.clock import iso_or_value, utcnow
 from alyx.db import Database
-from alyx.errors import not_found
+from alyx.errors import bad_request, not_found
 from alyx.models import new_id
 from alyx.query import filtered_listing
+from alyx.validation import RECORD_ID
 
 STATUSES = ("success", "error", "timeout", "crashed", "memory_limit", "load_error", "denied")
 TRIGGERS = ("http", "database", "webhook", "schedule")
@@ -72,14 +73,28 @@ class Executions:
             with self.db.write():
                 return int(m.delete().where((m.function_id == function) & (m.started_at <= cutoff)).execute())
 
-    def list(self, query: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Newest first; filters: function_id, status, trigger_type; limit (default 50, max 500)."""
+    def list(self, query: Mapping[str, str]) -> dict[str, Any]:
+        """Newest first; filters: function_id, status, trigger_type; limit (default 50, max 500); ``before``:
+        the ``next`` of the page before, for the runs older than it (keyset paging: new runs shift nothing).
+
+        Returns ``{items, next}``; ``next`` is None on the last page."""
         m = self.model
-        select, limit = filtered_listing(m, query, ("function_id", "status", "trigger_type"), DEFAULT_LIMIT, MAX_LIMIT)
+        before = query.get("before")
+        select, limit = filtered_listing(m, {k: v for k, v in query.items() if k != "before"},
+                                         ("function_id", "status", "trigger_type"), DEFAULT_LIMIT, MAX_LIMIT)
         with self.db.connection():
-            found: Any = select.order_by(m.started_at.desc(), m.id.desc()).limit(limit).dicts()
+            if before:
+                cursor = m.select(m.started_at, m.id).where(m.id == before).first() if RECORD_ID.fullmatch(before) \
+                    else None
+                if cursor is None:
+                    raise bad_request(f"before: no execution {before[:64]!r} (it may have been pruned).")
+                select = select.where((m.started_at < cursor.started_at)
+                                      | ((m.started_at == cursor.started_at) & (m.id < cursor.id)))
+            found: Any = select.order_by(m.started_at.desc(), m.id.desc()).limit(limit + 1).dicts()
             rows: list[dict[str, Any]] = list(found)
-        return [self._shape(r) for r in rows]
+        more = len(rows) > limit
+        items = [self._shape(r) for r in rows[:limit]]
+        return {"items": items, "next": items[-1]["id"] if more else None}
 
     def get(self, execution_id: str) -> dict[str, Any]:
         with self.db.connection():

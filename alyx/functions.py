@@ -36,6 +36,8 @@ from alyx.sandbox import (
     choose_tier,
     detect_tier,
 )
+from alyx.sandbox.docker_tier import IMAGES, docker_client, image_problem, runtime_image
+from alyx.sandbox.manifest import FunctionHooks
 from alyx.sandbox.registry import unavailable
 
 if TYPE_CHECKING:
@@ -291,8 +293,10 @@ class Functions:
         return [{"function": name, "message": message} for name, message in sorted(self.registry.problems().items())]
 
     def catalog(self) -> list[dict[str, Any]]:
-        """Every function with its runtime and version, or the problem that keeps it from loading."""
+        """Every function with its runtime, version, tier, limits, hooks and schedules (``describe_spec``),
+        or the problem that keeps it from loading."""
         items: list[dict[str, Any]] = []
+        tier = self.describe_tier()
         for name in self.registry.names():
             try:
                 spec = self.registry.get(name)
@@ -300,8 +304,52 @@ class Functions:
                 if exc.status != 404:
                     items.append({"name": name, "status": "unavailable", "error": exc.message})
                 continue
-            items.append({"name": name, "status": "ok", "runtime": spec.runtime, "version": spec.version[:12]})
+            items.append({"name": name, "status": "ok", "runtime": spec.runtime, "version": spec.version[:12],
+                          "tier": tier, **describe_spec(spec)})
         return items
+
+    def runtime_images(self) -> list[dict[str, Any]] | None:
+        """The Docker tier's runtime images and whether the engine has this checkout's build of each
+        (for /api/health's admin part); None when functions do not run in Docker."""
+        if "docker" not in (self.config.functions_sandbox, self.describe_tier()):
+            return None
+        try:
+            client = docker_client(timeout=5)
+            return [{"runtime": runtime, "image": runtime_image(runtime),
+                     "present": image_problem(client, runtime) is None} for runtime in IMAGES]
+        except Exception as exc:  # noqa: BLE001 - no engine: the tier line already says why
+            log.info("runtime images not listed: %s", exc)
+            return None
+
+
+def describe_hooks(hooks: FunctionHooks | None) -> dict[str, Any]:
+    """What runs a function besides HTTP, as the admin UI lists it (a webhook's secret never leaves here)."""
+    if hooks is None:
+        return {"http": True, "run_as": "caller", "retries": None, "database": [], "webhook": None, "events": []}
+    webhook = hooks.webhook
+    return {
+        "http": hooks.http, "run_as": hooks.run_as, "retries": hooks.retries,
+        "database": [{"collection": h.collection, "actions": sorted(h.actions), "mode": h.mode}
+                     for h in hooks.database],
+        "webhook": None if webhook is None else {
+            "verification": webhook.algorithm, "header": webhook.header, "required": webhook.required,
+            "mode": webhook.mode, "scheme": webhook.scheme, "tolerance_seconds": webhook.tolerance_seconds},
+        "events": [{"type": h.type, "source": h.source, "action": h.action} for h in hooks.events],
+    }
+
+
+def describe_spec(spec: FunctionSpec) -> dict[str, Any]:
+    """A loadable function's limits, invoke rule, hooks and schedules (GET /api/functions)."""
+    limits = spec.limits
+    schedules = spec.hooks.schedules if spec.hooks is not None else ()
+    return {
+        "limits": {"timeout": limits.timeout, "memory": limits.memory, "cpu": limits.cpu,
+                   "max_instances": limits.max_instances, "concurrency": limits.concurrency,
+                   "min_warm": limits.min_warm, "network": limits.network},
+        "invoke_rule": spec.invoke_rule, "hooks": describe_hooks(spec.hooks),
+        "schedules": [{"name": s.name, "type": s.type, "expression": s.expression, "timezone": s.timezone,
+                       "enabled": s.enabled} for s in schedules],
+    }
 
 
 def http_log_input(method: str, path: str, query: Mapping[str, Any], headers: Mapping[str, str],

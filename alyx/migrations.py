@@ -323,11 +323,24 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+REVIEW_COMMAND = "alyx migrate status"
+APPLY_DESTRUCTIVE_COMMAND = "alyx migrate apply --allow-destructive"
+
+
 def refusal_message(plan: Plan) -> str:
     lines = "\n".join("  " + s.describe() for s in plan.destructive)
     return ("schema.yaml needs destructive changes that are not applied automatically:\n"
             f"{lines}\n"
-            "Review them with `alyx migrate status`, then apply with `alyx migrate apply --allow-destructive`.")
+            f"Review them with `{REVIEW_COMMAND}`, then apply with `{APPLY_DESTRUCTIVE_COMMAND}`.")
+
+
+def pending_report(plan: Plan) -> dict[str, Any]:
+    """A plan as an admin reads it: each pending step, and the commands that apply the destructive ones
+    (None when nothing destructive waits: safe steps are applied at the next start)."""
+    return {"pending": [{"collection": s.collection, "action": s.action, "detail": s.detail,
+                         "destructive": s.destructive} for s in plan.steps],
+            "review": REVIEW_COMMAND if plan.destructive else None,
+            "command": APPLY_DESTRUCTIVE_COMMAND if plan.destructive else None}
 
 
 def convert_value(value: Any, target: str) -> Any:

@@ -34,6 +34,7 @@ from alyx.records import Records
 from alyx.rules import AccessRules
 from alyx.sandbox import PoolSettings
 from alyx.schema import Schema, load_schema
+from alyx.status import ServerStatus
 from alyx.storage import Storage, open_storage
 from alyx.system_migrations import apply_system_migrations
 
@@ -77,6 +78,7 @@ class Services:
     storage: Storage  # blobs of file fields (alyx/storage/)
     files: FileAccess  # downloads, thumbnails and file tokens
     api_limiter: RedisRateLimiter | SqlRateLimiter | None  # api.rate_limit across workers and hosts (None: off)
+    status: ServerStatus  # what /api/health reports
 
     def migrator(self) -> Migrator:
         return Migrator(self.db, self.schema, self.models, self.system)
@@ -149,7 +151,9 @@ def build_services(config: Config, migrate: bool = True) -> Services:
         accounts = AccountFlows(config, db, system, auth, Mailer(config))
         files = FileAccess(records, storage, lambda: auth.keys, config.storage_token_ttl)
         services = Services(config, schema, db, models, system, access, records, functions, auth, oauth, realtime,
-                            events, hooks, accounts, storage, files, api_limiter(config, db))
+                            events, hooks, accounts, storage, files, api_limiter(config, db),
+                            ServerStatus(config, schema, db, functions, realtime,
+                                         lambda: Migrator(db, schema, models, system)))
         if migrate:
             apply_safe_migrations(services)
     except peewee.OperationalError as exc:

@@ -144,7 +144,7 @@ LAYERS = [  # docs/architecture.md "What each package may import", lowest first
                   "alyx.login_guard", "alyx.oauth", "alyx.mail", "alyx.account_flows", "alyx.file_access",
                   "alyx.file_sweep", "alyx.realtime",
                   "alyx.executions", "alyx.callback",
-                  "alyx.functions", "alyx.jobs", "alyx.leases", "alyx.scheduler", "alyx.events"}),
+                  "alyx.functions", "alyx.jobs", "alyx.leases", "alyx.scheduler", "alyx.events", "alyx.status"}),
     ("wiring", {"alyx.services"}),
     ("web", {"alyx.http", "alyx.multipart", "alyx.blueprints", "alyx.app", "alyx.devserver", "alyx.cli",
              "alyx.__main__", "alyx.openapi", "alyx.generate"}),

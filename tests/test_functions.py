@@ -372,7 +372,7 @@ def test_unknown_and_misconfigured_functions(fn_app: FnApp) -> None:
     r = c.get("/api/functions/bad")
     assert r.status_code == 503 and r.json["error"]["code"] == "function_unavailable"
     assert r.json["error"]["message"].startswith("functions/bad/manifest.yaml:1: timeout: ")
-    problems = c.get("/api/health").json["functions"]["problems"]
+    problems = c.get("/api/health", headers={"X-Test-User": "admin"}).json["functions"]["problems"]
     assert problems == [{"function": "bad", "message": r.json["error"]["message"]}]
     listed = c.get("/api/functions", headers={"X-Test-User": "admin"})
     assert listed.json == {"items": [{"name": "bad", "status": "unavailable", "error": r.json["error"]["message"]}]}
@@ -382,7 +382,7 @@ def test_unknown_and_misconfigured_functions(fn_app: FnApp) -> None:
 
 def test_health_reports_the_tier(fn_app: FnApp, tier: str) -> None:
     app = fn_app({})
-    assert app.test_client().get("/api/health").json["functions"]["sandbox"] == tier
+    assert app.test_client().get("/api/health", headers={"X-Test-User": "admin"}).json["functions"]["sandbox"] == tier
 
 
 def running(pid: int) -> bool:
@@ -563,3 +563,46 @@ def test_a_server_killed_with_sigkill_leaves_no_sandbox(live_server, tmp_path: P
     while any(running(pid) for pid in sandboxes):
         assert time.monotonic() < deadline, "sandbox processes outlived a killed server"
         time.sleep(0.05)
+
+
+CATALOGUED = {
+    "report/manifest.yaml": """\
+runtime: python
+timeout: 2s
+memory: 64MB
+max_instances: 2
+retries: 1
+run_as: system
+rules: {invoke: "auth != null"}
+hooks:
+  - {type: database, source: posts, action: insert, mode: async}
+  - {type: webhook, verification: {type: hmac-sha256, header: X-Sig, secret: very-secret-value}}
+schedules:
+  - {name: nightly, type: cron, expression: "0 3 * * *", timezone: Europe/Berlin}
+""",
+    "report/index.py": "def handler(req, res):\n    return res.json({})\n",
+    "plain.py": "def handler(req, res):\n    return res.json({})\n",
+}
+
+
+def test_the_catalog_lists_tier_limits_hooks_and_schedules_without_secrets(tmp_path: Path) -> None:
+    maker = AppMaker(tmp_path, {"ALYX_FUNCTIONS_SANDBOX": "process", "ALYX_AUTH_SECRET": SECRET}, test_users=True)
+    try:
+        app = maker("collections:\n  - {name: posts, fields: [{name: title, type: string}]}\n", files=CATALOGUED)
+        r = app.test_client().get("/api/functions", headers={"X-Test-User": "admin"})
+    finally:
+        maker.close()
+    assert r.status_code == 200 and "very-secret-value" not in r.get_data(as_text=True)
+    plain, report = r.json["items"]
+    assert plain["name"] == "plain" and plain["tier"] == "process" and plain["hooks"]["http"] is True
+    assert plain["limits"]["timeout"] == 10.0 and plain["schedules"] == [] and plain["invoke_rule"] is None
+    assert report["limits"] == {"timeout": 2.0, "memory": 64, "cpu": 1.0, "max_instances": 2, "concurrency": 1,
+                                "min_warm": 0, "network": False}
+    assert report["invoke_rule"] == "auth != null"
+    hooks = report["hooks"]
+    assert hooks["http"] is False and hooks["run_as"] == "system" and hooks["retries"] == 1
+    assert hooks["database"] == [{"collection": "posts", "actions": ["create"], "mode": "async"}]
+    assert hooks["webhook"]["verification"] == "hmac-sha256" and hooks["webhook"]["header"] == "X-Sig"
+    assert "secret" not in hooks["webhook"]
+    assert report["schedules"] == [{"name": "nightly", "type": "cron", "expression": "0 3 * * *",
+                                    "timezone": "Europe/Berlin", "enabled": True}]

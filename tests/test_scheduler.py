@@ -136,7 +136,7 @@ def test_schedules_api_lists_and_an_admin_runs_one_now(apps: Apps) -> None:
     assert ran.status_code == 202 and ran.json["job_id"]
     assert_error(c.post("/api/schedules/report/nope/run", headers={"X-Test-User": "admin"}), 404, "not_found")
     assert events.run_due_jobs() == 1
-    (run,) = events.functions.executions.list({"function_id": "report"})
+    (run,) = events.functions.executions.list({"function_id": "report"})["items"]
     assert run["trigger_type"] == "schedule" and run["status"] == "success"
     assert run["input"] == {"kind": "minute"} and '{"kind": "minute"}' in run["logs"]["stdout"]
 

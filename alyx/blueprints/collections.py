@@ -25,7 +25,8 @@ def describe_field(spec: FieldSpec) -> dict[str, Any]:
     """A field as the admin UI needs it: its settings and the form widget its type names."""
     return {"name": spec.name, "type": spec.type, "widget": lookup(spec.type).widget, "required": spec.required,
             "unique": spec.unique, "default": spec.default, "min": spec.min, "max": spec.max,
-            "pattern": spec.pattern, "values": list(spec.values), "collection": spec.collection}
+            "pattern": spec.pattern, "values": list(spec.values), "collection": spec.collection,
+            **lookup(spec.type).widget_settings(spec)}
 
 
 def describe_collection(spec: CollectionSpec, count: int) -> dict[str, Any]:

@@ -13,7 +13,8 @@ bp = Blueprint("executions", __name__)
 @bp.get("/api/executions")
 @admin_required("The execution log")
 def list_executions() -> Response:
-    return json_response({"items": services().functions.executions.list(request.args.to_dict())})
+    """Newest first, a page of `limit`; `next` is the `before` of the next (older) page."""
+    return json_response(services().functions.executions.list(request.args.to_dict()))
 
 
 @bp.get("/api/executions/<execution_id>")

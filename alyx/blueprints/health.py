@@ -1,14 +1,13 @@
-"""/api/health: is the server up (for everyone); its database and collections (admins; anyone in development)."""
+"""/api/health: is the server up — status and version for everyone; the details (database, collections,
+sandbox tier, runtime images, broker, workers, pending migrations) for admins. In development a summary
+(database, collections, functions' tier) is public too, for the local dev loop."""
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint, Response, g
+from flask import Blueprint, Response
 
 from alyx import __version__
-from alyx.blueprints import services
+from alyx.blueprints import current_principal, services
 from alyx.http import json_response
-from alyx.rules import Principal
 
 bp = Blueprint("health", __name__)
 
@@ -16,18 +15,12 @@ bp = Blueprint("health", __name__)
 @bp.get("/api/health")
 def health() -> Response:
     svc = services()
-    svc.db.ping()
-    # Public: status, version and the functions' state (tests/test_functions.py reads it anonymously).
-    report: dict[str, Any] = {
-        "status": "ok", "version": __version__,
-        "functions": {"sandbox": svc.functions.describe_tier(), "setting": svc.config.functions_sandbox,
-                      "problems": svc.functions.problems()},
-    }
-    caller: Principal | None = g.get("principal")
-    if (caller is not None and caller.is_admin) or svc.config.server_environment == "development":
-        report["database"] = "sqlite" if svc.db.is_sqlite else "postgresql"
-        report["collections"] = sorted(svc.schema.collections)
-    return json_response(report)
+    caller = current_principal()
+    if caller is not None and caller.is_admin:
+        return json_response(svc.status.details())
+    if svc.config.server_environment == "development":
+        return json_response(svc.status.summary())
+    return json_response(svc.status.public())
 
 
 @bp.get("/")

@@ -16,6 +16,7 @@ from alyx.blueprints.jobs import bp as jobs_bp
 from alyx.blueprints.realtime import register_realtime
 from alyx.blueprints.schedules import bp as schedules_bp
 from alyx.blueprints.settings import bp as settings_bp
+from alyx.blueprints.users import bp as users_bp
 from alyx.blueprints.webhooks import bp as webhooks_bp
 
 
@@ -34,4 +35,5 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(files_bp)
     register_docs(app)
     app.register_blueprint(settings_bp)
+    app.register_blueprint(users_bp)
     app.register_blueprint(admin_ui_bp)

@@ -78,8 +78,12 @@ class FieldType:
     go_type: ClassVar[str] = "json.RawMessage"
     client_doc: ClassVar[str] = ""
     # the admin UI (static/admin/): which form widget edits a value of this type (text, textarea, integer,
-    # number, toggle, date, datetime, select, relation, json, email, url)
+    # number, toggle, date, datetime, select, relation, json, email, url, file)
     widget: ClassVar[str] = "json"
+
+    def widget_settings(self, spec: FieldSpec) -> dict[str, Any]:
+        """Settings of this type the admin UI's widget needs beyond the common ones (GET /api/collections)."""
+        return {}
 
     # -- storage ------------------------------------------------------------------------------
     def column(self, spec: FieldSpec, models: Models, collection: str) -> peewee.Field:

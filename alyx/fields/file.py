@@ -87,6 +87,13 @@ class FileType(FieldType):
     family = cel.Family.OPAQUE
     options = frozenset({"multiple", "max_size", "mime_types", "max_files", "protected", "thumbs"})
     sortable = False
+    widget = "file"
+
+    def widget_settings(self, spec: FieldSpec) -> dict[str, Any]:
+        settings = file_settings(spec)
+        return {"file": {"multiple": settings.multiple, "max_size": settings.max_size,
+                         "mime_types": list(settings.mime_types), "max_files": settings.max_files,
+                         "protected": settings.protected, "thumbs": list(settings.thumbs)}}
 
     def column(self, spec: FieldSpec, models: Models, collection: str) -> peewee.Field:
         return FileNamesField(multiple=file_settings(spec).multiple, null=True)

@@ -11,7 +11,8 @@ from apispec import APISpec
 
 from alyx import __version__
 from alyx.config import Config
-from alyx.openapi.auth import add_auth_paths, auth_schemas
+from alyx.openapi.admin import add_admin_paths, admin_schemas
+from alyx.openapi.auth import NEW_PASSWORD, add_auth_paths, auth_schemas
 from alyx.openapi.collections import COUNT_SCHEMA, add_collection, field_schema, record_schemas, title
 from alyx.openapi.components import BEARER, BEARER_SCHEME, ERROR_SCHEMA, OPTIONAL_TOKEN
 from alyx.openapi.files import add_file_paths
@@ -37,11 +38,13 @@ def build_openapi(schema: Schema, config: Config) -> dict[str, Any]:
         add_collection(api, spec)
     users_record = f"{title(USERS)}Record"
     users_create = record_schemas(schema.collections[USERS])[f"{title(USERS)}Create"]
+    new_password = {**NEW_PASSWORD, "minLength": config.auth_password_min_length}
     fixed = {**auth_schemas(users_create, users_record, config.auth_password_min_length), **system_schemas(),
-             **realtime_schemas()}
+             **realtime_schemas(), **admin_schemas(users_create, new_password)}
     for name, component in fixed.items():
         api.components.schema(name, component)
     add_auth_paths(api, users_record)
+    add_admin_paths(api, users_record)
     add_function_paths(api)
     add_trigger_paths(api)
     add_log_and_health_paths(api)

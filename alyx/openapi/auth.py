@@ -24,12 +24,13 @@ from alyx.passwords import MAX_PASSWORD_LENGTH
 
 TAG = "auth"
 PASSWORD = {"type": "string", "minLength": 1, "format": "password"}
+NEW_PASSWORD = {**PASSWORD, "maxLength": MAX_PASSWORD_LENGTH}  # minLength: auth.password_min_length
 
 
 def auth_schemas(users_create: Mapping[str, Any], users_record: str, min_password: int) -> dict[str, dict[str, Any]]:
     """Request and response bodies of the auth routes; ``users_create`` is the users collection's create schema,
     ``min_password`` the shortest password the policy accepts (auth.password_min_length)."""
-    new_password = {**PASSWORD, "minLength": min_password, "maxLength": MAX_PASSWORD_LENGTH}
+    new_password = {**NEW_PASSWORD, "minLength": min_password}
     own_fields = {k: v for k, v in users_create.get("properties", {}).items() if k not in ("id", "role", "verified")}
     register = obj({**own_fields, "password": new_password,
                     "passwordConfirm": {**new_password, "description": "Optional; must equal password (422)"}},

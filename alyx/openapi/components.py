@@ -27,6 +27,8 @@ NO_TOKEN: list[dict[str, list[str]]] = []  # the route ignores any Authorization
 
 STRING = {"type": "string"}
 INTEGER = {"type": "integer"}
+NUMBER = {"type": "number"}
+BOOLEAN = {"type": "boolean"}
 DATETIME = {"type": "string", "format": "date-time"}
 ANY_OBJECT = {"type": "object", "additionalProperties": True}
 ANY_VALUE: dict[str, Any] = {"nullable": True, "description": "Any JSON value."}
