@@ -68,7 +68,8 @@ async function raw(method, path, body, auth) {
   const token = accessToken();
   if (auth && token) headers.Authorization = "Bearer " + token;
   const init = { method, headers };
-  if (body !== undefined) { headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
+  if (body instanceof FormData) init.body = body; // multipart: the browser writes the boundary
+  else if (body !== undefined) { headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
   const resp = await fetch(path, init);
   const text = await resp.text();
   let data = null;
@@ -77,7 +78,8 @@ async function raw(method, path, body, auth) {
   return data;
 }
 
-/** A JSON request with the session's token; an expired token is refreshed once and the request retried. */
+/** A JSON request (with a FormData body: multipart/form-data) with the session's token; an expired token is
+ * refreshed once and the request retried. */
 export async function api(method, path, body) {
   try {
     return await raw(method, path, body, true);
@@ -90,6 +92,21 @@ export async function api(method, path, body) {
     throw err;
   }
 }
+
+let fileToken = null;
+
+/** A short-lived file token (POST /api/files/token) for <img src> of protected files: never the access
+ * token, which stays out of URLs. Reused until 20 s before it expires. */
+export async function filesToken() {
+  if (!fileToken || fileToken.expiresAt - Date.now() < 20000) {
+    const t = await api("POST", "/api/files/token");
+    fileToken = { token: t.token, expiresAt: Date.now() + t.expires_in * 1000 };
+  }
+  return fileToken.token;
+}
+
+/** The token filesToken() last fetched (null before the first). */
+export function currentFilesToken() { return fileToken ? fileToken.token : null; }
 
 /** Any request, answered as it came (the function console): status, headers, body text, duration. */
 export async function send(method, path, headers, body) {
@@ -123,6 +140,7 @@ export async function signOut() {
     await fetch("/api/auth/logout", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ refresh_token: s.refresh_token }) }).catch(() => {});
   }
+  fileToken = null;
   store(null);
 }
 

@@ -1,7 +1,9 @@
 // Record forms generated from the schema: one widget per field type (the field registry's `widget`,
 // sent by GET /api/collections), API validation errors shown beside their fields.
 import { api } from "./api.js";
-import { h, text } from "./dom.js";
+import { collections } from "./app.js";
+import { clear, h, text } from "./dom.js";
+import { filePreview, isImage, names } from "./files.js";
 
 const pad = (n) => String(n).padStart(2, "0");
 
@@ -55,6 +57,7 @@ const WIDGETS = {
     return { el: input, input, read: () => input.value || null };
   },
   relation: (f, v, id) => relationPicker(f, v, id),
+  file: (f, v, id, ctx) => fileWidget(f, v, id, ctx),
   json: (f, v, id) => {
     const input = h("textarea.code", { id, name: f.name, rows: 4, spellcheck: "false" });
     input.value = v === null || v === undefined ? "" : JSON.stringify(v, null, 2);
@@ -85,25 +88,100 @@ function numeric(f, v, id, step, parse) {
   return { el: input, input, read: () => (input.value.trim() === "" ? null : parse(input.value.trim())) };
 }
 
+/** The field a collection's records are labelled and searched by: its first text or email field. */
+export function labelField(coll) {
+  const f = ((coll && coll.fields) || []).find((x) => ["text", "email"].includes(x.widget));
+  return f ? f.name : null;
+}
+
+const RECORD_ID = /^[a-z0-9]{15}$/;
+
 function relationPicker(f, v, id) {
+  // A search box over the target collection (its label field through the REST list's filter, or an id
+  // prefix), a list of matches to pick from, and the picked record shown by its label.
   const listId = id + "-options";
-  const input = h("input", { id, name: f.name, type: "search", list: listId, autocomplete: "off",
-    placeholder: `Search ${f.collection}…` });
-  const options = h("datalist", { id: listId });
-  input.value = v ?? "";
+  const input = h("input", { id, name: f.name, type: "search", role: "combobox", autocomplete: "off",
+    "aria-autocomplete": "list", "aria-controls": listId, "aria-expanded": "false", placeholder: `Search ${f.collection}…` });
+  const options = h("ul.options", { id: listId, role: "listbox", hidden: true });
+  const shown = h("span.chosen-label");
+  const clearBtn = h("button.clear-relation", { type: "button", "aria-label": `Clear ${f.name}`, hidden: true }, "×");
+  const chosen = h("span.chosen", shown, clearBtn);
+  let value = v ?? null;
+  let target = null;
+  const targetReady = collections().then((all) => { target = all.find((c) => c.name === f.collection) || null; });
+  const show = (record) => {
+    value = record ? record.id : null;
+    shown.textContent = record ? `${label(record)}${label(record) === record.id ? "" : " · " + record.id}` : "none";
+    shown.dataset.id = value || "";
+    clearBtn.hidden = !record;
+  };
+  show(value ? { id: value } : null);
+  if (value) {
+    targetReady.then(() => api("GET", `/api/collections/${encodeURIComponent(f.collection)}/${encodeURIComponent(value)}`))
+      .then((r) => { if (value === r.id) show(r); }).catch(() => {});
+  }
+  clearBtn.addEventListener("click", () => { show(null); input.focus(); });
+  const close = () => { options.hidden = true; input.setAttribute("aria-expanded", "false"); };
+  const pick = (r) => { show(r); input.value = ""; close(); input.focus(); };
   let timer = null;
-  input.addEventListener("input", () => {
-    clearTimeout(timer);
-    timer = setTimeout(async () => {
-      const term = input.value.trim();
-      const filter = term ? `id.startsWith(${JSON.stringify(term)})` : "";
-      try {
-        const page = await api("GET", `/api/collections/${f.collection}?perPage=20${filter ? "&filter=" + encodeURIComponent(filter) : ""}`);
-        options.replaceChildren(...page.items.map((r) => h("option", { value: r.id }, label(r))));
-      } catch (e) { /* a search that fails leaves the list as it was */ }
-    }, 150);
+  let asked = 0;
+  const search = async () => {
+    const term = input.value.trim();
+    if (!term) { close(); return; }
+    await targetReady;
+    const lf = labelField(target);
+    const quoted = JSON.stringify(term);
+    const filter = lf ? `${lf}.contains(${quoted}) || id.startsWith(${quoted})` : `id.startsWith(${quoted})`;
+    const mine = ++asked;
+    try {
+      const page = await api("GET", `/api/collections/${encodeURIComponent(f.collection)}` +
+        `?perPage=10&skipTotal=1&filter=${encodeURIComponent(filter)}`);
+      if (mine !== asked) return; // an older answer arriving late
+      options.replaceChildren(...(page.items.length ? page.items.map((r) => h("li", { role: "presentation" },
+        h("button.option", { type: "button", role: "option", "data-id": r.id, on: { click: () => pick(r) } },
+          h("span", label(r)), h("span.muted.mono", r.id))))
+        : [h("li.muted.small", "No match.")]));
+      options.hidden = false;
+      input.setAttribute("aria-expanded", "true");
+    } catch (e) { /* a search that fails leaves the list as it was */ }
+  };
+  input.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(search, 150); });
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "ArrowDown") { const first = options.querySelector("button"); if (first) { e.preventDefault(); first.focus(); } }
+    if (e.key === "Enter") { e.preventDefault(); const first = options.querySelector("button"); if (first) first.click(); }
   });
-  return { el: h("span", input, options), input, read: () => input.value.trim() || null };
+  options.addEventListener("keydown", (e) => {
+    const buttons = [...options.querySelectorAll("button")];
+    const i = buttons.indexOf(document.activeElement);
+    if (e.key === "ArrowDown" && i < buttons.length - 1) { e.preventDefault(); buttons[i + 1].focus(); }
+    if (e.key === "ArrowUp") { e.preventDefault(); (i > 0 ? buttons[i - 1] : input).focus(); }
+  });
+  return { el: h("div.picker", chosen, input, options), input,
+    read: () => (RECORD_ID.test(input.value.trim()) ? input.value.trim() : value) };
+}
+
+function fileWidget(f, v, id, ctx) {
+  // Stored files (previews; each can be removed) and a file input for uploads (sent as multipart).
+  const settings = f.file || {};
+  const stored = names(v);
+  const removed = new Set();
+  const input = h("input", { id, name: f.name, type: "file", multiple: Boolean(settings.multiple),
+    accept: (settings.mime_types || []).join(",") || null });
+  const chips = h("div.files.stored");
+  const fresh = h("div.files.fresh");
+  const render = () => clear(chips, stored.map((name) => h("span.file-chip" + (removed.has(name) ? ".removed" : ""), { "data-name": name },
+    ctx.record ? filePreview(ctx.collection.name, f, ctx.record.id, name) : h("span", name),
+    h("button.remove-file", { type: "button", "aria-label": `Remove ${name}`, "aria-pressed": String(removed.has(name)),
+      on: { click: () => { removed.has(name) ? removed.delete(name) : removed.add(name); render(); } } },
+    removed.has(name) ? "Keep" : "Remove"))));
+  input.addEventListener("change", () => clear(fresh, [...input.files].map((file) => h("span.file-chip.new",
+    isImage(file.name) ? h("img.thumb", { src: URL.createObjectURL(file), alt: file.name }) : null, h("span", file.name)))));
+  render();
+  const hints = [settings.multiple ? `up to ${settings.max_files} files` : "one file",
+    settings.max_size ? `${Math.round(settings.max_size / 1024)} KB each` : null,
+    settings.protected ? "protected" : null].filter(Boolean).join(", ");
+  return { el: h("div.file-field", chips, input, fresh, h("div.hint", hints)), input, read: () => undefined,
+    files: () => ({ uploads: [...input.files], removals: [...removed] }) };
 }
 
 /** A record's human label: its first short text value that is not the id. */
@@ -124,7 +202,8 @@ export function recordForm(collection, record, { onSaved, onCancel }) {
   const rows = collection.fields.map((f) => {
     const id = "f-" + f.name;
     const make = WIDGETS[f.widget] || WIDGETS.json;
-    const w = make(f, record ? record[f.name] : (f.widget === "toggle" ? f.default : f.default ?? null), id);
+    const w = make(f, record ? record[f.name] : (f.widget === "toggle" ? f.default : f.default ?? null), id,
+      { collection, record });
     widgets[f.name] = w;
     errors[f.name] = h("div.field-error", { id: id + "-error", role: "alert", hidden: true });
     w.input.setAttribute("aria-describedby", id + "-error");
@@ -158,9 +237,19 @@ export function recordForm(collection, record, { onSaved, onCancel }) {
     general.hidden = true;
     const body = {};
     const local = {};
+    const parts = new FormData();
+    let multipart = false;
     for (const f of collection.fields) {
+      const w = widgets[f.name];
+      if (w.files) { // file fields travel as multipart parts: uploads under the name, removals as `name-`
+        const { uploads, removals } = w.files();
+        const key = record && f.file && f.file.multiple ? f.name + "+" : f.name;
+        for (const file of uploads) { parts.append(key, file, file.name); multipart = true; }
+        for (const name of removals) { parts.append(f.name + "-", name); multipart = true; }
+        continue;
+      }
       let value;
-      try { value = widgets[f.name].read(); } catch (err) { local[f.name] = [err.message]; continue; }
+      try { value = w.read(); } catch (err) { local[f.name] = [err.message]; continue; }
       if (record) {
         if (JSON.stringify(value) !== JSON.stringify(record[f.name] ?? null)) body[f.name] = value;
       } else if (value !== null) {
@@ -172,8 +261,10 @@ export function recordForm(collection, record, { onSaved, onCancel }) {
     save.disabled = true;
     try {
       const path = `/api/collections/${encodeURIComponent(collection.name)}`;
-      const saved = record ? await api("PATCH", `${path}/${encodeURIComponent(record.id)}`, body)
-        : await api("POST", path, body);
+      let payload = body;
+      if (multipart) { parts.append("@json", JSON.stringify(body)); payload = parts; }
+      const saved = record ? await api("PATCH", `${path}/${encodeURIComponent(record.id)}`, payload)
+        : await api("POST", path, payload);
       onSaved(saved);
     } catch (err) {
       const fieldErrors = {};

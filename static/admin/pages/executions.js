@@ -2,34 +2,48 @@
 import { api, qs } from "../api.js";
 import { clear, errorBox, h, text } from "../dom.js";
 
-const STATUSES = ["", "success", "error", "timeout", "dead_letter"];
+const STATUSES = ["", "success", "error", "timeout", "crashed", "memory_limit", "load_error", "denied"];
 const TRIGGERS = ["", "http", "database", "webhook", "schedule", "event"];
+
+const PAGE_SIZES = [20, 50, 100];
 
 export function executionsPage() {
   const fn = h("input#exec-function", { type: "search", placeholder: "function", "aria-label": "Function" });
   const status = h("select#exec-status", { "aria-label": "Status" }, STATUSES.map((s) => h("option", { value: s }, s || "any status")));
   const trigger = h("select#exec-trigger", { "aria-label": "Trigger" }, TRIGGERS.map((s) => h("option", { value: s }, s || "any trigger")));
+  const size = h("select#exec-per-page", { "aria-label": "Executions per page" },
+    PAGE_SIZES.map((n) => h("option", { value: String(n), selected: n === 50 }, `${n} per page`)));
   const list = h("div.card");
-  let limit = 50;
-  const more = h("button", { type: "button", on: { click: () => { limit += 50; load(); } } }, "Load more");
+  const pager = h("div.pager");
+  // Keyset paging: the API's `next` is the `before` of the next (older) page; the stack goes back.
+  let cursors = [null];
+  let next = null;
   const load = async () => {
     try {
-      const { items } = await api("GET", "/api/executions" + qs({ function_id: fn.value.trim(), status: status.value, trigger_type: trigger.value, limit }));
-      more.hidden = items.length < limit;
-      clear(list, items.length ? h("table", h("thead", h("tr", ["Started", "Function", "Trigger", "Status", "Duration", ""].map((c) => h("th", c)))),
-        h("tbody", items.map((x) => h("tr", { "data-execution": x.id, "data-status": x.status },
+      const r = await api("GET", "/api/executions" + qs({ function_id: fn.value.trim(), status: status.value,
+        trigger_type: trigger.value, limit: size.value, before: cursors[cursors.length - 1] }));
+      next = r.next;
+      clear(list, r.items.length ? h("table", h("thead", h("tr", ["Started", "Function", "Trigger", "Status", "Duration", ""].map((c) => h("th", c)))),
+        h("tbody", r.items.map((x) => h("tr", { "data-execution": x.id, "data-status": x.status },
           h("td.mono", x.started_at), h("td", x.function_id), h("td", x.trigger_type),
           h("td", h("span.badge." + (x.status === "success" ? "ok" : "bad"), x.status)),
           h("td", x.duration_ms === null ? "" : `${x.duration_ms} ms`),
           h("td", h("a.open", { href: "#/executions/" + encodeURIComponent(x.id) }, "Open"))))))
         : h("p.muted.pad", "No executions match."));
+      clear(pager,
+        h("button#exec-newer", { type: "button", disabled: cursors.length <= 1, on: { click: () => { cursors.pop(); load(); } } }, "‹ Newer"),
+        h("span#exec-page", `Page ${cursors.length}`),
+        h("button#exec-older", { type: "button", disabled: !next, on: { click: () => { cursors.push(next); load(); } } }, "Older ›"),
+        size);
     } catch (err) { clear(list, errorBox(err)); }
   };
-  const el = h("section", h("header.bar", h("h1", "Executions")),
-    h("form.filter", { on: { submit: (e) => { e.preventDefault(); load(); } } }, fn, status, trigger, h("button", { type: "submit" }, "Apply")),
-    list, more);
-  status.addEventListener("change", load);
-  trigger.addEventListener("change", load);
+  const restart = () => { cursors = [null]; load(); };
+  const el = h("section", h("header.bar", h("h1", "Executions"), h("span.muted", "newest first")),
+    h("form.filter", { on: { submit: (e) => { e.preventDefault(); restart(); } } }, fn, status, trigger, h("button", { type: "submit" }, "Apply")),
+    list, pager);
+  status.addEventListener("change", restart);
+  trigger.addEventListener("change", restart);
+  size.addEventListener("change", restart);
   load();
   return { el };
 }

@@ -2,21 +2,44 @@
 import { api, send } from "../api.js";
 import { clear, errorBox, h } from "../dom.js";
 
+function triggers(f) {
+  const hk = f.hooks || {};
+  const out = [];
+  if (hk.http) out.push("HTTP" + (f.invoke_rule ? ` (invoke: ${f.invoke_rule})` : ""));
+  for (const d of hk.database || []) out.push(`database: ${d.collection} ${d.actions.join("/")} (${d.mode})`);
+  if (hk.webhook) out.push(`webhook: ${hk.webhook.verification || "unverified"}${hk.webhook.header ? " " + hk.webhook.header : ""} (${hk.webhook.mode})`);
+  for (const ev of hk.events || []) out.push(`event: ${ev.type}`);
+  if (hk.run_as === "system") out.push("runs as system");
+  if (hk.retries !== null && hk.retries !== undefined) out.push(`retries: ${hk.retries}`);
+  return out;
+}
+
+function limits(l) {
+  if (!l) return "";
+  return [`${l.timeout} s`, `${l.memory} MB`, `${l.cpu} cpu`, `×${l.max_instances}`,
+    l.concurrency > 1 ? `${l.concurrency} at once` : null, l.min_warm ? `${l.min_warm} warm` : null,
+    l.network ? "network" : "no network"].filter(Boolean).join(" · ");
+}
+
 export function functionsPage() {
-  const list = h("div.card");
+  const list = h("div.table-wrap");
   const consoleBox = h("div");
   const el = h("section", h("header.bar", h("h1", "Functions")), list, consoleBox);
-  Promise.all([api("GET", "/api/functions"), api("GET", "/api/schedules").catch(() => [])]).then(([fns, schedules]) => {
+  Promise.all([api("GET", "/api/functions"), api("GET", "/api/schedules").catch(() => ({ items: [] }))]).then(([fns, schedules]) => {
     const items = fns.items || [];
-    const sched = Array.isArray(schedules) ? schedules : schedules.items || [];
+    const next = new Map((schedules.items || []).map((s) => [`${s.function}/${s.name}`, s.next_run_at]));
     if (!items.length) { clear(list, h("p.muted.pad", "No functions in functions/.")); return; }
-    clear(list, h("table", h("thead", h("tr", ["Name", "Status", "Runtime", "Version", "Schedules", ""].map((c) => h("th", c)))),
+    clear(list, h("table.functions", h("thead", h("tr", ["Name", "Status", "Runtime", "Tier", "Triggers", "Schedules", "Limits", "Version", ""].map((c) => h("th", c)))),
       h("tbody", items.map((f) => h("tr", { "data-function": f.name },
         h("td", f.name),
-        h("td", f.status === "ok" ? h("span.badge.ok", "ok") : h("span.badge.bad", f.status), f.error ? h("div.error.small", f.error) : null),
-        h("td", f.runtime || ""), h("td.mono", f.version || ""),
-        h("td", sched.filter((s) => (s.function || s.function_id) === f.name).map((s) => s.name).join(", ")),
-        h("td", f.status === "ok" ? h("button.invoke", { type: "button", on: { click: () => clear(consoleBox, invokeConsole(f.name)) } }, "Invoke") : null))))));
+        h("td.wrap", f.status === "ok" ? h("span.badge.ok", "ok") : h("span.badge.bad", f.status), f.error ? h("div.error.small.load-error", f.error) : null),
+        h("td", f.runtime || ""), h("td.tier", f.tier || ""),
+        h("td.wrap.triggers", triggers(f).map((t) => h("div", t))),
+        h("td.wrap.schedules", (f.schedules || []).map((s) => h("div", { title: `next: ${next.get(`${f.name}/${s.name}`) || "—"}` },
+          `${s.name}: ${s.type} ${s.expression}${s.timezone && s.timezone !== "UTC" ? " " + s.timezone : ""}${s.enabled ? "" : " (off)"}`))),
+        h("td.limits", limits(f.limits)),
+        h("td.mono", f.version || ""),
+        h("td", f.status === "ok" && (f.hooks || {}).http ? h("button.invoke", { type: "button", on: { click: () => clear(consoleBox, invokeConsole(f.name)) } }, "Invoke") : null))))));
   }).catch((err) => clear(list, errorBox(err)));
   return { el };
 }

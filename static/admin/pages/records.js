@@ -3,6 +3,7 @@
 import { api, accessToken, qs } from "../api.js";
 import { collections } from "../app.js";
 import { clear, confirmDialog, errorBox, h, modal, text, toast } from "../dom.js";
+import { filePreview, names, readyFor } from "../files.js";
 import { label, recordForm } from "../form.js";
 import { collectionYaml } from "../schema.js";
 
@@ -70,6 +71,7 @@ export function recordsPage(name) {
       fields: shown().join(","), expand: relations.join(",") };
     try {
       const page = await api("GET", `/api/collections/${encodeURIComponent(name)}${qs(params)}`);
+      await readyFor(coll.fields.filter((f) => f.widget === "file" && st.columns.includes(f.name)));
       filterError.hidden = true;
       filterInput.removeAttribute("aria-invalid");
       st.items = page.items;
@@ -109,6 +111,11 @@ export function recordsPage(name) {
         h("pre", JSON.stringify(expanded || { id: value }, null, 2)));
     }
     if (field && field.widget === "toggle") return value ? "✓" : "—";
+    if (field && field.widget === "file") {
+      const all = names(value);
+      return h("span.files", all.slice(0, 3).map((n) => filePreview(name, field, record.id, n)),
+        all.length > 3 ? h("span.muted", `+${all.length - 3}`) : null);
+    }
     const s = text(value);
     return s.length > 80 ? s.slice(0, 80) + "…" : s;
   }
@@ -153,7 +160,8 @@ export function recordsPage(name) {
     } catch (err) { toast(err.message, "bad"); }
   }
 
-  function openForm(record) {
+  async function openForm(record) {
+    if (record) await readyFor(coll.fields.filter((f) => f.widget === "file")).catch(() => {});
     const m = modal(recordForm(coll, record, {
       onSaved: (saved) => { m.close(); toast(record ? "Saved." : `Created ${saved.id}.`); load(); },
       onCancel: () => m.close(),
