@@ -55,7 +55,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 PAINTED = """async () => {
   // resolves with performance.now() at the animation frame after the table's rows are in the DOM
   await new Promise((done) => {
-    const check = () => document.querySelector("tbody tr[data-id]") ? requestAnimationFrame(() => done()) : requestAnimationFrame(check);
+    const check = () => (document.querySelector("tbody tr[data-id]")
+      ? requestAnimationFrame(() => done()) : requestAnimationFrame(check));
     check();
   });
   return performance.now();
@@ -66,7 +67,8 @@ CHANGED = """async (before) => {
   await new Promise((done) => {
     const check = () => {
       const first = document.querySelector("tbody tr[data-id]");
-      if (first && first.dataset.id !== before.first) requestAnimationFrame(() => done()); else requestAnimationFrame(check);
+      if (first && first.dataset.id !== before.first) requestAnimationFrame(() => done());
+      else requestAnimationFrame(check);
     };
     check();
   });
@@ -112,6 +114,7 @@ def main() -> None:
     opts = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
+    load_before = load_average()
     server = Server("admin-ui")
     env = {**server.alyx_project(SCHEMA), "ALYX_FUNCTIONS_SANDBOX": "process"}
     try:
@@ -166,7 +169,8 @@ def main() -> None:
             for _ in range(opts.rounds):
                 page.goto(url + "#/")
                 page.wait_for_selector(".stat")
-                started = page.evaluate("() => { const t = performance.now(); location.hash = '#/collections/items'; return t; }")
+                started = page.evaluate(
+                    "() => { const t = performance.now(); location.hash = '#/collections/items'; return t; }")
                 warm.append(page.evaluate(PAINTED) - started)
             page.wait_for_selector("#next")
             for _ in range(opts.pages):
@@ -186,8 +190,9 @@ def main() -> None:
                 f"{max(values):.0f} | {target} |")
 
     print(f"# bench/admin_ui.py — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
-          f"Python {platform.python_version()}, load average before/after: see below")
-    print(f"rows: {opts.rows:,} inserted in {insert_seconds:.1f} s (one transaction); load average now {load_average()}")
+          f"Python {platform.python_version()}")
+    print(f"rows: {opts.rows:,} inserted in {insert_seconds:.1f} s (one transaction); "
+          f"load average before {load_before}, after {load_average()}")
     print("| measure | n | median ms | p95 ms | max ms | target |")
     print("|---|---:|---:|---:|---:|---|")
     print(row("open records page (cold load → table painted)", cold, "< 1000"))
