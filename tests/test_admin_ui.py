@@ -567,6 +567,9 @@ def test_functions_show_tier_triggers_schedules_limits_and_load_errors(page: Any
     assert "database: comments create (async)" in page.inner_text("tr[data-function='flaky']")
     assert "timeout" in page.inner_text("tr[data-function='broken'] .load-error")
     assert "HTTP" in page.inner_text("tr[data-function='hello'] td.triggers")
+    width = page.evaluate("document.querySelector('table.functions').scrollWidth")
+    assert width <= page.evaluate("document.querySelector('.table-wrap').clientWidth")  # fits at 1280×800
+    shot(page, "functions-list")
 
 
 def test_overview_shows_health_and_a_pending_destructive_migration(page: Any, site: Site) -> None:

@@ -113,6 +113,7 @@ function relationPicker(f, v, id) {
     value = record ? record.id : null;
     shown.textContent = record ? `${label(record)}${label(record) === record.id ? "" : " · " + record.id}` : "none";
     shown.dataset.id = value || "";
+    shown.classList.toggle("muted", !record);
     clearBtn.hidden = !record;
   };
   show(value ? { id: value } : null);
