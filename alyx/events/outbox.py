@@ -7,7 +7,7 @@ from typing import Any
 from alyx.clock import iso, utcnow
 from alyx.events.index import HookIndex
 from alyx.events.outgoing import OutgoingWebhook
-from alyx.events.trigger import principal_json
+from alyx.functions import principal_dict
 from alyx.jobs import job_row
 from alyx.records import ChangeEvent
 
@@ -33,7 +33,7 @@ def outbox_rows(event: ChangeEvent, index: HookIndex, outgoing: Mapping[str, Out
     if not functions and not hooks:
         return []
     hook_input = change_input(event.collection, event.action, event.record, event.previous)
-    payload = {"input": hook_input, "caller": principal_json(event.writer)}
+    payload = {"input": hook_input, "caller": principal_dict(event.writer)}
     rows = [job_row("function", name, "database", payload, 1 + retries_of(name))
             for name in functions or ()]
     if hooks:

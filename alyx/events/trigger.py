@@ -22,13 +22,8 @@ def runs_as(spec: FunctionSpec, caller: Principal | None) -> Principal | None:
     return SYSTEM_PRINCIPAL if spec.hooks is not None and spec.hooks.run_as == "system" else caller
 
 
-def principal_json(principal: Principal | None) -> dict[str, Any] | None:
-    """A caller as a queued job keeps it (None: anonymous)."""
-    return None if principal is None else principal.as_dict()
-
-
 def principal_from(value: Any) -> Principal | None:
-    """The caller a queued job kept (``principal_json``)."""
+    """The caller a queued job kept (as ``alyx.functions.principal_dict``; None: anonymous)."""
     if not isinstance(value, dict):
         return None
     return Principal(str(value["id"]), str(value["email"]), str(value.get("role") or "user"),
