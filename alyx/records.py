@@ -45,12 +45,13 @@ class ChangeEvent:
     action: str  # create | update | delete
     record: dict[str, Any]
     previous: dict[str, Any] | None = None
+    writer: Principal | None = None  # who made the write (None: anonymous); database hooks run as them
 
 
 Listener = Callable[[ChangeEvent], None]
-# A guard sees a write before its transaction: (collection, action, document, previous) → fields to change
-# (or None); it refuses the write by raising AlyxError. Database hooks with mode: sync are guards.
-Guard = Callable[[str, str, dict[str, Any], "dict[str, Any] | None"], "Mapping[str, Any] | None"]
+# A guard sees a write before its transaction: (collection, action, document, previous, writer) → fields to
+# change (or None); it refuses the write by raising AlyxError. Database hooks with mode: sync are guards.
+Guard = Callable[[str, str, dict[str, Any], "dict[str, Any] | None", "Principal | None"], "Mapping[str, Any] | None"]
 GuardFilter = Callable[[str, str], bool]
 Matched = list[tuple[dict[str, Any], dict[str, Any]]]  # a bulk write's records, each with its guards' changes
 
@@ -216,7 +217,7 @@ class Records:
             record.update(plan.values)
         if check_rule and not self.access.allows(name, "create", auth, record, request):
             raise AlyxError("forbidden", f"You are not allowed to create records in {name!r}.", 403)
-        changes = _normalize_auth(coll, self._run_guards(coll, "create", record, None))
+        changes = _normalize_auth(coll, self._run_guards(coll, "create", record, None, auth))
         if changes:
             record.update(changes)
             data.update(changes)
@@ -224,7 +225,7 @@ class Records:
             self._check_relations(coll, data)
             self.db.insert(coll.model, record)
             created = coll.serialize(record)
-            self._publish(ChangeEvent(name, "create", created))
+            self._publish(ChangeEvent(name, "create", created, writer=auth))
             self._after_commit(plan)
         return created
 
@@ -248,7 +249,8 @@ class Records:
             before = (self._fetch_writable(coll, record_id, "update", auth, request) if check_rule
                       else self._fetch(coll, record_id, "view", None, request, admin=True))
             data.update(_normalize_auth(coll, self._run_guards(coll, "update", {**before, **data,
-                                                                               **(server_values or {})}, before)))
+                                                                               **(server_values or {})}, before,
+                                                                               auth)))
         with blobs_written(plan), self._write(coll):
             if check_rule:
                 stored = self._fetch_writable(coll, record_id, "update", auth, request)
@@ -264,7 +266,7 @@ class Records:
                 check_files_unchanged(coll.spec, planned_from, stored)
             coll.model.update(data).where(coll.id_column == record_id).execute()
             record = {**stored, **data}
-            self._publish(ChangeEvent(name, "update", coll.serialize(record), coll.serialize(stored)))
+            self._publish(ChangeEvent(name, "update", coll.serialize(record), coll.serialize(stored), writer=auth))
             self._after_commit(plan)
         return coll.serialize(record)
 
@@ -273,11 +275,12 @@ class Records:
         """Delete: 404 if hidden, 403 if the delete rule refuses, 409 if a restrict relation holds it."""
         coll = self.collection(name)
         if self._guards_for(name, "delete"):
-            self._run_guards(coll, "delete", self._fetch_writable(coll, record_id, "delete", auth, request), None)
+            self._run_guards(coll, "delete", self._fetch_writable(coll, record_id, "delete", auth, request), None,
+                             auth)
         with self._write(coll):
             stored = self._fetch_writable(coll, record_id, "delete", auth, request)
             coll.model.delete().where(coll.id_column == record_id).execute()
-            self._publish(ChangeEvent(name, "delete", coll.serialize(stored)))
+            self._publish(ChangeEvent(name, "delete", coll.serialize(stored), writer=auth))
             if self.files is not None:
                 self._after_commit(self.files.deleted(coll.spec, stored))
 
@@ -317,7 +320,7 @@ class Records:
                     changes["verified"] = False  # as in update(): a new address is not verified
                 coll.model.update(changes).where(coll.id_column == stored["id"]).execute()
                 self._publish(ChangeEvent(name, "update", coll.serialize({**stored, **changes}),
-                                          coll.serialize(stored)))
+                                          coll.serialize(stored), writer=auth))
         return len(matched)
 
     def delete_many(self, name: str, where: Any, auth: Principal | None = None,
@@ -329,7 +332,7 @@ class Records:
             for start in range(0, len(ids), 500):
                 coll.model.delete().where(coll.id_column.in_(ids[start:start + 500])).execute()
             for row, _ in matched:
-                self._publish(ChangeEvent(name, "delete", coll.serialize(row)))
+                self._publish(ChangeEvent(name, "delete", coll.serialize(row), writer=auth))
         return len(matched)
 
     @contextlib.contextmanager
@@ -348,7 +351,7 @@ class Records:
 
         guarded: dict[str, dict[str, Any]] | None = None
         if self._guards_for(coll.spec.name, op):
-            guarded = {row["id"]: self._run_guards(coll, op, {**row, **(data or {})}, row if data else None)
+            guarded = {row["id"]: self._run_guards(coll, op, {**row, **(data or {})}, row if data else None, auth)
                        for row in matching()}
         with self._write(coll):
             matched = [(row, (guarded or {}).get(row["id"], {})) for row in matching()
@@ -379,13 +382,13 @@ class Records:
         return [check for check, applies in self.guards if applies(name, action)]
 
     def _run_guards(self, coll: Collection, action: str, document: dict[str, Any],
-                    previous: dict[str, Any] | None) -> dict[str, Any]:
+                    previous: dict[str, Any] | None, writer: Principal | None) -> dict[str, Any]:
         """Run the guards of a write; the fields they change are validated like a partial update."""
         checks = self._guards_for(coll.spec.name, action)
         changes: dict[str, Any] = {}
         for check in checks:
             extra = check(coll.spec.name, action, coll.serialize({**document, **changes}),
-                          coll.serialize(previous) if previous is not None else None)
+                          coll.serialize(previous) if previous is not None else None, writer)
             if extra:
                 changes.update(extra)
         for system in ("id", "created_at", "updated_at"):
