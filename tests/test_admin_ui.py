@@ -430,6 +430,13 @@ def test_schema_is_shown_read_only_as_yaml(page: Any, site: Site) -> None:
     assert "edited in schema.yaml" in page.inner_text(".schema-view")
     page.keyboard.press("Escape")
     page.wait_for_selector("dialog.modal", state="detached")
+    page.click("a[href='#/collections/photos']")
+    page.wait_for_selector("h1:text('photos')")
+    page.click("#show-schema")
+    photos = page.inner_text("#schema-yaml")
+    assert "{name: image, type: file, mime_types: [image/*], thumbs: [100x100]}" in photos
+    assert "{name: secret, type: file, protected: true}" in photos
+    page.keyboard.press("Escape")
 
 
 def test_invoke_a_function_and_read_its_logs(page: Any, site: Site) -> None:
@@ -617,6 +624,12 @@ def test_the_relation_picker_searches_the_target_by_label(page: Any, site: Site)
     assert USER_EMAIL in page.inner_text(f"tr[data-id='{record_id}'] td[data-column='author'] summary")
     page.click(f"tr[data-id='{record_id}'] button.edit")  # the form shows the picked record by its label
     page.wait_for_selector(f"[data-field='author'] .chosen-label:text('{USER_EMAIL}')")
+    page.click("[data-field='author'] button.clear-relation")  # and by keyboard: type, ↓, Enter
+    page.fill("#f-author", "root@")
+    page.wait_for_selector("#f-author-options button.option")
+    page.press("#f-author", "ArrowDown")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"[data-field='author'] .chosen-label:text('{ADMIN_EMAIL}')")
     page.keyboard.press("Escape")
 
 

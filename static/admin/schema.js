@@ -12,6 +12,15 @@ function fieldYaml(f) {
   if (f.pattern) parts.push(`pattern: ${scalar(f.pattern)}`);
   if (f.values && f.values.length) parts.push(`values: [${f.values.join(", ")}]`);
   if (f.collection) parts.push(`collection: ${f.collection}`);
+  const file = f.file;
+  if (file) { // only what differs from the file type's defaults, as a user would write it
+    if (file.multiple) parts.push("multiple: true");
+    if (file.max_size !== 5 * 1024 * 1024) parts.push(`max_size: ${file.max_size}`);
+    if (file.mime_types.length) parts.push(`mime_types: [${file.mime_types.join(", ")}]`);
+    if (file.max_files !== (file.multiple ? 99 : 1)) parts.push(`max_files: ${file.max_files}`);
+    if (file.protected) parts.push("protected: true");
+    if (file.thumbs.length) parts.push(`thumbs: [${file.thumbs.map((t) => (t.startsWith("0x") ? JSON.stringify(t) : t)).join(", ")}]`);
+  }
   return `      - {${parts.join(", ")}}`;
 }
 
