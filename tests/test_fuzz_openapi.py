@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from alyx.config import load_config
@@ -72,6 +73,7 @@ def fuzz(server: LiveServer, report: Path, *options: str, max_examples: int = 10
     return output
 
 
+@pytest.mark.timeout(300)  # three schemathesis passes over ~90 operations: ~80 s quiet, 135 s at load 8 here
 def test_openapi_fuzz_finds_no_server_errors(live_server, tmp_path: Path) -> None:
     schema = (ROOT / "examples" / "quickstart" / "schema.yaml").read_text()
     server = live_server(schema=schema, env=TEST_ENV)
