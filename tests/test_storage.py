@@ -3,6 +3,7 @@ contract for both; hostile keys; the API end to end on S3; the sweep from the co
 from __future__ import annotations
 
 import io
+import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -72,6 +73,28 @@ def test_put_stat_read_ranges_list_delete(storage: Storage):
     storage.delete("posts/abc/file_x.bin")
     storage.delete("posts/abc/file_x.bin")  # twice: not an error
     assert [b.key for b in storage.list()] == ["posts/abd/other.txt"]
+
+
+def test_s3_uploads_large_files_in_parts_and_aborts_a_failed_one(s3_endpoint: str):
+    storage = new_bucket(s3_endpoint)
+    storage.single_put_max = storage.part_size = 5 * 1024 * 1024  # S3's smallest part
+    data = os.urandom(11 * 1024 * 1024 + 123)  # three parts, the last one short
+    stream = io.BytesIO(b"head" + data)
+    stream.seek(4)  # put sends from the stream's position on
+    assert storage.put("posts/abc/big_x.bin", stream, "application/octet-stream") == len(data)
+    assert b"".join(storage.read("posts/abc/big_x.bin")) == data
+    assert b"".join(storage.read("posts/abc/big_x.bin", 5_000_000, 10_500_000)) == data[5_000_000:10_500_000]
+
+    class Breaks(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            if self.tell() > 6 * 1024 * 1024:
+                raise OSError("disk gone")
+            return super().read(size)
+
+    with pytest.raises(OSError):
+        storage.put("posts/abc/cut_x.bin", Breaks(data), "application/octet-stream")
+    assert storage.stat("posts/abc/cut_x.bin") is None
+    assert storage.client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", []) == []
 
 
 @pytest.mark.parametrize("key", ["../x", "a/../../x", "/etc/passwd", "a//b", "a/./b", ".hidden/x", "a\\..\\b",
