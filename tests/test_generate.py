@@ -237,7 +237,7 @@ from pathlib import Path
 
 import requests
 
-from alyx_client import AlyxClient, AlyxError, AlbumsRecord, PostsRecord
+from alyx_client import AlyxClient, AlyxError, AlbumsRecord, MultipartBody, PostsRecord
 
 
 def download(url: str, status: int = 200) -> bytes:
@@ -272,6 +272,12 @@ def files(client: AlyxClient, png_path: Path) -> None:
     replaced = client.albums.update(album["id"], {}, files={"cover": ("second.png", png)})
     assert replaced["cover"] and replaced["cover"] != cover and replaced["cover"].startswith("second_"), replaced
     download(client.albums.file_url(album, cover), 404)  # the replaced file is gone
+    odd = client.albums.create({}, files={"attachments": [("we\\"ird\\r\\nname.txt", b"x")]})
+    assert (odd["attachments"] or [""])[0].startswith("we_irdname_"), odd  # quotes and line breaks never split a part
+    body = MultipartBody({"title": "again"}, [("cover", ("c.png", io.BytesIO(png)))], [("attachments-", "n")])
+    first = b"".join(iter(lambda: body.read(8192), b""))
+    body.rewind()  # what a retry after a token refresh sends
+    assert b"".join(iter(lambda: body.read(8192), b"")) == first and len(first) == len(body) and png in first
     try:
         client.albums.create({}, files={"cover": ("x.png", b"not an image")})
         raise SystemExit("no error")
