@@ -516,6 +516,10 @@ collections:
   - name: functions
     fields:
       - {name: when, type: datetime, required: true, default: "2026-01-01T00:00:00Z"}
+  - name: files
+    fields:
+      - {name: files, type: file, multiple: true, required: true}
+      - {name: type, type: file}
 """
 
 
@@ -525,6 +529,7 @@ def test_awkward_names_still_compile(tmp_path: Path) -> None:
     generate_into(project, tmp_path / "odd_client", "python")
     run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", "odd_client"], tmp_path)
     assert "self.auth_: Collection[AuthRecord" in (tmp_path / "odd_client" / "__init__.py").read_text()
+    assert "self.files_: Collection[FilesRecord" in (tmp_path / "odd_client" / "__init__.py").read_text()
     if TSC.exists():
         generate_into(project, tmp_path / "ts", "typescript")
         run([str(TSC), "-p", ".", "--noEmit"], tmp_path / "ts")
@@ -535,4 +540,4 @@ def test_awkward_names_still_compile(tmp_path: Path) -> None:
                                                         "GOCACHE": str(ROOT / ".cache" / "go-build"), "GOFLAGS": ""})
         models = (tmp_path / "go" / "models.go").read_text()
         assert 'const AuthFromDone AuthFrom = "Done"' in models and 'const AuthFrom4 AuthFrom = "done"' in models
-        assert "AuthCollection *Collection[AuthRecord" in models
+        assert "AuthCollection *Collection[AuthRecord" in models and "FilesCollection *Collection[FilesRecord" in models
