@@ -288,7 +288,7 @@ class Session:
             elif kind == "auth":
                 principal, expires_at = authenticate_token(self.verifier, payload.get("token"))
                 rt.authenticate(client, principal, expires_at, token=payload.get("token"))
-                client.push(frame("auth", {"user": principal_json(principal)}, request_id))
+                client.push(frame("auth", {"user": principal.as_dict() if principal else None}, request_id))
             elif kind == "subscribe":
                 rt.subscribe(client, payload, request_id)
             elif kind == "unsubscribe":
@@ -306,9 +306,3 @@ class Session:
                 fault = AlyxError("internal_error", "An unexpected error occurred; it has been logged.", 500)
             client.push(error_frame(fault, request_id))
 
-
-def principal_json(principal: Principal | None) -> dict[str, Any] | None:
-    """The `user` of an `auth` reply."""
-    if principal is None:
-        return None
-    return {"id": principal.id, "email": principal.email, "role": principal.role, "verified": principal.verified}

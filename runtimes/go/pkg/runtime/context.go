@@ -60,7 +60,7 @@ func (e *APIError) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.
 // Ctx is one invocation's context: the caller, its input and trigger, the manifest env, and the
 // Alyx API called as the caller through the mounted socket.
 type Ctx struct {
-	Auth      *Auth             // nil: anonymous (or the caller is the server itself: see Trigger)
+	Auth      *Auth             // nil: anonymous; a trigger run sees its caller (the writer of a database hook, the publisher of an event)
 	Input     json.RawMessage   // the trigger's payload; for an HTTP call its JSON body; nil when none
 	Trigger   string            // http, database, webhook, schedule, event
 	Env       map[string]string // the manifest's env (also in os.Getenv)
