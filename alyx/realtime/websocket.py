@@ -305,4 +305,3 @@ class Session:
                 log.exception("realtime: unexpected error handling a frame")
                 fault = AlyxError("internal_error", "An unexpected error occurred; it has been logged.", 500)
             client.push(error_frame(fault, request_id))
-
