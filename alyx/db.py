@@ -36,7 +36,11 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
-        """A write transaction: no network or sandbox calls belong inside it."""
+        """A write transaction: no network or sandbox calls belong inside it.
+
+        Nested calls (a record write inside a batch, alyx/batch.py) join the outermost one: the lock
+        is re-entrant and peewee's ``atomic`` nests as a savepoint, so there is one ``BEGIN IMMEDIATE``
+        (SQLite) or ``BEGIN`` (PostgreSQL), and ``after_commit`` callbacks run after its commit only."""
         if self._write_lock is None:
             with self.peewee.atomic():
                 yield

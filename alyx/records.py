@@ -315,9 +315,11 @@ class Records:
                 if coll.spec.auth and changes.get("email", stored.get("email")) != stored.get("email") \
                         and not (auth is not None and auth.is_admin):
                     changes["verified"] = False  # as in update(): a new address is not verified
+                plan = self._plan_files(coll, stored["id"], changes, None, stored)  # JSON: keep or drop names
                 coll.model.update(changes).where(coll.id_column == stored["id"]).execute()
                 self._publish(ChangeEvent(name, "update", coll.serialize({**stored, **changes}),
                                           coll.serialize(stored)))
+                self._after_commit(plan)
         return len(matched)
 
     def delete_many(self, name: str, where: Any, auth: Principal | None = None,
@@ -330,6 +332,8 @@ class Records:
                 coll.model.delete().where(coll.id_column.in_(ids[start:start + 500])).execute()
             for row, _ in matched:
                 self._publish(ChangeEvent(name, "delete", coll.serialize(row)))
+                if self.files is not None:  # as delete(): the record's blobs go after the commit
+                    self._after_commit(self.files.deleted(coll.spec, row))
         return len(matched)
 
     @contextlib.contextmanager

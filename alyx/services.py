@@ -17,6 +17,7 @@ import redis
 
 from alyx.account_flows import AccountFlows
 from alyx.auth import AuthService
+from alyx.batch import Batch
 from alyx.config import Config
 from alyx.db import Database
 from alyx.errors import ConfigError
@@ -77,6 +78,7 @@ class Services:
     storage: Storage  # blobs of file fields (alyx/storage/)
     files: FileAccess  # downloads, thumbnails and file tokens
     api_limiter: RedisRateLimiter | SqlRateLimiter | None  # api.rate_limit across workers and hosts (None: off)
+    batch: Batch  # POST /api/batch: record writes in one transaction
 
     def migrator(self) -> Migrator:
         return Migrator(self.db, self.schema, self.models, self.system)
@@ -149,7 +151,8 @@ def build_services(config: Config, migrate: bool = True) -> Services:
         accounts = AccountFlows(config, db, system, auth, Mailer(config))
         files = FileAccess(records, storage, lambda: auth.keys, config.storage_token_ttl)
         services = Services(config, schema, db, models, system, access, records, functions, auth, oauth, realtime,
-                            events, hooks, accounts, storage, files, api_limiter(config, db))
+                            events, hooks, accounts, storage, files, api_limiter(config, db),
+                            Batch(db, records, config.api_max_batch))
         if migrate:
             apply_safe_migrations(services)
     except peewee.OperationalError as exc:
