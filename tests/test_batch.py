@@ -58,10 +58,11 @@ def handler(req, res):
                                                 "details": {"title": ["refused by a hook"]}}})
     return res.json({"changes": {"slug": (doc.get("title") or "").lower()}})
 '''
+HOOK = "runtime: python\nhooks:\n  - {{type: database, source: {source}, action: {action}, mode: {mode}}}\n"
 FUNCTIONS = {
-    "onpost/manifest.yaml": "runtime: python\nhooks:\n  - {type: database, source: posts, action: [insert, update, delete]}\n",
+    "onpost/manifest.yaml": HOOK.format(source="posts", action="[insert, update, delete]", mode="async"),
     "onpost/index.py": ECHO,
-    "guard/manifest.yaml": "runtime: python\nhooks:\n  - {type: database, source: hooked, action: insert, mode: sync}\n",
+    "guard/manifest.yaml": HOOK.format(source="hooked", action="insert", mode="sync"),
     "guard/index.py": SYNC_GUARD,
 }
 ADMIN = {"X-Test-User": "admin"}
@@ -200,8 +201,9 @@ def test_the_nth_failure_rolls_everything_back(make: BatchApp, failing: dict[str
 def test_validation_details_of_the_failing_operation_are_kept(app: Flask) -> None:
     error = assert_error(batch(app.test_client(), op("POST", "/api/collections/posts", {"title": "ok"}),
                                op("POST", "/api/collections/posts", {"slug": "no title"})), 422, "validation_failed")
-    assert error["details"] == {"index": 1, "error": {"code": "validation_failed", "message": "The record is not valid.",
-                                                      "details": {"title": ["Missing data for required field."]}}}
+    assert error["details"] == {"index": 1, "error": {
+        "code": "validation_failed", "message": "The record is not valid.",
+        "details": {"title": ["Missing data for required field."]}}}
 
 
 # -- rules and hooks per operation ------------------------------------------------------------
