@@ -1,10 +1,10 @@
 """Batch writes (``POST /api/batch``): several record writes in one transaction, all or nothing.
 
 Each operation is the records service's own create, update or delete (the one write path), run
-as the caller, inside one outer write transaction (alyx/db.py ``Database.write``: each record
-write nests in it as a savepoint). Journal writers (change feed, outbox) write inside it; every
-``after_commit`` callback (listeners, blob deletes) runs once the whole batch commits, and none
-runs when an operation fails and the batch rolls back. See docs/batch.md.
+as the caller, inside one outer write transaction (alyx/db.py ``Database.write``: all or nothing,
+so each record write joins it without a savepoint). Journal writers (change feed, outbox) write
+inside it; every ``after_commit`` callback (listeners, blob deletes) runs once the whole batch
+commits, and none runs when an operation fails and the batch rolls back. See docs/batch.md.
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ class Batch:
         ``{"index": n, "error": {code, message, details}}`` (the operation's original error)."""
         operations = parse_operations(payload, self.max_operations)
         results: list[dict[str, Any]] = []
-        with self.db.write():  # SQLite: one BEGIN IMMEDIATE under the write lock; each record write a savepoint
+        with self.db.write(all_or_nothing=True):  # SQLite: one BEGIN IMMEDIATE under the write lock
             for op in operations:
                 try:
                     results.append(self._apply(op, auth).to_dict())

@@ -4,7 +4,7 @@
     .venv/bin/python bench/batch.py [--ops 100] [--rounds 5] [--database sqlite|postgres]
 
 Alyx runs as in production (`gunicorn -c gunicorn.conf.py -w 2 wsgi:app`, gevent workers) on a
-temporary project with one public collection (title, body, views). One client on one keep-alive
+temporary project with bench/crud.py's public collection (title, body, status, views). One client on one keep-alive
 connection alternates, for --rounds rounds: --ops sequential POST /api/collections/items, then one
 POST /api/batch holding --ops creates. Both write the same records (validation, rule, change-feed
 row each); the batch pays one request and one transaction instead of --ops of each. Prints each
@@ -24,16 +24,7 @@ import time
 import uuid
 
 from common import Server, connect, load_average
-
-SCHEMA = """
-collections:
-  - name: items
-    fields:
-      - {name: title, type: string, required: true, max: 200}
-      - {name: body, type: text}
-      - {name: views, type: int, default: 0, min: 0}
-    rules: {list: "true", view: "true", create: "true", update: "true", delete: "true"}
-"""
+from crud import ALYX_SCHEMA as SCHEMA  # the same items collection as the CRUD benchmark
 
 
 class Client:

@@ -8,9 +8,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from flask import Flask
 
+from alyx.realtime import Client
 from tests.conftest import TEST_ENV, AppMaker
 from tests.harness import eventually
 from tests.helpers import assert_error
@@ -161,6 +163,41 @@ def test_a_batch_is_journalled_in_the_change_feed_and_queues_async_hooks(make: B
     assert feed_head(app) - before == 3
     queued = jobs(app)
     assert sorted(j["payload"]["input"]["document"]["title"] for j in queued) == ["t0", "t1", "t2"]
+
+
+def test_realtime_subscribers_get_the_batch_after_its_commit_and_nothing_of_a_rollback(app: Flask) -> None:
+    svc = app.extensions["alyx"]
+    subscriber = Client(svc.realtime, "batch-test", wake=lambda: None)
+    svc.realtime.subscribe(subscriber, {"collection": "posts"}, "1")
+    subscriber.outbox.clear()  # the snapshot
+    c = app.test_client()
+    done = batch(c, op("POST", "/api/collections/posts", {"title": "a"}), op("POST", "/api/collections/posts",
+                                                                             {"title": "b"}))
+    assert done.status_code == 200
+    failed = batch(c, op("POST", "/api/collections/posts", {"title": "c"}), op("POST", "/api/collections/posts", {}))
+    assert_error(failed, 422)
+    svc.realtime.hub.advance()
+    changes = [orjson.loads(f)["payload"]["changes"] for f in subscriber.outbox]
+    inserted = [doc["title"] for change in changes for doc in change["inserts"]]
+    assert inserted == ["a", "b"]  # "c" was rolled back: never sent
+
+
+def test_on_sqlite_a_batch_is_one_begin_immediate_without_savepoints(tmp_path: Path) -> None:
+    maker = AppMaker(tmp_path, dict(TEST_ENV))
+    try:
+        svc = maker(SCHEMA).extensions["alyx"]
+        statements: list[str] = []
+        with svc.db.connection():
+            svc.db.peewee.connection().set_trace_callback(statements.append)
+            svc.batch.run({"requests": [op("POST", "/api/collections/posts", {"title": str(i)}) for i in range(3)]},
+                          None)
+            svc.db.peewee.connection().set_trace_callback(None)
+        words = [s.split()[0].upper() for s in statements]
+        assert words.count("BEGIN") == 1 and statements[words.index("BEGIN")].upper() == "BEGIN IMMEDIATE"
+        assert words.count("COMMIT") == 1 and "SAVEPOINT" not in words and "ROLLBACK" not in words
+        assert words.count("INSERT") == 6  # three records and their three change-feed rows
+    finally:
+        maker.close()
 
 
 # -- all or nothing -----------------------------------------------------------------------------
