@@ -15,7 +15,7 @@ from typing import Any
 
 from alyx.db import Database
 from alyx.errors import AlyxError, bad_request
-from alyx.records import Records
+from alyx.records import GuardsAhead, Records
 from alyx.rules import Principal, RequestInfo
 
 # A collection route and nothing else: no query string, no "..", no percent-escapes, no trailing slash.
@@ -23,6 +23,7 @@ COLLECTION_URL = re.compile(r"/api/collections/([a-z][a-z0-9_]{0,62})(?:/([A-Za-
 OPERATION_KEYS = frozenset({"method", "url", "body"})
 # method → (takes a record id in the URL, takes a body)
 METHODS = {"POST": (False, True), "PATCH": (True, True), "DELETE": (True, False), "PUT": (False, True)}
+ACTIONS = {"POST": "create", "PATCH": "update", "DELETE": "delete"}  # PUT: create or update
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,13 @@ def _operation(index: int, item: Any) -> Operation:
 
 
 class Batch:
-    """Runs a batch's operations through the records service in one write transaction."""
+    """Runs a batch's operations through the records service in one write transaction.
+
+    Sync hooks (the records service's guards) never run inside a write transaction: on SQLite it holds
+    the write lock, and a function call must not. So the operations they guard first run ahead of it,
+    in order, up to their guards (``GuardsAhead``), against the records as they are before the batch;
+    then every operation runs in the transaction, the guarded ones with their hooks' changes.
+    """
 
     def __init__(self, db: Database, records: Records, max_operations: int) -> None:
         self.db = db
@@ -109,31 +116,65 @@ class Batch:
         with its own status and code, its message naming the operation and ``details``
         ``{"index": n, "error": {code, message, details}}`` (the operation's original error)."""
         operations = parse_operations(payload, self.max_operations)
+        ahead = self._guards_ahead(operations, auth)
         results: list[dict[str, Any]] = []
         with self.db.write(all_or_nothing=True):  # SQLite: one BEGIN IMMEDIATE under the write lock
             for op in operations:
                 try:
-                    results.append(self._apply(op, auth).to_dict())
+                    results.append(self._apply(op, auth, ahead.get(op.index)).to_dict())
                 except AlyxError as exc:
                     raise failure(op, exc) from None
         return results
 
-    def _apply(self, op: Operation, auth: Principal | None) -> Result:
+    def _guards_ahead(self, operations: list[Operation], auth: Principal | None
+                      ) -> dict[int, tuple[str, GuardsAhead]]:
+        """Run the guards of the operations that have any, before the transaction: index → (action, their changes)."""
+        ahead: dict[int, tuple[str, GuardsAhead]] = {}
+        made_here: set[str] = set()  # ids that operations before this one create
+        for op in operations:
+            action = self._action(op)
+            if self.records.guarded(op.collection, action):
+                guards = GuardsAhead()
+                try:
+                    self._write(op, action, auth, guards)
+                except AlyxError as exc:
+                    if exc.status == 404 and op.record_id in made_here:
+                        exc = AlyxError("conflict", f"The record {op.record_id!r} is made by an earlier operation of "
+                                        "this batch, and sync hooks run before the batch: send this operation in "
+                                        "a later request.", 409)
+                    raise failure(op, exc) from None
+                ahead[op.index] = (action, guards)
+            if op.method in ("POST", "PUT") and isinstance(op.body.get("id"), str):
+                made_here.add(op.body["id"])
+        return ahead
+
+    def _apply(self, op: Operation, auth: Principal | None, ahead: tuple[str, GuardsAhead] | None) -> Result:
+        action = self._action(op)
+        if ahead is not None and ahead[0] != action:
+            raise AlyxError("conflict", f"This upsert's sync hooks ran for a {ahead[0]} before the batch, and an "
+                            f"earlier operation made it an {action}: send it in a later request.", 409)
+        body = self._write(op, action, auth, ahead[1] if ahead is not None else None)
+        return Result({"create": 201, "update": 200, "delete": 204}[action], body)
+
+    def _action(self, op: Operation) -> str:
+        """create, update or delete: a PUT is an update when the body's id names a record that exists."""
+        if op.method != "PUT":
+            return ACTIONS[op.method]
+        record_id = op.body.get("id")
+        return "update" if isinstance(record_id, str) and self._exists(op.collection, record_id) else "create"
+
+    def _write(self, op: Operation, action: str, auth: Principal | None,
+               ahead: GuardsAhead | None) -> dict[str, Any] | None:
+        """The operation through the records service (an upsert's create keeps the body's id, which the
+        auth collection refuses: its ids are made by the server)."""
         records, name = self.records, op.collection
-        if op.method == "POST":
-            return Result(201, records.create(name, op.body, auth, _request("POST", op.body)))
-        if op.method == "PATCH":
-            assert op.record_id is not None
-            return Result(200, records.update(name, op.record_id, op.body, auth, _request("PATCH", op.body)))
-        if op.method == "DELETE":
-            assert op.record_id is not None
-            records.delete(name, op.record_id, auth, _request("DELETE", {}))
-            return Result(204, None)
-        record_id = op.body.get("id")  # PUT: upsert
-        if isinstance(record_id, str) and self._exists(name, record_id):
-            return Result(200, records.update(name, record_id, op.body, auth, _request("PATCH", op.body)))
-        # A create, with the body's id if any: the auth collection refuses a chosen id (records.create).
-        return Result(201, records.create(name, op.body, auth, _request("POST", op.body)))
+        if action == "create":
+            return records.create(name, op.body, auth, _request("POST", op.body), ahead=ahead)
+        record_id = op.record_id or str(op.body["id"])
+        if action == "update":
+            return records.update(name, record_id, op.body, auth, _request("PATCH", op.body), ahead=ahead)
+        records.delete(name, record_id, auth, _request("DELETE", {}), ahead=ahead)
+        return None
 
     def _exists(self, name: str, record_id: str) -> bool:
         """Whether the record exists at all (rules aside: a hidden one is then updated, which 404s,

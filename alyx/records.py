@@ -55,6 +55,14 @@ GuardFilter = Callable[[str, str], bool]
 Matched = list[tuple[dict[str, Any], dict[str, Any]]]  # a bulk write's records, each with its guards' changes
 
 
+@dataclass
+class GuardsAhead:
+    """Guards run ahead of a batch's transaction (alyx/batch.py): a write given one without ``changes`` runs its
+    guards, keeps their changes and stops before writing; given it again, it applies them instead."""
+
+    changes: dict[str, Any] | None = None
+
+
 class Records:
     """List, view, create, update and delete records, with rules applied and changes published."""
 
@@ -195,7 +203,7 @@ class Records:
     # -- writes ---------------------------------------------------------------------------------
     def create(self, name: str, body: Any, auth: Principal | None = None, request: RequestInfo | None = None,
                *, server_values: Mapping[str, Any] | None = None, check_rule: bool = True,
-               files: FileInput | None = None) -> dict[str, Any]:
+               files: FileInput | None = None, ahead: GuardsAhead | None = None) -> dict[str, Any]:
         """Validate, check the create rule, insert; 201-ready record (``files``: uploads, see record_files).
 
         ``server_values`` and ``check_rule`` are for server-side services only (the auth service
@@ -216,8 +224,10 @@ class Records:
             record.update(plan.values)
         if check_rule and not self.access.allows(name, "create", auth, record, request):
             raise AlyxError("forbidden", f"You are not allowed to create records in {name!r}.", 403)
-        changes = _normalize_auth(coll, self._run_guards(coll, "create", record, None))
-        if changes:
+        changes = self._guarded(coll, "create", record, None, ahead)
+        if changes is None:
+            return record  # guards run ahead of a batch: the write comes later
+        if _normalize_auth(coll, changes):
             record.update(changes)
             data.update(changes)
         with blobs_written(plan), self._write(coll):
@@ -230,7 +240,8 @@ class Records:
 
     def update(self, name: str, record_id: str, body: Any, auth: Principal | None = None,
                request: RequestInfo | None = None, *, server_values: Mapping[str, Any] | None = None,
-               check_rule: bool = True, files: FileInput | None = None) -> dict[str, Any]:
+               check_rule: bool = True, files: FileInput | None = None, ahead: GuardsAhead | None = None
+               ) -> dict[str, Any]:
         """Partial update: 404 if hidden, 403 if the update rule refuses (see create for the keywords)."""
         coll = self.collection(name)
         data = self._load(coll, body, partial=True)
@@ -244,11 +255,13 @@ class Records:
             planned_from = (self._fetch_writable(coll, record_id, "update", auth, request) if check_rule
                             else self._fetch(coll, record_id, "view", None, request, admin=True))
             plan = self._plan_files(coll, record_id, data, files, planned_from)
-        if self._guards_for(name, "update"):
+        if ahead is not None or self._guards_for(name, "update"):
             before = (self._fetch_writable(coll, record_id, "update", auth, request) if check_rule
                       else self._fetch(coll, record_id, "view", None, request, admin=True))
-            data.update(_normalize_auth(coll, self._run_guards(coll, "update", {**before, **data,
-                                                                               **(server_values or {})}, before)))
+            changes = self._guarded(coll, "update", {**before, **data, **(server_values or {})}, before, ahead)
+            if changes is None:
+                return before
+            data.update(_normalize_auth(coll, changes))
         with blobs_written(plan), self._write(coll):
             if check_rule:
                 stored = self._fetch_writable(coll, record_id, "update", auth, request)
@@ -269,11 +282,12 @@ class Records:
         return coll.serialize(record)
 
     def delete(self, name: str, record_id: str, auth: Principal | None = None,
-               request: RequestInfo | None = None) -> None:
+               request: RequestInfo | None = None, ahead: GuardsAhead | None = None) -> None:
         """Delete: 404 if hidden, 403 if the delete rule refuses, 409 if a restrict relation holds it."""
         coll = self.collection(name)
-        if self._guards_for(name, "delete"):
-            self._run_guards(coll, "delete", self._fetch_writable(coll, record_id, "delete", auth, request), None)
+        if (ahead is not None or self._guards_for(name, "delete")) and self._guarded(
+                coll, "delete", self._fetch_writable(coll, record_id, "delete", auth, request), None, ahead) is None:
+            return
         with self._write(coll):
             stored = self._fetch_writable(coll, record_id, "delete", auth, request)
             coll.model.delete().where(coll.id_column == record_id).execute()
@@ -379,8 +393,22 @@ class Records:
             raise AlyxError("forbidden", f"Only admins can set {', '.join(locked)} of {coll.spec.name!r} records.",
                             403, {name: ["Only admins can set this field."] for name in locked})
 
+    def guarded(self, name: str, action: str) -> bool:
+        """Whether guards (sync hooks) run before ``action`` writes of ``name``."""
+        return bool(self._guards_for(name, action))
+
     def _guards_for(self, name: str, action: str) -> builtins.list[Guard]:
         return [check for check, applies in self.guards if applies(name, action)]
+
+    def _guarded(self, coll: Collection, action: str, document: dict[str, Any], previous: dict[str, Any] | None,
+                 ahead: GuardsAhead | None) -> dict[str, Any] | None:
+        """The guards' changes to a write; None when they have just run ahead of a batch's transaction (stop)."""
+        if ahead is not None and ahead.changes is not None:
+            return ahead.changes
+        changes = self._run_guards(coll, action, document, previous)
+        if ahead is not None:
+            ahead.changes = changes
+        return changes if ahead is None else None
 
     def _run_guards(self, coll: Collection, action: str, document: dict[str, Any],
                     previous: dict[str, Any] | None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from flask import Flask
 
+from alyx.errors import AlyxError
 from alyx.realtime import Client
 from tests.conftest import TEST_ENV, AppMaker
 from tests.harness import eventually
@@ -64,7 +65,7 @@ HOOK = "runtime: python\nhooks:\n  - {{type: database, source: {source}, action:
 FUNCTIONS = {
     "onpost/manifest.yaml": HOOK.format(source="posts", action="[insert, update, delete]", mode="async"),
     "onpost/index.py": ECHO,
-    "guard/manifest.yaml": HOOK.format(source="hooked", action="insert", mode="sync"),
+    "guard/manifest.yaml": HOOK.format(source="hooked", action="[insert, update]", mode="sync"),
     "guard/index.py": SYNC_GUARD,
 }
 ADMIN = {"X-Test-User": "admin"}
@@ -115,6 +116,12 @@ def feed_head(app: Flask) -> int:
     svc = app.extensions["alyx"]
     with svc.db.connection():
         return int(svc.realtime.feed.head())
+
+
+def executions(app: Flask) -> list[dict[str, Any]]:
+    resp = app.test_client().get("/api/executions", headers=ADMIN)
+    assert resp.status_code == 200, resp.data
+    return list(resp.get_json()["items"])
 
 
 def jobs(app: Flask) -> list[dict[str, Any]]:
@@ -272,6 +279,42 @@ def test_a_sync_hook_runs_per_operation_and_may_refuse_one(make: BatchApp) -> No
     assert error["details"] == {"index": 1, "error": {"code": "title_refused", "message": "Not that title.",
                                                       "details": {"title": ["refused by a hook"]}}}
     assert titles(c, "hooked") == ["One", "Two"]
+    runs = [r for r in executions(app) if r["function_id"] == "guard"]
+    assert len(runs) == 4  # the refusing hook's run is recorded: hooks run before the batch's transaction
+    made_here = batch(c, op("POST", "/api/collections/hooked", {"id": "h00000000000001", "title": "Four"}),
+                      op("PATCH", "/api/collections/hooked/h00000000000001", {"title": "Five"}))
+    error = assert_error(made_here, 409, "conflict")
+    assert error["details"]["index"] == 1 and "earlier operation" in error["message"]
+    assert titles(c, "hooked") == ["One", "Two"]
+
+
+def test_guards_run_before_the_transaction_in_order_and_their_changes_are_written(app: Flask) -> None:
+    svc = app.extensions["alyx"]
+    calls: list[tuple[str, str, bool]] = []
+
+    def guard(collection: str, action: str, document: dict[str, Any], previous: dict[str, Any] | None) -> Any:
+        calls.append((action, document.get("title") or "", svc.db.peewee.in_transaction()))
+        if document.get("title") == "nope":
+            raise AlyxError("refused", "Not that one.", 403)
+        return {"slug": f"{action}-{document.get('title')}"} if action != "delete" else None
+
+    svc.records.guard(guard, lambda collection, action: collection == "posts")
+    c = app.test_client()
+    kept = c.post("/api/collections/posts", json={"title": "kept"}).get_json()
+    calls.clear()
+    done = batch(c, op("POST", "/api/collections/posts", {"title": "a"}),
+                 op("PATCH", f"/api/collections/posts/{kept['id']}", {"title": "b"}),
+                 op("PUT", "/api/collections/posts", {"id": kept["id"], "title": "c"}),
+                 op("POST", "/api/collections/comments", {"post": kept["id"], "text": "unguarded"}))
+    assert done.status_code == 200, done.get_json()
+    assert [r["body"].get("slug") for r in done.get_json()[:3]] == ["create-a", "update-b", "update-c"]
+    assert calls == [("create", "a", False), ("update", "b", False), ("update", "c", False)]
+    calls.clear()
+    refused = batch(c, op("DELETE", f"/api/collections/posts/{kept['id']}"), op("POST", "/api/collections/posts",
+                                                                                {"title": "nope"}))
+    assert assert_error(refused, 403, "refused")["details"]["index"] == 1
+    assert calls == [("delete", "c", False), ("create", "nope", False)]
+    assert titles(c) == ["a", "c"]
 
 
 def test_upsert_on_the_auth_collection_never_lets_a_client_choose_an_id(app: Flask) -> None:
