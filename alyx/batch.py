@@ -132,8 +132,9 @@ class Batch:
         ahead: dict[int, tuple[str, GuardsAhead]] = {}
         made_here: set[str] = set()  # ids that operations before this one create
         for op in operations:
-            action = self._action(op)
-            if self.records.guarded(op.collection, action):
+            actions = ("create", "update") if op.method == "PUT" else (ACTIONS[op.method],)
+            action = self._action(op) if any(self.records.guarded(op.collection, a) for a in actions) else None
+            if action is not None and self.records.guarded(op.collection, action):
                 guards = GuardsAhead()
                 try:
                     self._write(op, action, auth, guards)
