@@ -11,6 +11,7 @@ monkey.patch_all()
 import os  # noqa: E402
 
 from gunicorn import glogging  # noqa: E402
+from gunicorn.http import unreader  # noqa: E402
 
 from alyx.accesslog import redact_query  # noqa: E402
 from alyx.config import load_config  # noqa: E402
@@ -42,6 +43,13 @@ class RedactingLogger(glogging.Logger):
 
 
 logger_class = RedactingLogger
+
+# gunicorn 27 reads a request body of known length up to 1 MB per recv() and copies that buffer two or
+# three times per read (unreader.py): a 10 MB upload then peaked ~4 MB above the worker's usual heap,
+# which glibc kept as RSS once an S3 PUT had allocated above it (docs/benchmarks.md, Files). 64 KB, the
+# size werkzeug's form parser asks for, keeps the peak under 1 MB; the 1 MB step exists for CPU-bound
+# threads contending for the GIL, which gevent workers do not have.
+unreader.SocketUnreader.max_body_chunk = 64 * 1024
 
 
 def on_starting(server):

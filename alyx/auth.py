@@ -33,7 +33,7 @@ from alyx.login_guard import LoginGuard
 from alyx.models import SystemModels
 from alyx.passwords import MAX_PASSWORD_LENGTH, Passwords
 from alyx.records import ChangeEvent, Records, normalize_email
-from alyx.rules import AccessRules, Principal, RequestInfo
+from alyx.rules import SYSTEM_PRINCIPAL, AccessRules, Principal, RequestInfo
 from alyx.signing_keys import KeyRing, load_key_ring
 
 log = logging.getLogger("alyx.auth")
@@ -372,11 +372,13 @@ class AuthService(AccountStores):
         return self.start_session(user, "password", client)
 
     def set_password(self, user_id: str, password: str, keep_session: str | None = None,
-                     revoke: bool = False) -> None:
-        """Store a new hash through the records service; with ``revoke``, end the user's other sessions."""
+                     revoke: bool = False, writer: Principal | None = None) -> None:
+        """Store a new hash through the records service; with ``revoke``, end the user's other sessions.
+
+        ``writer``: who asks (the signed-in user changing their password; None: an anonymous request)."""
         password_hash = self.passwords.hash(self.passwords.check_policy(password))
         with self.db.connection():
-            self.records.update(USERS, user_id, {}, None, server_values={"password_hash": password_hash},
+            self.records.update(USERS, user_id, {}, writer, server_values={"password_hash": password_hash},
                                 check_rule=False)
         if revoke:
             self.revoke_user_sessions(user_id, "password changed", keep=keep_session)
@@ -395,7 +397,7 @@ class AuthService(AccountStores):
             if not isinstance(old, str) or not self.passwords.verify(user["password_hash"], old[:MAX_PASSWORD_LENGTH]):
                 raise AlyxError("forbidden", "The current password is wrong.", 403,
                                 {"old_password": ["Does not match the current password."]})
-        self.set_password(principal.id, new, keep_session=session_id, revoke=True)
+        self.set_password(principal.id, new, keep_session=session_id, revoke=True, writer=principal)
 
     def me(self, principal: Principal) -> dict[str, Any]:
         try:
@@ -420,12 +422,13 @@ class AuthService(AccountStores):
                 if not promote:
                     raise AlyxError("conflict", f"A user {email} exists already; add --promote to make them an "
                                                 "admin and set this password.", 409)
-                user = self.records.update(USERS, existing["id"], {}, None, server_values=admin_values,
+                user = self.records.update(USERS, existing["id"], {}, SYSTEM_PRINCIPAL, server_values=admin_values,
                                            check_rule=False)
                 self.revoke_user_sessions(existing["id"], "promoted to admin")
                 return user
-            return self.records.create(USERS, {**(fields or {}), "email": email}, None, server_values=admin_values,
-                                       check_rule=False)
+            # The operator's own write (the CLI): its database hooks run as the server.
+            return self.records.create(USERS, {**(fields or {}), "email": email}, SYSTEM_PRINCIPAL,
+                                       server_values=admin_values, check_rule=False)
 
 
 def principal_of(user: Mapping[str, Any]) -> Principal:

@@ -51,7 +51,7 @@ FAULT_OUTCOMES_WITH_OUTPUT = ("error", "memory_limit")  # failures whose answer 
 
 
 def principal_dict(auth: Principal | None) -> dict[str, Any] | None:
-    """req.auth of a call: the caller's JSON form, or None for anonymous and trigger runs."""
+    """req.auth of a call: the caller's JSON form, or None for anonymous (also what a queued trigger job keeps)."""
     return None if auth is None else auth.as_dict()
 
 

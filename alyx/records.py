@@ -45,12 +45,13 @@ class ChangeEvent:
     action: str  # create | update | delete
     record: dict[str, Any]
     previous: dict[str, Any] | None = None
+    writer: Principal | None = None  # who made the write (None: anonymous); database hooks run as them
 
 
 Listener = Callable[[ChangeEvent], None]
-# A guard sees a write before its transaction: (collection, action, document, previous) → fields to change
-# (or None); it refuses the write by raising AlyxError. Database hooks with mode: sync are guards.
-Guard = Callable[[str, str, dict[str, Any], "dict[str, Any] | None"], "Mapping[str, Any] | None"]
+# A guard sees a write before its transaction: (collection, action, document, previous, writer) → fields to
+# change (or None); it refuses the write by raising AlyxError. Database hooks with mode: sync are guards.
+Guard = Callable[[str, str, dict[str, Any], "dict[str, Any] | None", "Principal | None"], "Mapping[str, Any] | None"]
 GuardFilter = Callable[[str, str], bool]
 Matched = list[tuple[dict[str, Any], dict[str, Any]]]  # a bulk write's records, each with its guards' changes
 
@@ -224,7 +225,7 @@ class Records:
             record.update(plan.values)
         if check_rule and not self.access.allows(name, "create", auth, record, request):
             raise AlyxError("forbidden", f"You are not allowed to create records in {name!r}.", 403)
-        changes = self._guarded(coll, "create", record, None, ahead)
+        changes = self._guarded(coll, "create", record, None, auth, ahead)
         if changes is None:
             return record  # guards run ahead of a batch: the write comes later
         if _normalize_auth(coll, changes):
@@ -234,7 +235,7 @@ class Records:
             self._check_relations(coll, data)
             self.db.insert(coll.model, record)
             created = coll.serialize(record)
-            self._publish(ChangeEvent(name, "create", created))
+            self._publish(ChangeEvent(name, "create", created, writer=auth))
             self._after_commit(plan)
         return created
 
@@ -258,7 +259,8 @@ class Records:
         if ahead is not None or self._guards_for(name, "update"):
             before = (self._fetch_writable(coll, record_id, "update", auth, request) if check_rule
                       else self._fetch(coll, record_id, "view", None, request, admin=True))
-            changes = self._guarded(coll, "update", {**before, **data, **(server_values or {})}, before, ahead)
+            changes = self._guarded(coll, "update", {**before, **data, **(server_values or {})}, before, auth,
+                                    ahead)
             if changes is None:
                 return before
             data.update(_normalize_auth(coll, changes))
@@ -277,7 +279,7 @@ class Records:
                 check_files_unchanged(coll.spec, planned_from, stored)
             coll.model.update(data).where(coll.id_column == record_id).execute()
             record = {**stored, **data}
-            self._publish(ChangeEvent(name, "update", coll.serialize(record), coll.serialize(stored)))
+            self._publish(ChangeEvent(name, "update", coll.serialize(record), coll.serialize(stored), writer=auth))
             self._after_commit(plan)
         return coll.serialize(record)
 
@@ -286,12 +288,13 @@ class Records:
         """Delete: 404 if hidden, 403 if the delete rule refuses, 409 if a restrict relation holds it."""
         coll = self.collection(name)
         if (ahead is not None or self._guards_for(name, "delete")) and self._guarded(
-                coll, "delete", self._fetch_writable(coll, record_id, "delete", auth, request), None, ahead) is None:
+                coll, "delete", self._fetch_writable(coll, record_id, "delete", auth, request), None, auth,
+                ahead) is None:
             return
         with self._write(coll):
             stored = self._fetch_writable(coll, record_id, "delete", auth, request)
             coll.model.delete().where(coll.id_column == record_id).execute()
-            self._publish(ChangeEvent(name, "delete", coll.serialize(stored)))
+            self._publish(ChangeEvent(name, "delete", coll.serialize(stored), writer=auth))
             if self.files is not None:
                 self._after_commit(self.files.deleted(coll.spec, stored))
 
@@ -332,7 +335,7 @@ class Records:
                 plan = self._plan_files(coll, stored["id"], changes, None, stored)  # JSON: keep or drop names
                 coll.model.update(changes).where(coll.id_column == stored["id"]).execute()
                 self._publish(ChangeEvent(name, "update", coll.serialize({**stored, **changes}),
-                                          coll.serialize(stored)))
+                                          coll.serialize(stored), writer=auth))
                 self._after_commit(plan)
         return len(matched)
 
@@ -345,7 +348,7 @@ class Records:
             for start in range(0, len(ids), 500):
                 coll.model.delete().where(coll.id_column.in_(ids[start:start + 500])).execute()
             for row, _ in matched:
-                self._publish(ChangeEvent(name, "delete", coll.serialize(row)))
+                self._publish(ChangeEvent(name, "delete", coll.serialize(row), writer=auth))
                 if self.files is not None:  # as delete(): the record's blobs go after the commit
                     self._after_commit(self.files.deleted(coll.spec, row))
         return len(matched)
@@ -366,7 +369,7 @@ class Records:
 
         guarded: dict[str, dict[str, Any]] | None = None
         if self._guards_for(coll.spec.name, op):
-            guarded = {row["id"]: self._run_guards(coll, op, {**row, **(data or {})}, row if data else None)
+            guarded = {row["id"]: self._run_guards(coll, op, {**row, **(data or {})}, row if data else None, auth)
                        for row in matching()}
         with self._write(coll):
             matched = [(row, (guarded or {}).get(row["id"], {})) for row in matching()
@@ -401,23 +404,23 @@ class Records:
         return [check for check, applies in self.guards if applies(name, action)]
 
     def _guarded(self, coll: Collection, action: str, document: dict[str, Any], previous: dict[str, Any] | None,
-                 ahead: GuardsAhead | None) -> dict[str, Any] | None:
+                 writer: Principal | None, ahead: GuardsAhead | None) -> dict[str, Any] | None:
         """The guards' changes to a write; None when they have just run ahead of a batch's transaction (stop)."""
         if ahead is not None and ahead.changes is not None:
             return ahead.changes
-        changes = self._run_guards(coll, action, document, previous)
+        changes = self._run_guards(coll, action, document, previous, writer)
         if ahead is not None:
             ahead.changes = changes
         return changes if ahead is None else None
 
     def _run_guards(self, coll: Collection, action: str, document: dict[str, Any],
-                    previous: dict[str, Any] | None) -> dict[str, Any]:
+                    previous: dict[str, Any] | None, writer: Principal | None) -> dict[str, Any]:
         """Run the guards of a write; the fields they change are validated like a partial update."""
         checks = self._guards_for(coll.spec.name, action)
         changes: dict[str, Any] = {}
         for check in checks:
             extra = check(coll.spec.name, action, coll.serialize({**document, **changes}),
-                          coll.serialize(previous) if previous is not None else None)
+                          coll.serialize(previous) if previous is not None else None, writer)
             if extra:
                 changes.update(extra)
         for system in ("id", "created_at", "updated_at"):

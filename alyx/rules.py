@@ -39,6 +39,11 @@ class Principal:
         return {"id": self.id, "email": self.email, "role": self.role, "verified": self.verified}
 
 
+# The server itself (an admin): writes the server makes on its own behalf (`alyx admin create`), and the runs
+# of functions whose manifest says ``run_as: system`` (alyx/events/trigger.py).
+SYSTEM_PRINCIPAL = Principal("system", "system@alyx.local", "admin", True)
+
+
 @dataclass(frozen=True)
 class RequestInfo:
     """The parts of the HTTP request rules may look at (`request.method`, `request.time`, ...)."""

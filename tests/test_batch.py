@@ -292,7 +292,8 @@ def test_guards_run_before_the_transaction_in_order_and_their_changes_are_writte
     svc = app.extensions["alyx"]
     calls: list[tuple[str, str, bool]] = []
 
-    def guard(collection: str, action: str, document: dict[str, Any], previous: dict[str, Any] | None) -> Any:
+    def guard(collection: str, action: str, document: dict[str, Any], previous: dict[str, Any] | None,
+              writer: Any) -> Any:
         calls.append((action, document.get("title") or "", svc.db.peewee.in_transaction()))
         if document.get("title") == "nope":
             raise AlyxError("refused", "Not that one.", 403)

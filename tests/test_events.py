@@ -415,7 +415,7 @@ def handler(req, res):
 
 def test_callback_writes_fire_hooks_and_functions_publish_events(ev_app: EvApp) -> None:
     """A hook writes through its API client (req.alyx): that write fires the next hook; the event it publishes
-    reaches its subscriber. Triggered runs call back as the server itself (an admin principal)."""
+    reaches its subscriber. Each run calls back as its caller: the anonymous writer, then the hook itself."""
     app = ev_app({"chain/manifest.yaml": hook_manifest(), "chain/index.py": CHAIN,
                   "onnote/manifest.yaml": hook_manifest("notes"), "onnote/index.py": ECHO,
                   "listener/manifest.yaml": "runtime: python\nhooks:\n  - {type: event, event: post.noted}\n",
@@ -432,7 +432,7 @@ def test_callback_writes_fire_hooks_and_functions_publish_events(ev_app: EvApp) 
 
 ECHO_JS = '''
 export default async function handler(req, res) {
-  console.log(JSON.stringify({ trigger: req.trigger, input: req.input }));
+  console.log(JSON.stringify({ trigger: req.trigger, input: req.input, auth: req.auth, ctx: ctx.auth }));
   return res.json({ ok: true });
 }
 '''
@@ -440,9 +440,12 @@ export default async function handler(req, res) {
 
 def test_node_functions_get_the_same_hook_input(ev_app: EvApp) -> None:
     app = ev_app({"onpostjs/manifest.yaml": hook_manifest().replace("python", "node"), "onpostjs/index.js": ECHO_JS})
-    assert app.test_client().post("/api/collections/posts", json={"title": "from node"}).status_code == 201
+    made = app.test_client().post("/api/collections/posts", json={"title": "from node"},
+                                  headers={"X-Test-User": "user"})
+    assert made.status_code == 201
     (run,) = eventually(lambda: executions(app, function_id="onpostjs"), what="the node hook")
     assert run["status"] == "success" and run["trigger_type"] == "database"
     logged = json.loads(run["logs"]["stdout"])
     assert logged["trigger"] == "database" and logged["input"]["document"]["title"] == "from node"
     assert logged["input"]["action"] == "insert" and logged["input"]["collection"] == "posts"
+    assert logged["auth"]["id"] == logged["ctx"]["id"] == "user00000000001"  # the writer

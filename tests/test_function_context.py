@@ -248,9 +248,12 @@ def test_guards_see_each_record_and_may_refuse_the_whole_bulk_write(api: Any, re
     ids = seed(api)
     records = rest_app.extensions["alyx"].records
     seen: list[tuple[str, str, str | None]] = []
+    writers: set[str | None] = set()
 
-    def guard(collection: str, action: str, document: dict[str, Any], previous: dict[str, Any] | None) -> Any:
+    def guard(collection: str, action: str, document: dict[str, Any], previous: dict[str, Any] | None,
+              writer: Principal | None) -> Any:
         seen.append((action, document["text"], previous and previous["text"]))
+        writers.add(writer and writer.id)
         if action == "delete" and document["text"] == "u2":
             raise AlyxError("forbidden", "u2 stays", 403)
         return {"views": document["views"] + 100} if action == "update" else None
@@ -260,6 +263,7 @@ def test_guards_see_each_record_and_may_refuse_the_whole_bulk_write(api: Any, re
         done = api.patch(BULK, json={"filter": {"owner": USER.id}, "changes": {"tag": "a"}}, headers=as_("user"))
         assert done.json == {"count": 3}
         assert sorted(seen) == [("update", "u1", "u1"), ("update", "u2", "u2"), ("update", "u3", "u3")]
+        assert writers == {USER.id}  # each guard call names who writes
         assert {n: api.get(f"{NOTES}/{ids[n]}").json["views"] for n in ("u1", "u2", "u3", "o1")} \
             == {"u1": 101, "u2": 105, "u3": 110, "o1": 3}  # each record got its own guard's change
         assert_error(api.delete(BULK, json={"filter": {"owner": USER.id}}, headers=as_("admin")), 403, "forbidden")
@@ -480,8 +484,9 @@ schedules:
 @pytest.mark.parametrize("runtime", ["node", "python"])
 def test_daily_cleanup_deletes_old_rows_with_delete_many(fn_app: FnApp, runtime: str) -> None:
     entry, source = ("index.js", CLEANUP_JS) if runtime == "node" else ("index.py", CLEANUP_PY)
-    # `http: true` serves it over /api/functions too (functions with triggers are not, by default)
-    manifest = CLEANUP_MANIFEST.replace("runtime: node", f"runtime: {runtime}\nhttp: true")
+    # `http: true` serves it over /api/functions too (functions with triggers are not, by default); a schedule
+    # has no caller (it runs anonymous), so deleting admin-only logs needs the manifest's `run_as: system`.
+    manifest = CLEANUP_MANIFEST.replace("runtime: node", f"runtime: {runtime}\nhttp: true\nrun_as: system")
     app = fn_app({f"daily-cleanup/{entry}": source, "daily-cleanup/manifest.yaml": manifest},
                   schema=SCHEMA)
     svc = app.extensions["alyx"]
@@ -495,7 +500,7 @@ def test_daily_cleanup_deletes_old_rows_with_delete_many(fn_app: FnApp, runtime:
     # Rules apply as the caller: only admins may delete logs, so a user's call deletes nothing.
     assert c.post("/api/functions/daily-cleanup", json={"retention_days": 30}, headers=as_("user")).json \
         == {"deleted": 0}
-    # The schedule runs as the server (its trigger's principal), with the schedule's config.input.
+    # The schedule runs as the server (run_as: system), with the schedule's config.input.
     ran = c.post("/api/schedules/daily-cleanup/cleanup-old-logs/run", headers=as_("admin"))
     assert ran.status_code == 202, ran.json
 

@@ -297,7 +297,7 @@ def test_webhook_bodies_that_are_not_utf8_arrive_unaltered(fn_app: FnApp, mode: 
         assert runs and runs[0]["status"] == "success", executions(app, function_id="raw")
 
 
-# -- 13: a trigger runs as its caller (the publisher; a webhook's sender is anonymous) unless run_as: system ----------
+# -- 13: a trigger runs as its caller (writer, publisher; anonymous: webhooks, schedules) unless run_as: system --
 PROBE_PY = '''
 def handler(req, res):
     try:
@@ -343,6 +343,73 @@ def test_triggers_run_as_their_caller_not_as_admin(fn_app: FnApp) -> None:
     assert _probe_runs(app, "listener", 2)[0].startswith("admin-api 200")  # an admin publisher: admin
     bad = fn_app({"x/manifest.yaml": "run_as: root\n", "x/index.py": PROBE_PY}).test_client().get("/api/functions/x")
     assert bad.status_code == 503 and "run_as" in bad.json["error"]["message"]
+
+
+VAULT_SCHEMA = """
+collections:
+  - name: inbox
+    fields:
+      - {name: text, type: string}
+    rules: {create: "true", list: "true", view: "true"}
+  - name: vault
+    fields:
+      - {name: secret, type: string}
+"""  # vault has no rules: admins only
+WHO_PY = '''
+import json
+def handler(req, res):
+    text = (req.input.get("document") or req.input)["text"]
+    vault = req.alyx.collections.vault.list()["totalItems"]
+    print("who", json.dumps({"text": text, "auth": req.auth and req.auth["id"], "ctx": ctx.auth and ctx.auth["id"],
+                             "vault": vault}))
+    return res.json({})
+'''
+
+
+def _who(app: Flask, name: str, count: int) -> dict[str, dict[str, object]]:
+    """What each run of ``name`` saw, by the text it ran for: req.auth and ctx.auth (ids), admin-only rows."""
+    import json
+
+    runs = _probe_runs(app, name, count)
+    seen = [json.loads(line.split(" ", 1)[1]) for out in runs for line in out.splitlines() if line.startswith("who ")]
+    return {entry.pop("text"): entry for entry in seen}
+
+
+def test_database_hooks_run_as_the_writer(fn_app: FnApp) -> None:
+    hook = "hooks:\n  - {{type: database, source: inbox, action: insert, mode: {mode}}}\n"
+    app = fn_app({"later/manifest.yaml": hook.format(mode="async"), "later/index.py": WHO_PY,
+                  "now/manifest.yaml": hook.format(mode="sync"), "now/index.py": WHO_PY,
+                  "trusted/manifest.yaml": "run_as: system\n" + hook.format(mode="async"), "trusted/index.py": WHO_PY},
+                 schema=VAULT_SCHEMA)
+    c = app.test_client()
+    assert c.post("/api/collections/vault", json={"secret": "s"}, headers={"X-Test-User": "admin"}).status_code == 201
+    for text, who in (("anonymous", None), ("user", "user"), ("admin", "admin")):
+        headers = {"X-Test-User": who} if who else {}
+        assert c.post("/api/collections/inbox", json={"text": text}, headers=headers).status_code == 201
+    user, admin = "user00000000001", "admin0000000001"
+    for name in ("later", "now"):  # async (a queued job keeps its writer) and sync (a guard of the write)
+        assert _who(app, name, 3) == {
+            "anonymous": {"auth": None, "ctx": None, "vault": 0},  # an anonymous write: an anonymous hook
+            "user": {"auth": user, "ctx": user, "vault": 0},  # a user's write: the user's power, no more
+            "admin": {"auth": admin, "ctx": admin, "vault": 1},
+        }, name
+    # run_as: system: req.auth is still the writer, but req.alyx calls as the server.
+    assert _who(app, "trusted", 3) == {"anonymous": {"auth": None, "ctx": None, "vault": 1},
+                                       "user": {"auth": user, "ctx": user, "vault": 1},
+                                       "admin": {"auth": admin, "ctx": admin, "vault": 1}}
+
+
+def test_schedules_run_anonymous_unless_the_manifest_opts_in(fn_app: FnApp) -> None:
+    schedule = "schedules:\n  - {name: tick, type: interval, expression: 1h, config: {input: {text: tick}}}\n"
+    app = fn_app({"plain/manifest.yaml": schedule, "plain/index.py": WHO_PY,
+                  "trusted/manifest.yaml": "run_as: system\n" + schedule, "trusted/index.py": WHO_PY},
+                 schema=VAULT_SCHEMA)
+    c = app.test_client()
+    assert c.post("/api/collections/vault", json={"secret": "s"}, headers={"X-Test-User": "admin"}).status_code == 201
+    for name in ("plain", "trusted"):  # an admin's "run now" runs it as the schedule would run
+        assert c.post(f"/api/schedules/{name}/tick/run", headers={"X-Test-User": "admin"}).status_code == 202
+    assert _who(app, "plain", 1) == {"tick": {"auth": None, "ctx": None, "vault": 0}}  # no caller: anonymous
+    assert _who(app, "trusted", 1) == {"tick": {"auth": None, "ctx": None, "vault": 1}}  # run_as: system
 
 
 # -- 17: a function's answer is capped and its status checked (502 otherwise) ---------------------------------------

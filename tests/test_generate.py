@@ -2,6 +2,8 @@
 compiled/type-checked and driven against a live gunicorn server (sign up, create, filtered list, realtime, errors)."""
 from __future__ import annotations
 
+import base64
+import io
 import os
 import shutil
 import subprocess
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from alyx.cli import cli
 from alyx.fields.base import FieldType
@@ -21,6 +24,16 @@ from alyx.schema import parse_schema
 from tests.conftest import BLOG_SCHEMA, ROOT, LiveServer, write_project
 
 TSC = ROOT / ".cache" / "ts" / "node_modules" / ".bin" / "tsc"
+# the blog, plus a collection with every kind of file field: one image with a thumbnail size, several
+# files, a protected one; downloads are public (view: true) except the protected file's token
+FILES_SCHEMA = textwrap.dedent(BLOG_SCHEMA) + """  - name: albums
+    fields:
+      - {name: title, type: string}
+      - {name: cover, type: file, mime_types: [image/*], thumbs: [8x8]}
+      - {name: attachments, type: file, multiple: true, max_files: 5}
+      - {name: contract, type: file, protected: true}
+    rules: {list: "true", view: "true", create: "auth != null", update: "auth != null"}
+"""
 GENERATORS = {"typescript": typescript.generate, "python": python.generate, "go": golang.generate}
 
 
@@ -83,6 +96,25 @@ def test_types_come_from_the_field_registry() -> None:
     assert (FieldType.ts_type, FieldType.python_hint, FieldType.go_type) == ("unknown", "Any", "json.RawMessage")
 
 
+def test_file_fields_are_names_in_records_and_uploads_in_inputs() -> None:
+    project = project_model(parse_schema(FILES_SCHEMA))
+    ts = typescript.generate(project)["index.ts"]
+    record = ts.split("export interface AlbumsRecord {")[1].split("}")[0]
+    assert "  cover: string | null;" in record and "  attachments: string[] | null;" in record
+    create = ts.split("export interface AlbumsCreate {")[1].split("}")[0]
+    assert "title" in create and "cover" not in create  # files go apart, as uploads
+    assert "  attachments?: string[] | null;" in ts.split("export interface AlbumsUpdate {")[1].split("}")[0]
+    assert "  cover?: FileUpload;\n  attachments?: FileUpload[];" in ts
+    assert "export type PostsFiles = Record<string, never>;" in ts
+    py = python.generate(project)["__init__.py"]
+    assert '"attachments": "list[str] | None",' in py and '"attachments": "list[FileUpload]",' in py
+    assert 'AlbumsCreate = TypedDict("AlbumsCreate", {\n    "title": "NotRequired[str | None]",\n})' in py
+    go = golang.generate(project)["models.go"]
+    assert "\tAttachments []string `json:\"attachments\"`" in go and "\tCover *string `json:\"cover\"`" in go
+    assert "\tAttachments *[]string `json:\"attachments,omitempty\"`" in go  # update: nil = unchanged
+    assert "\tAttachments []FileUpload\n" in go and "type PostsFiles struct{}" in go
+
+
 def test_check_fails_after_a_schema_change_until_regenerated(tmp_path: Path) -> None:
     project = write_project(tmp_path / "proj", BLOG_SCHEMA)
     out = tmp_path / "client"
@@ -112,6 +144,50 @@ def test_check_fails_after_a_schema_change_until_regenerated(tmp_path: Path) -> 
 
 TS_SCENARIO = """
 import { AlyxClient, AlyxError, PostsRecord, Change } from "./index";
+
+function same(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+async function bytesAt(url: string, status = 200): Promise<Uint8Array> {
+  const response = await fetch(url);
+  if (response.status !== status) throw new Error(`GET ${url}: ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+async function files(client: AlyxClient, pngBase64: string): Promise<void> {
+  const png = Uint8Array.from(atob(pngBase64), (c) => c.charCodeAt(0));
+  const notes = new TextEncoder().encode("notes from ts");
+  const albums = client.collections.albums;
+  const album = await albums.create({ title: "ts album" }, {
+    cover: new File([png], "Cover Photo.png", { type: "image/png" }),
+    attachments: [{ name: "notes.txt", data: notes }, new Blob([png])],
+    contract: { name: "contract.pdf", data: "%PDF-1.4 signed" },
+  });
+  if (!album.cover?.startsWith("cover_photo_") || album.attachments?.length !== 2 || !album.contract) {
+    throw new Error("create with files " + JSON.stringify(album));
+  }
+  if (!same(await bytesAt(albums.fileUrl(album, album.cover)), png)) throw new Error("cover bytes");
+  if (!same(await bytesAt(albums.fileUrl(album, album.attachments[0])), notes)) throw new Error("attachment bytes");
+  const thumb = await fetch(client.files.url("albums", album.id, album.cover, { thumb: "8x8" }));
+  if (thumb.status !== 200 || thumb.headers.get("content-type") !== "image/png") throw new Error("thumb");
+  await bytesAt(albums.fileUrl(album, album.contract), 401);  // protected: needs a file token
+  const { token } = await client.files.token();
+  const contract = await bytesAt(albums.fileUrl(album.id, album.contract, { token }));
+  if (new TextDecoder().decode(contract) !== "%PDF-1.4 signed") throw new Error("protected bytes");
+  const more = new TextEncoder().encode("more");
+  const updated = await albums.update(album.id, { title: "ts album 2" }, {
+    add: { attachments: [{ name: "more.txt", data: more }] }, remove: { attachments: [album.attachments[0]] },
+  });
+  const kept = updated.attachments ?? [];
+  if (updated.title !== "ts album 2" || kept.length !== 2 || kept[0] !== album.attachments[1]) {
+    throw new Error("update with files " + JSON.stringify(updated));
+  }
+  if (!same(await bytesAt(albums.fileUrl(updated, kept[1])), more)) throw new Error("added bytes");
+  await bytesAt(albums.fileUrl(updated, album.attachments[0]), 404);  // removed
+  const dropped = await albums.update(album.id, { cover: null });  // JSON: keep or drop names
+  if (dropped.cover !== null) throw new Error("drop by JSON " + JSON.stringify(dropped));
+}
 
 async function main(): Promise<void> {
   const url = process.argv[2];
@@ -144,6 +220,7 @@ async function main(): Promise<void> {
       throw exc;
     }
   }
+  await files(client, process.argv[3]);
   await client.auth.logout();
   client.close();
   console.log("scenario ok");
@@ -153,10 +230,59 @@ main().catch((exc: unknown) => { console.error(exc); process.exit(1); });
 """
 
 PY_SCENARIO = '''
+import io
 import sys
 import time
+from pathlib import Path
 
-from alyx_client import AlyxClient, AlyxError, PostsRecord
+import requests
+
+from alyx_client import AlyxClient, AlyxError, AlbumsRecord, MultipartBody, PostsRecord
+
+
+def download(url: str, status: int = 200) -> bytes:
+    response = requests.get(url, timeout=30)
+    assert response.status_code == status, (url, response.status_code, response.text[:200])
+    return response.content
+
+
+def files(client: AlyxClient, png_path: Path) -> None:
+    png = png_path.read_bytes()
+    big = bytes(range(256)) * 1000  # 256 KB, read from a file object in 64 KB pieces
+    album: AlbumsRecord = client.albums.create({"title": "py album"}, files={
+        "cover": png_path, "attachments": [("notes.txt", b"notes from py"), ("big.bin", io.BytesIO(big))],
+        "contract": ("contract.pdf", b"%PDF-1.4 signed", "application/pdf")})
+    cover, attachments, contract = album["cover"], album["attachments"], album["contract"]
+    assert cover and attachments and contract and len(attachments) == 2, album
+    assert download(client.albums.file_url(album, cover)) == png
+    assert download(client.albums.file_url(album, attachments[1])) == big
+    thumb = requests.get(client.files.url("albums", album["id"], cover, thumb="8x8"), timeout=30)
+    assert thumb.status_code == 200 and thumb.headers["Content-Type"] == "image/png" and thumb.content != png
+    download(client.albums.file_url(album, contract), 401)  # protected: needs a file token
+    token = client.files.token()
+    assert token["expires_in"] > 0
+    assert download(client.albums.file_url(album["id"], contract, token=token["token"])) == b"%PDF-1.4 signed"
+    updated = client.albums.update(album["id"], {"title": "py album 2"},
+                                   add_files={"attachments": [("more.txt", b"more")]},
+                                   remove_files={"attachments": [attachments[0]]})
+    kept = updated["attachments"] or []
+    assert updated["title"] == "py album 2" and len(kept) == 2 and kept[0] == attachments[1], updated
+    assert download(client.albums.file_url(updated, kept[1])) == b"more"
+    download(client.albums.file_url(updated, attachments[0]), 404)  # removed
+    replaced = client.albums.update(album["id"], {}, files={"cover": ("second.png", png)})
+    assert replaced["cover"] and replaced["cover"] != cover and replaced["cover"].startswith("second_"), replaced
+    download(client.albums.file_url(album, cover), 404)  # the replaced file is gone
+    odd = client.albums.create({}, files={"attachments": [("we\\"ird\\r\\nname.txt", b"x")]})
+    assert (odd["attachments"] or [""])[0].startswith("we_irdname_"), odd  # quotes and line breaks never split a part
+    body = MultipartBody({"title": "again"}, [("cover", ("c.png", io.BytesIO(png)))], [("attachments-", "n")])
+    first = b"".join(iter(lambda: body.read(8192), b""))
+    body.rewind()  # what a retry after a token refresh sends
+    assert b"".join(iter(lambda: body.read(8192), b"")) == first and len(first) == len(body) and png in first
+    try:
+        client.albums.create({}, files={"cover": ("x.png", b"not an image")})
+        raise SystemExit("no error")
+    except AlyxError as exc:
+        assert exc.status == 422 and "cover" in exc.details, exc
 
 
 def main(url: str) -> None:
@@ -182,6 +308,7 @@ def main(url: str) -> None:
         raise SystemExit("no error")
     except AlyxError as exc:
         assert exc.status == 422 and exc.code == "validation_failed" and "title" in exc.details, exc
+    files(client, Path(sys.argv[2]))
     client.auth.logout()
     client.close()
     print("scenario ok")
@@ -194,13 +321,75 @@ if __name__ == "__main__":
 GO_SCENARIO = """package alyxclient
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
+
+func download(t *testing.T, url string, status int) []byte {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != status {
+		t.Fatalf("GET %s: %d %v %s", url, resp.StatusCode, err, data)
+	}
+	return data
+}
+
+func filesScenario(t *testing.T, ctx context.Context, c *Client) {
+	png, err := os.ReadFile(os.Getenv("ALYX_PNG"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	album, err := c.Albums.CreateWithFiles(ctx, AlbumsCreate{Title: Ptr("go album")}, AlbumsFiles{
+		Cover: &FileUpload{Name: "cover.png", Content: bytes.NewReader(png), ContentType: "image/png"},
+		Attachments: []FileUpload{{Name: "notes.txt", Content: strings.NewReader("notes from go")},
+			{Name: "second.txt", Content: strings.NewReader("second")}},
+		Contract: &FileUpload{Name: "contract.pdf", Content: strings.NewReader("%PDF-1.4 signed")},
+	})
+	if err != nil || album.Cover == nil || len(album.Attachments) != 2 || album.Contract == nil {
+		t.Fatalf("create with files: %v %+v", err, album)
+	}
+	if !bytes.Equal(download(t, c.Albums.FileURL(album.ID, *album.Cover, FileURLOptions{}), 200), png) {
+		t.Fatal("cover bytes differ")
+	}
+	notes := c.Files.URL("albums", album.ID, album.Attachments[0], FileURLOptions{})
+	if string(download(t, notes, 200)) != "notes from go" {
+		t.Fatal("attachment bytes differ")
+	}
+	download(t, c.Albums.FileURL(album.ID, *album.Cover, FileURLOptions{Thumb: "8x8"}), 200)
+	download(t, c.Albums.FileURL(album.ID, *album.Contract, FileURLOptions{}), 401)
+	token, err := c.Files.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	protected := c.Albums.FileURL(album.ID, *album.Contract, FileURLOptions{Token: token.Token})
+	if string(download(t, protected, 200)) != "%PDF-1.4 signed" {
+		t.Fatal("protected bytes differ")
+	}
+	updated, err := c.Albums.UpdateWithFiles(ctx, album.ID, AlbumsUpdate{Title: Ptr("go album 2")},
+		FileChanges[AlbumsFiles, AlbumsField]{
+			Add:    AlbumsFiles{Attachments: []FileUpload{{Name: "more.txt", Content: strings.NewReader("more")}}},
+			Remove: map[AlbumsField][]string{AlbumsFieldAttachments: {album.Attachments[0]}}})
+	if err != nil || len(updated.Attachments) != 2 || updated.Attachments[0] != album.Attachments[1] {
+		t.Fatalf("update with files: %v %+v", err, updated)
+	}
+	if string(download(t, c.Albums.FileURL(album.ID, updated.Attachments[1], FileURLOptions{}), 200)) != "more" {
+		t.Fatal("added bytes differ")
+	}
+	download(t, c.Albums.FileURL(album.ID, album.Attachments[0], FileURLOptions{}), 404)
+}
 
 func TestScenario(t *testing.T) {
 	ctx := context.Background()
@@ -240,11 +429,18 @@ func TestScenario(t *testing.T) {
 		apiErr.Details["title"] == nil {
 		t.Fatalf("want a validation error, got %v", err)
 	}
+	filesScenario(t, ctx, c)
 	if err := c.Auth.Logout(ctx); err != nil {
 		t.Fatal(err)
 	}
 }
 """
+
+
+def png_bytes() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (24, 16), "orange").save(out, "PNG")
+    return out.getvalue()
 
 
 def generate_into(project_dir: Path, out: Path, lang: str) -> None:
@@ -255,7 +451,7 @@ def generate_into(project_dir: Path, out: Path, lang: str) -> None:
 def test_typescript_client_compiles_strict_and_runs_the_scenario(tmp_path: Path,
         live_server: Callable[..., LiveServer]) -> None:
     need(TSC.exists() and shutil.which("node") is not None, "tsc (.cache/ts) or node")
-    project = write_project(tmp_path / "proj", BLOG_SCHEMA)
+    project = write_project(tmp_path / "proj", FILES_SCHEMA)
     out = tmp_path / "ts"
     generate_into(project, out, "typescript")
     (out / "scenario.ts").write_text(TS_SCENARIO)
@@ -269,20 +465,23 @@ def test_typescript_client_compiles_strict_and_runs_the_scenario(tmp_path: Path,
     assert code == 0, text
     run([str(TSC), "-p", "."], sdk_dir)  # emits dist/index.js and dist/index.d.ts
     assert "getContext(): Context" in (sdk_dir / "dist" / "index.d.ts").read_text()
-    server = live_server()
-    assert "scenario ok" in run(["node", "--experimental-websocket", "build/scenario.js", server.url], out)
+    server = live_server(FILES_SCHEMA)
+    png = base64.b64encode(png_bytes()).decode()
+    assert "scenario ok" in run(["node", "--experimental-websocket", "build/scenario.js", server.url, png], out)
 
 
 def test_python_client_passes_mypy_strict_and_runs_the_scenario(tmp_path: Path,
         live_server: Callable[..., LiveServer]) -> None:
-    project = write_project(tmp_path / "proj", BLOG_SCHEMA)
+    project = write_project(tmp_path / "proj", FILES_SCHEMA)
     generate_into(project, tmp_path / "alyx_client", "python")
     (tmp_path / "scenario.py").write_text(PY_SCENARIO)
     run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", "alyx_client", "scenario.py"], tmp_path,
         env={"MYPYPATH": str(tmp_path)})
-    server = live_server()
+    server = live_server(FILES_SCHEMA)
     env = {"PYTHONPATH": str(tmp_path)}
-    assert "scenario ok" in run([sys.executable, "scenario.py", server.url], tmp_path, env=env)
+    (tmp_path / "photo.png").write_bytes(png_bytes())
+    assert "scenario ok" in run([sys.executable, "scenario.py", server.url, str(tmp_path / "photo.png")], tmp_path,
+                                env=env)
 
 
 def test_go_client_passes_vet_and_its_go_test(tmp_path: Path,
@@ -290,7 +489,7 @@ def test_go_client_passes_vet_and_its_go_test(tmp_path: Path,
     go = shutil.which("go")
     need(go is not None, "go (golang-go)")
     assert go is not None
-    project = write_project(tmp_path / "proj", BLOG_SCHEMA)
+    project = write_project(tmp_path / "proj", FILES_SCHEMA)
     out = tmp_path / "go"
     generate_into(project, out, "go")
     gofmt = shutil.which("gofmt")
@@ -300,8 +499,10 @@ def test_go_client_passes_vet_and_its_go_test(tmp_path: Path,
     env = {"GOPATH": str(tmp_path / "gopath"), "GOCACHE": str(ROOT / ".cache" / "go-build"), "GOPROXY": "off",
            "GOFLAGS": "", "GO111MODULE": "on"}
     run([go, "vet", "./..."], out, env=env)
-    server = live_server()
-    run([go, "test", "-count=1", "./..."], out, env={**env, "ALYX_URL": server.url})
+    server = live_server(FILES_SCHEMA)
+    (tmp_path / "photo.png").write_bytes(png_bytes())
+    run([go, "test", "-count=1", "./..."], out,
+        env={**env, "ALYX_URL": server.url, "ALYX_PNG": str(tmp_path / "photo.png")})
 
 
 AWKWARD_SCHEMA = """
@@ -315,6 +516,10 @@ collections:
   - name: functions
     fields:
       - {name: when, type: datetime, required: true, default: "2026-01-01T00:00:00Z"}
+  - name: files
+    fields:
+      - {name: files, type: file, multiple: true, required: true}
+      - {name: type, type: file}
 """
 
 
@@ -324,6 +529,7 @@ def test_awkward_names_still_compile(tmp_path: Path) -> None:
     generate_into(project, tmp_path / "odd_client", "python")
     run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", "odd_client"], tmp_path)
     assert "self.auth_: Collection[AuthRecord" in (tmp_path / "odd_client" / "__init__.py").read_text()
+    assert "self.files_: Collection[FilesRecord" in (tmp_path / "odd_client" / "__init__.py").read_text()
     if TSC.exists():
         generate_into(project, tmp_path / "ts", "typescript")
         run([str(TSC), "-p", ".", "--noEmit"], tmp_path / "ts")
@@ -334,4 +540,4 @@ def test_awkward_names_still_compile(tmp_path: Path) -> None:
                                                         "GOCACHE": str(ROOT / ".cache" / "go-build"), "GOFLAGS": ""})
         models = (tmp_path / "go" / "models.go").read_text()
         assert 'const AuthFromDone AuthFrom = "Done"' in models and 'const AuthFrom4 AuthFrom = "done"' in models
-        assert "AuthCollection *Collection[AuthRecord" in models
+        assert "AuthCollection *Collection[AuthRecord" in models and "FilesCollection *Collection[FilesRecord" in models

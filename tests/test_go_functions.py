@@ -105,7 +105,11 @@ import (
 
 func Handle(w http.ResponseWriter, r *http.Request) {
 	ctx := runtime.Context(r)
-	fmt.Printf("%s %s\\n", ctx.Trigger, string(ctx.Input))
+	who := "anonymous"
+	if ctx.Auth != nil {
+		who = ctx.Auth.ID
+	}
+	fmt.Printf("%s %s %s\\n", ctx.Trigger, who, string(ctx.Input))
 	runtime.JSON(w, 200, map[string]bool{"ok": true})
 }
 """
@@ -202,13 +206,14 @@ def test_a_database_hook_and_a_schedule_run_go(fn_app: FnApp) -> None:  # noqa: 
 
     (hook,) = eventually(lambda: ran("database"), what="the database hook")
     assert hook["status"] == "success", hook
-    trigger, _, payload = hook["logs"]["stdout"].strip().partition(" ")
+    trigger, who, payload = hook["logs"]["stdout"].strip().split(" ", 2)
     assert trigger == "database" and json.loads(payload)["document"]["text"] == "from go"
+    assert who == "user00000000001"  # ctx.Auth of a database hook: the writer
     events.scheduler.tick()
     assert c.post("/api/schedules/hooked/tick/run", headers=ADMIN).status_code == 202
     (scheduled,) = eventually(lambda: ran("schedule"), what="the schedule run")
     assert scheduled["status"] == "success" and scheduled["input"] == {"kind": "tick"}
-    assert scheduled["logs"]["stdout"] == 'schedule {"kind": "tick"}\n'
+    assert scheduled["logs"]["stdout"] == 'schedule anonymous {"kind": "tick"}\n'  # a schedule has no caller
 
 
 def test_dependencies_without_a_module_proxy_are_refused_clearly(fn_app: FnApp,  # noqa: F811 - fixture

@@ -88,6 +88,11 @@ def test_webhooks_answer_at_once_unless_async() -> None:
     assert hook is not None and hook.mode == "async" and hook.header == "X-Sig"
 
 
+def test_triggers_run_as_their_caller_unless_run_as_system() -> None:
+    assert manifest("schedules:\n  - {name: a, type: interval, expression: 1h}\n").hooks.run_as == "caller"
+    assert manifest("run_as: system\nhooks:\n  - {type: database, source: posts}\n").hooks.run_as == "system"
+
+
 @pytest.mark.parametrize("text, expected", [
     ("runtime: python\n\ntimeout: soon\n", f"{PATH}:3: timeout: expected a duration"),
     ("timeout: 0\n", f"{PATH}:1: timeout: expected at least 0.01s"),
@@ -123,6 +128,7 @@ def test_webhooks_answer_at_once_unless_async() -> None:
     ("schedules:\n  - name: a\n    expression: 'not cron'\n", f"{PATH}:3: schedules[0]: 'not cron' is not a 5-field"),
     ("schedules:\n  - {name: a, type: interval, expression: 500ms}\n", f"{PATH}:2: schedules[0]: interval '500ms'"),
     ("schedules: daily\n", f"{PATH}:1: schedules: must be a list"),
+    ("timeout: 1\nrun_as: root\n", f"{PATH}:2: run_as: expected caller or system, got str 'root'"),
 ])
 def test_errors_name_file_line_and_key(text: str, expected: str) -> None:
     assert problem(text).startswith(expected)

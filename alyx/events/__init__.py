@@ -14,7 +14,8 @@
 - Outgoing webhooks (outgoing.py): alyx.yaml ``webhooks:`` and the signed POST to the receiver.
 - Incoming webhooks and custom events (incoming.py) become ``req.input``: a ``mode: sync`` webhook runs at
   once and its response is the sender's (service.py ``receive_webhook``); ``mode: async`` ones and events are jobs.
-- Every function run goes through alyx/functions.py ``Functions.run`` (trigger.py: as the server).
+- Every function run goes through alyx/functions.py ``Functions.run`` (trigger.py: as its caller — the
+  writer, the publisher; anonymous for webhooks and schedules — or as the server with ``run_as: system``).
 
 No Flask here: alyx/blueprints/webhooks.py and schedules.py are the HTTP side.
 """
@@ -24,9 +25,8 @@ from alyx.events.index import HookCatalog, HookIndex, event_matches
 from alyx.events.outbox import HOOK_ACTION, change_input
 from alyx.events.outgoing import DEFAULT_SIGNATURE_HEADER, OutgoingWebhook, parse_outgoing
 from alyx.events.service import Events
-from alyx.events.trigger import SYSTEM_PRINCIPAL
 from alyx.sandbox.manifest import ACTIONS, DatabaseHook, EventHook, FunctionHooks, WebhookHook
 
-__all__ = ["ACTIONS", "DEFAULT_SIGNATURE_HEADER", "HOOK_ACTION", "SYSTEM_PRINCIPAL", "DatabaseHook", "EventHook",
+__all__ = ["ACTIONS", "DEFAULT_SIGNATURE_HEADER", "HOOK_ACTION", "DatabaseHook", "EventHook",
            "Events", "FunctionHooks", "HookCatalog", "HookIndex", "OutgoingWebhook", "WebhookHook", "change_input",
            "event_matches", "parse_outgoing"]

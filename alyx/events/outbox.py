@@ -7,6 +7,7 @@ from typing import Any
 from alyx.clock import iso, utcnow
 from alyx.events.index import HookIndex
 from alyx.events.outgoing import OutgoingWebhook
+from alyx.functions import principal_dict
 from alyx.jobs import job_row
 from alyx.records import ChangeEvent
 
@@ -24,14 +25,16 @@ def change_input(collection: str, action: str, document: Mapping[str, Any],
 
 def outbox_rows(event: ChangeEvent, index: HookIndex, outgoing: Mapping[str, OutgoingWebhook],
                 retries_of: Callable[[str], int], default_retries: int) -> list[dict[str, Any]]:
-    """The job rows one change queues: a run per async hook, a delivery per matching outgoing webhook."""
+    """The job rows one change queues: a run per async hook (as the change's writer), a delivery per matching
+    outgoing webhook."""
     key = (event.collection, event.action)
     functions = index.async_db.get(key)
     hooks = [h for h in outgoing.values() if h.matches(*key)] if outgoing else None
     if not functions and not hooks:
         return []
     hook_input = change_input(event.collection, event.action, event.record, event.previous)
-    rows = [job_row("function", name, "database", {"input": hook_input}, 1 + retries_of(name))
+    payload = {"input": hook_input, "caller": principal_dict(event.writer)}
+    rows = [job_row("function", name, "database", payload, 1 + retries_of(name))
             for name in functions or ()]
     if hooks:
         body = {"type": f"{event.collection}.{HOOK_ACTION[event.action]}", "created_at": iso(utcnow()),

@@ -11,7 +11,7 @@ from alyx.db import Database
 from alyx.errors import AlyxError
 from alyx.events.incoming import delivery_headers, input_body
 from alyx.events.outgoing import OutgoingWebhook, deliver
-from alyx.events.trigger import SYSTEM_PRINCIPAL, log_trigger, principal_from, run_trigger
+from alyx.events.trigger import log_trigger, principal_from, run_trigger
 from alyx.executions import capped_text
 from alyx.functions import Functions
 from alyx.jobs import Job, JobQueue
@@ -47,8 +47,9 @@ class JobRunner:
             return self._failed(job, _error_of(exc), self._recorder(job.target, "", job.trigger_type, hook_input,
                                                                      None, started))
         body = headers = None
-        # Webhooks and events carry their caller; database hooks and schedules run as the server.
-        caller = principal_from(payload.get("caller")) if job.trigger_type in ("webhook", "event") else SYSTEM_PRINCIPAL
+        # The job keeps its caller: a hook's writer, an event's publisher; none (anonymous) for a webhook's sender
+        # and a schedule.
+        caller = principal_from(payload.get("caller"))
         if job.trigger_type == "webhook":
             body = input_body(hook_input)
             headers = delivery_headers(hook_input)

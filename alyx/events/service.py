@@ -22,8 +22,8 @@ from alyx.events.outgoing import parse_outgoing
 from alyx.events.replays import ReplayGuard
 from alyx.events.runner import JobRunner
 from alyx.events.sync_hooks import SyncHooks
-from alyx.events.trigger import log_trigger, principal_json, run_trigger
-from alyx.functions import Functions
+from alyx.events.trigger import log_trigger, run_trigger
+from alyx.functions import Functions, principal_dict
 from alyx.jobs import Job, JobQueue, job_row
 from alyx.leases import Leases
 from alyx.models import build_event_models
@@ -157,7 +157,7 @@ class Events:
         each run calls the API back as ``publisher`` (or as the server with ``run_as: system``)."""
         clean = clean_event(event)
         targets = self.refresh().subscribers(clean)
-        payload = {"input": clean, "caller": principal_json(publisher)}
+        payload = {"input": clean, "caller": principal_dict(publisher)}
         rows = [job_row("function", name, "event", payload, 1 + self.retries_of(name)) for name in targets]
         if rows:
             with self.db.connection(), self.db.write():

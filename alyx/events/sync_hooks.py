@@ -9,8 +9,9 @@ import orjson
 from alyx.errors import AlyxError
 from alyx.events.index import HookCatalog
 from alyx.events.outbox import change_input
-from alyx.events.trigger import SYSTEM_PRINCIPAL, run_trigger
+from alyx.events.trigger import run_trigger
 from alyx.functions import Functions, public_details
+from alyx.rules import Principal
 from alyx.sandbox import CallResult
 
 
@@ -25,9 +26,10 @@ class SyncHooks:
     def applies(self, collection: str, action: str) -> bool:
         return bool(self.catalog.refresh().sync_db.get((collection, action)))
 
-    def run(self, collection: str, action: str, document: dict[str, Any],
-            previous: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Run each sync hook in turn; returns the fields they change, or raises the refusal."""
+    def run(self, collection: str, action: str, document: dict[str, Any], previous: dict[str, Any] | None,
+            writer: Principal | None) -> dict[str, Any] | None:
+        """Run each sync hook in turn, as the write's ``writer``; returns the fields they change, or raises the
+        refusal."""
         changes: dict[str, Any] = {}
         for name in self.catalog.index.sync_db.get((collection, action), []):
             try:
@@ -39,8 +41,7 @@ class SyncHooks:
             timeout = min(spec.limits.timeout, float(self.timeout_seconds))
             spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, timeout=timeout))
             hook_input = change_input(collection, action, {**document, **changes}, previous)
-            result, execution_id = run_trigger(self.functions, spec, "database", hook_input,
-                                                     caller=SYSTEM_PRINCIPAL)
+            result, execution_id = run_trigger(self.functions, spec, "database", hook_input, caller=writer)
             if result.outcome == "success" and result.status < 400:
                 changes.update(changes_from(result, name))
                 continue

@@ -1,8 +1,9 @@
 """Running a function for a trigger (database hook, webhook, schedule, custom event), as whom it says.
 
-Who a trigger run is when it calls the API back (req.alyx): its caller — a custom event's publisher,
-nobody (anonymous) for a webhook's sender — unless the manifest says ``run_as: system``. Database
-hooks and schedules run as the server (``SYSTEM_PRINCIPAL``).
+A trigger run's caller is whoever caused it: a database hook's writer (the principal of the write),
+a custom event's publisher, nobody (anonymous) for a webhook's sender or a schedule. It is the run's
+``req.auth``, and who the run is when it calls the API back (req.alyx) — unless the manifest says
+``run_as: system``: then req.alyx calls as the server (``SYSTEM_PRINCIPAL``, an admin).
 """
 from __future__ import annotations
 
@@ -11,12 +12,9 @@ from typing import Any
 
 import orjson
 
-from alyx.functions import Functions, trigger_log_input
-from alyx.rules import Principal
+from alyx.functions import Functions, principal_dict, trigger_log_input
+from alyx.rules import SYSTEM_PRINCIPAL, Principal
 from alyx.sandbox import Call, CallResult, FunctionSpec
-
-# The server itself (an admin): database hooks and schedules, and functions whose manifest says run_as: system.
-SYSTEM_PRINCIPAL = Principal("system", "system@alyx.local", "admin", True)
 
 
 def runs_as(spec: FunctionSpec, caller: Principal | None) -> Principal | None:
@@ -24,33 +22,31 @@ def runs_as(spec: FunctionSpec, caller: Principal | None) -> Principal | None:
     return SYSTEM_PRINCIPAL if spec.hooks is not None and spec.hooks.run_as == "system" else caller
 
 
-def principal_json(principal: Principal | None) -> dict[str, Any] | None:
-    """A caller as a queued job keeps it (None: anonymous)."""
-    return None if principal is None else principal.as_dict()
-
-
 def principal_from(value: Any) -> Principal | None:
-    """The caller a queued job kept (``principal_json``)."""
+    """The caller a queued job kept (as ``alyx.functions.principal_dict``; None: anonymous)."""
     if not isinstance(value, dict):
         return None
     return Principal(str(value["id"]), str(value["email"]), str(value.get("role") or "user"),
                      bool(value.get("verified")))
 
 
-def trigger_call(spec: FunctionSpec, trigger: str, hook_input: Any, body: bytes | None = None,
-                 headers: list[tuple[str, str]] | None = None) -> Call:
-    """The call a trigger makes: POST with ``req.input`` (and, without a body of its own, the input as JSON)."""
+def trigger_call(spec: FunctionSpec, trigger: str, hook_input: Any, caller: Principal | None,
+                 body: bytes | None = None, headers: list[tuple[str, str]] | None = None) -> Call:
+    """The call a trigger makes: POST with ``req.input`` (and, without a body of its own, the input as JSON)
+    and ``req.auth`` its caller."""
     if body is None:
         body = orjson.dumps(hook_input)
         headers = [("content-type", "application/json"), *(headers or [])]
-    return Call("POST", f"/api/functions/{spec.name}", list(headers or []), body, None, hook_input, trigger)
+    return Call("POST", f"/api/functions/{spec.name}", list(headers or []), body, principal_dict(caller), hook_input,
+                trigger)
 
 
 def run_trigger(functions: Functions, spec: FunctionSpec, trigger: str, hook_input: Any, *,
                 caller: Principal | None, body: bytes | None = None, headers: list[tuple[str, str]] | None = None,
                 record: bool = True) -> tuple[CallResult, str]:
-    """Run a function for a trigger (no invoke rule) as ``runs_as(spec, caller)``, and log it."""
-    call = trigger_call(spec, trigger, hook_input, body, headers)
+    """Run a function for a trigger (no invoke rule): req.auth is ``caller``, req.alyx calls as
+    ``runs_as(spec, caller)``; log it."""
+    call = trigger_call(spec, trigger, hook_input, caller, body, headers)
     return functions.run(spec, call, callback_as=runs_as(spec, caller), log_input=trigger_log_input(hook_input),
                          record=record)
 

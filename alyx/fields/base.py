@@ -77,6 +77,9 @@ class FieldType:
     python_hint: ClassVar[str] = "Any"  # a type hint (NumberType.python_type is the parser)
     go_type: ClassVar[str] = "json.RawMessage"
     client_doc: ClassVar[str] = ""
+    # the value names uploaded files: clients send the files apart (multipart/form-data), leave the field
+    # out of create inputs, and build download URLs for it
+    client_upload: ClassVar[bool] = False
     # the admin UI (static/admin/): which form widget edits a value of this type (text, textarea, integer,
     # number, toggle, date, datetime, select, relation, json, email, url)
     widget: ClassVar[str] = "json"
@@ -140,6 +143,10 @@ class FieldType:
     def client_values(self, spec: FieldSpec) -> tuple[str, ...]:
         """The only values a field can hold, for clients' literal unions and enums (() when open)."""
         return ()
+
+    def client_list(self, spec: FieldSpec) -> bool:
+        """Whether clients type the value as a list of the type's client type (a multiple file field)."""
+        return False
 
     def client_relation(self, spec: FieldSpec) -> str | None:
         """The collection whose record id the value is (clients type its ``expand``), or None."""

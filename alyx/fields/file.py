@@ -87,6 +87,9 @@ class FileType(FieldType):
     family = cel.Family.OPAQUE
     options = frozenset({"multiple", "max_size", "mime_types", "max_files", "protected", "thumbs"})
     sortable = False
+    ts_type, python_hint, go_type = "string", "str", "string"
+    client_doc = "stored file name(s); download from the URL files.url(collection, id, name) builds"
+    client_upload = True
 
     def column(self, spec: FieldSpec, models: Models, collection: str) -> peewee.Field:
         return FileNamesField(multiple=file_settings(spec).multiple, null=True)
@@ -112,6 +115,9 @@ class FileType(FieldType):
         if file_settings(spec).multiple:
             return {"type": "array", "items": {"type": "string"}, "description": "stored file names"}
         return {"type": "string", "description": "the stored file name"}
+
+    def client_list(self, spec: FieldSpec) -> bool:
+        return file_settings(spec).multiple
 
     def query_value(self, raw: str) -> Any:
         raise NoEquality(raw)

@@ -33,7 +33,8 @@ def _consts(type_name: str, values: tuple[str, ...] | list[str], doc: str) -> li
 
 
 def _base(coll: Collection, f: Field) -> str:
-    return values_type(coll, f) if f.values else f.kind.go_type
+    base = values_type(coll, f) if f.values else f.kind.go_type
+    return "[]" + base if f.is_list else base
 
 
 def _pointer(coll: Collection, f: Field) -> str:
@@ -55,7 +56,7 @@ def _struct(name: str, doc: str, fields: list[tuple[str, str, str, str]]) -> lis
 
 def _record(project: Project, coll: Collection) -> list[str]:
     s = coll.stem
-    fields = [(f.doc, go_name(f.name), _base(coll, f) if f.required else _pointer(coll, f), f.name)
+    fields = [(f.doc, go_name(f.name), _base(coll, f) if f.required or f.is_list else _pointer(coll, f), f.name)
               for f in coll.fields]
     fields.append(("related records, for the relations named in Expand", "Expand", f"*{s}Expand", "expand,omitempty"))
     out = _struct(f"{s}Record", f"is a {coll.name} record as the API returns it.", fields)
@@ -83,9 +84,10 @@ def collection_types(project: Project, coll: Collection) -> list[str]:
                    f"names a relation of {coll.name} (ListParams.Expand).")
     out += _record(project, coll)
     out += _struct(f"{s}Create", f"is the body of POST /api/collections/{coll.name}.",
-                   _inputs(coll, coll.writable, False))
+                   _inputs(coll, coll.creatable, False))
     out += _struct(f"{s}Update", f"is the body of PATCH /api/collections/{coll.name}/<id> (nil: unchanged).",
                    _inputs(coll, coll.writable, True))
+    out += files_type(coll)
     if coll.name == AUTH_COLLECTION:
         fields = _inputs(coll, coll.registrable, False) + [
             ("", "Password", "string", "password"), ("", "PasswordConfirm", "string", "passwordConfirm,omitempty")]
@@ -93,24 +95,51 @@ def collection_types(project: Project, coll: Collection) -> list[str]:
     return out
 
 
+def files_type(coll: Collection) -> list[str]:
+    """<Stem>Files: the files a create (or an update's Set/Add) uploads, by file field, and its form parts."""
+    name = f"{coll.stem}Files"
+    out = [f"// {name} are files to upload to {coll.name}'s file fields (CreateWithFiles, FileChanges).",
+           f"type {name} struct" + (" {" if coll.uploads else "{}")]
+    for i, f in enumerate(coll.uploads):
+        out += ([""] if i else []) + [f"\t{go_name(f.name)} {'[]' if f.is_list else '*'}FileUpload"]
+    if coll.uploads:
+        out.append("}")
+    out += ["", f"func (f {name}) parts() []filePart {{"]
+    if not coll.uploads:
+        return out + ["\treturn nil", "}", ""]
+    out.append("\tvar out []filePart")
+    for f in coll.uploads:
+        if f.is_list:
+            out += [f"\tfor _, u := range f.{go_name(f.name)} {{",
+                    f"\t\tout = append(out, filePart{{{json.dumps(f.name)}, u}})", "\t}"]
+        else:
+            out += [f"\tif f.{go_name(f.name)} != nil {{",
+                    f"\t\tout = append(out, filePart{{{json.dumps(f.name)}, *f.{go_name(f.name)}}})", "\t}"]
+    return out + ["\treturn out", "}", ""]
+
+
 def member(coll: Collection) -> str:
     """The Client field of a collection: its stem, or stem + "Collection" when the Client has that field."""
-    return coll.stem + "Collection" if coll.stem in ("Transport", "Auth", "Functions") else coll.stem
+    return coll.stem + "Collection" if coll.stem in ("Transport", "Auth", "Functions", "Files") else coll.stem
+
+
+def _kinds(c: Collection) -> str:
+    s = c.stem
+    return f"{s}Record, {s}Create, {s}Update, {s}Field, {s}Relation, {s}Files"
 
 
 def client_struct(project: Project) -> list[str]:
-    out = ["// Client holds typed calls for every collection, plus auth and functions (REST only: no realtime).",
-           "type Client struct {", "\tTransport *Transport", "", "\tAuth *Auth", "", "\tFunctions *Functions"]
+    out = ["// Client holds typed calls for every collection, plus auth, functions and files (REST only: no realtime).",
+           "type Client struct {", "\tTransport *Transport", "", "\tAuth *Auth", "", "\tFunctions *Functions", "",
+           "\tFiles *Files"]
     for c in project.collections:
-        s = c.stem
-        out += ["", f"\t{member(c)} *Collection[{s}Record, {s}Create, {s}Update, {s}Field, {s}Relation]"]
+        out += ["", f"\t{member(c)} *Collection[{_kinds(c)}]"]
     out += ["}", "", "// New returns a client of the server at baseURL (e.g. \"https://api.example.com\").",
             "func New(baseURL string) *Client {", "\tt := newTransport(baseURL)", "\tc := &Client{Transport: t}",
-            "\tc.Auth = &Auth{transport: t}", "\tc.Functions = &Functions{transport: t}"]
+            "\tc.Auth = &Auth{transport: t}", "\tc.Functions = &Functions{transport: t}",
+            "\tc.Files = &Files{transport: t}"]
     for c in project.collections:
-        s = c.stem
-        out.append(f"\tc.{member(c)} = &Collection[{s}Record, {s}Create, {s}Update, {s}Field, {s}Relation]"
-                   f"{{transport: t, Name: {json.dumps(c.name)}}}")
+        out.append(f"\tc.{member(c)} = &Collection[{_kinds(c)}]{{transport: t, Name: {json.dumps(c.name)}}}")
     return out + ["\treturn c", "}", ""]
 
 

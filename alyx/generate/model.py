@@ -32,6 +32,8 @@ class Field:
     relation: str | None  # the collection a relation points at
     doc: str
     system: bool = False
+    is_list: bool = False  # a list of the type's values (a multiple file field)
+    upload: bool = False  # names uploaded files: sent apart from the JSON input (FieldType.client_upload)
 
     @property
     def create_required(self) -> bool:
@@ -49,7 +51,18 @@ class Collection:
 
     @property
     def writable(self) -> tuple[Field, ...]:
+        """What an update input may send (file fields: names to keep)."""
         return tuple(f for f in self.fields if not f.system)
+
+    @property
+    def creatable(self) -> tuple[Field, ...]:
+        """What a create input sends as JSON: file fields are uploads (``uploads``), never names."""
+        return tuple(f for f in self.writable if not f.upload)
+
+    @property
+    def uploads(self) -> tuple[Field, ...]:
+        """The fields that take uploaded files."""
+        return tuple(f for f in self.fields if f.upload)
 
     @property
     def relations(self) -> tuple[Field, ...]:
@@ -58,7 +71,7 @@ class Collection:
     @property
     def registrable(self) -> tuple[Field, ...]:
         """What a sign-up may send besides the password."""
-        return tuple(f for f in self.writable if f.name not in ADMIN_ONLY)
+        return tuple(f for f in self.creatable if f.name not in ADMIN_ONLY)
 
 
 @dataclass(frozen=True)
@@ -80,7 +93,7 @@ def stem(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
 
 
-_SUFFIXES = ("Record", "Expand", "Create", "Update", "Field", "Relation", "Register")
+_SUFFIXES = ("Record", "Expand", "Create", "Update", "Field", "Relation", "Register", "Files")
 
 
 def values_type(coll: Collection, f: Field) -> str:
@@ -103,7 +116,8 @@ def _field(spec: FieldSpec) -> Field:
     kind = lookup(spec.type)
     relation = kind.client_relation(spec)
     doc = kind.client_doc or (f"id of a {relation} record" if relation else "")
-    return Field(spec.name, kind, spec.required, spec.default is not None, kind.client_values(spec), relation, doc)
+    return Field(spec.name, kind, spec.required, spec.default is not None, kind.client_values(spec), relation, doc,
+                 is_list=kind.client_list(spec), upload=kind.client_upload)
 
 
 def _system_fields() -> tuple[Field, ...]:
@@ -114,7 +128,7 @@ def _system_fields() -> tuple[Field, ...]:
 def _describe(collections: tuple[Collection, ...]) -> str:
     """The canonical text the hash is taken of: everything that changes generated code."""
     data = [{"name": c.name, "auth": c.auth,
-             "fields": [[f.name, f.kind.name, f.required, f.has_default, list(f.values), f.relation]
+             "fields": [[f.name, f.kind.name, f.required, f.has_default, list(f.values), f.relation, f.is_list]
                         for f in c.fields]} for c in collections]
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 

@@ -14,6 +14,8 @@ def _literal(values: tuple[str, ...] | list[str]) -> str:
 
 def _value(coll: Collection, f: Field) -> str:
     base = values_type(coll, f) if f.values else f.kind.python_hint
+    if f.is_list:
+        base = f"list[{base}]"
     return base if f.required else f"{base} | None"
 
 
@@ -42,10 +44,12 @@ def collection_types(project: Project, coll: Collection) -> list[str]:
                        "Related records, filled for the relations named in ``expand``.", total=False)
     record = [(f.name, _value(coll, f)) for f in coll.fields] + [("expand", f"NotRequired[{s}Expand]")]
     out += _typed_dict(f"{s}Record", record, f"A {coll.name} record as the API returns it.")
-    out += _typed_dict(f"{s}Create", _inputs(coll, coll.writable, False),
+    out += _typed_dict(f"{s}Create", _inputs(coll, coll.creatable, False),
                        f"POST /api/collections/{coll.name}: required fields without a default must be sent.")
     out += _typed_dict(f"{s}Update", _inputs(coll, coll.writable, True),
                        f"PATCH /api/collections/{coll.name}/<id>: only the fields sent change.")
+    out += _typed_dict(f"{s}Files", [(f.name, "list[FileUpload]" if f.is_list else "FileUpload") for f in coll.uploads],
+                       f"Files to upload to {coll.name}'s file fields (create, update).", total=False)
     if coll.name == AUTH_COLLECTION:
         items = _inputs(coll, coll.registrable, False) + [("password", "Required[str]"),
                                                            ("passwordConfirm", "NotRequired[str]")]
@@ -53,7 +57,7 @@ def collection_types(project: Project, coll: Collection) -> list[str]:
     return out
 
 
-_TAKEN = {"auth", "functions", "transport", "realtime", "close"}  # BaseClient's own attributes
+_TAKEN = {"auth", "functions", "files", "transport", "realtime", "close"}  # BaseClient's own attributes
 
 
 def attribute(name: str) -> str:
@@ -70,7 +74,7 @@ def client_class(project: Project) -> list[str]:
            "        super().__init__(base_url, tokens, session, timeout)"]
     for c in project.collections:
         s = c.stem
-        kinds = f"{s}Record, {s}Create, {s}Update, {s}Field, {s}Relation"
+        kinds = f"{s}Record, {s}Create, {s}Update, {s}Field, {s}Relation, {s}Files"
         out.append(f"        self.{attribute(c.name)}: Collection[{kinds}] = Collection(self, {json.dumps(c.name)})")
     return out + ["", "", "SCHEMA_HASH = " + json.dumps(project.schema_hash)]
 

@@ -12,7 +12,8 @@ def _doc(text: str, indent: str = "  ") -> list[str]:
 
 
 def _value(coll: Collection, f: Field) -> str:
-    return values_type(coll, f) if f.values else f.kind.ts_type
+    base = values_type(coll, f) if f.values else f.kind.ts_type
+    return base + "[]" if f.is_list else base
 
 
 def _union(values: tuple[str, ...] | list[str]) -> str:
@@ -37,7 +38,7 @@ def collection_types(project: Project, coll: Collection) -> list[str]:
     out += ["/** Related records, filled for the relations named in `expand`. */", f"export interface {s}Expand {{"]
     out += [f"  {f.name}?: {project.get(str(f.relation)).stem}Record;" for f in coll.relations] + ["}", ""]
     out += [f"/** POST /api/collections/{coll.name}: required fields without a default must be sent. */",
-            f"export interface {s}Create {{"] + _props(coll, coll.writable, False) + ["}", ""]
+            f"export interface {s}Create {{"] + _props(coll, coll.creatable, False) + ["}", ""]
     out += [f"/** PATCH /api/collections/{coll.name}/<id>: only the fields sent change. */",
             f"export interface {s}Update {{"] + _props(coll, coll.writable, True) + ["}", ""]
     out += [f"export type {s}Field = {_union([f.name for f in coll.fields])};",
@@ -49,13 +50,27 @@ def collection_types(project: Project, coll: Collection) -> list[str]:
     return out
 
 
+def files_type(coll: Collection) -> list[str]:
+    """The files a create (or an update's set/add) uploads, by file field: one, or a list when multiple."""
+    name = f"{coll.stem}Files"
+    if not coll.uploads:
+        return [f"/** {coll.name} has no file fields. */", f"export type {name} = Record<string, never>;", ""]
+    out = [f"/** Files to upload to {coll.name}'s file fields (create, or update's set/add). */",
+           f"export interface {name} {{"]
+    out += [f"  {f.name}?: FileUpload{'[]' if f.is_list else ''};" for f in coll.uploads]
+    return out + ["}", ""]
+
+
+def _kinds(c: Collection) -> str:
+    return f"{c.stem}Record, {c.stem}Create, {c.stem}Update, {c.stem}Field, {c.stem}Relation, {c.stem}Files"
+
+
 def client_class(project: Project) -> list[str]:
     out = ["// ---- the client ----", "",
            "/** Typed calls for every collection, plus auth, functions and realtime. */",
            "export class AlyxClient extends BaseClient {", "  readonly collections: {"]
     for c in project.collections:
-        out.append(f"    readonly {c.name}: CollectionClient<{c.stem}Record, {c.stem}Create, {c.stem}Update, "
-                   f"{c.stem}Field, {c.stem}Relation>;")
+        out.append(f"    readonly {c.name}: CollectionClient<{_kinds(c)}>;")
     out += ["  };", "", "  constructor(options: ClientOptions) {", "    super(options);", "    this.collections = {"]
     out += [f"      {c.name}: new CollectionClient(this, {json.dumps(c.name)})," for c in project.collections]
     out += ["    };", "  }", "}", "",
@@ -69,7 +84,7 @@ def generate(project: Project) -> Files:
     lines = [header("//", "client --lang typescript", project.schema_hash),
              "export const SCHEMA_HASH = " + json.dumps(project.schema_hash) + ";", ""]
     for coll in project.collections:
-        lines += collection_types(project, coll)
+        lines += collection_types(project, coll) + files_type(coll)
     source = "\n".join(lines) + template("client.ts") + "\n" + "\n".join(client_class(project))
     tsconfig = {"compilerOptions": {"target": "es2022", "module": "es2022", "moduleResolution": "bundler",
                                     "lib": ["es2022", "dom"], "strict": True, "declaration": True,

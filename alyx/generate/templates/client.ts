@@ -84,6 +84,56 @@ export interface ViewParams<F extends string, E extends string> {
 
 type Query = Record<string, string | undefined>;
 
+/** A file to upload: a `File` (its name is kept), or any Blob/bytes with the name to give it. */
+export type FileUpload = Blob | { name: string; data: BlobPart; type?: string };
+type Uploads = FileUpload | FileUpload[];
+
+/** An update's file changes, by file field: `set` replaces a field's files, `add` adds to a multiple
+ * field, `remove` drops stored names. Sent as multipart/form-data parts `field`, `field+`, `field-`. */
+export interface FileChanges<P> {
+  set?: P;
+  add?: P;
+  remove?: { [K in keyof P]?: string | string[] };
+}
+
+/** POST /api/files/token: a short-lived token for protected files (`?token=` on their URLs). */
+export interface FileToken {
+  token: string;
+  expires_in: number;
+}
+
+/** Query parameters of a file URL: `thumb` (one of the field's `thumbs`, e.g. "100x100") and `token`. */
+export interface FileUrlOptions {
+  thumb?: string;
+  token?: string;
+}
+
+function fileBlob(upload: FileUpload): [Blob, string] {
+  if (upload instanceof Blob) {
+    const name = (upload as { name?: unknown }).name;
+    return [upload, typeof name === "string" && name ? name : "blob"];
+  }
+  const data = upload.data instanceof Blob ? upload.data : new Blob([upload.data], { type: upload.type ?? "" });
+  return [data, upload.name];
+}
+
+/** The multipart/form-data body of a write with files: the JSON input as the `@json` part, then one part per file. */
+function formBody(input: unknown, parts: [string, Uploads | undefined][],
+                  removals: [string, string | string[] | undefined][] = []): FormData {
+  const form = new FormData();
+  form.append("@json", new Blob([JSON.stringify(input ?? {})], { type: "application/json" }), "@json.json");
+  for (const [field, uploads] of parts) {
+    for (const upload of uploads === undefined ? [] : Array.isArray(uploads) ? uploads : [uploads]) {
+      const [blob, name] = fileBlob(upload);
+      form.append(field, blob, name);
+    }
+  }
+  for (const [field, names] of removals) {
+    for (const name of names === undefined ? [] : Array.isArray(names) ? names : [names]) form.append(`${field}-`, name);
+  }
+  return form;
+}
+
 function listQuery(params: ListParams<string, string> | ViewParams<string, string> = {}): Query {
   const out: Query = {};
   if ("where" in params && params.where) {
@@ -102,6 +152,7 @@ function listQuery(params: ListParams<string, string> | ViewParams<string, strin
 interface RequestOptions {
   query?: Query;
   body?: unknown;
+  form?: FormData;
   auth?: boolean;
 }
 
@@ -159,8 +210,10 @@ export class Transport {
     const headers: Record<string, string> = { Accept: "application/json" };
     const token = this.tokens.get()?.access_token;
     if (token && options.auth !== false) headers.Authorization = `Bearer ${token}`;
-    let body: string | undefined;
-    if (options.body !== undefined) {
+    let body: string | FormData | undefined;
+    if (options.form !== undefined) {
+      body = options.form;  // fetch sets the multipart Content-Type with its boundary
+    } else if (options.body !== undefined) {
       headers["Content-Type"] = "application/json";
       body = JSON.stringify(options.body);
     }
@@ -354,8 +407,9 @@ export class Realtime {
   }
 }
 
-/** Typed calls on one collection: R record, C create input, U update input, F field names, E expandable relations. */
-export class CollectionClient<R extends { id: string }, C, U, F extends string, E extends string> {
+/** Typed calls on one collection: R record, C create input, U update input, F field names, E expandable
+ * relations, P the files its file fields take. */
+export class CollectionClient<R extends { id: string }, C, U, F extends string, E extends string, P = Record<string, never>> {
   constructor(private readonly client: BaseClient, readonly name: string) {}
 
   private path(id?: string): string {
@@ -370,12 +424,24 @@ export class CollectionClient<R extends { id: string }, C, U, F extends string, 
     return this.client.transport.request("GET", this.path(id), { query: listQuery(params) });
   }
 
-  create(input: C): Promise<R> {
-    return this.client.transport.request("POST", this.path(), { body: input });
+  /** With `files`, sent as multipart/form-data (the input as its `@json` part). */
+  create(input: C, files?: P): Promise<R> {
+    if (files === undefined) return this.client.transport.request("POST", this.path(), { body: input });
+    return this.client.transport.request("POST", this.path(), { form: formBody(input, entries<Uploads>(files)) });
   }
 
-  update(id: string, input: U): Promise<R> {
-    return this.client.transport.request("PATCH", this.path(id), { body: input });
+  /** With `files`, sent as multipart/form-data: `set` replaces a field's files, `add` adds, `remove` drops names. */
+  update(id: string, input: U, files?: FileChanges<P>): Promise<R> {
+    if (files === undefined) return this.client.transport.request("PATCH", this.path(id), { body: input });
+    const added = entries<Uploads>(files.add).map(([k, v]): [string, Uploads | undefined] => [`${k}+`, v]);
+    const parts = [...entries<Uploads>(files.set), ...added];
+    return this.client.transport.request("PATCH", this.path(id),
+      { form: formBody(input, parts, entries<string | string[]>(files.remove)) });
+  }
+
+  /** The URL of one of a record's files (`options.thumb` for a thumbnail, `options.token` for a protected file). */
+  fileUrl(record: { id: string } | string, name: string, options: FileUrlOptions = {}): string {
+    return this.client.files.url(this.name, typeof record === "string" ? record : record.id, name, options);
   }
 
   async delete(id: string): Promise<void> {
@@ -385,6 +451,24 @@ export class CollectionClient<R extends { id: string }, C, U, F extends string, 
   subscribe(options: SubscribeOptions, handlers: SubscriptionHandlers<R>): Subscription<R> {
     return this.client.realtime().subscribe<R>(this.name, options, handlers);
   }
+}
+
+function entries<V>(values: unknown): [string, V | undefined][] {
+  return Object.entries((values ?? {}) as object) as [string, V | undefined][];
+}
+
+/** /api/files: download URLs and tokens for protected files. */
+export class FilesClient {
+  constructor(private readonly transport: Transport) {}
+
+  /** GET /api/files/<collection>/<id>/<name>, with `?thumb=` and `?token=` when given. */
+  url(collection: string, recordId: string, name: string, options: FileUrlOptions = {}): string {
+    const path = `/api/files/${encodeURIComponent(collection)}/${encodeURIComponent(recordId)}/${encodeURIComponent(name)}`;
+    return this.transport.url(path, { thumb: options.thumb, token: options.token });
+  }
+
+  /** A short-lived token for protected files, bound to the signed-in user. */
+  token(): Promise<FileToken> { return this.transport.request<FileToken>("POST", "/api/files/token"); }
 }
 
 /** /api/auth/*: sign-up, sign-in, refresh, sign-out, the current user, OAuth. Tokens go to the TokenStore. */
@@ -442,6 +526,7 @@ export class BaseClient {
   readonly transport: Transport;
   readonly auth: AuthClient;
   readonly functions: FunctionsClient;
+  readonly files: FilesClient;
   private readonly Socket: WebSocketConstructor | undefined;
   private live: Realtime | null = null;
 
@@ -449,6 +534,7 @@ export class BaseClient {
     this.transport = new Transport(options);
     this.auth = new AuthClient(this.transport);
     this.functions = new FunctionsClient(this.transport);
+    this.files = new FilesClient(this.transport);
     this.Socket = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
   }
 
