@@ -20,10 +20,6 @@ from tests.helpers import assert_error
 
 SCHEMA = """
 collections:
-  - name: users
-    auth: true
-    fields:
-      - {name: name, type: string}
   - name: posts
     fields:
       - {name: title, type: string, required: true, max: 50}
@@ -329,9 +325,10 @@ def test_upsert_on_the_auth_collection_never_lets_a_client_choose_an_id(app: Fla
     assert made.status_code == 200, made.get_json()
     user = made.get_json()[0]
     assert user["status"] == 201 and user["body"]["id"] != "chosen000000001"
-    renamed = batch(c, op("PUT", "/api/collections/users", {"id": user["body"]["id"], "name": "B"}), headers=ADMIN)
+    renamed = batch(c, op("PUT", "/api/collections/users", {"id": user["body"]["id"], "verified": True}),
+                    headers=ADMIN)
     assert renamed.status_code == 200 and renamed.get_json()[0]["status"] == 200
-    assert renamed.get_json()[0]["body"]["name"] == "B"
+    assert renamed.get_json()[0]["body"]["verified"] is True
 
 
 # -- files --------------------------------------------------------------------------------------
