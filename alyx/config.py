@@ -38,6 +38,7 @@ class Config:
     database_pool_size: int = _setting(32, "database.pool_size", int)
     api_default_per_page: int = _setting(30, "api.default_per_page", int)
     api_max_per_page: int = _setting(500, "api.max_per_page", int)
+    api_max_batch: int = _setting(100, "api.max_batch", int)  # operations per POST /api/batch
     server_environment: str = _setting("production", "server.environment", str, choices=ENVIRONMENTS)
     server_proxy_count: int = _setting(0, "server.proxy_count", int)
     # addresses/networks of reverse proxies whose X-Forwarded-For/-Proto are believed (alyx/proxies.py)

@@ -56,6 +56,14 @@ GuardFilter = Callable[[str, str], bool]
 Matched = list[tuple[dict[str, Any], dict[str, Any]]]  # a bulk write's records, each with its guards' changes
 
 
+@dataclass
+class GuardsAhead:
+    """Guards run ahead of a batch's transaction (alyx/batch.py): a write given one without ``changes`` runs its
+    guards, keeps their changes and stops before writing; given it again, it applies them instead."""
+
+    changes: dict[str, Any] | None = None
+
+
 class Records:
     """List, view, create, update and delete records, with rules applied and changes published."""
 
@@ -196,7 +204,7 @@ class Records:
     # -- writes ---------------------------------------------------------------------------------
     def create(self, name: str, body: Any, auth: Principal | None = None, request: RequestInfo | None = None,
                *, server_values: Mapping[str, Any] | None = None, check_rule: bool = True,
-               files: FileInput | None = None) -> dict[str, Any]:
+               files: FileInput | None = None, ahead: GuardsAhead | None = None) -> dict[str, Any]:
         """Validate, check the create rule, insert; 201-ready record (``files``: uploads, see record_files).
 
         ``server_values`` and ``check_rule`` are for server-side services only (the auth service
@@ -217,8 +225,10 @@ class Records:
             record.update(plan.values)
         if check_rule and not self.access.allows(name, "create", auth, record, request):
             raise AlyxError("forbidden", f"You are not allowed to create records in {name!r}.", 403)
-        changes = _normalize_auth(coll, self._run_guards(coll, "create", record, None, auth))
-        if changes:
+        changes = self._guarded(coll, "create", record, None, auth, ahead)
+        if changes is None:
+            return record  # guards run ahead of a batch: the write comes later
+        if _normalize_auth(coll, changes):
             record.update(changes)
             data.update(changes)
         with blobs_written(plan), self._write(coll):
@@ -231,7 +241,8 @@ class Records:
 
     def update(self, name: str, record_id: str, body: Any, auth: Principal | None = None,
                request: RequestInfo | None = None, *, server_values: Mapping[str, Any] | None = None,
-               check_rule: bool = True, files: FileInput | None = None) -> dict[str, Any]:
+               check_rule: bool = True, files: FileInput | None = None, ahead: GuardsAhead | None = None
+               ) -> dict[str, Any]:
         """Partial update: 404 if hidden, 403 if the update rule refuses (see create for the keywords)."""
         coll = self.collection(name)
         data = self._load(coll, body, partial=True)
@@ -245,12 +256,14 @@ class Records:
             planned_from = (self._fetch_writable(coll, record_id, "update", auth, request) if check_rule
                             else self._fetch(coll, record_id, "view", None, request, admin=True))
             plan = self._plan_files(coll, record_id, data, files, planned_from)
-        if self._guards_for(name, "update"):
+        if ahead is not None or self._guards_for(name, "update"):
             before = (self._fetch_writable(coll, record_id, "update", auth, request) if check_rule
                       else self._fetch(coll, record_id, "view", None, request, admin=True))
-            data.update(_normalize_auth(coll, self._run_guards(coll, "update", {**before, **data,
-                                                                               **(server_values or {})}, before,
-                                                                               auth)))
+            changes = self._guarded(coll, "update", {**before, **data, **(server_values or {})}, before, auth,
+                                    ahead)
+            if changes is None:
+                return before
+            data.update(_normalize_auth(coll, changes))
         with blobs_written(plan), self._write(coll):
             if check_rule:
                 stored = self._fetch_writable(coll, record_id, "update", auth, request)
@@ -271,12 +284,13 @@ class Records:
         return coll.serialize(record)
 
     def delete(self, name: str, record_id: str, auth: Principal | None = None,
-               request: RequestInfo | None = None) -> None:
+               request: RequestInfo | None = None, ahead: GuardsAhead | None = None) -> None:
         """Delete: 404 if hidden, 403 if the delete rule refuses, 409 if a restrict relation holds it."""
         coll = self.collection(name)
-        if self._guards_for(name, "delete"):
-            self._run_guards(coll, "delete", self._fetch_writable(coll, record_id, "delete", auth, request), None,
-                             auth)
+        if (ahead is not None or self._guards_for(name, "delete")) and self._guarded(
+                coll, "delete", self._fetch_writable(coll, record_id, "delete", auth, request), None, auth,
+                ahead) is None:
+            return
         with self._write(coll):
             stored = self._fetch_writable(coll, record_id, "delete", auth, request)
             coll.model.delete().where(coll.id_column == record_id).execute()
@@ -318,9 +332,11 @@ class Records:
                 if coll.spec.auth and changes.get("email", stored.get("email")) != stored.get("email") \
                         and not (auth is not None and auth.is_admin):
                     changes["verified"] = False  # as in update(): a new address is not verified
+                plan = self._plan_files(coll, stored["id"], changes, None, stored)  # JSON: keep or drop names
                 coll.model.update(changes).where(coll.id_column == stored["id"]).execute()
                 self._publish(ChangeEvent(name, "update", coll.serialize({**stored, **changes}),
                                           coll.serialize(stored), writer=auth))
+                self._after_commit(plan)
         return len(matched)
 
     def delete_many(self, name: str, where: Any, auth: Principal | None = None,
@@ -333,6 +349,8 @@ class Records:
                 coll.model.delete().where(coll.id_column.in_(ids[start:start + 500])).execute()
             for row, _ in matched:
                 self._publish(ChangeEvent(name, "delete", coll.serialize(row), writer=auth))
+                if self.files is not None:  # as delete(): the record's blobs go after the commit
+                    self._after_commit(self.files.deleted(coll.spec, row))
         return len(matched)
 
     @contextlib.contextmanager
@@ -378,8 +396,22 @@ class Records:
             raise AlyxError("forbidden", f"Only admins can set {', '.join(locked)} of {coll.spec.name!r} records.",
                             403, {name: ["Only admins can set this field."] for name in locked})
 
+    def guarded(self, name: str, action: str) -> bool:
+        """Whether guards (sync hooks) run before ``action`` writes of ``name``."""
+        return bool(self._guards_for(name, action))
+
     def _guards_for(self, name: str, action: str) -> builtins.list[Guard]:
         return [check for check, applies in self.guards if applies(name, action)]
+
+    def _guarded(self, coll: Collection, action: str, document: dict[str, Any], previous: dict[str, Any] | None,
+                 writer: Principal | None, ahead: GuardsAhead | None) -> dict[str, Any] | None:
+        """The guards' changes to a write; None when they have just run ahead of a batch's transaction (stop)."""
+        if ahead is not None and ahead.changes is not None:
+            return ahead.changes
+        changes = self._run_guards(coll, action, document, previous, writer)
+        if ahead is not None:
+            ahead.changes = changes
+        return changes if ahead is None else None
 
     def _run_guards(self, coll: Collection, action: str, document: dict[str, Any],
                     previous: dict[str, Any] | None, writer: Principal | None) -> dict[str, Any]:

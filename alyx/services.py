@@ -17,6 +17,7 @@ import redis
 
 from alyx.account_flows import AccountFlows
 from alyx.auth import AuthService
+from alyx.batch import Batch
 from alyx.config import Config
 from alyx.db import Database
 from alyx.errors import ConfigError
@@ -79,6 +80,7 @@ class Services:
     files: FileAccess  # downloads, thumbnails and file tokens
     api_limiter: RedisRateLimiter | SqlRateLimiter | None  # api.rate_limit across workers and hosts (None: off)
     status: ServerStatus  # what /api/health reports
+    batch: Batch  # POST /api/batch: record writes in one transaction
 
     def migrator(self) -> Migrator:
         return Migrator(self.db, self.schema, self.models, self.system)
@@ -153,7 +155,8 @@ def build_services(config: Config, migrate: bool = True) -> Services:
         services = Services(config, schema, db, models, system, access, records, functions, auth, oauth, realtime,
                             events, hooks, accounts, storage, files, api_limiter(config, db),
                             ServerStatus(config, schema, db, functions, realtime,
-                                         lambda: Migrator(db, schema, models, system)))
+                                         lambda: Migrator(db, schema, models, system)),
+                            Batch(db, records, config.api_max_batch))
         if migrate:
             apply_safe_migrations(services)
     except peewee.OperationalError as exc:

@@ -159,6 +159,29 @@ def test_delete_removes_the_blobs_after_commit(app, client):
     assert stored_keys(app) == []
 
 
+def test_bulk_delete_removes_the_blobs_of_every_deleted_record(app, client):
+    first = create(client, title="a", cover=(io.BytesIO(png()), "a.png")).get_json()
+    second = create(client, title="b", docs=(io.BytesIO(b"x"), "x.txt")).get_json()
+    kept = create(client, title="c", docs=(io.BytesIO(b"y"), "y.txt")).get_json()
+    assert len(stored_keys(app)) == 3
+    resp = client.delete("/api/collections/posts/bulk", json={"filter": 'title != "c"'})
+    assert resp.status_code == 200 and resp.get_json() == {"count": 2}
+    assert stored_keys(app) == [f"posts/{kept['id']}/{kept['docs'][0]}"]  # no orphan waits for the sweep
+    assert {first["id"], second["id"]}.isdisjoint(k.split("/")[1] for k in stored_keys(app))
+
+
+def test_bulk_update_may_drop_names_but_never_name_other_files(app, client):
+    record = create(client, title="a", docs=(io.BytesIO(b"x"), "x.txt")).get_json()
+    other = create(client, title="b", docs=(io.BytesIO(b"y"), "y.txt")).get_json()
+    stranger = client.patch("/api/collections/posts/bulk", json={"filter": "true", "changes": {"docs": record["docs"]}})
+    assert "docs" in assert_error(stranger, 422, "validation_failed")["details"]  # not a file of `other`
+    assert len(stored_keys(app)) == 2  # the refused bulk update changed nothing
+    dropped = client.patch("/api/collections/posts/bulk", json={"filter": "true", "changes": {"docs": []}})
+    assert dropped.get_json() == {"count": 2}
+    assert stored_keys(app) == []  # the dropped files' blobs went after the commit
+    assert client.get(f"/api/collections/posts/{other['id']}").get_json()["docs"] == []
+
+
 def test_size_and_type_refusals(make_app):
     app = make_app(SCHEMA, config="server:\n  max_body_bytes: 65536\n")
     client = app.test_client()

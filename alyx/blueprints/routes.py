@@ -5,6 +5,7 @@ from flask import Flask
 
 from alyx.blueprints.admin import bp as admin_ui_bp
 from alyx.blueprints.auth import install_auth
+from alyx.blueprints.batch import bp as batch_bp
 from alyx.blueprints.collections import bp as collections_bp
 from alyx.blueprints.docs import register_docs
 from alyx.blueprints.events import bp as events_bp
@@ -25,6 +26,7 @@ def register_blueprints(app: Flask) -> None:
     install_auth(app)  # first: its before_request sets g.principal for every other blueprint
     app.register_blueprint(health_bp)
     app.register_blueprint(collections_bp)
+    app.register_blueprint(batch_bp)
     app.register_blueprint(functions_bp)  # its before_app_request runs after the auth hook
     app.register_blueprint(executions_bp)
     register_realtime(app)

@@ -13,6 +13,7 @@ from alyx import __version__
 from alyx.config import Config
 from alyx.openapi.admin import add_admin_paths, admin_schemas
 from alyx.openapi.auth import NEW_PASSWORD, add_auth_paths, auth_schemas
+from alyx.openapi.batch import add_batch_path, batch_schemas
 from alyx.openapi.collections import COUNT_SCHEMA, add_collection, field_schema, record_schemas, title
 from alyx.openapi.components import BEARER, BEARER_SCHEME, ERROR_SCHEMA, OPTIONAL_TOKEN
 from alyx.openapi.files import add_file_paths
@@ -40,7 +41,8 @@ def build_openapi(schema: Schema, config: Config) -> dict[str, Any]:
     users_create = record_schemas(schema.collections[USERS])[f"{title(USERS)}Create"]
     new_password = {**NEW_PASSWORD, "minLength": config.auth_password_min_length}
     fixed = {**auth_schemas(users_create, users_record, config.auth_password_min_length), **system_schemas(),
-             **realtime_schemas(), **admin_schemas(users_create, new_password)}
+             **realtime_schemas(), **admin_schemas(users_create, new_password),
+             **batch_schemas(config.api_max_batch)}
     for name, component in fixed.items():
         api.components.schema(name, component)
     add_auth_paths(api, users_record)
@@ -49,4 +51,5 @@ def build_openapi(schema: Schema, config: Config) -> dict[str, Any]:
     add_trigger_paths(api)
     add_log_and_health_paths(api)
     add_realtime_path(api)
+    add_batch_path(api)
     return add_file_paths(api.to_dict(), schema)  # multipart bodies of file fields, /api/files/*

@@ -17,7 +17,7 @@ import orjson
 import peewee
 
 from alyx.clock import utcnow
-from alyx.db import Database
+from alyx.db import ALL_OR_NOTHING, Database
 from alyx.errors import AlyxError
 from alyx.models import build_change_model
 from alyx.records import ChangeEvent
@@ -25,6 +25,7 @@ from alyx.records import ChangeEvent
 log = logging.getLogger("alyx.realtime")
 
 FEED_LOCK_KEY = zlib.crc32(b"alyx-change-feed")  # PostgreSQL advisory lock: feed rows commit in cursor order
+FEED_LOCKED = "alyx_feed_locked"  # marks an all-or-nothing transaction that holds it already
 PG_CHANNEL = "alyx_changes"
 READ_CHUNK = 1000
 PRUNE_EVERY_SECONDS = 10.0
@@ -73,10 +74,13 @@ class ChangeFeed:
     def append(self, event: ChangeEvent) -> None:
         """Called by the records service inside the write transaction, before it commits."""
         pw: Any = self.db.peewee
-        if not self.db.is_sqlite:
+        transaction = pw.top_transaction()
+        if not self.db.is_sqlite and not getattr(transaction, FEED_LOCKED, False):
             # Sequence values are handed out at insert, not at commit: serialise feed inserts until
             # commit so that a reader never sees cursor N+1 before N (SQLite's write lock does this).
             pw.execute_sql("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK_KEY,))
+            if getattr(transaction, ALL_OR_NOTHING, False):  # a batch: no savepoint can release it before commit
+                setattr(transaction, FEED_LOCKED, True)
         data = orjson.dumps({"record": event.record, "previous": event.previous}).decode()
         # db.insert: the INSERT text is built once (peewee building it per write cost more than SQLite).
         row = {"created_at": utcnow(), "collection": event.collection, "action": event.action,
