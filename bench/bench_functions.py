@@ -1,83 +1,206 @@
-"""Cold start and warm call latency of functions per sandbox tier, measured through the sandbox manager.
+"""Cold and warm starts of functions per sandbox tier and runtime, through the sandbox manager and HTTP.
 
-    python bench/bench_functions.py [process bwrap docker] [--calls 200]
+    python bench/bench_functions.py [--tiers process bwrap docker] [--runtimes python node go]
+                                    [--rounds 5] [--calls 300] [--phases] [--no-http]
 
-Cold: a call to a function whose sandbox must be started (no warm pool) and bound. Warm pool: the
-first call when a generic sandbox was pre-started (bind + call). Warm: later calls (median, p95).
-Go's one-time compile (and its loader's) is done before the clock starts.
+For every tier x runtime, one table (medians over --rounds fresh managers):
+
+- cold: nothing free (no warm pool): start a sandbox, bind it to the function (/init), call it;
+- warm pool: a generic sandbox was started ahead (functions.warm_pool: 1): bind it and call it;
+  both given as "to the handler's first line / until the answer is back" (the handler returns
+  the wall-clock time of its first line, so the first figure is what a caller waits before any of
+  their code runs);
+- warm: later calls on the bound sandbox through the manager (median / p95);
+- HTTP: warm calls of `GET /api/functions/<name>` on a live `gunicorn -k gevent -w 1` server
+  (median / p95, keep-alive client on the same machine): routing, auth, rules, the execution log.
+  The handlers do nothing, so these are the overhead above a handler.
+
+--phases adds where a start goes, in ms, from the marks each sandbox keeps (Sandbox.phases): the
+server's calls (prepare: folders and secret; spawn: fork/exec, or Docker's create / start / attach),
+the runtime's own marks (exec: until its process runs; boot: until the shim's first line;
+imports; listen: socket set-up; ready: until the server had the health answer) and the bind
+(copy: code into the sandbox; load: the runtime loading the module; esm: Node's import hook;
+init: the whole /init round trip), then the first call (call).
+
+Go's one-time compile (and its loader's) is done before any clock starts: it happens once per code
+version, not per start. Prints the load average: figures from a busy machine are upper bounds.
 """
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
+import socket
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import HOST, Server, load_average, percentile  # noqa: E402
 
 from alyx.sandbox import Call, FunctionRegistry, PoolSettings, SandboxManager, choose_tier, golang  # noqa: E402
 
+# Each handler answers with the wall-clock time (epoch seconds) of its first line.
 CODE = {
-    "hello.py": "def handler(req, res):\n    return res.json({'hello': 'world'})\n",
-    "hellojs.js": "export default async function handler(req, res) { return res.json({ hello: 'world' }); }\n",
-    "hellogo.go": 'package main\nimport ("net/http"; "github.com/watzon/alyx/pkg/runtime")\n'
-                  'func Handle(w http.ResponseWriter, r *http.Request) {\n'
-                  '\truntime.JSON(w, 200, map[string]string{"hello": "world"})\n}\n',
+    "python": ("py.py", "import time\n\ndef handler(req, res):\n    t = time.time()\n    return res.json({'t': t})\n"),
+    "node": ("js.js", "export default async function handler(req, res) {\n"
+                      "  const t = (performance.timeOrigin + performance.now()) / 1000;\n"
+                      "  return res.json({ t });\n}\n"),
+    "go": ("go.go", 'package main\n\nimport (\n\t"net/http"\n\t"time"\n\n\t"github.com/watzon/alyx/pkg/runtime"\n)\n\n'
+                    'func Handle(w http.ResponseWriter, r *http.Request) {\n'
+                    '\tt := float64(time.Now().UnixNano()) / 1e9\n'
+                    '\truntime.JSON(w, 200, map[string]float64{"t": t})\n}\n'),
 }
+PHASES = ("prepare", "create", "spawn", "start_api", "attach", "exec", "boot", "imports", "listen", "ready", "start",
+          "copy", "load", "esm", "init", "call")
 
 
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
+def write_functions(folder: Path, runtimes: list[str]) -> dict[str, str]:
+    """One function per runtime in ``folder``; runtime → function name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {}
+    for runtime in runtimes:
+        filename, text = CODE[runtime]
+        (folder / filename).write_text(text)
+        names[runtime] = filename.split(".")[0]
+    return names
+
+
+def first_call(manager: SandboxManager, spec, call: Call) -> tuple[float, float, dict[str, float]]:
+    """(ms to the handler's first line, ms until the answer, the serving sandbox's phases)."""
+    began_wall, began = time.time(), time.perf_counter()
+    result = manager.invoke(spec, call)
+    done = (time.perf_counter() - began) * 1000
+    assert result.status == 200, (result.status, result.error, result.stderr)
+    first_line = (json.loads(result.body)["t"] - began_wall) * 1000
+    phases: dict[str, float] = {}
+    for sandbox in manager.sandboxes():
+        if sandbox.id == result.sandbox:
+            phases = dict(sandbox.phases)
+    phases["call"] = result.timings.get("handler", 0.0)
+    return first_line, done, phases
+
+
+def wait_for_generic(manager: SandboxManager, runtime: str) -> None:
+    deadline = time.monotonic() + 60
+    while not any(n for key, n in manager.stats()["generic"].items() if key.startswith(runtime + "/")):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no warm {runtime} sandbox after 60 s")
+        time.sleep(0.01)
+    time.sleep(0.3)  # let the start's own after-work (pumps, logs) settle: the pool has been idle
+
+
+def measure(tier: str, runtime: str, registry: FunctionRegistry, name: str, rounds: int, calls: int) -> dict:
+    spec = registry.get(name)
+    if runtime == "go":  # the one-time compile (and the loader's) is not a start: done before any clock
+        golang.function_binary(spec)
+        golang.loader_binary()
+    call = Call("GET", f"/api/functions/{name}")
+    cold, pooled, phases = [], [], []
+    for _ in range(rounds):
+        manager = SandboxManager(choose_tier(tier), PoolSettings(warm_per_runtime=0))
+        try:
+            first_line, done, marks = first_call(manager, spec, call)
+        finally:
+            manager.shutdown()
+        cold.append((first_line, done))
+        phases.append(marks)
+    samples: list[float] = []
+    for n in range(rounds):
+        manager = SandboxManager(choose_tier(tier), PoolSettings(warm_per_runtime=1))
+        try:
+            manager.prewarm([runtime])
+            wait_for_generic(manager, runtime)
+            first_line, done, _ = first_call(manager, spec, call)
+            pooled.append((first_line, done))
+            if n == rounds - 1:
+                for _ in range(calls):
+                    t = time.perf_counter()
+                    manager.invoke(spec, call)
+                    samples.append((time.perf_counter() - t) * 1000)
+        finally:
+            manager.shutdown()
+    return {"cold": [statistics.median(x) for x in zip(*cold)], "pooled": [statistics.median(x) for x in zip(*pooled)],
+            "warm": (statistics.median(samples), percentile(samples, 95)),
+            "phases": {p: statistics.median(m.get(p, 0.0) for m in phases) for p in PHASES
+                       if any(p in m for m in phases)}}
+
+
+def over_http(tier: str, names: dict[str, str], calls: int) -> dict[str, tuple[float, float]]:
+    """Warm GET /api/functions/<name> latency (median, p95 ms) per runtime on a live gunicorn server."""
+    server = Server("bench-functions")
+    try:
+        env = server.alyx_project("collections: []\n")
+        write_functions(Path(env["ALYX_PROJECT_DIR"]) / "functions", list(names))
+        env.update({"ALYX_FUNCTIONS_SANDBOX": tier, "ALYX_EVENTS_RUNNER": "off", "GUNICORN_ACCESSLOG": ""})
+        server.start_gunicorn(env, workers=1)
+        conn = http.client.HTTPConnection(HOST, server.port, timeout=120)
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        figures = {}
+        for runtime, name in names.items():
+            samples = []
+            for n in range(calls + 20):  # the first calls start, bind and warm up the sandbox
+                t = time.perf_counter()
+                conn.request("GET", f"/api/functions/{name}")
+                response = conn.getresponse()
+                body = response.read()
+                if response.status != 200:
+                    raise SystemExit(f"{tier} {runtime} over HTTP: {response.status} {body[:300]!r}")
+                if n >= 20:
+                    samples.append((time.perf_counter() - t) * 1000)
+            figures[runtime] = (statistics.median(samples), percentile(samples, 95))
+        conn.close()
+        return figures
+    finally:
+        server.stop()
+
+
+def pair(figures: tuple[float, float] | list[float] | None, digits: int) -> str:
+    return f"{figures[0]:.{digits}f} / {figures[1]:.{digits}f}" if figures else "-"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("tiers", nargs="*", default=["process", "bwrap", "docker"])
-    parser.add_argument("--calls", type=int, default=200)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiers", nargs="*", default=["process", "bwrap", "docker"])
+    parser.add_argument("--runtimes", nargs="*", default=["python", "node", "go"])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--phases", action="store_true", help="also print where the time of a cold start goes")
+    parser.add_argument("--no-http", action="store_true", help="skip the live gunicorn server")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp()) / "functions"
-    folder.mkdir()
-    for name, text in CODE.items():
-        (folder / name).write_text(text)
+    import logging
+    import tempfile
+
+    logging.getLogger("alyx.sandbox").setLevel(logging.ERROR)  # the process tier's warning, once per manager
+    folder = Path(tempfile.mkdtemp(prefix="bench-functions-")) / "functions"
+    names = write_functions(folder, args.runtimes)
     registry = FunctionRegistry(folder, {})
-    for tier_name in args.tiers:
-        for name in ("hello", "hellojs", "hellogo"):
-            spec = registry.get(name)
-            if spec.runtime == "go":  # its one-time compile (and the loader's) is not a start: done before
-                golang.function_binary(spec)
-                golang.loader_binary()
-            call = Call("GET", f"/api/functions/{name}")
-            cold = SandboxManager(choose_tier(tier_name), PoolSettings(warm_per_runtime=0))
-            try:
-                t = time.perf_counter()
-                assert cold.invoke(spec, call).status == 200
-                cold_s = time.perf_counter() - t
-            finally:
-                cold.shutdown()
-            warm = SandboxManager(choose_tier(tier_name), PoolSettings(warm_per_runtime=1))
-            try:
-                warm.prewarm([spec.runtime])
-                deadline = time.monotonic() + 30
-                while not warm.stats()["generic"] and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                time.sleep(0.2)
-                t = time.perf_counter()
-                first = warm.invoke(spec, call)
-                pooled_s = time.perf_counter() - t
-                assert first.status == 200, first.error
-                samples = []
-                for _ in range(args.calls):
-                    t = time.perf_counter()
-                    warm.invoke(spec, call)
-                    samples.append(time.perf_counter() - t)
-            finally:
-                warm.shutdown()
-            samples.sort()
-            print(f"{tier_name:8} {spec.runtime:7} cold {ms(cold_s):>10}  from warm pool {ms(pooled_s):>9}  "
-                  f"warm median {ms(statistics.median(samples)):>8}  p95 {ms(samples[int(len(samples) * .95)]):>8}",
-                  flush=True)
+    print(f"load average before: {load_average()}", flush=True)
+    rows = []
+    for tier in args.tiers:
+        http_figures = {} if args.no_http else over_http(tier, names, args.calls)
+        for runtime in args.runtimes:
+            figures = measure(tier, runtime, registry, names[runtime], args.rounds, args.calls)
+            figures["http"] = http_figures.get(runtime)
+            rows.append((tier, runtime, figures))
+            print(f"  {tier} {runtime}: done (load {load_average()})", file=sys.stderr, flush=True)
+    print(f"load average after: {load_average()}; {args.rounds} rounds, {args.calls} warm calls; ms")
+    print(f"{'tier':8} {'runtime':7} {'cold: first line / done':>24} {'warm pool: first line / done':>29} "
+          f"{'warm p50 / p95':>15} {'HTTP p50 / p95':>15}")
+    for tier, runtime, f in rows:
+        print(f"{tier:8} {runtime:7} {pair(f['cold'], 1):>24} {pair(f['pooled'], 1):>29} {pair(f['warm'], 2):>15} "
+              f"{pair(f['http'], 2):>15}")
+    if args.phases:
+        shown = [p for p in PHASES if any(p in f["phases"] for _, _, f in rows)]
+        print("\nwhere a cold start goes (median ms per phase; start = prepare..ready as the server saw it)")
+        print(f"{'tier':8} {'runtime':7} " + " ".join(f"{p:>8}" for p in shown))
+        for tier, runtime, f in rows:
+            print(f"{tier:8} {runtime:7} " + " ".join(
+                f"{f['phases'][p]:8.1f}" if p in f["phases"] else f"{'-':>8}" for p in shown))
 
 
 if __name__ == "__main__":

@@ -109,11 +109,17 @@ class SandboxManager:
         try:
             pool, sandbox = self._acquire(spec, deadline, timings)
         except (QueueTimeout, LoadError, RuntimeTimeout, RuntimeGone) as exc:
+            self._refill_default(spec.runtime)
             output = (exc.stdout, exc.stderr) if isinstance(exc, LoadError) else ("", "")
             return acquire_fault(spec, exc).result(*output, timings, _ms(time.monotonic() - began), None,
                                                    spec.version)
         deadline += timings["acquire"] / 1000
-        return self._run(spec, call, pool, sandbox, began, deadline, timings)
+        fresh = sandbox.calls == 0
+        try:
+            return self._run(spec, call, pool, sandbox, began, deadline, timings)
+        finally:
+            if fresh:  # it may have taken the warm one: start the next after this call, not during it
+                self._refill_default(spec.runtime)
 
     def shutdown(self) -> None:
         """Stop every sandbox this manager started; later calls fail."""
@@ -249,8 +255,6 @@ class SandboxManager:
                     break
                 self._all.discard(candidate)
                 self._stop_later([candidate])
-        if profile.runtime in self._runtimes and profile.memory == DEFAULT_PROFILE_MEMORY:
-            self._refill_async(Profile(profile.runtime, DEFAULT_PROFILE_MEMORY))
         if sandbox is not None:
             return sandbox
         with self._cond:  # a warm start under way is nearly done: share it rather than start another
@@ -391,6 +395,12 @@ class SandboxManager:
         sandboxes.clear()
 
     # -- background ------------------------------------------------------------------------------
+    def _refill_default(self, runtime: str) -> None:
+        """Top the runtime's generic pool up again, in the background. Called once the call that took
+        a warm sandbox has its answer: a start beside a bind would slow both down on a small machine."""
+        if runtime in self._runtimes:
+            self._refill_async(Profile(runtime, DEFAULT_PROFILE_MEMORY))
+
     def _refill_async(self, profile: Profile) -> None:
         with self._cond:
             have = len(self._generic.get(profile, [])) + self._refilling.get(profile, 0)
@@ -431,7 +441,10 @@ class SandboxManager:
                                                                        spec.limits.max_instances)):
                         return
                     pool.starting += 1
-                sandbox = self._start_bound(pool, spec, time.monotonic() + max(spec.limits.timeout, 30.0), {})
+                try:
+                    sandbox = self._start_bound(pool, spec, time.monotonic() + max(spec.limits.timeout, 30.0), {})
+                finally:
+                    self._refill_default(spec.runtime)
                 with self._cond:
                     sandbox.last_used = time.monotonic()
                     if pool.retired or self._closed:
@@ -486,3 +499,4 @@ class SandboxManager:
             spawn(self._warm_function, spec, name=f"alyx-sandbox-warm-{spec.name}")
         for runtime in runtimes:
             self._refill_async(Profile(runtime, DEFAULT_PROFILE_MEMORY))
+        self.tier.replenish()

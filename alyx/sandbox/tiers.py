@@ -13,6 +13,7 @@ import resource
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,8 @@ RUNTIMES_DIR = resource_dir("runtimes")
 SHIMS = {"python": "python/shim.py", "node": "node/shim.js", "go": f"go/{golang.LOADER}"}  # go: built (golang.py)
 START_TIMEOUT = 15.0
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
-SECRET_FILE = "/run/alyx-secret/rt.secret"  # inside bwrap and docker sandboxes (read-only)
+SECRET_FILE = "/run/alyx-secret/rt.secret"
+BWRAP_PYTHON = "/usr/bin/python3"  # bwrap sandboxes see the system's /usr only  # inside bwrap and docker sandboxes (read-only)
 # How long to wait for a call's end mark on stdout/stderr once the response is in. It normally comes
 # first (same process, written before the response); the wait only matters on a loaded machine.
 OUTPUT_WAIT = 5.0
@@ -61,6 +63,10 @@ class ExitInfo:
     detail: str = ""
 
 
+def _ms_since(began: float) -> float:
+    return round((time.perf_counter() - began) * 1000, 3)
+
+
 def node_heap_mb(memory: int) -> int:
     """V8's old-space limit for a memory budget: leave room for the runtime itself."""
     return max(16, int(memory * 0.75))
@@ -69,6 +75,23 @@ def node_heap_mb(memory: int) -> int:
 def runtime_env(profile: Profile) -> dict[str, str]:
     """Per-runtime variables of a sandbox: Go's soft memory limit, below the hard one (like Node's heap)."""
     return {"GOMEMLIMIT": f"{node_heap_mb(profile.memory)}MiB"} if profile.runtime == "go" else {}
+
+
+def python_command(interpreter: str, shim_dir: str) -> list[str]:
+    """How a Python sandbox starts: the shim imported as a module, so its cached .pyc is loaded instead of
+    ~600 lines compiled at every start (see precompile_python_shim); its folder then leaves sys.path."""
+    code = f"import sys; sys.path.insert(0, {shim_dir!r}); import shim; del sys.path[0]; shim.main()"
+    return [interpreter, "-u", "-I", "-c", code]
+
+
+def precompile_python_shim(interpreter: str) -> None:
+    """Write the shim's .pyc for this interpreter beside it (as importing it would), best effort: where
+    runtimes/ is read-only each start compiles it instead, as before. Checked against the source's mtime."""
+    try:
+        subprocess.run([interpreter, "-I", "-m", "py_compile", str(RUNTIMES_DIR / "python" / "shim.py")],
+                       capture_output=True, timeout=60, env={"PATH": CLEAN_PATH})
+    except (OSError, subprocess.TimeoutExpired):
+        pass
 
 
 def _base_env(extra: dict[str, str]) -> dict[str, str]:
@@ -83,6 +106,7 @@ class Sandbox(ABC):
     tier = "abstract"
 
     def __init__(self, profile: Profile, callback_dir: Path | None = None) -> None:
+        began = time.perf_counter()
         self.profile = profile
         self.callback_dir = callback_dir  # holds api.sock: the Alyx API, as the invocation's caller
         self.id = secrets.token_hex(6)
@@ -109,6 +133,9 @@ class Sandbox(ABC):
         self.active = 0
         self.last_used = time.monotonic()
         self.calls = 0
+        # Where this sandbox's start and bind went, in ms per phase (docs/functions.md, "Where a start goes").
+        self.phases: dict[str, float] = {"prepare": _ms_since(began)}
+        self.exec_at = 0.0  # time.time() when the runtime process was asked to start (set by _launch)
 
     def _own_socket_dir(self, path: Path) -> None:
         """Make the socket folder writable by the runtime only (here: it runs as the server's uid)."""
@@ -118,6 +145,7 @@ class Sandbox(ABC):
     def start(self) -> None:
         """Launch the runtime and wait until it answers /__rt/health."""
         self.started_at = time.monotonic()
+        began = time.time()
         try:
             self._launch()
         except RuntimeGone:
@@ -126,17 +154,35 @@ class Sandbox(ABC):
         except Exception as exc:  # noqa: BLE001 - an engine or OS error: no sandbox, say why
             self.stop()
             raise RuntimeGone(f"{self.tier} {self.profile.runtime} runtime could not be launched: {exc}") from None
+        launched = time.time()
         try:
-            self.client.wait_ready(time.monotonic() + START_TIMEOUT, self.alive)
+            health = self.client.wait_ready(time.monotonic() + START_TIMEOUT, self.alive)
         except (RuntimeGone, RuntimeTimeout) as exc:
             info = self.exit_info()
             tail = self.stderr.tail_text()[-2000:]
             self.stop()
             raise RuntimeGone(f"{self.tier} {self.profile.runtime} runtime failed to start: {exc} "
                               f"(exit {info.code}) {tail}".strip()) from None
+        self._note_boot(health.get("boot"), launched, time.time())
+        self.phases["start"] = round((time.time() - began) * 1000, 3)
+
+    def _note_boot(self, boot: Any, launched: float, ready: float) -> None:
+        """The runtime's own marks (epoch seconds: process start, its shim's first line, imports done,
+        listening) → phases: exec, boot, imports, listen, then `ready` (until the server knew)."""
+        if not isinstance(boot, dict) or not self.exec_at:
+            return
+        marks = [("exec", boot.get("process")), ("boot", boot.get("main")), ("imports", boot.get("imported")),
+                 ("listen", boot.get("listening"))]
+        last = self.exec_at
+        for name, at in marks:
+            if isinstance(at, (int, float)) and at > 0:
+                self.phases[name] = round(max(0.0, at - last) * 1000, 3)
+                last = at
+        self.phases["ready"] = round(max(0.0, ready - max(last, launched)) * 1000, 3)
 
     def init(self, spec: FunctionSpec, timeout: float) -> None:
         """Bind this sandbox to one function version: copy its code in, then POST /__rt/init."""
+        began = time.perf_counter()
         code = self.workdir / "code"
         root, files, entry, mode = spec.root, spec.files, spec.entry, 0o644
         if spec.runtime == "go":  # the compiled binary (cached per version), never the sources
@@ -157,6 +203,8 @@ class Sandbox(ABC):
             (code / "package.json").write_text(json.dumps({"type": "module" if spec.esm else "commonjs"}))
             os.chmod(code / "package.json", 0o644)
         self.function = spec
+        self.phases["copy"] = _ms_since(began)
+        began = time.perf_counter()
         body = json.dumps({"code_dir": self.code_dir, "entry": entry, "handler": spec.handler,
                            "env": dict(spec.env), "function": spec.name}).encode()
         self.stdout.begin("init")
@@ -167,10 +215,15 @@ class Sandbox(ABC):
         finally:
             self.init_stdout = self.stdout.finish("init", OUTPUT_WAIT)
             self.init_stderr = self.stderr.finish("init", OUTPUT_WAIT)
+            self.phases["init"] = _ms_since(began)
         if response.status != 200:
             error = response.json().get("error", {}) if response.body else {}
             raise LoadError(error.get("message") or f"init failed with HTTP {response.status}",
                             error.get("details") or {}, self.init_stdout, self.init_stderr)
+        answer = response.json() if response.body else None
+        for name in ("load_ms", "esm_ms"):  # the runtime's own share of init: its module load, Node's ES loader
+            if isinstance(answer, dict) and isinstance(answer.get(name), (int, float)):
+                self.phases[name[:-3]] = answer[name]
 
     def invoke(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
                timeout: float, max_body: int | None = None) -> RawResponse:
@@ -224,6 +277,9 @@ class Tier(ABC):
     @abstractmethod
     def create(self, profile: Profile) -> Sandbox: ...
 
+    def replenish(self) -> None:  # noqa: B027 - only Docker prepares anything ahead
+        """Prepare ahead what makes the next start quicker (the manager's reaper calls it, off any call's path)."""
+
     def close(self) -> None:  # noqa: B027 - most tiers hold nothing of their own
         """Release what the tier itself holds (not its sandboxes: the manager stops those)."""
 
@@ -269,13 +325,13 @@ class ProcessSandbox(Sandbox):
     def _command(self) -> list[str]:
         shim = str(RUNTIMES_DIR / SHIMS[self.profile.runtime])
         if self.profile.runtime == "python":
-            return [_interpreter("python"), "-u", "-I", shim]
+            return python_command(_interpreter("python"), str(RUNTIMES_DIR / "python"))
         if self.profile.runtime == "go":
             return [_interpreter("go")]
         return [_interpreter("node"), f"--max-old-space-size={node_heap_mb(self.profile.memory)}", shim]
 
     def _env(self) -> dict[str, str]:
-        extra = {"ALYX_SOCKET": str(self.workdir / "sock" / "rt.sock"),
+        extra = {"ALYX_SOCKET": str(self.workdir / "sock" / "rt.sock"), "ALYX_LISTEN_FD": str(self.listen_fd),
                  "ALYX_SECRET_FILE": str(self.workdir / "secret" / "rt.secret"), "ALYX_LIFELINE": "stdin",
                  **runtime_env(self.profile)}
         if self.callback_dir:
@@ -292,12 +348,24 @@ class ProcessSandbox(Sandbox):
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 
     def _launch(self) -> None:
-        self.proc = subprocess.Popen(
-            # stdin is the lifeline: this process holds its write end, so if the server dies (even
-            # killed with -9) the runtime reads EOF and exits instead of lingering.
-            self._command(), env=self._env(), cwd=str(self.workdir), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=self._limits,
-            close_fds=True)
+        # The server binds and listens on the runtime's socket itself and hands it over (ALYX_LISTEN_FD):
+        # the health check connects at once and waits in the backlog, with no polling while it boots.
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(self.workdir / "sock" / "rt.sock"))
+            listener.listen(64)
+            self.listen_fd = listener.fileno()
+            began = time.perf_counter()
+            self.exec_at = time.time()
+            self.proc = subprocess.Popen(
+                # stdin is the lifeline: this process holds its write end, so if the server dies (even
+                # killed with -9) the runtime reads EOF and exits instead of lingering.
+                self._command(), env=self._env(), cwd=str(self.workdir), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=self._limits,
+                close_fds=True, pass_fds=(self.listen_fd,))
+            self.phases["spawn"] = _ms_since(began)
+        finally:
+            listener.close()  # the runtime holds it now: when it exits, callers waiting on it are refused
         self._pumps = []
         for stream, capture in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
             self._pumps.append(spawn(_pump, stream, capture, name=f"alyx-sandbox-{self.id}-io"))
@@ -342,6 +410,7 @@ class ProcessTier(Tier):
     def __init__(self) -> None:
         log.warning("functions run in the 'process' sandbox tier: rlimits and a clean environment only, "
                     "no filesystem or network isolation. Use docker or bwrap in production.")
+        precompile_python_shim(sys.executable)
 
     def create(self, profile: Profile) -> Sandbox:
         return ProcessSandbox(profile, self.callback_dir)
@@ -367,7 +436,7 @@ class BwrapSandbox(ProcessSandbox):
 
     def _command(self) -> list[str]:
         runtime = self.profile.runtime
-        interpreter = "/usr/bin/python3" if runtime == "python" else shutil.which("node") or "/usr/bin/node"
+        interpreter = BWRAP_PYTHON if runtime == "python" else shutil.which("node") or "/usr/bin/node"
         runtime_dir = RUNTIMES_DIR / runtime
         if runtime == "go":  # the static loader, built on the host, is the whole runtime
             interpreter = _interpreter("go")
@@ -385,8 +454,8 @@ class BwrapSandbox(ProcessSandbox):
                 "--chdir", "/tmp", "--clearenv"]
         if not self.profile.network:
             args.append("--unshare-net")
-        extra = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET_FILE": SECRET_FILE, "ALYX_LIFELINE": "stdin",
-                 **runtime_env(self.profile)}
+        extra = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_LISTEN_FD": str(self.listen_fd),
+                 "ALYX_SECRET_FILE": SECRET_FILE, "ALYX_LIFELINE": "stdin", **runtime_env(self.profile)}
         if self.callback_dir:
             args += ["--ro-bind", str(self.callback_dir), "/run/alyx-api"]
             extra["ALYX_API_SOCKET"] = "/run/alyx-api/api.sock"
@@ -394,7 +463,7 @@ class BwrapSandbox(ProcessSandbox):
             args += ["--setenv", k, v]
         shim = "/opt/alyx/" + SHIMS[runtime].split("/", 1)[1]
         if runtime == "python":
-            return [*args, "--", interpreter, "-u", "-I", shim]
+            return [*args, "--", *python_command(interpreter, "/opt/alyx")]
         if runtime == "go":
             return [*args, "--", shim]
         return [*args, "--", interpreter, f"--max-old-space-size={node_heap_mb(self.profile.memory)}", shim]
@@ -413,6 +482,7 @@ class BwrapTier(Tier):
         problem = bwrap_problem()
         if problem:
             raise RuntimeError(problem)
+        precompile_python_shim(BWRAP_PYTHON)
 
     def create(self, profile: Profile) -> Sandbox:
         return BwrapSandbox(profile, self.callback_dir)
