@@ -41,7 +41,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import HOST, Server, load_average, percentile  # noqa: E402
 
-from alyx.sandbox import Call, FunctionRegistry, PoolSettings, SandboxManager, choose_tier, golang  # noqa: E402
+from alyx.sandbox import (  # noqa: E402
+    Call,
+    FunctionRegistry,
+    FunctionSpec,
+    PoolSettings,
+    Profile,
+    SandboxManager,
+    choose_tier,
+    golang,
+)
 
 # Each handler answers with the wall-clock time (epoch seconds) of its first line.
 CODE = {
@@ -58,19 +67,24 @@ PHASES = ("prepare", "create", "spawn", "start_api", "attach", "exec", "boot", "
           "copy", "load", "esm", "init", "call")
 
 
-def write_functions(folder: Path, runtimes: list[str]) -> dict[str, str]:
-    """One function per runtime in ``folder``; runtime → function name."""
+def write_functions(folder: Path, runtimes: list[str], copies: int = 1) -> dict[str, list[str]]:
+    """``copies`` functions per runtime in ``folder`` (so each round meets one nothing is bound to yet);
+    runtime → their names."""
     folder.mkdir(parents=True, exist_ok=True)
-    names = {}
+    names: dict[str, list[str]] = {}
     for runtime in runtimes:
         filename, text = CODE[runtime]
-        (folder / filename).write_text(text)
-        names[runtime] = filename.split(".")[0]
+        stem, ext = filename.split(".")
+        for n in range(copies):
+            name = stem if copies == 1 else f"{stem}{n}"
+            (folder / f"{name}.{ext}").write_text(text)
+            names.setdefault(runtime, []).append(name)
     return names
 
 
-def first_call(manager: SandboxManager, spec, call: Call) -> tuple[float, float, dict[str, float]]:
+def first_call(manager: SandboxManager, spec: FunctionSpec) -> tuple[float, float, dict[str, float]]:
     """(ms to the handler's first line, ms until the answer, the serving sandbox's phases)."""
+    call = Call("GET", f"/api/functions/{spec.name}")
     began_wall, began = time.time(), time.perf_counter()
     result = manager.invoke(spec, call)
     done = (time.perf_counter() - began) * 1000
@@ -84,64 +98,73 @@ def first_call(manager: SandboxManager, spec, call: Call) -> tuple[float, float,
     return first_line, done, phases
 
 
-def wait_for_generic(manager: SandboxManager, runtime: str) -> None:
+def settle(manager: SandboxManager, runtime: str, pooled: bool) -> None:
+    """Wait until what a long-running server has ready is ready again: the warm sandbox (pooled), the
+    container created ahead (Docker), then a moment for the starts' own after-work (pumps, logs)."""
+    profile = Profile(runtime)
+    stocked = getattr(manager.tier, "stocked", None)
     deadline = time.monotonic() + 60
-    while not any(n for key, n in manager.stats()["generic"].items() if key.startswith(runtime + "/")):
+    while ((pooled and not manager.stats()["generic"].get(f"{runtime}/{profile.memory}M"))
+           or (stocked is not None and not stocked(profile))):
         if time.monotonic() > deadline:
-            raise SystemExit(f"no warm {runtime} sandbox after 60 s")
+            raise SystemExit(f"{manager.tier.name} {runtime}: nothing warm after 60 s")
         time.sleep(0.01)
-    time.sleep(0.3)  # let the start's own after-work (pumps, logs) settle: the pool has been idle
+    time.sleep(0.3)
 
 
-def measure(tier: str, runtime: str, registry: FunctionRegistry, name: str, rounds: int, calls: int) -> dict:
-    spec = registry.get(name)
+def measure(tier: str, runtime: str, registry: FunctionRegistry, names: list[str], rounds: int,
+            calls: int) -> dict:
+    specs = [registry.get(name) for name in names]
     if runtime == "go":  # the one-time compile (and the loader's) is not a start: done before any clock
-        golang.function_binary(spec)
         golang.loader_binary()
-    call = Call("GET", f"/api/functions/{name}")
-    cold, pooled, phases = [], [], []
-    for _ in range(rounds):
-        manager = SandboxManager(choose_tier(tier), PoolSettings(warm_per_runtime=0))
-        try:
-            first_line, done, marks = first_call(manager, spec, call)
-        finally:
-            manager.shutdown()
-        cold.append((first_line, done))
-        phases.append(marks)
-    samples: list[float] = []
-    for n in range(rounds):
-        manager = SandboxManager(choose_tier(tier), PoolSettings(warm_per_runtime=1))
-        try:
-            manager.prewarm([runtime])
-            wait_for_generic(manager, runtime)
-            first_line, done, _ = first_call(manager, spec, call)
+        for spec in specs:
+            golang.function_binary(spec)
+    cold, pooled, phases, samples = [], [], [], []
+    # One long-running manager per kind, as in a server; each round calls a function nothing is bound to.
+    manager = SandboxManager(choose_tier(tier), PoolSettings(warm_per_runtime=0, reap_interval=0.3))
+    try:
+        manager.invoke(specs[-1], Call("GET", "/"))  # the runtime's first start on this tier is not measured
+        for spec in specs[:rounds]:
+            settle(manager, runtime, pooled=False)
+            first_line, done, marks = first_call(manager, spec)
+            cold.append((first_line, done))
+            phases.append(marks)
+    finally:
+        manager.shutdown()
+    manager = SandboxManager(choose_tier(tier), PoolSettings(warm_per_runtime=1, reap_interval=0.3))
+    try:
+        manager.prewarm([runtime])
+        for spec in specs[rounds:]:
+            settle(manager, runtime, pooled=True)
+            first_line, done, _ = first_call(manager, spec)
             pooled.append((first_line, done))
-            if n == rounds - 1:
-                for _ in range(calls):
-                    t = time.perf_counter()
-                    manager.invoke(spec, call)
-                    samples.append((time.perf_counter() - t) * 1000)
-        finally:
-            manager.shutdown()
-    return {"cold": [statistics.median(x) for x in zip(*cold)], "pooled": [statistics.median(x) for x in zip(*pooled)],
+        call = Call("GET", f"/api/functions/{specs[-1].name}")
+        for _ in range(calls):
+            t = time.perf_counter()
+            manager.invoke(specs[-1], call)
+            samples.append((time.perf_counter() - t) * 1000)
+    finally:
+        manager.shutdown()
+    return {"cold": [statistics.median(x) for x in zip(*cold, strict=True)],
+            "pooled": [statistics.median(x) for x in zip(*pooled, strict=True)],
             "warm": (statistics.median(samples), percentile(samples, 95)),
             "phases": {p: statistics.median(m.get(p, 0.0) for m in phases) for p in PHASES
                        if any(p in m for m in phases)}}
 
 
-def over_http(tier: str, names: dict[str, str], calls: int) -> dict[str, tuple[float, float]]:
+def over_http(tier: str, runtimes: list[str], calls: int) -> dict[str, tuple[float, float]]:
     """Warm GET /api/functions/<name> latency (median, p95 ms) per runtime on a live gunicorn server."""
     server = Server("bench-functions")
     try:
         env = server.alyx_project("collections: []\n")
-        write_functions(Path(env["ALYX_PROJECT_DIR"]) / "functions", list(names))
-        env.update({"ALYX_FUNCTIONS_SANDBOX": tier, "ALYX_EVENTS_RUNNER": "off", "GUNICORN_ACCESSLOG": ""})
+        names = write_functions(Path(env["ALYX_PROJECT_DIR"]) / "functions", runtimes)
+        env.update({"ALYX_FUNCTIONS_SANDBOX": tier, "ALYX_EVENTS_RUNNER": "off"})
         server.start_gunicorn(env, workers=1)
         conn = http.client.HTTPConnection(HOST, server.port, timeout=120)
         conn.connect()
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         figures = {}
-        for runtime, name in names.items():
+        for runtime, (name,) in names.items():
             samples = []
             for n in range(calls + 20):  # the first calls start, bind and warm up the sandbox
                 t = time.perf_counter()
@@ -177,12 +200,12 @@ def main() -> None:
 
     logging.getLogger("alyx.sandbox").setLevel(logging.ERROR)  # the process tier's warning, once per manager
     folder = Path(tempfile.mkdtemp(prefix="bench-functions-")) / "functions"
-    names = write_functions(folder, args.runtimes)
+    names = write_functions(folder, args.runtimes, copies=2 * args.rounds)
     registry = FunctionRegistry(folder, {})
     print(f"load average before: {load_average()}", flush=True)
     rows = []
     for tier in args.tiers:
-        http_figures = {} if args.no_http else over_http(tier, names, args.calls)
+        http_figures = {} if args.no_http else over_http(tier, args.runtimes, args.calls)
         for runtime in args.runtimes:
             figures = measure(tier, runtime, registry, names[runtime], args.rounds, args.calls)
             figures["http"] = http_figures.get(runtime)

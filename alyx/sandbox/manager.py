@@ -114,11 +114,11 @@ class SandboxManager:
             return acquire_fault(spec, exc).result(*output, timings, _ms(time.monotonic() - began), None,
                                                    spec.version)
         deadline += timings["acquire"] / 1000
-        fresh = sandbox.calls == 0
+        fresh = sandbox.calls == 0  # then it may have taken the warm one: start the next after this call
         try:
             return self._run(spec, call, pool, sandbox, began, deadline, timings)
         finally:
-            if fresh:  # it may have taken the warm one: start the next after this call, not during it
+            if fresh:
                 self._refill_default(spec.runtime)
 
     def shutdown(self) -> None:
@@ -396,8 +396,7 @@ class SandboxManager:
 
     # -- background ------------------------------------------------------------------------------
     def _refill_default(self, runtime: str) -> None:
-        """Top the runtime's generic pool up again, in the background. Called once the call that took
-        a warm sandbox has its answer: a start beside a bind would slow both down on a small machine."""
+        """Top the runtime's generic pool up, in the background (after a call, not beside its bind)."""
         if runtime in self._runtimes:
             self._refill_async(Profile(runtime, DEFAULT_PROFILE_MEMORY))
 
@@ -441,10 +440,7 @@ class SandboxManager:
                                                                        spec.limits.max_instances)):
                         return
                     pool.starting += 1
-                try:
-                    sandbox = self._start_bound(pool, spec, time.monotonic() + max(spec.limits.timeout, 30.0), {})
-                finally:
-                    self._refill_default(spec.runtime)
+                sandbox = self._start_bound(pool, spec, time.monotonic() + max(spec.limits.timeout, 30.0), {})
                 with self._cond:
                     sandbox.last_used = time.monotonic()
                     if pool.retired or self._closed:
@@ -462,6 +458,7 @@ class SandboxManager:
         finally:
             with self._cond:
                 self._warming.discard(spec.key)
+            self._refill_default(spec.runtime)  # its starts may have taken warm sandboxes
 
     def _reap_step(self) -> float:
         """One round of the reaper loop (a failure is logged and retried after the same interval)."""

@@ -2,7 +2,7 @@
 
 A Sandbox is one runtime process (or container) serving the runtime protocol on a Unix socket in
 its own host folder (``sock/``), with the function's code copied into ``code/`` when it is bound.
-This module holds the shared part and the process and bubblewrap tiers; Docker is in docker_tier.
+This module holds the shared part and the process tier; bubblewrap is in bwrap_tier, Docker in docker_tier.
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ RUNTIMES_DIR = resource_dir("runtimes")
 SHIMS = {"python": "python/shim.py", "node": "node/shim.js", "go": f"go/{golang.LOADER}"}  # go: built (golang.py)
 START_TIMEOUT = 15.0
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
-SECRET_FILE = "/run/alyx-secret/rt.secret"
-BWRAP_PYTHON = "/usr/bin/python3"  # bwrap sandboxes see the system's /usr only  # inside bwrap and docker sandboxes (read-only)
+SECRET_FILE = "/run/alyx-secret/rt.secret"  # inside bwrap and docker sandboxes (read-only)
+PRLIMIT = shutil.which("prlimit") or ""  # util-linux: sets a sandbox's rlimits without a preexec_fn
 # How long to wait for a call's end mark on stdout/stderr once the response is in. It normally comes
 # first (same process, written before the response); the wait only matters on a loaded machine.
 OUTPUT_WAIT = 5.0
@@ -94,7 +94,7 @@ def precompile_python_shim(interpreter: str) -> None:
         pass
 
 
-def _base_env(extra: dict[str, str]) -> dict[str, str]:
+def base_env(extra: dict[str, str]) -> dict[str, str]:
     # Nothing of the server's environment is passed on: a function sees only these and its manifest env.
     return {"PATH": CLEAN_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONUNBUFFERED": "1", "MALLOC_ARENA_MAX": "2", **extra}
@@ -303,7 +303,7 @@ def _pump(stream: Any, capture: StreamCapture) -> None:
             pass
 
 
-def _interpreter(runtime: str) -> str:
+def interpreter(runtime: str) -> str:
     if runtime == "python":
         return sys.executable
     if runtime == "go":
@@ -325,10 +325,10 @@ class ProcessSandbox(Sandbox):
     def _command(self) -> list[str]:
         shim = str(RUNTIMES_DIR / SHIMS[self.profile.runtime])
         if self.profile.runtime == "python":
-            return python_command(_interpreter("python"), str(RUNTIMES_DIR / "python"))
+            return python_command(interpreter("python"), str(RUNTIMES_DIR / "python"))
         if self.profile.runtime == "go":
-            return [_interpreter("go")]
-        return [_interpreter("node"), f"--max-old-space-size={node_heap_mb(self.profile.memory)}", shim]
+            return [interpreter("go")]
+        return [interpreter("node"), f"--max-old-space-size={node_heap_mb(self.profile.memory)}", shim]
 
     def _env(self) -> dict[str, str]:
         extra = {"ALYX_SOCKET": str(self.workdir / "sock" / "rt.sock"), "ALYX_LISTEN_FD": str(self.listen_fd),
@@ -336,13 +336,16 @@ class ProcessSandbox(Sandbox):
                  **runtime_env(self.profile)}
         if self.callback_dir:
             extra["ALYX_API_SOCKET"] = str(self.callback_dir / "api.sock")
-        return _base_env(extra)
+        return base_env(extra)
 
-    def _limits(self) -> None:
-        memory = self.profile.memory * 1024 * 1024
+    def _data_limit(self) -> int:
         # RLIMIT_AS kills Node at start (STACK.md): limit the data segment instead, with headroom
         # for the runtime's own allocations.
-        data = memory + 64 * 1024 * 1024
+        return (self.profile.memory + 64) * 1024 * 1024
+
+    def _limits(self) -> None:
+        """The rlimits, set in the child before exec: only where prlimit(1) is missing (see _launch)."""
+        data = self._data_limit()
         resource.setrlimit(resource.RLIMIT_DATA, (data, data))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
@@ -355,13 +358,19 @@ class ProcessSandbox(Sandbox):
             listener.bind(str(self.workdir / "sock" / "rt.sock"))
             listener.listen(64)
             self.listen_fd = listener.fileno()
+            command, preexec = self._command(), None
+            if PRLIMIT:  # limits set by prlimit(1) before it execs the runtime: no preexec_fn, so Python can
+                # vfork instead of fork (a fork of a big server process costs ~20 ms of page tables)
+                command = [PRLIMIT, f"--data={self._data_limit()}", "--core=0", "--nofile=1024", "--", *command]
+            else:
+                preexec = self._limits
             began = time.perf_counter()
             self.exec_at = time.time()
             self.proc = subprocess.Popen(
                 # stdin is the lifeline: this process holds its write end, so if the server dies (even
                 # killed with -9) the runtime reads EOF and exits instead of lingering.
-                self._command(), env=self._env(), cwd=str(self.workdir), stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=self._limits,
+                command, env=self._env(), cwd=str(self.workdir), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=preexec,
                 close_fds=True, pass_fds=(self.listen_fd,))
             self.phases["spawn"] = _ms_since(began)
         finally:
@@ -414,90 +423,3 @@ class ProcessTier(Tier):
 
     def create(self, profile: Profile) -> Sandbox:
         return ProcessSandbox(profile, self.callback_dir)
-
-
-def _bwrap_binds() -> list[str]:
-    args: list[str] = []
-    for path in ("/usr", "/etc/alternatives", "/etc/ssl", "/etc/ca-certificates"):
-        if os.path.exists(path):
-            args += ["--ro-bind", path, path]
-    for link, target in (("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")):
-        if os.path.islink(link):
-            args += ["--symlink", target, link]
-        elif os.path.isdir(link):
-            args += ["--ro-bind", link, link]
-    return args
-
-
-class BwrapSandbox(ProcessSandbox):
-    """A bubblewrap sandbox: new user, pid, ipc, uts and network namespaces, read-only system binds."""
-
-    tier = "bwrap"
-
-    def _command(self) -> list[str]:
-        runtime = self.profile.runtime
-        interpreter = BWRAP_PYTHON if runtime == "python" else shutil.which("node") or "/usr/bin/node"
-        runtime_dir = RUNTIMES_DIR / runtime
-        if runtime == "go":  # the static loader, built on the host, is the whole runtime
-            interpreter = _interpreter("go")
-            runtime_dir = Path(interpreter).parent
-        if not os.path.exists(interpreter):
-            raise RuntimeGone(f"the bwrap tier needs {interpreter}")
-        args = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-                "--uid", "65534", "--gid", "65534", "--hostname", "sandbox", "--cap-drop", "ALL",
-                *_bwrap_binds(),
-                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                "--ro-bind", str(runtime_dir), "/opt/alyx",
-                "--ro-bind", str(self.workdir / "code"), "/code",
-                "--bind", str(self.workdir / "sock"), "/run/alyx",
-                "--ro-bind", str(self.workdir / "secret"), "/run/alyx-secret",
-                "--chdir", "/tmp", "--clearenv"]
-        if not self.profile.network:
-            args.append("--unshare-net")
-        extra = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_LISTEN_FD": str(self.listen_fd),
-                 "ALYX_SECRET_FILE": SECRET_FILE, "ALYX_LIFELINE": "stdin", **runtime_env(self.profile)}
-        if self.callback_dir:
-            args += ["--ro-bind", str(self.callback_dir), "/run/alyx-api"]
-            extra["ALYX_API_SOCKET"] = "/run/alyx-api/api.sock"
-        for k, v in _base_env(extra).items():
-            args += ["--setenv", k, v]
-        shim = "/opt/alyx/" + SHIMS[runtime].split("/", 1)[1]
-        if runtime == "python":
-            return [*args, "--", *python_command(interpreter, "/opt/alyx")]
-        if runtime == "go":
-            return [*args, "--", shim]
-        return [*args, "--", interpreter, f"--max-old-space-size={node_heap_mb(self.profile.memory)}", shim]
-
-    @property
-    def code_dir(self) -> str:
-        return "/code"
-
-
-class BwrapTier(Tier):
-    """Unprivileged namespaces via bubblewrap: no network, read-only system, only /code and a socket."""
-
-    name = "bwrap"
-
-    def __init__(self) -> None:
-        problem = bwrap_problem()
-        if problem:
-            raise RuntimeError(problem)
-        precompile_python_shim(BWRAP_PYTHON)
-
-    def create(self, profile: Profile) -> Sandbox:
-        return BwrapSandbox(profile, self.callback_dir)
-
-
-def bwrap_problem() -> str | None:
-    """None when bubblewrap can run a sandbox here, else why not."""
-    if not shutil.which("bwrap"):
-        return "bubblewrap (bwrap) is not installed"
-    try:
-        done = subprocess.run(["bwrap", "--unshare-user", "--unshare-net", "--unshare-pid", *_bwrap_binds(),
-                               "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"],
-                              capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bwrap cannot run: {exc}"
-    if done.returncode != 0:
-        return f"bwrap cannot create namespaces here: {done.stderr.decode(errors='replace').strip()}"
-    return None
