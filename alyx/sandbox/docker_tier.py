@@ -178,7 +178,6 @@ class DockerSandbox(Sandbox):
         self.container: Any = None
         self.container_id: str | None = None
         self._exited = threading.Event()
-        self._lifecycle = threading.Lock()
 
     @property
     def code_dir(self) -> str:

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -129,6 +130,7 @@ class Sandbox(ABC):
         self.function: FunctionSpec | None = None
         self.started_at = 0.0
         self.stopped = False
+        self._lifecycle = threading.Lock()
         # Pool bookkeeping (owned by the manager, under its lock).
         self.active = 0
         self.last_used = time.monotonic()
@@ -366,12 +368,15 @@ class ProcessSandbox(Sandbox):
                 preexec = self._limits
             began = time.perf_counter()
             self.exec_at = time.time()
-            self.proc = subprocess.Popen(
-                # stdin is the lifeline: this process holds its write end, so if the server dies (even
-                # killed with -9) the runtime reads EOF and exits instead of lingering.
-                command, env=self._env(), cwd=str(self.workdir), stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=preexec,
-                close_fds=True, pass_fds=(self.listen_fd,))
+            with self._lifecycle:  # stop() during a launch must not miss the process being started
+                if self.stopped:
+                    raise RuntimeGone("stopped before start")
+                self.proc = subprocess.Popen(
+                    # stdin is the lifeline: this process holds its write end, so if the server dies (even
+                    # killed with -9) the runtime reads EOF and exits instead of lingering.
+                    command, env=self._env(), cwd=str(self.workdir), stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=preexec,
+                    close_fds=True, pass_fds=(self.listen_fd,))
             self.phases["spawn"] = _ms_since(began)
         finally:
             listener.close()  # the runtime holds it now: when it exits, callers waiting on it are refused
@@ -395,8 +400,9 @@ class ProcessSandbox(Sandbox):
         return ExitInfo(code, oom, tail[-2000:])
 
     def _kill(self) -> None:
-        if getattr(self, "proc", None) is None:
-            return
+        with self._lifecycle:
+            if getattr(self, "proc", None) is None:
+                return
         try:  # the whole group: user code may have started children of its own
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

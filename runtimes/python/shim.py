@@ -11,17 +11,19 @@ import time
 
 BOOT = {"main": time.time()}  # when this file started to run (after the interpreter's own start)
 
-import _thread  # noqa: E402 - the boot mark comes first
+# Only built-in and frozen modules: json, socket and urllib.parse would bring re, enum, selectors,
+# math and ipaddress (~10 ms); the few pieces of them this shim needs are below, on their C parts.
+import _json  # noqa: E402 - the boot mark comes first
+import _socket  # noqa: E402
+import _thread  # noqa: E402
 import binascii  # noqa: E402
 import builtins  # noqa: E402
 import contextvars  # noqa: E402
-import json  # noqa: E402
+import io  # noqa: E402
 import os  # noqa: E402
-import socket  # noqa: E402
 import sys  # noqa: E402
 from _operator import _compare_digest  # noqa: E402 - hmac.compare_digest, without importing hashlib
 from importlib.machinery import ModuleSpec, SourceFileLoader  # noqa: E402
-from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit  # noqa: E402
 
 SOCKET_PATH = os.environ.pop("ALYX_SOCKET", "/run/alyx/rt.sock")
 LISTEN_FD = os.environ.pop("ALYX_LISTEN_FD", "")  # a socket the server bound and listens on for us
@@ -49,6 +51,102 @@ REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "
            409: "Conflict", 413: "Payload Too Large", 422: "Unprocessable Entity", 429: "Too Many Requests",
            431: "Request Header Fields Too Large", 500: "Internal Server Error", 502: "Bad Gateway",
            503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+class _Json:
+    """json.loads / json.dumps (default arguments) on the json module's C scanner and encoder."""
+
+    strict, object_hook, object_pairs_hook, parse_float, parse_int = True, None, None, float, int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
+    WHITESPACE = " \t\n\r"
+
+    def __init__(self):
+        self._scan = _json.make_scanner(self)
+
+    def loads(self, text):
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("utf-8-sig")
+        start = len(text) - len(text.lstrip(self.WHITESPACE))
+        try:
+            value, end = self._scan(text, start)
+        except StopIteration:
+            raise ValueError(f"Expecting value: char {start}") from None
+        if text[end:].strip(self.WHITESPACE):
+            raise ValueError(f"Extra data: char {end}")
+        return value
+
+    def dumps(self, value, default=None):
+        def refuse(obj):
+            raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+        if isinstance(value, str):
+            return _json.encode_basestring_ascii(value)
+        encode = _json.make_encoder({}, default or refuse, _json.encode_basestring_ascii, None, ": ", ", ",
+                                    False, False, True)
+        return "".join(encode(value, 0))
+
+
+json = _Json()
+_HEXDIG = "0123456789ABCDEFabcdef"
+_HEXBYTE = {(a + b).encode(): bytes.fromhex(a + b) for a in _HEXDIG for b in _HEXDIG}
+_ALWAYS_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def unquote(text):
+    """urllib.parse.unquote(text, errors="replace"): %XX sequences decoded as UTF-8."""
+    if "%" not in text:
+        return text
+    bits = text.encode("utf-8", "surrogateescape").split(b"%")
+    out = [bits[0]]
+    for item in bits[1:]:
+        byte = _HEXBYTE.get(item[:2])
+        out.append(byte + item[2:] if byte else b"%" + item)
+    return b"".join(out).decode("utf-8", "replace")
+
+
+def quote(text, safe="/"):
+    """urllib.parse.quote: what is not unreserved (or in ``safe``) as %XX of its UTF-8."""
+    keep = _ALWAYS_SAFE | frozenset(safe.encode("ascii"))
+    return "".join(chr(b) if b in keep else f"%{b:02X}" for b in str(text).encode("utf-8"))
+
+
+def urlencode(query):
+    """urllib.parse.urlencode of a dict: quote_plus'd names and values joined by & and =."""
+    def plus(value):
+        return quote(str(value), " ").replace(" ", "+")
+
+    return "&".join(f"{plus(k)}={plus(v)}" for k, v in query.items())
+
+
+def parse_qs(query):
+    """urllib.parse.parse_qs(query, keep_blank_values=True): name → every value, in order."""
+    found = {}
+    for field in query.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        found.setdefault(unquote(name.replace("+", " ")), []).append(unquote(value.replace("+", " ")))
+    return found
+
+
+class _SocketReader(io.RawIOBase):
+    """A socket's receiving side as a raw file: socket.makefile("rb") without socket.py."""
+
+    def __init__(self, sock):
+        super().__init__()
+        self.sock = sock
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        return self.sock.recv_into(buffer)
+
+
+def reader(sock):
+    return io.BufferedReader(_SocketReader(sock), 65536)
+
+
 BOOT["imported"] = time.time()
 
 
@@ -252,12 +350,12 @@ class AlyxClient:
                 f"X-Alyx-Callback-Token: {_header_text(self.token)}", f"Content-Length: {len(payload)}"]
         if body is not None:
             head.append("Content-Type: application/json")
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             conn.settimeout(timeout)
             conn.connect(API_SOCKET)
             conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
-            with conn.makefile("rb") as rfile:
+            with reader(conn) as rfile:
                 start = read_head(rfile)
                 if start is None:
                     raise ConnectionError("the Alyx API closed the connection without an answer")
@@ -342,10 +440,10 @@ class Request:
     """What a handler receives as `req`."""
 
     def __init__(self, method, target, headers, body, context, alyx):
-        parts = urlsplit(target)
+        path, _, query = target.partition("#")[0].partition("?")
         self.method = method
-        self.path = unquote(parts.path, errors="replace")  # the server encoded it once
-        self.query_all = parse_qs(parts.query, keep_blank_values=True)
+        self.path = unquote(path)  # the server encoded it once
+        self.query_all = parse_qs(query)
         self.query = {k: v[0] for k, v in self.query_all.items()}
         self.headers = headers
         self.raw_body = body
@@ -555,7 +653,7 @@ def _handle(method, target, fields, headers, body):
 
 def _serve(conn):
     """One connection: HTTP/1.1 requests in turn (keep-alive) until the server closes it."""
-    rfile = conn.makefile("rb", 65536)
+    rfile = reader(conn)
     try:
         while True:
             try:
@@ -593,12 +691,12 @@ def _exit_with_server():
 
 def _listener():
     if LISTEN_FD:  # bound by the server before we started: callers could connect (and queue) already
-        listener = socket.socket(fileno=int(LISTEN_FD))
+        listener = _socket.socket(fileno=int(LISTEN_FD))
         listener.setblocking(True)  # a server under gevent made it non-blocking
         return listener
     if os.path.exists(SOCKET_PATH):
         os.unlink(SOCKET_PATH)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     listener.bind(SOCKET_PATH)
     os.chmod(SOCKET_PATH, 0o666)
     listener.listen(64)
@@ -613,8 +711,8 @@ def main():
     listener = _listener()
     BOOT["listening"] = time.time()
     while True:  # each connection on its own thread: calls may overlap (concurrency > 1)
-        conn, _ = listener.accept()
-        _thread.start_new_thread(_serve, (conn,))
+        fd, _ = listener._accept()
+        _thread.start_new_thread(_serve, (_socket.socket(fileno=fd),))
 
 
 if __name__ == "__main__":
