@@ -245,7 +245,7 @@ async function afterListening() {
     process.stdin.resume();
   }
   try {
-    await import(pathToFileURL(path.join(__dirname, 'warm.mjs')).href);
+    await import(pathToFileURL(path.join(__dirname, 'warm', 'warm.js')).href);
     new URL('/w?a=1', 'http://sandbox').searchParams.get('a');
     JSON.parse(Buffer.from('e30=', 'base64').toString('utf8'));
     await sdk.runInContext({}, async () => new Res().json({ ok: true }).send(Buffer.alloc(0)));
