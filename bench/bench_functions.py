@@ -3,24 +3,27 @@
     python bench/bench_functions.py [--tiers process bwrap docker] [--runtimes python node go]
                                     [--rounds 5] [--calls 300] [--phases] [--no-http]
 
-For every tier x runtime, one table (medians over --rounds fresh managers):
+For every tier x runtime, one table (medians over --rounds calls, each to a function nothing is
+bound to yet, in a manager that runs on like a server's):
 
-- cold: nothing free (no warm pool): start a sandbox, bind it to the function (/init), call it;
-- warm pool: a generic sandbox was started ahead (functions.warm_pool: 1): bind it and call it;
-  both given as "to the handler's first line / until the answer is back" (the handler returns
+- cold: nothing free (functions.warm_pool: 0): start a sandbox, bind it to the function (/init),
+  call it. On Docker that starts a container the tier created ahead (created, not started: no
+  process, no memory), as a running server has one; a container's create is in --phases.
+- warm pool: a generic sandbox was started ahead (functions.warm_pool: 1): bind it and call it.
+  Both are given as "to the handler's first line / until the answer is back": the handler returns
   the wall-clock time of its first line, so the first figure is what a caller waits before any of
-  their code runs);
+  their code runs.
 - warm: later calls on the bound sandbox through the manager (median / p95);
 - HTTP: warm calls of `GET /api/functions/<name>` on a live `gunicorn -k gevent -w 1` server
   (median / p95, keep-alive client on the same machine): routing, auth, rules, the execution log.
   The handlers do nothing, so these are the overhead above a handler.
 
---phases adds where a start goes, in ms, from the marks each sandbox keeps (Sandbox.phases): the
-server's calls (prepare: folders and secret; spawn: fork/exec, or Docker's create / start / attach),
-the runtime's own marks (exec: until its process runs; boot: until the shim's first line;
-imports; listen: socket set-up; ready: until the server had the health answer) and the bind
-(copy: code into the sandbox; load: the runtime loading the module; esm: Node's import hook;
-init: the whole /init round trip), then the first call (call).
+--phases adds where a cold start goes, in ms, from the marks each sandbox keeps (Sandbox.phases):
+the server's calls (prepare: folders and secret; spawn: fork/exec, or Docker's start_api / attach),
+the runtime's own marks (exec: until its process runs, for Node and Go; boot: until the shim's first
+line, interpreter included; imports; listen: socket set-up; ready: from listening until the server
+had the health answer) and the bind (copy: code into the sandbox; load: the runtime loading the
+module; esm: Node's import hook; init: the whole /init round trip), then the first call (call).
 
 Go's one-time compile (and its loader's) is done before any clock starts: it happens once per code
 version, not per start. Prints the load average: figures from a busy machine are upper bounds.

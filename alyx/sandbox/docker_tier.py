@@ -226,28 +226,28 @@ class DockerSandbox(Sandbox):
             self.container_id = created["Id"]
             self.container = self.owner.client.containers.prepare_model({"Id": self.container_id})
         self.phases["create"] = round((time.perf_counter() - began) * 1000, 3)
+        began = time.perf_counter()
+        # Attached before the start, as `docker run` does, so no output is missed (the end marks of /init
+        # can come within a millisecond of the start). The stream lives as long as the container: on a
+        # client without a read timeout, or an idle container would look dead after the SDK's 60 s.
+        stream = self.owner.stream_client.api.attach(self.container_id, stdout=True, stderr=True, stream=True,
+                                                     logs=False, demux=True)
+        self.phases["attach"] = round((time.perf_counter() - began) * 1000, 3)
+        spawn(self._pump, stream, name=f"alyx-sandbox-{self.id}-io")
 
     def _launch(self) -> None:
         if self.container is None:
             self.create_container()
-        else:  # created ahead, off this start's path
-            self.phases["created_ahead"] = self.phases.pop("create", 0.0)
+        else:  # created (and attached) ahead, off this start's path
+            self.phases["created_ahead"] = self.phases.pop("create", 0.0) + self.phases.pop("attach", 0.0)
         began = time.perf_counter()
         self.exec_at = time.time()
         self.owner.client.api.start(self.container_id)
         self.phases["start_api"] = round((time.perf_counter() - began) * 1000, 3)
-        # Attached beside the health polls, not before them (logs=True: nothing written earlier is lost).
-        spawn(self._pump, name=f"alyx-sandbox-{self.id}-io")
 
-    def _pump(self) -> None:
+    def _pump(self, stream: Any) -> None:
         # Docker frames do not align with lines: StreamCapture buffers and splits them.
         try:
-            began = time.perf_counter()
-            # The attach stream lives as long as the container: on a client without a read timeout, or an
-            # idle container would look dead after the SDK's 60 s.
-            stream = self.owner.stream_client.api.attach(self.container_id, stdout=True, stderr=True, stream=True,
-                                                         logs=True, demux=True)
-            self.phases["attach"] = round((time.perf_counter() - began) * 1000, 3)
             for out, err in stream:
                 if out:
                     self.stdout.feed(out)
