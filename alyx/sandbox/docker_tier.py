@@ -368,11 +368,12 @@ class DockerTier(Tier):
         """Containers left by an Alyx process of this host that no longer exists (killed with -9)."""
         try:
             here = {"label": [LABEL, f"alyx.host={socket.gethostname()}"]}
-            containers = self.client.containers.list(all=True, filters=here)
+            # sparse: no inspect per container, which fails the whole list when another server removes one
+            containers = self.client.containers.list(all=True, sparse=True, filters=here)
         except Exception:  # noqa: BLE001 - best effort
             return
         for container in containers:
-            pid = container.labels.get("alyx.pid", "")
+            pid = (container.attrs.get("Labels") or {}).get("alyx.pid", "")
             if pid.isdigit() and not _running(int(pid)):
                 log.info("removing orphaned sandbox container %s of pid %s", container.short_id, pid)
                 try:
