@@ -147,3 +147,30 @@ def test_wait_ready_gives_up_at_the_deadline(tmp_path: Path) -> None:
 def test_raw_response_json_of_an_empty_body_is_none() -> None:
     assert RawResponse(204, [], b"").json() is None
     assert RawResponse(200, [("X-A", "1")], b'{"a": 1}').json() == {"a": 1}
+
+
+def test_the_shim_reads_paths_and_queries_as_urllib_does(shim: Shim) -> None:
+    from urllib.parse import parse_qs, unquote
+
+    (shim.code_dir / "index.py").write_text(
+        "def handler(req, res):\n    return res.json({'path': req.path, 'query': req.query_all})\n")
+    client = ready_client(shim)
+    bind(client, shim)
+    path, query = "/api/functions/x/a%20b/%C3%A9/%zz/100%", "a=1&a=2&b=&c&d=x+y%2Bz&%C3%A9=%E2%82%AC&&bad=%e2%82"
+    response = client.request("GET", f"{path}?{query}")
+    assert response.status == 200, response.body
+    assert response.json() == {"path": unquote(path, errors="replace"),
+                               "query": parse_qs(query, keep_blank_values=True)}
+
+
+def test_the_shim_refuses_what_is_not_http(shim: Shim) -> None:
+    import socket
+
+    ready_client(shim)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+        raw.connect(shim.socket_path)
+        raw.sendall(b"NOT HTTP\r\n\r\n")
+        answer = raw.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"bad_request" in answer
+    head = RuntimeClient(shim.socket_path, SECRET).request("HEAD", "/__rt/health")
+    assert head.status == 200 and head.body == b""  # HEAD: the headers only

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 
+from alyx.sandbox.bwrap_tier import BwrapTier, bwrap_problem
 from alyx.sandbox.calls import Call, CallResult, PoolSettings
 from alyx.sandbox.manager import SandboxManager
 from alyx.sandbox.manifest import Limits
 from alyx.sandbox.protocol import request_target
 from alyx.sandbox.registry import FunctionRegistry, FunctionSpec
-from alyx.sandbox.tiers import BwrapTier, ProcessTier, Profile, Tier, bwrap_problem
+from alyx.sandbox.tiers import ProcessTier, Profile, Tier
 
 log = logging.getLogger("alyx.sandbox")
 

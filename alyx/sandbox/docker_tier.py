@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +178,6 @@ class DockerSandbox(Sandbox):
         self.container: Any = None
         self.container_id: str | None = None
         self._exited = threading.Event()
-        self._lifecycle = threading.Lock()
 
     @property
     def code_dir(self) -> str:
@@ -192,7 +192,8 @@ class DockerSandbox(Sandbox):
         else:
             os.chmod(path, 0o777)
 
-    def _launch(self) -> None:
+    def create_container(self) -> None:
+        """Create (not start) this sandbox's container; DockerTier keeps one so made ahead per profile."""
         profile = self.profile
         env = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET_FILE": SECRET_FILE, "HOME": "/tmp", "LANG": "C.UTF-8",
                "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -206,26 +207,43 @@ class DockerSandbox(Sandbox):
         if profile.runtime == "node":
             env["NODE_OPTIONS"] = f"--max-old-space-size={node_heap_mb(profile.memory)}"
         env.update(runtime_env(profile))
+        began = time.perf_counter()
+        api = self.owner.client.api
+        host_config = api.create_host_config(
+            binds=volumes, network_mode="bridge" if profile.network else "none",
+            mem_limit=f"{profile.memory}m", memswap_limit=f"{profile.memory}m", nano_cpus=int(profile.cpu * 1e9),
+            pids_limit=128, read_only=True, tmpfs={"/tmp": "rw,nosuid,nodev,size=64m,mode=1777"}, cap_drop=["ALL"],
+            security_opt=["no-new-privileges"], ipc_mode="private")
         with self._lifecycle:  # stop() during a launch must not miss the container being created
             if self.stopped:
                 raise RuntimeGone("stopped before start")
-            self.container = self.owner.client.containers.create(
+            # The engine's API as it is (the SDK's containers.create would inspect the container after).
+            created = api.create_container(
                 self.owner.images[profile.runtime], environment=env, user=f"{CONTAINER_UID}:{CONTAINER_UID}",
-                network_mode="bridge" if profile.network else "none",
-                mem_limit=f"{profile.memory}m", memswap_limit=f"{profile.memory}m",
-                nano_cpus=int(profile.cpu * 1e9), pids_limit=128, read_only=True,
-                tmpfs={"/tmp": "rw,nosuid,nodev,size=64m,mode=1777"}, cap_drop=["ALL"],
-                security_opt=["no-new-privileges"], ipc_mode="private",
-                volumes=volumes,
+                host_config=host_config, volumes=[v["bind"] for v in volumes.values()],
                 labels={LABEL: "1", "alyx.owner": self.owner.owner_id, "alyx.host": socket.gethostname(),
                         "alyx.pid": str(os.getpid()), "alyx.runtime": profile.runtime})
-            self.container_id = self.container.id
-        self.container.start()
-        # The attach stream lives as long as the container: on a client without a read timeout, or an
-        # idle container would look dead after the SDK's 60 s.
+            self.container_id = created["Id"]
+            self.container = self.owner.client.containers.prepare_model({"Id": self.container_id})
+        self.phases["create"] = round((time.perf_counter() - began) * 1000, 3)
+        began = time.perf_counter()
+        # Attached before the start, as `docker run` does, so no output is missed (the end marks of /init
+        # can come within a millisecond of the start). The stream lives as long as the container: on a
+        # client without a read timeout, or an idle container would look dead after the SDK's 60 s.
         stream = self.owner.stream_client.api.attach(self.container_id, stdout=True, stderr=True, stream=True,
-                                                     logs=True, demux=True)
+                                                     logs=False, demux=True)
+        self.phases["attach"] = round((time.perf_counter() - began) * 1000, 3)
         spawn(self._pump, stream, name=f"alyx-sandbox-{self.id}-io")
+
+    def _launch(self) -> None:
+        if self.container is None:
+            self.create_container()
+        else:  # created (and attached) ahead, off this start's path
+            self.phases["created_ahead"] = self.phases.pop("create", 0.0) + self.phases.pop("attach", 0.0)
+        began = time.perf_counter()
+        self.exec_at = time.time()
+        self.owner.client.api.start(self.container_id)
+        self.phases["start_api"] = round((time.perf_counter() - began) * 1000, 3)
 
     def _pump(self, stream: Any) -> None:
         # Docker frames do not align with lines: StreamCapture buffers and splits them.
@@ -291,9 +309,14 @@ class DockerTier(Tier):
         self.images = {runtime: runtime_image(runtime) for runtime in IMAGES}
         self.owner_id = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self._optional: dict[str, str | None] = {}
+        self._stock: dict[Profile, list[DockerSandbox]] = {}  # containers created, not started (replenish)
+        self._stock_lock = threading.Lock()
+        self._closed = False
         self._remove_orphans()
 
     def create(self, profile: Profile) -> Sandbox:
+        """A sandbox for the profile: a container created ahead when one is in stock (`docker start` is
+        then all a start costs), else a new one; `replenish` stocks one again, off the call's path."""
         if profile.runtime not in IMAGES:
             raise RuntimeGone(f"no Docker image for runtime {profile.runtime!r}")
         if profile.runtime not in REQUIRED:  # checked once per tier: images do not change under a server
@@ -302,17 +325,55 @@ class DockerTier(Tier):
             problem = self._optional[profile.runtime]
             if problem:
                 raise RuntimeGone(problem)
+        with self._stock_lock:
+            self._stock.setdefault(profile, [])
+            stocked = self._stock[profile]
+            if stocked:
+                return stocked.pop()
         return DockerSandbox(profile, self)
+
+    def stocked(self, profile: Profile) -> int:
+        """How many containers are created ahead for this profile."""
+        with self._stock_lock:
+            return len(self._stock.get(profile, []))
+
+    def replenish(self) -> None:
+        """Create one container ahead (not started: no process, no memory) for each profile started so far."""
+        with self._stock_lock:
+            empty = [profile for profile, stocked in self._stock.items() if not stocked]
+        for profile in empty:
+            sandbox = DockerSandbox(profile, self)
+            try:
+                sandbox.create_container()
+            except Exception as exc:  # noqa: BLE001 - the next start creates its own; try again later
+                log.warning("could not create a %s container ahead: %s", profile.runtime, exc)
+                sandbox.stop()
+                continue
+            with self._stock_lock:
+                if not self._closed:
+                    self._stock[profile].append(sandbox)
+                    continue
+            sandbox.stop()
+
+    def close(self) -> None:
+        """Remove the containers created ahead (the manager stops the sandboxes it started)."""
+        with self._stock_lock:
+            self._closed = True
+            stocked = [sb for ready in self._stock.values() for sb in ready]
+            self._stock.clear()
+        for sandbox in stocked:
+            sandbox.stop()
 
     def _remove_orphans(self) -> None:
         """Containers left by an Alyx process of this host that no longer exists (killed with -9)."""
         try:
             here = {"label": [LABEL, f"alyx.host={socket.gethostname()}"]}
-            containers = self.client.containers.list(all=True, filters=here)
+            # sparse: no inspect per container, which fails the whole list when another server removes one
+            containers = self.client.containers.list(all=True, sparse=True, filters=here)
         except Exception:  # noqa: BLE001 - best effort
             return
         for container in containers:
-            pid = container.labels.get("alyx.pid", "")
+            pid = (container.attrs.get("Labels") or {}).get("alyx.pid", "")
             if pid.isdigit() and not _running(int(pid)):
                 log.info("removing orphaned sandbox container %s of pid %s", container.short_id, pid)
                 try:

@@ -109,11 +109,17 @@ class SandboxManager:
         try:
             pool, sandbox = self._acquire(spec, deadline, timings)
         except (QueueTimeout, LoadError, RuntimeTimeout, RuntimeGone) as exc:
+            self._refill_default(spec.runtime)
             output = (exc.stdout, exc.stderr) if isinstance(exc, LoadError) else ("", "")
             return acquire_fault(spec, exc).result(*output, timings, _ms(time.monotonic() - began), None,
                                                    spec.version)
         deadline += timings["acquire"] / 1000
-        return self._run(spec, call, pool, sandbox, began, deadline, timings)
+        fresh = sandbox.calls == 0  # then it may have taken the warm one: start the next after this call
+        try:
+            return self._run(spec, call, pool, sandbox, began, deadline, timings)
+        finally:
+            if fresh:
+                self._refill_default(spec.runtime)
 
     def shutdown(self) -> None:
         """Stop every sandbox this manager started; later calls fail."""
@@ -249,8 +255,6 @@ class SandboxManager:
                     break
                 self._all.discard(candidate)
                 self._stop_later([candidate])
-        if profile.runtime in self._runtimes and profile.memory == DEFAULT_PROFILE_MEMORY:
-            self._refill_async(Profile(profile.runtime, DEFAULT_PROFILE_MEMORY))
         if sandbox is not None:
             return sandbox
         with self._cond:  # a warm start under way is nearly done: share it rather than start another
@@ -391,6 +395,11 @@ class SandboxManager:
         sandboxes.clear()
 
     # -- background ------------------------------------------------------------------------------
+    def _refill_default(self, runtime: str) -> None:
+        """Top the runtime's generic pool up, in the background (after a call, not beside its bind)."""
+        if runtime in self._runtimes:
+            self._refill_async(Profile(runtime, DEFAULT_PROFILE_MEMORY))
+
     def _refill_async(self, profile: Profile) -> None:
         with self._cond:
             have = len(self._generic.get(profile, [])) + self._refilling.get(profile, 0)
@@ -449,6 +458,7 @@ class SandboxManager:
         finally:
             with self._cond:
                 self._warming.discard(spec.key)
+            self._refill_default(spec.runtime)  # its starts may have taken warm sandboxes
 
     def _reap_step(self) -> float:
         """One round of the reaper loop (a failure is logged and retried after the same interval)."""
@@ -486,3 +496,4 @@ class SandboxManager:
             spawn(self._warm_function, spec, name=f"alyx-sandbox-warm-{spec.name}")
         for runtime in runtimes:
             self._refill_async(Profile(runtime, DEFAULT_PROFILE_MEMORY))
+        self.tier.replenish()

@@ -2,7 +2,7 @@
 
 A Sandbox is one runtime process (or container) serving the runtime protocol on a Unix socket in
 its own host folder (``sock/``), with the function's code copied into ``code/`` when it is bound.
-This module holds the shared part and the process and bubblewrap tiers; Docker is in docker_tier.
+This module holds the shared part and the process tier; bubblewrap is in bwrap_tier, Docker in docker_tier.
 """
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import resource
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ SHIMS = {"python": "python/shim.py", "node": "node/shim.js", "go": f"go/{golang.
 START_TIMEOUT = 15.0
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 SECRET_FILE = "/run/alyx-secret/rt.secret"  # inside bwrap and docker sandboxes (read-only)
+PRLIMIT = shutil.which("prlimit") or ""  # util-linux: sets a sandbox's rlimits without a preexec_fn
 # How long to wait for a call's end mark on stdout/stderr once the response is in. It normally comes
 # first (same process, written before the response); the wait only matters on a loaded machine.
 OUTPUT_WAIT = 5.0
@@ -61,6 +64,10 @@ class ExitInfo:
     detail: str = ""
 
 
+def _ms_since(began: float) -> float:
+    return round((time.perf_counter() - began) * 1000, 3)
+
+
 def node_heap_mb(memory: int) -> int:
     """V8's old-space limit for a memory budget: leave room for the runtime itself."""
     return max(16, int(memory * 0.75))
@@ -71,7 +78,24 @@ def runtime_env(profile: Profile) -> dict[str, str]:
     return {"GOMEMLIMIT": f"{node_heap_mb(profile.memory)}MiB"} if profile.runtime == "go" else {}
 
 
-def _base_env(extra: dict[str, str]) -> dict[str, str]:
+def python_command(interpreter: str, shim_dir: str) -> list[str]:
+    """How a Python sandbox starts: the shim imported as a module, so its cached .pyc is loaded instead of
+    ~600 lines compiled at every start (see precompile_python_shim); its folder then leaves sys.path."""
+    code = f"import sys; sys.path.insert(0, {shim_dir!r}); import shim; del sys.path[0]; shim.main()"
+    return [interpreter, "-u", "-I", "-c", code]
+
+
+def precompile_python_shim(interpreter: str) -> None:
+    """Write the shim's .pyc for this interpreter beside it (as importing it would), best effort: where
+    runtimes/ is read-only each start compiles it instead, as before. Checked against the source's mtime."""
+    try:
+        subprocess.run([interpreter, "-I", "-m", "py_compile", str(RUNTIMES_DIR / "python" / "shim.py")],
+                       capture_output=True, timeout=60, env={"PATH": CLEAN_PATH})
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+
+def base_env(extra: dict[str, str]) -> dict[str, str]:
     # Nothing of the server's environment is passed on: a function sees only these and its manifest env.
     return {"PATH": CLEAN_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONUNBUFFERED": "1", "MALLOC_ARENA_MAX": "2", **extra}
@@ -83,6 +107,7 @@ class Sandbox(ABC):
     tier = "abstract"
 
     def __init__(self, profile: Profile, callback_dir: Path | None = None) -> None:
+        began = time.perf_counter()
         self.profile = profile
         self.callback_dir = callback_dir  # holds api.sock: the Alyx API, as the invocation's caller
         self.id = secrets.token_hex(6)
@@ -105,10 +130,14 @@ class Sandbox(ABC):
         self.function: FunctionSpec | None = None
         self.started_at = 0.0
         self.stopped = False
+        self._lifecycle = threading.Lock()
         # Pool bookkeeping (owned by the manager, under its lock).
         self.active = 0
         self.last_used = time.monotonic()
         self.calls = 0
+        # Where this sandbox's start and bind went, in ms per phase (docs/functions.md, "Where a start goes").
+        self.phases: dict[str, float] = {"prepare": _ms_since(began)}
+        self.exec_at = 0.0  # time.time() when the runtime process was asked to start (set by _launch)
 
     def _own_socket_dir(self, path: Path) -> None:
         """Make the socket folder writable by the runtime only (here: it runs as the server's uid)."""
@@ -118,6 +147,7 @@ class Sandbox(ABC):
     def start(self) -> None:
         """Launch the runtime and wait until it answers /__rt/health."""
         self.started_at = time.monotonic()
+        began = time.time()
         try:
             self._launch()
         except RuntimeGone:
@@ -126,17 +156,35 @@ class Sandbox(ABC):
         except Exception as exc:  # noqa: BLE001 - an engine or OS error: no sandbox, say why
             self.stop()
             raise RuntimeGone(f"{self.tier} {self.profile.runtime} runtime could not be launched: {exc}") from None
+        launched = time.time()
         try:
-            self.client.wait_ready(time.monotonic() + START_TIMEOUT, self.alive)
+            health = self.client.wait_ready(time.monotonic() + START_TIMEOUT, self.alive)
         except (RuntimeGone, RuntimeTimeout) as exc:
             info = self.exit_info()
             tail = self.stderr.tail_text()[-2000:]
             self.stop()
             raise RuntimeGone(f"{self.tier} {self.profile.runtime} runtime failed to start: {exc} "
                               f"(exit {info.code}) {tail}".strip()) from None
+        self._note_boot(health.get("boot"), launched, time.time())
+        self.phases["start"] = round((time.time() - began) * 1000, 3)
+
+    def _note_boot(self, boot: Any, launched: float, ready: float) -> None:
+        """The runtime's own marks (epoch seconds: process start, its shim's first line, imports done,
+        listening) → phases: exec, boot, imports, listen, then `ready` (until the server knew)."""
+        if not isinstance(boot, dict) or not self.exec_at:
+            return
+        marks = [("exec", boot.get("process")), ("boot", boot.get("main")), ("imports", boot.get("imported")),
+                 ("listen", boot.get("listening"))]
+        last = self.exec_at
+        for name, at in marks:
+            if isinstance(at, (int, float)) and at > 0:
+                self.phases[name] = round(max(0.0, at - last) * 1000, 3)
+                last = at
+        self.phases["ready"] = round(max(0.0, ready - max(last, launched)) * 1000, 3)
 
     def init(self, spec: FunctionSpec, timeout: float) -> None:
         """Bind this sandbox to one function version: copy its code in, then POST /__rt/init."""
+        began = time.perf_counter()
         code = self.workdir / "code"
         root, files, entry, mode = spec.root, spec.files, spec.entry, 0o644
         if spec.runtime == "go":  # the compiled binary (cached per version), never the sources
@@ -157,6 +205,8 @@ class Sandbox(ABC):
             (code / "package.json").write_text(json.dumps({"type": "module" if spec.esm else "commonjs"}))
             os.chmod(code / "package.json", 0o644)
         self.function = spec
+        self.phases["copy"] = _ms_since(began)
+        began = time.perf_counter()
         body = json.dumps({"code_dir": self.code_dir, "entry": entry, "handler": spec.handler,
                            "env": dict(spec.env), "function": spec.name}).encode()
         self.stdout.begin("init")
@@ -167,10 +217,15 @@ class Sandbox(ABC):
         finally:
             self.init_stdout = self.stdout.finish("init", OUTPUT_WAIT)
             self.init_stderr = self.stderr.finish("init", OUTPUT_WAIT)
+            self.phases["init"] = _ms_since(began)
         if response.status != 200:
             error = response.json().get("error", {}) if response.body else {}
             raise LoadError(error.get("message") or f"init failed with HTTP {response.status}",
                             error.get("details") or {}, self.init_stdout, self.init_stderr)
+        answer = response.json() if response.body else None
+        for name in ("load_ms", "esm_ms"):  # the runtime's own share of init: its module load, Node's ES loader
+            if isinstance(answer, dict) and isinstance(answer.get(name), (int, float)):
+                self.phases[name[:-3]] = answer[name]
 
     def invoke(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
                timeout: float, max_body: int | None = None) -> RawResponse:
@@ -224,6 +279,9 @@ class Tier(ABC):
     @abstractmethod
     def create(self, profile: Profile) -> Sandbox: ...
 
+    def replenish(self) -> None:  # noqa: B027 - only Docker prepares anything ahead
+        """Prepare ahead what makes the next start quicker (the manager's reaper calls it, off any call's path)."""
+
     def close(self) -> None:  # noqa: B027 - most tiers hold nothing of their own
         """Release what the tier itself holds (not its sandboxes: the manager stops those)."""
 
@@ -247,7 +305,7 @@ def _pump(stream: Any, capture: StreamCapture) -> None:
             pass
 
 
-def _interpreter(runtime: str) -> str:
+def interpreter(runtime: str) -> str:
     if runtime == "python":
         return sys.executable
     if runtime == "go":
@@ -269,35 +327,59 @@ class ProcessSandbox(Sandbox):
     def _command(self) -> list[str]:
         shim = str(RUNTIMES_DIR / SHIMS[self.profile.runtime])
         if self.profile.runtime == "python":
-            return [_interpreter("python"), "-u", "-I", shim]
+            return python_command(interpreter("python"), str(RUNTIMES_DIR / "python"))
         if self.profile.runtime == "go":
-            return [_interpreter("go")]
-        return [_interpreter("node"), f"--max-old-space-size={node_heap_mb(self.profile.memory)}", shim]
+            return [interpreter("go")]
+        return [interpreter("node"), f"--max-old-space-size={node_heap_mb(self.profile.memory)}", shim]
 
     def _env(self) -> dict[str, str]:
-        extra = {"ALYX_SOCKET": str(self.workdir / "sock" / "rt.sock"),
+        extra = {"ALYX_SOCKET": str(self.workdir / "sock" / "rt.sock"), "ALYX_LISTEN_FD": str(self.listen_fd),
                  "ALYX_SECRET_FILE": str(self.workdir / "secret" / "rt.secret"), "ALYX_LIFELINE": "stdin",
                  **runtime_env(self.profile)}
         if self.callback_dir:
             extra["ALYX_API_SOCKET"] = str(self.callback_dir / "api.sock")
-        return _base_env(extra)
+        return base_env(extra)
 
-    def _limits(self) -> None:
-        memory = self.profile.memory * 1024 * 1024
+    def _data_limit(self) -> int:
         # RLIMIT_AS kills Node at start (STACK.md): limit the data segment instead, with headroom
         # for the runtime's own allocations.
-        data = memory + 64 * 1024 * 1024
+        return (self.profile.memory + 64) * 1024 * 1024
+
+    def _limits(self) -> None:
+        """The rlimits, set in the child before exec: only where prlimit(1) is missing (see _launch)."""
+        data = self._data_limit()
         resource.setrlimit(resource.RLIMIT_DATA, (data, data))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 
     def _launch(self) -> None:
-        self.proc = subprocess.Popen(
-            # stdin is the lifeline: this process holds its write end, so if the server dies (even
-            # killed with -9) the runtime reads EOF and exits instead of lingering.
-            self._command(), env=self._env(), cwd=str(self.workdir), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=self._limits,
-            close_fds=True)
+        # The server binds and listens on the runtime's socket itself and hands it over (ALYX_LISTEN_FD):
+        # the health check connects at once and waits in the backlog, with no polling while it boots.
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(self.workdir / "sock" / "rt.sock"))
+            listener.listen(64)
+            self.listen_fd = listener.fileno()
+            command, preexec = self._command(), None
+            if PRLIMIT:  # limits set by prlimit(1) before it execs the runtime: no preexec_fn, so Python can
+                # vfork instead of fork (a fork of a big server process costs ~20 ms of page tables)
+                command = [PRLIMIT, f"--data={self._data_limit()}", "--core=0", "--nofile=1024", "--", *command]
+            else:
+                preexec = self._limits
+            began = time.perf_counter()
+            self.exec_at = time.time()
+            with self._lifecycle:  # stop() during a launch must not miss the process being started
+                if self.stopped:
+                    raise RuntimeGone("stopped before start")
+                self.proc = subprocess.Popen(
+                    # stdin is the lifeline: this process holds its write end, so if the server dies (even
+                    # killed with -9) the runtime reads EOF and exits instead of lingering.
+                    command, env=self._env(), cwd=str(self.workdir), stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=preexec,
+                    close_fds=True, pass_fds=(self.listen_fd,))
+            self.phases["spawn"] = _ms_since(began)
+        finally:
+            listener.close()  # the runtime holds it now: when it exits, callers waiting on it are refused
         self._pumps = []
         for stream, capture in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
             self._pumps.append(spawn(_pump, stream, capture, name=f"alyx-sandbox-{self.id}-io"))
@@ -318,8 +400,9 @@ class ProcessSandbox(Sandbox):
         return ExitInfo(code, oom, tail[-2000:])
 
     def _kill(self) -> None:
-        if getattr(self, "proc", None) is None:
-            return
+        with self._lifecycle:
+            if getattr(self, "proc", None) is None:
+                return
         try:  # the whole group: user code may have started children of its own
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -342,92 +425,7 @@ class ProcessTier(Tier):
     def __init__(self) -> None:
         log.warning("functions run in the 'process' sandbox tier: rlimits and a clean environment only, "
                     "no filesystem or network isolation. Use docker or bwrap in production.")
+        precompile_python_shim(sys.executable)
 
     def create(self, profile: Profile) -> Sandbox:
         return ProcessSandbox(profile, self.callback_dir)
-
-
-def _bwrap_binds() -> list[str]:
-    args: list[str] = []
-    for path in ("/usr", "/etc/alternatives", "/etc/ssl", "/etc/ca-certificates"):
-        if os.path.exists(path):
-            args += ["--ro-bind", path, path]
-    for link, target in (("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")):
-        if os.path.islink(link):
-            args += ["--symlink", target, link]
-        elif os.path.isdir(link):
-            args += ["--ro-bind", link, link]
-    return args
-
-
-class BwrapSandbox(ProcessSandbox):
-    """A bubblewrap sandbox: new user, pid, ipc, uts and network namespaces, read-only system binds."""
-
-    tier = "bwrap"
-
-    def _command(self) -> list[str]:
-        runtime = self.profile.runtime
-        interpreter = "/usr/bin/python3" if runtime == "python" else shutil.which("node") or "/usr/bin/node"
-        runtime_dir = RUNTIMES_DIR / runtime
-        if runtime == "go":  # the static loader, built on the host, is the whole runtime
-            interpreter = _interpreter("go")
-            runtime_dir = Path(interpreter).parent
-        if not os.path.exists(interpreter):
-            raise RuntimeGone(f"the bwrap tier needs {interpreter}")
-        args = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-                "--uid", "65534", "--gid", "65534", "--hostname", "sandbox", "--cap-drop", "ALL",
-                *_bwrap_binds(),
-                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                "--ro-bind", str(runtime_dir), "/opt/alyx",
-                "--ro-bind", str(self.workdir / "code"), "/code",
-                "--bind", str(self.workdir / "sock"), "/run/alyx",
-                "--ro-bind", str(self.workdir / "secret"), "/run/alyx-secret",
-                "--chdir", "/tmp", "--clearenv"]
-        if not self.profile.network:
-            args.append("--unshare-net")
-        extra = {"ALYX_SOCKET": "/run/alyx/rt.sock", "ALYX_SECRET_FILE": SECRET_FILE, "ALYX_LIFELINE": "stdin",
-                 **runtime_env(self.profile)}
-        if self.callback_dir:
-            args += ["--ro-bind", str(self.callback_dir), "/run/alyx-api"]
-            extra["ALYX_API_SOCKET"] = "/run/alyx-api/api.sock"
-        for k, v in _base_env(extra).items():
-            args += ["--setenv", k, v]
-        shim = "/opt/alyx/" + SHIMS[runtime].split("/", 1)[1]
-        if runtime == "python":
-            return [*args, "--", interpreter, "-u", "-I", shim]
-        if runtime == "go":
-            return [*args, "--", shim]
-        return [*args, "--", interpreter, f"--max-old-space-size={node_heap_mb(self.profile.memory)}", shim]
-
-    @property
-    def code_dir(self) -> str:
-        return "/code"
-
-
-class BwrapTier(Tier):
-    """Unprivileged namespaces via bubblewrap: no network, read-only system, only /code and a socket."""
-
-    name = "bwrap"
-
-    def __init__(self) -> None:
-        problem = bwrap_problem()
-        if problem:
-            raise RuntimeError(problem)
-
-    def create(self, profile: Profile) -> Sandbox:
-        return BwrapSandbox(profile, self.callback_dir)
-
-
-def bwrap_problem() -> str | None:
-    """None when bubblewrap can run a sandbox here, else why not."""
-    if not shutil.which("bwrap"):
-        return "bubblewrap (bwrap) is not installed"
-    try:
-        done = subprocess.run(["bwrap", "--unshare-user", "--unshare-net", "--unshare-pid", *_bwrap_binds(),
-                               "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"],
-                              capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bwrap cannot run: {exc}"
-    if done.returncode != 0:
-        return f"bwrap cannot create namespaces here: {done.stderr.decode(errors='replace').strip()}"
-    return None

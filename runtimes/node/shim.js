@@ -3,7 +3,8 @@
 // other request is an invocation of it, run inside its own context (sdk.js: getContext() and the `ctx`
 // global). Node built-ins only: it runs inside minimal images.
 'use strict';
-const crypto = require('crypto');
+// When the process started and when this file began to run (epoch seconds; docs/functions.md, "Where a start goes").
+const BOOT = { process: performance.timeOrigin / 1000, main: (performance.timeOrigin + performance.now()) / 1000 };
 const fs = require('fs');
 const http = require('http');
 const Module = require('module');
@@ -11,7 +12,10 @@ const path = require('path');
 const { pathToFileURL } = require('url');
 const sdk = require('./sdk.js');
 
+BOOT.imported = (performance.timeOrigin + performance.now()) / 1000;
+
 const SOCKET_PATH = process.env.ALYX_SOCKET || '/run/alyx/rt.sock';
+const LISTEN_FD = process.env.ALYX_LISTEN_FD || '';  // a socket the server bound and listens on for us
 // The per-sandbox secret: from the file the server wrote (never argv, never the environment).
 const SECRET = Buffer.from(fs.readFileSync(process.env.ALYX_SECRET_FILE, 'utf8').trim());
 if (!SECRET.length) { process.stderr.write('alyx shim: the secret file is empty\n'); process.exit(1); }
@@ -21,13 +25,9 @@ delete process.env.ALYX_SOCKET;
 delete process.env.ALYX_SECRET_FILE;
 delete process.env.ALYX_API_SOCKET;
 delete process.env.ALYX_LIFELINE;
-if (LIFELINE === 'stdin') {
-  // The server holds the other end of stdin: EOF means it is gone, so this sandbox goes too.
-  process.stdin.on('end', () => process.exit(0));
-  process.stdin.on('error', () => process.exit(0));
-  process.stdin.resume();
-}
+delete process.env.ALYX_LISTEN_FD;
 const state = { handler: null, env: {}, fn: null };
+const now = () => (performance.timeOrigin + performance.now()) / 1000;
 
 // `./sdk` resolves to the runtime's sdk.js for a function without one: require() here, import through
 // the ES module hook (module.register, Node >= 18.19). The user's folder is never written to.
@@ -63,19 +63,24 @@ function mentionsSdk(dir) {
 }
 
 function provideSdkToImports(codeDir) {
-  if (typeof Module.register !== 'function') return;
+  if (typeof Module.register !== 'function') return false;
   let mentioned = true;
   try { mentioned = mentionsSdk(codeDir); } catch (e) { /* unreadable: install the hook all the same */ }
-  if (!mentioned) return;
+  if (!mentioned) return false;
   Module.register('./sdk-resolve.mjs', pathToFileURL(__filename), { data: { sdkUrl: pathToFileURL(SDK_PATH).href } });
+  return true;
 }
 
 // A plain function may use the `ctx` global: the very object getContext() returns (undefined outside a call).
 Object.defineProperty(globalThis, 'ctx', { get: () => sdk.currentContext(), configurable: true });
 
+// Compared in constant time, by hand: require('crypto') alone costs ~10 ms of every start.
 function sameSecret(given) {
   const g = Buffer.from(given || '');
-  return g.length === SECRET.length && crypto.timingSafeEqual(g, SECRET);
+  if (g.length !== SECRET.length) return false;
+  let diff = 0;
+  for (let i = 0; i < g.length; i++) diff |= g[i] ^ SECRET[i];
+  return diff === 0;
 }
 
 function reply(res, status, body, headers) {
@@ -105,9 +110,11 @@ async function load(body) {
   const env = body.env || {};
   Object.assign(process.env, env);
   state.env = env;
+  const began = performance.now();
   try {
     process.chdir(body.code_dir);
-    provideSdkToImports(body.code_dir);
+    const hooked = provideSdkToImports(body.code_dir);
+    const esm = performance.now() - began;
     const mod = await import(pathToFileURL(path.join(body.code_dir, body.entry)).href);
     const name = body.handler || 'handler';
     let fn = null;
@@ -117,7 +124,7 @@ async function load(body) {
     if (!fn) throw new TypeError(`${body.entry} exports no handler (export default a function, or export ${name})`);
     state.handler = fn;
     state.fn = body.function || body.entry;
-    return [200, { ok: true }];
+    return [200, { ok: true, load_ms: performance.now() - began, esm_ms: hooked ? esm : 0 }];
   } catch (err) {
     process.stderr.write(`${(err && err.stack) || describe(err)}\n`);
     const details = Object.assign({ traceback: String((err && err.stack) || err) }, err instanceof SyntaxError ? locate(err) : {});
@@ -213,7 +220,7 @@ const server = http.createServer((req, res) => {
   req.on('end', async () => {
     const body = Buffer.concat(chunks);
     if (!sameSecret(req.headers['x-alyx-secret'])) return reply(res, 401, { error: { code: 'unauthorized', message: 'bad runtime secret' } });
-    if (req.url === '/__rt/health') return reply(res, 200, { ok: true, runtime: 'node', pid: process.pid, function: state.fn });
+    if (req.url === '/__rt/health') return reply(res, 200, { ok: true, runtime: 'node', pid: process.pid, function: state.fn, boot: BOOT });
     if (req.url === '/__rt/init') {
       const [status, payload] = await load(JSON.parse(body.toString('utf8')));
       markEnd('init');
@@ -226,5 +233,28 @@ server.keepAliveTimeout = 0;
 server.headersTimeout = 0;
 server.requestTimeout = 0;
 process.on('unhandledRejection', (err) => process.stderr.write(`unhandled rejection: ${(err && err.stack) || err}\n`));
-try { fs.unlinkSync(SOCKET_PATH); } catch (e) { /* not there */ }
-server.listen(SOCKET_PATH, () => fs.chmodSync(SOCKET_PATH, 0o666));
+// Once listening, what can wait does: the lifeline, and warming up what the first bind and call use
+// (the ES module loader: ~20 ms of the first import(); the call path: URL, base64, AsyncLocalStorage).
+// A pooled sandbox does it while idle, so a call that takes it finds it done.
+async function afterListening() {
+  BOOT.listening = now();
+  if (LIFELINE === 'stdin') {
+    // The server holds the other end of stdin: EOF means it is gone, so this sandbox goes too.
+    process.stdin.on('end', () => process.exit(0));
+    process.stdin.on('error', () => process.exit(0));
+    process.stdin.resume();
+  }
+  try {
+    await import(pathToFileURL(path.join(__dirname, 'warm', 'warm.js')).href);
+    new URL('/w?a=1', 'http://sandbox').searchParams.get('a');
+    JSON.parse(Buffer.from('e30=', 'base64').toString('utf8'));
+    await sdk.runInContext({}, async () => new Res().json({ ok: true }).send(Buffer.alloc(0)));
+  } catch (e) { /* only a warm-up */ }
+  BOOT.warm = now();
+}
+if (LISTEN_FD) {
+  server.listen({ fd: Number(LISTEN_FD) }, afterListening);  // bound by the server: callers queue already
+} else {
+  try { fs.unlinkSync(SOCKET_PATH); } catch (e) { /* not there */ }
+  server.listen(SOCKET_PATH, () => { fs.chmodSync(SOCKET_PATH, 0o666); afterListening(); });
+}

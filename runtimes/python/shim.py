@@ -2,26 +2,31 @@
 
 Loaded once per sandbox; user code is loaded by POST /__rt/init, then every other request is an
 invocation of that code. Standard library only: it runs inside minimal images.
+
+It starts fast (docs/functions.md, "Where a start goes"): HTTP/1.1 is spoken by hand here, not
+through http.server / http.client (which import email, ssl and ~25 ms of modules), and what only
+errors need (traceback, datetime) is imported when an error happens.
 """
-import base64
-import builtins
-import contextvars
-import datetime
-import hmac
-import http.client
-import importlib.abc
-import importlib.util
-import json
-import os
-import socket
-import socketserver
-import sys
-import threading
-import traceback
-from http.server import BaseHTTPRequestHandler
-from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+import time
+
+BOOT = {"main": time.time()}  # when this file started to run (after the interpreter's own start)
+
+# Only built-in and frozen modules: json, socket and urllib.parse would bring re, enum, selectors,
+# math and ipaddress (~10 ms); the few pieces of them this shim needs are below, on their C parts.
+import _json  # noqa: E402 - the boot mark comes first
+import _socket  # noqa: E402
+import _thread  # noqa: E402
+import binascii  # noqa: E402
+import builtins  # noqa: E402
+import contextvars  # noqa: E402
+import io  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from _operator import _compare_digest  # noqa: E402 - hmac.compare_digest, without importing hashlib
+from importlib.machinery import ModuleSpec, SourceFileLoader  # noqa: E402
 
 SOCKET_PATH = os.environ.pop("ALYX_SOCKET", "/run/alyx/rt.sock")
+LISTEN_FD = os.environ.pop("ALYX_LISTEN_FD", "")  # a socket the server bound and listens on for us
 
 
 def _secret():
@@ -38,6 +43,180 @@ API_SOCKET = os.environ.pop("ALYX_API_SOCKET", "")
 LIFELINE = os.environ.pop("ALYX_LIFELINE", "")
 END_MARK = "\x1eALYX-END {}\x1e\n"
 STATE = {"handler": None, "env": {}, "function": None}
+MAX_LINE = 65536
+MAX_HEADERS = 100
+REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "Moved Permanently", 302: "Found",
+           303: "See Other", 304: "Not Modified", 307: "Temporary Redirect", 308: "Permanent Redirect",
+           400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           409: "Conflict", 413: "Payload Too Large", 422: "Unprocessable Entity", 429: "Too Many Requests",
+           431: "Request Header Fields Too Large", 500: "Internal Server Error", 502: "Bad Gateway",
+           503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+class _Json:
+    """json.loads / json.dumps (default arguments) on the json module's C scanner and encoder."""
+
+    strict, object_hook, object_pairs_hook, parse_float, parse_int = True, None, None, float, int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
+    WHITESPACE = " \t\n\r"
+
+    def __init__(self):
+        self._scan = _json.make_scanner(self)
+
+    def loads(self, text):
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("utf-8-sig")
+        start = len(text) - len(text.lstrip(self.WHITESPACE))
+        try:
+            value, end = self._scan(text, start)
+        except StopIteration:
+            raise ValueError(f"Expecting value: char {start}") from None
+        if text[end:].strip(self.WHITESPACE):
+            raise ValueError(f"Extra data: char {end}")
+        return value
+
+    def dumps(self, value, default=None):
+        def refuse(obj):
+            raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+        if isinstance(value, str):
+            return _json.encode_basestring_ascii(value)
+        encode = _json.make_encoder({}, default or refuse, _json.encode_basestring_ascii, None, ": ", ", ",
+                                    False, False, True)
+        return "".join(encode(value, 0))
+
+
+json = _Json()
+_HEXDIG = "0123456789ABCDEFabcdef"
+_HEXBYTE = {(a + b).encode(): bytes.fromhex(a + b) for a in _HEXDIG for b in _HEXDIG}
+_ALWAYS_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def unquote(text):
+    """urllib.parse.unquote(text, errors="replace"): %XX sequences decoded as UTF-8."""
+    if "%" not in text:
+        return text
+    bits = text.encode("utf-8", "surrogateescape").split(b"%")
+    out = [bits[0]]
+    for item in bits[1:]:
+        byte = _HEXBYTE.get(item[:2])
+        out.append(byte + item[2:] if byte else b"%" + item)
+    return b"".join(out).decode("utf-8", "replace")
+
+
+def quote(text, safe="/"):
+    """urllib.parse.quote: what is not unreserved (or in ``safe``) as %XX of its UTF-8."""
+    keep = _ALWAYS_SAFE | frozenset(safe.encode("ascii"))
+    return "".join(chr(b) if b in keep else f"%{b:02X}" for b in str(text).encode("utf-8"))
+
+
+def urlencode(query):
+    """urllib.parse.urlencode of a dict: quote_plus'd names and values joined by & and =."""
+    def plus(value):
+        return quote(str(value), " ").replace(" ", "+")
+
+    return "&".join(f"{plus(k)}={plus(v)}" for k, v in query.items())
+
+
+def parse_qs(query):
+    """urllib.parse.parse_qs(query, keep_blank_values=True): name → every value, in order."""
+    found = {}
+    for field in query.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        found.setdefault(unquote(name.replace("+", " ")), []).append(unquote(value.replace("+", " ")))
+    return found
+
+
+class _SocketReader(io.RawIOBase):
+    """A socket's receiving side as a raw file: socket.makefile("rb") without socket.py."""
+
+    def __init__(self, sock):
+        super().__init__()
+        self.sock = sock
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        return self.sock.recv_into(buffer)
+
+
+def reader(sock):
+    return io.BufferedReader(_SocketReader(sock), 65536)
+
+
+BOOT["imported"] = time.time()
+
+
+class BadRequest(Exception):
+    """A request (or an answer of the API socket) that is not HTTP/1.1 as this shim reads it."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+def read_head(rfile):
+    """The start line and headers of one HTTP message: (start line, [(name, value)]); None at EOF."""
+    line = rfile.readline(MAX_LINE + 1)
+    while line in (b"\r\n", b"\n"):  # stray line ends between messages are allowed (RFC 9112 2.2)
+        line = rfile.readline(MAX_LINE + 1)
+    if not line:
+        return None
+    if len(line) > MAX_LINE:
+        raise BadRequest(414, "request line too long")
+    headers = []
+    while True:
+        raw = rfile.readline(MAX_LINE + 1)
+        if len(raw) > MAX_LINE:
+            raise BadRequest(431, "header line too long")
+        if raw in (b"\r\n", b"\n", b""):
+            break
+        if len(headers) >= MAX_HEADERS:
+            raise BadRequest(431, "too many headers")
+        name, sep, value = raw.decode("latin-1").partition(":")
+        if not sep or not name.strip():
+            raise BadRequest(400, "bad header line")
+        headers.append((name.strip(), value.strip()))
+    return line.decode("latin-1").rstrip("\r\n"), headers
+
+
+def first_values(headers):
+    """Lower-case name → its first value (what a repeated header's lookup gives)."""
+    found = {}
+    for name, value in headers:
+        found.setdefault(name.lower(), value)
+    return found
+
+
+def read_body(rfile, fields):
+    """A message body by Content-Length, or chunked (answers of the API socket may be)."""
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        parts = []
+        while True:
+            size = int(rfile.readline(MAX_LINE + 1).split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while rfile.readline(MAX_LINE + 1) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(parts)
+            parts.append(rfile.read(size))
+            rfile.readline(MAX_LINE + 1)
+    try:
+        length = int(fields.get("content-length") or 0)
+    except ValueError:
+        raise BadRequest(400, "bad Content-Length") from None
+    if length < 0:
+        raise BadRequest(400, "bad Content-Length")
+    body = rfile.read(length) if length else b""
+    if len(body) < length:
+        raise EOFError("the connection closed inside a body")
+    return body
+
+
+def _header_text(value):
+    return str(value).replace("\r", " ").replace("\n", " ")
 
 
 class AlyxApiError(Exception):
@@ -49,15 +228,11 @@ class AlyxApiError(Exception):
         self.error = error
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(API_SOCKET)
-
-
 def _json_default(value):
     """Dates leave as RFC 3339 UTC (naive ones are taken as UTC), as the server stores and compares them."""
+    datetime = sys.modules.get("datetime")  # a date exists only if its module was imported: no import here
+    if datetime is None:
+        return str(value)
     if isinstance(value, datetime.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
@@ -79,7 +254,8 @@ def _query_value(value):
         return _dumps(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (datetime.date, datetime.datetime)):
+    datetime = sys.modules.get("datetime")
+    if datetime is not None and isinstance(value, datetime.date):
         return _json_default(value)
     return value
 
@@ -152,6 +328,9 @@ class Events:
         return self._client.request("POST", "/api/events", event)
 
 
+_TARGET_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))  # what a request target may hold as it is
+
+
 class AlyxClient:
     """The Alyx REST API, called as the invocation's caller (req.alyx and get_context().alyx)."""
 
@@ -166,23 +345,33 @@ class AlyxClient:
             raise RuntimeError("the Alyx API is not available to this function")
         if query:
             path += "?" + urlencode(query)
-        conn = _UnixHTTPConnection("alyx", timeout=timeout)
+        payload = b"" if body is None else _dumps(body).encode()
+        head = [f"{method} {quote(path, safe=_TARGET_SAFE)} HTTP/1.1", "Host: alyx", "Connection: close",
+                f"X-Alyx-Callback-Token: {_header_text(self.token)}", f"Content-Length: {len(payload)}"]
+        if body is not None:
+            head.append("Content-Type: application/json")
+        conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
-            payload = None if body is None else _dumps(body).encode()
-            headers = {"X-Alyx-Callback-Token": self.token}
-            if payload is not None:
-                headers["Content-Type"] = "application/json"
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
+            conn.settimeout(timeout)
+            conn.connect(API_SOCKET)
+            conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
+            with reader(conn) as rfile:
+                start = read_head(rfile)
+                if start is None:
+                    raise ConnectionError("the Alyx API closed the connection without an answer")
+                status = int(start[0].split(" ", 2)[1])
+                fields = first_values(start[1])
+                raw = b"" if method == "HEAD" or status in (204, 304) else (
+                    read_body(rfile, fields) if "content-length" in fields or "transfer-encoding" in fields
+                    else rfile.read())
         finally:
             conn.close()
         try:
             data = json.loads(raw) if raw else None
         except ValueError:
             data = raw.decode("utf-8", "replace")
-        if response.status >= 400:
-            raise AlyxApiError(response.status, (data if isinstance(data, dict) else {}).get("error") or {})
+        if status >= 400:
+            raise AlyxApiError(status, (data if isinstance(data, dict) else {}).get("error") or {})
         return data
 
     def collection(self, name):
@@ -230,14 +419,14 @@ class _CurrentContext:
 ctx = _CurrentContext()
 
 
-class _SdkModule(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class _SdkModule:
     """``import sdk`` / ``from sdk import get_context`` for functions without an sdk module of their own.
 
-    Consulted after every other finder, so a function's own sdk.py or sdk/ wins.
+    A meta path finder and loader, consulted after every other finder, so a function's own sdk.py or sdk/ wins.
     """
 
     def find_spec(self, name, path=None, target=None):
-        return importlib.util.spec_from_loader(name, self) if name == "sdk" else None
+        return ModuleSpec(name, self) if name == "sdk" else None
 
     def create_module(self, spec):
         return None
@@ -251,10 +440,10 @@ class Request:
     """What a handler receives as `req`."""
 
     def __init__(self, method, target, headers, body, context, alyx):
-        parts = urlsplit(target)
+        path, _, query = target.partition("#")[0].partition("?")
         self.method = method
-        self.path = unquote(parts.path, errors="replace")  # the server encoded it once
-        self.query_all = parse_qs(parts.query, keep_blank_values=True)
+        self.path = unquote(path)  # the server encoded it once
+        self.query_all = parse_qs(query)
         self.query = {k: v[0] for k, v in self.query_all.items()}
         self.headers = headers
         self.raw_body = body
@@ -330,12 +519,23 @@ class Response:
 
 
 def _describe(exc):
+    import traceback  # only failures need it
+
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def _print_traceback():
+    import traceback
+
+    traceback.print_exc()
+    sys.stderr.flush()
+    return traceback.format_exc()
 
 
 def _load(body):
     if STATE["function"] is not None:
         return 409, {"error": {"code": "already_initialized", "message": "this sandbox is bound already"}}
+    began = time.perf_counter()
     code_dir, entry = body["code_dir"], body["entry"]
     env = body.get("env") or {}
     os.environ.update(env)
@@ -343,124 +543,143 @@ def _load(body):
     sys.path.insert(0, code_dir)
     os.chdir(code_dir)
     try:
-        spec = importlib.util.spec_from_file_location("alyx_function", os.path.join(code_dir, entry))
-        module = importlib.util.module_from_spec(spec)
+        path = os.path.join(code_dir, entry)
+        spec = ModuleSpec("alyx_function", SourceFileLoader("alyx_function", path), origin=path)
+        spec.has_location = True
+        module = type(sys)("alyx_function")
+        module.__spec__, module.__file__, module.__loader__ = spec, path, spec.loader
         sys.modules["alyx_function"] = module
         spec.loader.exec_module(module)
         handler = getattr(module, body.get("handler") or "handler", None)
         if not callable(handler):
             raise TypeError(f"{entry} defines no function named {body.get('handler') or 'handler'!r}")
     except BaseException as exc:  # noqa: BLE001 - user code may raise anything, even SystemExit
-        traceback.print_exc()
-        sys.stderr.flush()
-        details = {"traceback": traceback.format_exc()}
+        details = {"traceback": _print_traceback()}
         if isinstance(exc, SyntaxError):
             details.update({"file": os.path.basename(exc.filename or entry), "line": exc.lineno})
         return 422, {"error": {"code": "function_load_error", "message": _describe(exc), "details": details}}
     STATE["handler"] = handler
     STATE["function"] = body.get("function") or entry
-    return 200, {"ok": True}
+    return 200, {"ok": True, "load_ms": round((time.perf_counter() - began) * 1000, 3)}
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "alyx-python"
+def _reply(conn, method, status, body, headers=None, content_type="application/json"):
+    """One answer, sent whole (headers and body in one write: no Nagle-style stall)."""
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
+    has_type = False
+    for k, v in (headers or {}).items():
+        lower = k.lower()
+        if lower in ("content-length", "connection", "transfer-encoding"):
+            continue
+        has_type = has_type or lower == "content-type"
+        lines.append(f"{_header_text(k)}: {_header_text(v)}")
+    if not has_type:
+        lines.append(f"Content-Type: {content_type}")
+    lines.append(f"Content-Length: {len(body)}")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+    conn.sendall(head if method == "HEAD" else head + body)
 
-    def log_message(self, *args):
-        pass
 
-    def _reply(self, status, body, headers=None, content_type="application/json"):
-        self.send_response(status)
-        headers = dict(headers or {})
-        if not any(k.lower() == "content-type" for k in headers):
-            headers["Content-Type"] = content_type
-        for k, v in headers.items():
-            if k.lower() not in ("content-length", "connection", "transfer-encoding"):
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _handle(self):
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length) if length else b""
-        if not hmac.compare_digest(self.headers.get("x-alyx-secret", "").encode(), SECRET):
-            return self._reply(401, b'{"error": {"code": "unauthorized", "message": "bad runtime secret"}}')
-        if self.path == "/__rt/health":
-            info = {"ok": True, "runtime": "python", "pid": os.getpid(), "function": STATE["function"]}
-            return self._reply(200, json.dumps(info).encode())
-        if self.path == "/__rt/init":
-            status, payload = _load(json.loads(body))
-            self._mark_end("init")
-            return self._reply(status, json.dumps(payload).encode())
-        self._invoke(body)
-
-    def _invoke(self, body):
-        invocation = self.headers.get("x-alyx-invocation-id", "")
-        if STATE["handler"] is None:
-            return self._reply(409, b'{"error": {"code": "not_initialized", "message": "no function bound"}}')
-        raw_context = self.headers.get("x-alyx-context")
-        context = json.loads(base64.b64decode(raw_context)) if raw_context else {}
-        headers = {k.lower(): v for k, v in self.headers.items() if not k.lower().startswith("x-alyx-")}
-        req = Request(self.command, self.path, headers, body, context, AlyxClient(context.get("callback_token")))
-        res = Response()
-        extra = {"x-alyx-outcome": "ok"}
-        current = _CURRENT.set(Context(req.alyx, req.auth, req.env, req.input, req.trigger))
+def _mark_end(invocation):
+    for stream in (sys.stdout, sys.stderr):
         try:
-            result = STATE["handler"](req, res)
-            if hasattr(result, "__await__"):
-                import asyncio  # only async handlers pay for importing it
+            stream.flush()
+            stream.write(END_MARK.format(invocation))
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream must not fail the call
+            pass
 
-                result = asyncio.run(result)
-            if not res.sent:
-                if result is None:
-                    res.status(204)
-                elif isinstance(result, Response):
-                    res = result
-                elif isinstance(result, (bytes, str)):
-                    res.send(result)
-                else:
-                    res.json(result)
-        except MemoryError:
-            res = Response().json({"error": {"code": "memory_limit_exceeded",
-                                             "message": "The function ran out of memory."}}, 500)
-            extra = {"x-alyx-outcome": "memory_limit_exceeded", "x-alyx-retire": "1"}
-        except BaseException as exc:  # noqa: BLE001 - a handler may raise anything
-            traceback.print_exc()
-            res = Response().json({"error": {"code": "function_error", "message": _describe(exc)}}, 500)
-            extra = {"x-alyx-outcome": "function_error"}
-            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
-                extra["x-alyx-retire"] = "1"
-        finally:
-            _CURRENT.reset(current)
-        if not 200 <= res.status_code <= 599:  # HTTP has no such final status: the server answers 502
-            res = Response().json({"error": {"code": "function_bad_response", "message": (
-                f"The function answered with HTTP status {res.status_code}; expected 200-599.")}}, 502)
-            extra = {"x-alyx-outcome": "function_error"}
-        self._mark_end(invocation)
-        self._reply(res.status_code, res.body, {**res.headers, **extra})
 
-    @staticmethod
-    def _mark_end(invocation):
-        for stream in (sys.stdout, sys.stderr):
+def _invoke(method, target, fields, headers, body):
+    """One invocation of the bound handler: (status, body, headers)."""
+    invocation = fields.get("x-alyx-invocation-id", "")
+    if STATE["handler"] is None:
+        return 409, b'{"error": {"code": "not_initialized", "message": "no function bound"}}', {}
+    raw_context = fields.get("x-alyx-context")
+    context = json.loads(binascii.a2b_base64(raw_context)) if raw_context else {}
+    user_headers = {k.lower(): v for k, v in headers if not k.lower().startswith("x-alyx-")}
+    req = Request(method, target, user_headers, body, context, AlyxClient(context.get("callback_token")))
+    res = Response()
+    extra = {"x-alyx-outcome": "ok"}
+    current = _CURRENT.set(Context(req.alyx, req.auth, req.env, req.input, req.trigger))
+    try:
+        result = STATE["handler"](req, res)
+        if hasattr(result, "__await__"):
+            import asyncio  # only async handlers pay for importing it
+
+            result = asyncio.run(result)
+        if not res.sent:
+            if result is None:
+                res.status(204)
+            elif isinstance(result, Response):
+                res = result
+            elif isinstance(result, (bytes, str)):
+                res.send(result)
+            else:
+                res.json(result)
+    except MemoryError:
+        res = Response().json({"error": {"code": "memory_limit_exceeded",
+                                         "message": "The function ran out of memory."}}, 500)
+        extra = {"x-alyx-outcome": "memory_limit_exceeded", "x-alyx-retire": "1"}
+    except BaseException as exc:  # noqa: BLE001 - a handler may raise anything
+        _print_traceback()
+        res = Response().json({"error": {"code": "function_error", "message": _describe(exc)}}, 500)
+        extra = {"x-alyx-outcome": "function_error"}
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            extra["x-alyx-retire"] = "1"
+    finally:
+        _CURRENT.reset(current)
+    if not 200 <= res.status_code <= 599:  # HTTP has no such final status: the server answers 502
+        res = Response().json({"error": {"code": "function_bad_response", "message": (
+            f"The function answered with HTTP status {res.status_code}; expected 200-599.")}}, 502)
+        extra = {"x-alyx-outcome": "function_error"}
+    _mark_end(invocation)
+    return res.status_code, res.body, {**res.headers, **extra}
+
+
+def _handle(method, target, fields, headers, body):
+    """What one request of the runtime protocol is answered with: (status, body, headers)."""
+    if not _compare_digest(fields.get("x-alyx-secret", "").encode("latin-1"), SECRET):
+        return 401, b'{"error": {"code": "unauthorized", "message": "bad runtime secret"}}', {}
+    if target == "/__rt/health":
+        info = {"ok": True, "runtime": "python", "pid": os.getpid(), "function": STATE["function"], "boot": BOOT}
+        return 200, json.dumps(info).encode(), {}
+    if target == "/__rt/init":
+        status, payload = _load(json.loads(body))
+        _mark_end("init")
+        return status, json.dumps(payload).encode(), {}
+    return _invoke(method, target, fields, headers, body)
+
+
+def _serve(conn):
+    """One connection: HTTP/1.1 requests in turn (keep-alive) until the server closes it."""
+    rfile = reader(conn)
+    try:
+        while True:
             try:
-                stream.flush()
-                stream.write(END_MARK.format(invocation))
-                stream.flush()
-            except Exception:  # noqa: BLE001 - a closed stream must not fail the call
-                pass
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
-
-
-class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    request_queue_size = 64
-
-    def get_request(self):
-        sock, _ = self.socket.accept()
-        return sock, ("sandbox", 0)
+                head = read_head(rfile)
+                if head is None:
+                    return
+                parts = head[0].split()
+                if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+                    raise BadRequest(400, "bad request line")
+                method, target, version = parts
+                fields = first_values(head[1])
+                body = read_body(rfile, fields)
+            except BadRequest as exc:
+                message = json.dumps({"error": {"code": "bad_request", "message": str(exc)}}).encode()
+                _reply(conn, "GET", exc.status, message, {"Connection": "close"})
+                return
+            status, payload, headers = _handle(method, target, fields, head[1], body)
+            _reply(conn, method, status, payload, headers)
+            connection = fields.get("connection", "").lower()
+            if connection == "close" or (version == "HTTP/1.0" and connection != "keep-alive"):
+                return
+    except (OSError, EOFError, ValueError):
+        pass  # the server dropped the connection (a timeout, a too large answer): nothing to answer
+    finally:
+        rfile.close()
+        conn.close()
 
 
 def _exit_with_server():
@@ -470,16 +689,30 @@ def _exit_with_server():
     os._exit(0)
 
 
+def _listener():
+    if LISTEN_FD:  # bound by the server before we started: callers could connect (and queue) already
+        listener = _socket.socket(fileno=int(LISTEN_FD))
+        listener.setblocking(True)  # a server under gevent made it non-blocking
+        return listener
+    if os.path.exists(SOCKET_PATH):
+        os.unlink(SOCKET_PATH)
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    listener.bind(SOCKET_PATH)
+    os.chmod(SOCKET_PATH, 0o666)
+    listener.listen(64)
+    return listener
+
+
 def main():
     sys.meta_path.append(_SdkModule())
     builtins.ctx = ctx  # plain functions may use the global, as in Node
     if LIFELINE == "stdin":
-        threading.Thread(target=_exit_with_server, daemon=True).start()
-    if os.path.exists(SOCKET_PATH):
-        os.unlink(SOCKET_PATH)
-    server = Server(SOCKET_PATH, Handler)
-    os.chmod(SOCKET_PATH, 0o666)
-    server.serve_forever()
+        _thread.start_new_thread(_exit_with_server, ())
+    listener = _listener()
+    BOOT["listening"] = time.time()
+    while True:  # each connection on its own thread: calls may overlap (concurrency > 1)
+        fd, _ = listener._accept()
+        _thread.start_new_thread(_serve, (_socket.socket(fileno=fd),))
 
 
 if __name__ == "__main__":

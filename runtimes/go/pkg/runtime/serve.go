@@ -30,6 +30,12 @@ import (
 
 const endMark = "\x1eALYX-END %s\x1e\n"
 
+// bootAt is when this process's Go code began (package initialisation: the runtime's own start is
+// ~1 ms before). Reported by /__rt/health (docs/functions.md, "Where a start goes").
+var bootAt = time.Now()
+
+func epoch(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
 type initBody struct {
 	CodeDir  string            `json:"code_dir"`
 	Entry    string            `json:"entry"`
@@ -48,13 +54,15 @@ type shim struct {
 	env        map[string]string
 	listener   net.Listener
 	lifeline   bool
+	boot       map[string]float64
 	mu         sync.Mutex
 }
 
 // Serve runs the runtime protocol on $ALYX_SOCKET until the process is killed. handler nil: the
 // generic loader, which execs the binary /__rt/init names.
 func Serve(handler func(http.ResponseWriter, *http.Request)) {
-	s := &shim{handler: handler, api: popenv("ALYX_API_SOCKET"), env: map[string]string{}}
+	s := &shim{handler: handler, api: popenv("ALYX_API_SOCKET"), env: map[string]string{},
+		boot: map[string]float64{"process": epoch(bootAt), "main": epoch(time.Now())}}
 	s.secret, s.secretFile = []byte(popenv("ALYX_SECRET")), popenv("ALYX_SECRET_FILE")
 	if s.secretFile != "" { // the secret as a read-only file (never in the environment)
 		data, err := os.ReadFile(s.secretFile)
@@ -77,6 +85,8 @@ func Serve(handler func(http.ResponseWriter, *http.Request)) {
 	}
 	handover := popenv("ALYX_HANDOVER")
 	rawInit := popenv("ALYX_INIT")
+	listenFD := popenv("ALYX_LISTEN_FD")
+	s.boot["imported"] = epoch(time.Now())
 	var first net.Conn
 	if handover != "" {
 		listener, conn, err := adopt(handover)
@@ -85,6 +95,13 @@ func Serve(handler func(http.ResponseWriter, *http.Request)) {
 			os.Exit(70)
 		}
 		s.listener, first = listener, conn
+	} else if listenFD != "" { // bound by the server before we started: callers queue already
+		listener, err := inherit(listenFD)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "alyx: cannot use the server's socket:", err)
+			os.Exit(70)
+		}
+		s.listener = listener
 	} else {
 		_ = os.Remove(path)
 		listener, err := net.Listen("unix", path)
@@ -95,6 +112,7 @@ func Serve(handler func(http.ResponseWriter, *http.Request)) {
 		_ = os.Chmod(path, 0o666)
 		s.listener = listener
 	}
+	s.boot["listening"] = epoch(time.Now())
 	if first != nil { // bound by the loader's /__rt/init: answer it on the connection it came in on
 		var body initBody
 		status, payload := 422, loadError("the init request was lost in the handover", nil)
@@ -113,6 +131,17 @@ func popenv(name string) string {
 	value := os.Getenv(name)
 	_ = os.Unsetenv(name)
 	return value
+}
+
+func inherit(listenFD string) (net.Listener, error) {
+	fd, err := strconv.Atoi(listenFD)
+	if err != nil {
+		return nil, err
+	}
+	syscall.CloseOnExec(fd)
+	lf := os.NewFile(uintptr(fd), "listener")
+	defer lf.Close()
+	return net.FileListener(lf)
 }
 
 func adopt(handover string) (net.Listener, net.Conn, error) {
@@ -175,7 +204,8 @@ func (s *shim) bind(body initBody) (int, []byte) {
 	if s.function == "" {
 		s.function = body.Entry
 	}
-	return 200, []byte(`{"ok": true}`)
+	// load_ms: from this binary's start (the loader's exec) to bound, its Go runtime and package init
+	return 200, []byte(fmt.Sprintf(`{"ok": true, "load_ms": %.3f}`, float64(time.Since(bootAt).Microseconds())/1000))
 }
 
 func markEnd(invocation string) {
@@ -207,7 +237,8 @@ func (s *shim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			function = s.function
 		}
 		s.mu.Unlock()
-		info, _ := json.Marshal(map[string]any{"ok": true, "runtime": "go", "pid": os.Getpid(), "function": function})
+		info, _ := json.Marshal(map[string]any{"ok": true, "runtime": "go", "pid": os.Getpid(), "function": function,
+			"boot": s.boot})
 		reply(w, 200, info)
 		return
 	case "/__rt/init":
