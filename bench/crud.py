@@ -235,16 +235,19 @@ def summary(count: int, elapsed: float, lat: list[float], errors: int) -> dict:
             "p99_ms": percentile(lat, 99) * 1000, "count": count, "errors": errors}
 
 
-def concurrent_reads(pool: mp.pool.Pool, port: int, paths: list[str], clients: int, duration: float,
+def concurrent_reads(pool: mp.pool.Pool, target: Target, paths: list[str], clients: int, duration: float,
                      max_requests: int) -> dict:
+    """The phase's figures; ``cpu_us`` is the server's CPU per request, warm-ups included (~1%)."""
     start_at = time.time() + 1.0  # every client connected and warmed up before the clock starts
-    jobs = [(port, paths, start_at, duration, max_requests, 1000 + k) for k in range(clients)]
+    jobs = [(target.port, paths, start_at, duration, max_requests, 1000 + k) for k in range(clients)]
+    cpu0 = target.cpu_seconds()
     results = pool.map(_read_worker, jobs)
+    cpu = target.cpu_seconds() - cpu0
     count = sum(r[0] for r in results)
     lat = [x for r in results for x in r[1]]
     errors = sum(r[2] for r in results)
     elapsed = max(r[3] for r in results)
-    return summary(count, elapsed, lat, errors)
+    return {**summary(count, elapsed, lat, errors), "cpu_us": cpu / max(1, count + 20 * clients) * 1e6}
 
 
 def run_once(cls: type[Target], args: argparse.Namespace, pool: mp.pool.Pool) -> dict:
@@ -254,10 +257,11 @@ def run_once(cls: type[Target], args: argparse.Namespace, pool: mp.pool.Pool) ->
         load_before = load_average()
         # Sequential creates (one client, the main process), after a short warm-up.
         _create_many(target.port, target.create_path, list(range(-20, 0)), target.create_status)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), target.cpu_seconds()
         ids, lat, errors = _create_many(target.port, target.create_path, list(range(args.creates)),
                                         target.create_status)
         create = summary(len(lat), time.perf_counter() - t0, lat, errors)
+        create["cpu_us"] = (target.cpu_seconds() - cpu0) / max(1, len(lat)) * 1e6
         # Seed up to --rows with 8 parallel clients (not measured).
         rest = list(range(args.creates, args.rows))
         chunks = [(target.port, target.create_path, rest[k::args.clients], target.create_status)
@@ -272,11 +276,11 @@ def run_once(cls: type[Target], args: argparse.Namespace, pool: mp.pool.Pool) ->
         if any(seed_errors for _, _, seed_errors in pool.map(_seed_worker, chunks)):
             raise RuntimeError(f"{target.name}: seeding {target.tagged_path} failed")
         pages = [target.list_path(p) for p in range(1, 21)]
-        listing = concurrent_reads(pool, target.port, pages, args.clients, args.duration, args.max_requests)
+        listing = concurrent_reads(pool, target, pages, args.clients, args.duration, args.max_requests)
         pages = [target.tagged_list_path(p) for p in range(1, TAGGED_PAGES + 1)]
-        listing2 = concurrent_reads(pool, target.port, pages, args.clients, args.duration, args.max_requests)
+        listing2 = concurrent_reads(pool, target, pages, args.clients, args.duration, args.max_requests)
         gets = [target.get_prefix + i for i in ids]
-        get = concurrent_reads(pool, target.port, gets, args.clients, args.duration, args.max_requests)
+        get = concurrent_reads(pool, target, gets, args.clients, args.duration, args.max_requests)
         return {"create": create, "list": listing, "list2": listing2, "get": get, "rows": len(ids) + 20,
                 "load": f"{load_before} -> {load_average()}"}
     finally:
@@ -294,7 +298,8 @@ OPS = [("create", "sequential create/s"), ("list", "list perPage=50, indexed fil
 def print_table(results: dict[str, list[dict]]) -> None:
     systems = [cls.name for cls in SYSTEMS.values() if results.get(cls.name)]
     others = [s for s in systems if s != "Alyx"] if "Alyx" in systems else []
-    header = f"| {'path':46} |" + "".join(f" {s + ' req/s':>16} | {'p50 ms':>7} | {'p99 ms':>7} |" for s in systems)
+    header = f"| {'path':46} |" + "".join(f" {s + ' req/s':>16} | {'p50 ms':>7} | {'p99 ms':>7} | {'CPU µs':>7} |"
+                                          for s in systems)
     header += "".join(f" {'Alyx/' + s:>10} |" for s in others)
     print()
     print(header)
@@ -303,11 +308,12 @@ def print_table(results: dict[str, list[dict]]) -> None:
         line = f"| {label:46} |"
         for s in systems:
             line += (f" {median_of(results[s], op, 'rps'):16.0f} | {median_of(results[s], op, 'p50_ms'):7.2f} |"
-                     f" {median_of(results[s], op, 'p99_ms'):7.2f} |")
+                     f" {median_of(results[s], op, 'p99_ms'):7.2f} | {median_of(results[s], op, 'cpu_us'):7.0f} |")
         for s in others:
             ratio = median_of(results["Alyx"], op, "rps") / median_of(results[s], op, "rps")
             line += f" {ratio:9.2f}x |"
         print(line)
+    print("CPU µs: the server's CPU (all its processes) per request, the figure that stays put on a loaded machine.")
     print()
 
 
@@ -347,12 +353,14 @@ def main() -> None:
             for cls in systems:
                 r = run_once(cls, args, pool)
                 results[cls.name].append(r)
+                cpu = " / ".join(f"{r[op]['cpu_us']:.0f}" for op, _ in OPS)
                 print(f"run {run + 1} {cls.name:10} create {r['create']['rps']:6.0f}/s "
                       f"(p50 {r['create']['p50_ms']:.2f} p99 {r['create']['p99_ms']:.2f} ms)  "
                       f"list {r['list']['rps']:6.0f}/s (p50 {r['list']['p50_ms']:.2f} p99 {r['list']['p99_ms']:.2f})  "
                       f"list2 {r['list2']['rps']:6.0f}/s (p50 {r['list2']['p50_ms']:.2f} "
                       f"p99 {r['list2']['p99_ms']:.2f})  "
                       f"get {r['get']['rps']:6.0f}/s (p50 {r['get']['p50_ms']:.2f} p99 {r['get']['p99_ms']:.2f})  "
+                      f"CPU µs/request {cpu}  "
                       f"errors {sum(r[op]['errors'] for op, _ in OPS)}  "
                       f"load {r['load']}", flush=True)
     print_table(results)
