@@ -25,7 +25,7 @@ class Collection:
         self.id_column = model._meta.fields["id"]
         self.create_schema = record_schema(spec, partial=False)
         self.update_schema = record_schema(spec, partial=True)
-        self.visible = q.readable_fields(spec)
+        self.visible = tuple(q.readable_fields(spec))
         self.visible_columns = [model._meta.fields[name] for name in self.visible]
         kinds = {name: q.field_kind(spec, name) for name in self.visible}
         encoded = [(name, kind) for name, kind in kinds.items() if kind is not None and kind.encodes]
@@ -76,7 +76,7 @@ class Collection:
         peewee builds the SQL text once per column set (building it cost more than running it);
         every call still runs the query, so nothing read here is ever stale.
         """
-        key = tuple(c.name for c in columns)
+        key = self.visible if columns is self.visible_columns else tuple(c.name for c in columns)
         plan = self._by_id.get(key)
         if plan is None:
             sql, _ = self.model.select(*columns).where(self.id_column == "").sql()

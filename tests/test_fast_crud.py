@@ -93,7 +93,8 @@ def test_writes_match_the_flask_routes(make_app) -> None:
     status, body = same_on_both_paths(app, "POST", "/api/collections/posts", json=big)
     assert status == 413 and "limit" in body["error"]["message"]
     c = app.test_client()
-    ids = [c.post("/api/collections/posts", json={"title": f"p{i}", "slug": f"p{i}"}).get_json()["id"] for i in range(4)]
+    ids = [c.post("/api/collections/posts", json={"title": f"p{i}", "slug": f"p{i}"}).get_json()["id"]
+           for i in range(4)]
     same_on_both_paths(app, "PATCH", f"/api/collections/posts/{ids[0]}", writes=True, json={"views": 7})
     same_on_both_paths(app, "PATCH", f"/api/collections/posts/{ids[0]}", writes=True, json={"views": "many"})
     same_on_both_paths(app, "PATCH", f"/api/collections/posts/{ids[1]}", writes=True, json={"slug": "p0"})  # 409
