@@ -10,7 +10,7 @@ import peewee
 
 from alyx import query as q
 from alyx.schema import CollectionSpec
-from alyx.validation import default_value, record_schema
+from alyx.validation import RecordLoader, default_value, record_schema
 
 IMMUTABLE = (str, int, float, bool, type(None))
 _ID_SLOT = "\x00alyx-record-id"  # never a real id (ids are [a-z0-9]{15})
@@ -23,8 +23,8 @@ class Collection:
         self.spec = spec
         self.model = model
         self.id_column = model._meta.fields["id"]
-        self.create_schema = record_schema(spec, partial=False)
-        self.update_schema = record_schema(spec, partial=True)
+        self.create_schema = RecordLoader(record_schema(spec, partial=False))
+        self.update_schema = RecordLoader(record_schema(spec, partial=True))
         self.visible = tuple(q.readable_fields(spec))
         self.visible_columns = [model._meta.fields[name] for name in self.visible]
         kinds = {name: q.field_kind(spec, name) for name in self.visible}
