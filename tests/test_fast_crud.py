@@ -156,6 +156,14 @@ def test_unknown_machinery_is_empty_for_the_app_as_built(make_app) -> None:
     assert unknown_machinery(make_app(BLOG_SCHEMA)) == []
 
 
+def test_a_hook_added_after_the_first_request_is_refused_as_flask_refuses_it(make_app) -> None:
+    app = make_app(BLOG_SCHEMA)
+    assert app.test_client().get("/api/collections/posts").status_code == 200
+    assert fast(app).served == 1
+    with pytest.raises(AssertionError, match="first request"):
+        app.after_request(lambda response: response)
+
+
 def test_a_bug_is_a_logged_500_and_a_database_fault_a_503(make_app, caplog, monkeypatch) -> None:
     import sqlite3
 

@@ -94,6 +94,8 @@ class FastCrud:
             if unknown:
                 log.warning("fast CRUD dispatch is off; Flask answers every request (unknown: %s)", "; ".join(unknown))
             self.enabled = not unknown
+            # As after Flask's own first request: a hook added from now on is refused, never skipped.
+            self.app._got_first_request = True
         if not self.enabled:
             return self.flask_wsgi(environ, start_response)
         return self.serve(environ, start_response, *route)
