@@ -7,8 +7,8 @@
 Runs the WSGI app in process (no gunicorn, no sockets) under `valgrind --tool=callgrind`: once with
 no measured request and once per kind with N (get, create: 200; list, list2: 40), each after the
 same seeding (200 items, 600 tagged rows) and warm-up of every kind; prints (Ir(N) - Ir(0)) / N.
-The kinds are bench/crud.py's: get by id, create, list (indexed filter) and list2 (unindexed
-filter, page 1 of the 54 matches). Takes a few minutes (valgrind runs Python ~50x slower).
+The schema, bodies and queries are bench/crud.py's: get by id, create, list (indexed filter)
+and list2 (unindexed filter, page 1 of the 54 matches). Takes a few minutes (valgrind runs Python ~50x slower).
 """
 from __future__ import annotations
 
@@ -20,45 +20,16 @@ import re
 import subprocess
 import sys
 import tempfile
-import urllib.parse
 from pathlib import Path
 
-SCHEMA = """
-collections:
-  - name: items
-    fields:
-      - {name: title, type: string, required: true, max: 200}
-      - {name: body, type: text}
-      - {name: status, type: select, values: [draft, published], default: draft, index: true}
-      - {name: views, type: int, default: 0, min: 0}
-    rules: {list: "true", view: "true", create: "true", update: "true", delete: "true"}
-  - name: tagged
-    fields:
-      - {name: title, type: string, required: true, max: 200}
-      - {name: body, type: text}
-      - {name: cat, type: string}
-      - {name: n, type: int}
-    rules: {list: "true", view: "true", create: "true", update: "true", delete: "true"}
-"""
-BODY = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 3
-LIST = urllib.parse.urlencode({"perPage": 50, "filter": 'status == "published"'})
-LIST2 = urllib.parse.urlencode({"perPage": 50, "filter": 'cat == "c3" && n > 100'})
-
-
-def item(i: int) -> bytes:
-    return json.dumps({"title": f"item {i}", "body": BODY, "status": "published" if i % 2 else "draft",
-                       "views": i}).encode()
-
-
-def tag(i: int) -> bytes:
-    return json.dumps({"title": f"tag {i}", "body": BODY, "cat": f"c{i % 10}", "n": (i * 37) % 1000}).encode()
+from crud import ALYX_SCHEMA, Target, record_body, tagged_body
 
 
 def serve(kind: str, n: int) -> None:
     """Worker mode: build the app, seed it, warm every kind up, then make n requests of one kind."""
     project = Path(tempfile.mkdtemp(prefix="crud-callgrind-"))
     (project / "functions").mkdir()
-    (project / "schema.yaml").write_text(SCHEMA)
+    (project / "schema.yaml").write_text(ALYX_SCHEMA)
     os.environ.update(ALYX_PROJECT_DIR=str(project), ALYX_AUTH_SECRET="ab" * 32)
     from alyx.app import create_app
 
@@ -79,13 +50,13 @@ def serve(kind: str, n: int) -> None:
             raise SystemExit(f"{method} {path}: {status[0]} {body[:200]!r}")
         return body
 
-    ids = [json.loads(call("POST", "/api/collections/items", item(i)))["id"] for i in range(200)]
+    ids = [json.loads(call("POST", "/api/collections/items", record_body(i)))["id"] for i in range(200)]
     for i in range(600):
-        call("POST", "/api/collections/tagged", tag(i))
+        call("POST", "/api/collections/tagged", tagged_body(i))
     works = {"get": lambda k: call("GET", "/api/collections/items/" + ids[k % 200]),
-             "create": lambda k: call("POST", "/api/collections/items", item(k)),
-             "list": lambda k: call("GET", f"/api/collections/items?{LIST}&page={k % 2 + 1}"),
-             "list2": lambda k: call("GET", f"/api/collections/tagged?{LIST2}&page=1")}
+             "create": lambda k: call("POST", "/api/collections/items", record_body(k)),
+             "list": lambda k: call("GET", f"/api/collections/items?{Target.list_query}&page={k % 2 + 1}"),
+             "list2": lambda k: call("GET", f"/api/collections/tagged?{Target.tagged_query}&page=1")}
     for work in works.values():  # warm-up: caches filled as in a running worker
         for k in range(10):
             work(k)
