@@ -7,6 +7,7 @@ from pathlib import Path
 from flask import Flask, request
 
 from alyx.accesslog import redact_werkzeug_log
+from alyx.blueprints.fast_crud import install as install_fast_crud
 from alyx.blueprints.routes import register_blueprints
 from alyx.config import Config, load_config
 from alyx.errors import ConfigError
@@ -30,6 +31,7 @@ def create_app(config: Config | None = None, project_dir: str | Path | None = No
     install_error_handlers(app)
     _manage_connections(app, svc)
     register_blueprints(app)
+    install_fast_crud(app, svc)  # the record routes before Flask's machinery; inside the proxy fix-up
     _trust_proxies(app, config)
     svc.functions.prewarm()  # warm sandboxes for the runtimes functions/ uses, in the background
     svc.events.start()  # this worker runs due jobs; one worker (a database lease) runs schedules

@@ -2,6 +2,7 @@
 prepared statements of its reads by id."""
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -9,8 +10,9 @@ import peewee
 
 from alyx import query as q
 from alyx.schema import CollectionSpec
-from alyx.validation import default_value, record_schema
+from alyx.validation import RecordLoader, default_value, record_schema
 
+IMMUTABLE = (str, int, float, bool, type(None))
 _ID_SLOT = "\x00alyx-record-id"  # never a real id (ids are [a-z0-9]{15})
 
 
@@ -21,9 +23,9 @@ class Collection:
         self.spec = spec
         self.model = model
         self.id_column = model._meta.fields["id"]
-        self.create_schema = record_schema(spec, partial=False)
-        self.update_schema = record_schema(spec, partial=True)
-        self.visible = q.readable_fields(spec)
+        self.create_schema = RecordLoader(record_schema(spec, partial=False))
+        self.update_schema = RecordLoader(record_schema(spec, partial=True))
+        self.visible = tuple(q.readable_fields(spec))
         self.visible_columns = [model._meta.fields[name] for name in self.visible]
         kinds = {name: q.field_kind(spec, name) for name in self.visible}
         encoded = [(name, kind) for name, kind in kinds.items() if kind is not None and kind.encodes]
@@ -31,8 +33,14 @@ class Collection:
         self.decoders = [(name, kind.from_json) for name, kind in encoded]
         self.relations = {f.name: f.collection for f in spec.public_fields if f.collection is not None}
         self.defaults = {f.name: default_value(f) for f in spec.public_fields}
+        self._shared_defaults = {k: v for k, v in self.defaults.items() if isinstance(v, IMMUTABLE)}
+        self._copied_defaults = {k: v for k, v in self.defaults.items() if not isinstance(v, IMMUTABLE)}
         self._by_id: dict[tuple[str, ...], tuple[str, list[tuple[str, Callable[[Any], Any]]]]] = {}
         self._by_rule: dict[tuple[Any, ...], tuple[str, tuple[Any, ...], int, list[tuple[str, Any]]]] = {}
+
+    def fresh_defaults(self) -> dict[str, Any]:
+        """The defaults of a new record; mutable ones (json lists, objects) copied, so no record shares them."""
+        return {**self._shared_defaults, **{k: copy.deepcopy(v) for k, v in self._copied_defaults.items()}}
 
     def serialize(self, row: Mapping[str, Any], fields: tuple[str, ...] | None = None) -> dict[str, Any]:
         """A stored row → its JSON form (RFC 3339 UTC datetimes, hidden fields dropped)."""
@@ -68,7 +76,7 @@ class Collection:
         peewee builds the SQL text once per column set (building it cost more than running it);
         every call still runs the query, so nothing read here is ever stale.
         """
-        key = tuple(c.name for c in columns)
+        key = self.visible if columns is self.visible_columns else tuple(c.name for c in columns)
         plan = self._by_id.get(key)
         if plan is None:
             sql, _ = self.model.select(*columns).where(self.id_column == "").sql()

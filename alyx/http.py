@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wsgi import get_content_length, get_input_stream
 
 from alyx.db import unavailable
 from alyx.errors import AlyxError
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 log = logging.getLogger("alyx.http")
 
@@ -23,14 +27,17 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def request_body() -> bytes:
-    """The raw request body, whole: 413 ``too_large`` past ``server.max_body_bytes``, chunked or not.
+    """The raw request body, whole: 413 ``too_large`` past ``server.max_body_bytes``, chunked or not."""
+    return read_body(request.environ, request.max_content_length)
+
+
+def read_body(environ: WSGIEnvironment, limit: int | None) -> bytes:
+    """The raw body of a WSGI request, read as werkzeug's ``get_data`` reads it, bounded by ``limit``.
 
     werkzeug refuses a Content-Length over the limit, but reads a chunked body only up to the limit
     and hands back that prefix as if it were the body; this reads one byte more to tell."""
-    limit = request.max_content_length
-    environ = request.environ
-    if limit is None or request.content_length is not None or not environ.get("wsgi.input_terminated"):
-        return request.get_data(cache=False)  # no stream to bound (werkzeug's safe fallback is b"")
+    if limit is None or get_content_length(environ) is not None or not environ.get("wsgi.input_terminated"):
+        return get_input_stream(environ, max_content_length=limit).read()  # = request.get_data(cache=False)
     stream = environ["wsgi.input"]
     parts: list[bytes] = []
     size = 0
@@ -50,7 +57,11 @@ def json_body() -> Any:
     if request.mimetype != "application/json":
         raise AlyxError("unsupported_media_type", "The request body must be JSON (Content-Type: application/json).",
                         415)
-    raw = request_body()
+    return parse_json(request_body())
+
+
+def parse_json(raw: bytes) -> Any:
+    """A JSON request body → its value: 400 ``invalid_json`` when it is empty or does not parse."""
     if not raw.strip():
         raise AlyxError("invalid_json", "The request body is empty; expected a JSON object.", 400)
     try:
@@ -59,31 +70,34 @@ def json_body() -> Any:
         raise AlyxError("invalid_json", f"The request body is not valid JSON: {exc}.", 400) from None
 
 
-def install_error_handlers(app: Flask) -> None:
-    """Every error leaves as {"error": {code, message, details}}; a 500 is logged with its traceback."""
-
-    @app.errorhandler(AlyxError)
-    def handle_alyx_error(exc: AlyxError) -> Response:
-        return json_response(exc.to_dict(), exc.status, exc.headers)
-
-    @app.errorhandler(HTTPException)
-    def handle_http_exception(exc: HTTPException) -> Response:
+def error_reply(exc: BaseException, method: str, path: str, max_body: int | None
+                ) -> tuple[dict[str, Any], int, dict[str, str] | None]:
+    """Any exception of a request → (the DESIGN.md error body, status, headers): the one place errors
+    are shaped. AlyxError as it says; werkzeug's HTTP errors with their status (413 names the limit,
+    405 the allowed methods); a database fault as a 503 with Retry-After; anything else is a bug,
+    logged with its traceback, and a 500 that says nothing of it."""
+    if isinstance(exc, AlyxError):
+        return exc.to_dict(), exc.status, exc.headers
+    if isinstance(exc, HTTPException):
         status = exc.code or 500
         message = exc.description or exc.name
         if status == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
-            message = f"The request body is larger than the limit of {limit} bytes."
+            message = f"The request body is larger than the limit of {max_body} bytes."
         allowed = getattr(exc, "valid_methods", None)
         headers = {"Allow": ", ".join(allowed)} if allowed else None
-        error = AlyxError(HTTP_CODES.get(status, "http_error"), message, status)
-        return json_response(error.to_dict(), status, headers)
+        return AlyxError(HTTP_CODES.get(status, "http_error"), message, status).to_dict(), status, headers
+    fault = unavailable(exc)
+    if fault is not None:  # the database cannot serve now: 503 + Retry-After, logged without a traceback
+        log.warning("database unavailable on %s %s: %s", method, path, exc)
+        return fault.to_dict(), fault.status, fault.headers
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return AlyxError("internal_error", "An unexpected error occurred; it has been logged.", 500).to_dict(), 500, None
+
+
+def install_error_handlers(app: Flask) -> None:
+    """Every error leaves as {"error": {code, message, details}} (``error_reply``)."""
 
     @app.errorhandler(Exception)
-    def handle_unexpected(exc: Exception) -> Response:
-        fault = unavailable(exc)
-        if fault is not None:  # the database cannot serve now: 503 + Retry-After, logged without a traceback
-            log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
-            return json_response(fault.to_dict(), fault.status, fault.headers)
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        error = AlyxError("internal_error", "An unexpected error occurred; it has been logged.", 500)
-        return json_response(error.to_dict(), 500)
+    def handle_any(exc: Exception) -> Response:
+        body, status, headers = error_reply(exc, request.method, request.path, app.config.get("MAX_CONTENT_LENGTH"))
+        return json_response(body, status, headers)

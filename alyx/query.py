@@ -35,6 +35,7 @@ class ListQuery:
     fields: tuple[str, ...] | None
     expand: tuple[str, ...]
     skip_total: bool
+    filter_source: str | None = None  # the filter as sent (where came from it): prepared lists key on it
 
 
 def field_type(spec: CollectionSpec, name: str) -> str | None:
@@ -106,7 +107,9 @@ def parse_list_query(spec: CollectionSpec, args: Mapping[str, str], default_per_
                 raise unknown_field(spec, name, "fields")
     expand = parse_expand(spec, args.get("expand"))
     skip_total = _flag(args, "skipTotal")
-    return ListQuery(where, equals, sort, page, per_page, fields, expand, skip_total)
+    source = args.get("filter")
+    return ListQuery(where, equals, sort, page, per_page, fields, expand, skip_total,
+                     source if isinstance(source, str) else None)
 
 
 def parse_filter(spec: CollectionSpec, value: Any) -> cel.Node | None:

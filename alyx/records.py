@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import copy
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from alyx.collection import Collection
 from alyx.conflicts import integrity_error
 from alyx.db import Database, dict_row, dict_rows
 from alyx.errors import AlyxError, bad_request, not_found, validation_failed
+from alyx.list_plans import PagePlans, plan_key, plan_page, run_plan
 from alyx.models import new_id
 from alyx.record_files import FileInput, FilePlan, RecordFiles, blobs_written, check_files_unchanged
 from alyx.rules import AccessRules, Principal, RequestInfo
@@ -80,6 +80,7 @@ class Records:
         self.guards: builtins.list[tuple[Guard, GuardFilter]] = []
         self.journal_writers: builtins.list[Listener] = []
         self.files = files  # file fields (alyx/record_files.py); None: no storage configured
+        self.plans = PagePlans()  # prepared list SQL per request shape
 
     # -- lookup ---------------------------------------------------------------------------------
     def collection(self, name: str) -> Collection:
@@ -123,6 +124,10 @@ class Records:
         rule SQL cannot express), order (creation order without ``sort``), paging and count. Runs on
         the caller's connection, so a snapshot can read it inside its own transaction.
         """
+        key = plan_key(self.access, coll.spec.name, lq, operations, auth)
+        plan = self.plans.get(key)
+        if plan is not None:  # the same shape was listed before: its SQL text is ready (alyx/list_plans.py)
+            return run_plan(self.db.peewee, plan, lq)
         conditions = q.compile_where(lq, coll.spec, coll.model, not self.db.is_sqlite)
         tests: q.RowTests = []
         for op in operations:
@@ -132,6 +137,10 @@ class Records:
             if visibility.test is not None:
                 tests.append(visibility.test)
         columns = coll.model._meta.sorted_fields if tests else coll.columns(lq.fields, lq.expand)
+        if key is not None and not tests:
+            plan = self.plans.put(key, plan_page(self.db.peewee, coll.model, columns, lq, conditions,
+                                                 self.db.is_sqlite))
+            return run_plan(self.db.peewee, plan, lq)
         return q.select_page(coll.model, columns, lq, conditions, tests, self.db.is_sqlite)
 
     def view(self, name: str, record_id: str, args: Mapping[str, str] | None = None,
@@ -217,7 +226,7 @@ class Records:
         self._check_auth_fields(coll, data, auth)
         _normalize_auth(coll, data)
         now = utcnow()
-        record = {**{k: copy.deepcopy(v) for k, v in coll.defaults.items()}, **data, **(server_values or {})}
+        record = {**coll.fresh_defaults(), **data, **(server_values or {})}
         record["id"] = data.get("id") or new_id()
         record["created_at"] = record["updated_at"] = now
         plan = self._plan_files(coll, record["id"], data, files, None)

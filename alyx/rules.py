@@ -6,6 +6,7 @@ Variables: ``auth`` (null for anonymous, else {id, email, role, verified}), ``do
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,6 +158,11 @@ class AccessRules:
         reads_request = any(path[0] == "request" for path in paths)
         query_params = frozenset(path[2] for path in paths if len(path) == 3 and path[:2] == ("request", "query"))
         return Rule(spec.name, op, text, node, pushdown, reads_request, query_params)
+
+    @functools.cached_property
+    def read_request(self) -> bool:
+        """Whether any rule looks at ``request.*``; when none does, callers may pass no RequestInfo."""
+        return any(rule.reads_request for rule in self.rules.values())
 
     def rule(self, collection: str, op: str) -> Rule:
         return self.rules[(collection, op)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, fields
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, missing
 
 from alyx.fields.registry import lookup
 from alyx.fields.strict import RECORD_ID, RecordId
@@ -35,6 +35,47 @@ def record_schema(spec: CollectionSpec, partial: bool) -> Schema:
     return schema_cls(partial=partial)
 
 
+class RecordLoader:
+    """``schema.load`` of a record body, with marshmallow's schema machinery skipped when the body is valid.
+
+    A valid create spent more time in ``Schema.load``'s bookkeeping than in its fields. For a schema
+    with no hooks, data keys, attributes or load defaults (every record schema), a body whose keys
+    are all known and whose required fields are all there is loaded by calling each field's own
+    ``deserialize``, exactly as ``Schema.load`` calls it, in the schema's field order. Anything
+    else (an unknown key, a missing field, any field refusing its value) goes to ``Schema.load``
+    itself, so every error, message and detail is marshmallow's.
+    """
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.fields = dict(schema.load_fields)
+        self.required = tuple(name for name, f in self.fields.items() if f.required)
+        self.kwargs: dict[str, Any] = {} if schema.partial is None else {"partial": schema.partial}
+        self.quick = (not any(schema._hooks.values()) and schema.opts.unknown == RAISE
+                      and all(f.data_key is None and f.attribute is None and f.load_default is missing
+                              and "." not in name for name, f in self.fields.items()))
+
+    def load(self, body: Any) -> dict[str, Any]:
+        """What ``schema.load(body)`` returns, or raises its ValidationError."""
+        if not self.quick or not isinstance(body, dict) or not all(key in self.fields for key in body) \
+                or (self.schema.partial is not True and not all(name in body for name in self.required)):
+            return self._full(body)
+        loaded: dict[str, Any] = {}
+        try:
+            for name, field in self.fields.items():
+                if name in body:
+                    value = field.deserialize(body[name], name, body, **self.kwargs)
+                    if value is not missing:
+                        loaded[name] = value
+        except ValidationError:
+            return self._full(body)  # marshmallow's own errors, for every field at once
+        return loaded
+
+    def _full(self, body: Any) -> dict[str, Any]:
+        loaded: dict[str, Any] = self.schema.load(body)
+        return loaded
+
+
 def default_value(spec: FieldSpec) -> Any:
     """The default of a field as it is stored (a datetime for a datetime field, ...), or None."""
     return lookup(spec.type).stored_default(spec)
@@ -45,5 +86,5 @@ def check_default(spec: FieldSpec, value: Any) -> str | None:
     return lookup(spec.type).default_problem(spec, value)
 
 
-__all__ = ["record_schema", "marshmallow_field", "check_default", "default_value", "RECORD_ID",
+__all__ = ["record_schema", "RecordLoader", "marshmallow_field", "check_default", "default_value", "RECORD_ID",
            "EXCLUDE"]

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.harness import HOST, ROOT, free_port, gunicorn_command, percentile, wait_healthy  # noqa: E402
 
 __all__ = ["HOST", "ROOT", "free_port", "percentile", "load_average", "connect", "call", "Server",
-           "pocketbase_binary"]
+           "pocketbase_binary", "tree_cpu_seconds"]
 
 PB_HOME = ROOT / "bench" / ".pocketbase"
 PB_VERSION = "0.40.6"
@@ -31,6 +31,26 @@ PB_VERSION = "0.40.6"
 
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants (threads included), from /proc.
+
+    Server CPU per request is the figure that stays put on a loaded machine: wall-clock rates move
+    with whatever else runs, the work a request costs does not."""
+    total = 0.0
+    stack = [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while stack:
+        current = stack.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15 of stat)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 def connect(port: int, timeout: float = 30) -> http.client.HTTPConnection:
@@ -68,6 +88,10 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}-{self.name.lower()}-"))
         self.log = (self.tmp / "server.log").open("w")
+
+    def cpu_seconds(self) -> float:
+        """CPU the server (all its processes) has used so far."""
+        return tree_cpu_seconds(self.proc.pid) if self.proc is not None else 0.0
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         wait_healthy(self.port, self.proc, timeout, self.tmp / "server.log", self.name)

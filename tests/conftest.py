@@ -6,9 +6,10 @@ import os
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from flask import Flask, g, request
+from flask import Flask
 
 from alyx.app import create_app
 from alyx.config import load_config
@@ -94,10 +95,32 @@ def write_project(path: Path, schema: str, config: str = "", files: dict[str, st
     return path
 
 
-def _test_principal() -> None:
-    who = request.headers.get("X-Test-User")
-    if who:
-        g.principal = ADMIN if who == "admin" else USER
+TEST_TOKEN = "alyx-test-user:"
+
+
+def install_test_users(app: Flask, person: Callable[[str], Principal]) -> None:
+    """``X-Test-User: <who>`` makes a request run as ``person(who)``, the way a signed-in client's does:
+    the header becomes a bearer token that the app's auth service (wrapped here, for tests only) turns
+    into that principal. So such requests take every path a real token takes, the fast CRUD dispatch
+    (alyx/blueprints/fast_crud.py) included."""
+    auth = app.extensions["alyx"].auth
+    authenticate = auth.authenticate
+
+    def test_authenticate(token: object, max_age: float | None = None) -> tuple[Principal, str]:
+        if isinstance(token, str) and token.startswith(TEST_TOKEN):
+            return person(token[len(TEST_TOKEN):]), "test-session"
+        return authenticate(token, max_age)
+
+    auth.authenticate = test_authenticate
+    inner = app.wsgi_app
+
+    def with_test_users(environ: dict[str, Any], start_response: Any) -> Any:
+        who = environ.get("HTTP_X_TEST_USER")
+        if who:
+            environ["HTTP_AUTHORIZATION"] = f"Bearer {TEST_TOKEN}{who}"
+        return inner(environ, start_response)
+
+    app.wsgi_app = with_test_users  # type: ignore[method-assign]
 
 
 def build_app(project: Path, env: dict[str, str], *, test_users: bool = False) -> Flask:
@@ -110,7 +133,7 @@ def build_app(project: Path, env: dict[str, str], *, test_users: bool = False) -
     app.testing = True
     app.config["project"] = project
     if test_users:
-        app.before_request(_test_principal)
+        install_test_users(app, lambda who: ADMIN if who == "admin" else USER)
     return app
 
 

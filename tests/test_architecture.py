@@ -139,7 +139,7 @@ LAYERS = [  # docs/architecture.md "What each package may import", lowest first
     ("definitions", {"alyx.config", "alyx.schema", "alyx.fields", "alyx.validation", "alyx.models", "alyx.db",
                      "alyx.system_migrations", "alyx.migrations", "alyx.conflicts", "alyx.storage",
                      "alyx.record_files"}),
-    ("services", {"alyx.query", "alyx.rules", "alyx.collection", "alyx.records", "alyx.batch",
+    ("services", {"alyx.query", "alyx.list_plans", "alyx.rules", "alyx.collection", "alyx.records", "alyx.batch",
                   "alyx.auth", "alyx.passwords", "alyx.signing_keys",
                   "alyx.login_guard", "alyx.oauth", "alyx.mail", "alyx.account_flows", "alyx.file_access",
                   "alyx.file_sweep", "alyx.realtime",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask, g, request
+from flask import Flask
 
 from alyx.app import create_app
 from alyx.clock import iso, utcnow
@@ -22,7 +22,7 @@ from alyx.errors import AlyxError
 from alyx.records import ChangeEvent
 from alyx.rules import Principal
 from alyx.sandbox import tier_problems
-from tests.conftest import TEST_ENV, write_project
+from tests.conftest import TEST_ENV, install_test_users, write_project
 from tests.harness import eventually
 from tests.helpers import assert_error, pg_database
 
@@ -78,15 +78,9 @@ def rest_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
             env["ALYX_DATABASE_URL"] = stack.enter_context(pg_database())
         app = create_app(load_config(write_project(tmp_path_factory.mktemp("ctx"), SCHEMA), env=env))
         app.testing = True
-        app.before_request(_test_principal)
+        install_test_users(app, PEOPLE.__getitem__)
         stack.callback(app.extensions["alyx"].close)
         yield app
-
-
-def _test_principal() -> None:
-    who = request.headers.get("X-Test-User")
-    if who:
-        g.principal = PEOPLE[who]
 
 
 @pytest.fixture
@@ -312,7 +306,7 @@ def fn_app(tmp_path: Path, tier: str) -> Iterator[FnApp]:
         app = create_app(load_config(project, env={**TEST_ENV, "ALYX_FUNCTIONS_SANDBOX": tier,
                                                    "ALYX_FUNCTIONS_IDLE_TTL": "600"}))
         app.testing = True
-        app.before_request(_test_principal)
+        install_test_users(app, PEOPLE.__getitem__)
         app.config["project"] = project
         apps.append(app)
         return app

@@ -5,6 +5,7 @@ This package module holds what every blueprint uses; alyx/blueprints/routes.py r
 from __future__ import annotations
 
 from flask import current_app, g, request
+from werkzeug.datastructures import MultiDict
 
 from alyx.rules import Principal, RequestInfo
 from alyx.services import Services
@@ -24,5 +25,9 @@ def current_principal() -> Principal | None:
 
 def request_info(body: object = None) -> RequestInfo:
     """What rules see as `request`: method, query and (for writes) the JSON body's top-level keys."""
-    return RequestInfo(method=request.method, query=request.args.to_dict(),
-                       body=body if isinstance(body, dict) else {})
+    return make_request_info(request.method, request.args, body)
+
+
+def make_request_info(method: str, args: MultiDict[str, str], body: object = None) -> RequestInfo:
+    """`request_info` of a method, its parsed query string and body (the fast CRUD dispatch has no Flask request)."""
+    return RequestInfo(method=method, query=args.to_dict(), body=body if isinstance(body, dict) else {})

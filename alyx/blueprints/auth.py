@@ -4,7 +4,7 @@ that rate-limit the API and set g.principal from `Authorization: Bearer`."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, g, redirect, request
@@ -14,9 +14,12 @@ from alyx.account_flows import AccountFlows
 from alyx.auth import Client, unauthorized
 from alyx.blueprints import request_info, services
 from alyx.blueprints.access import signed_in_principal, signed_in_required
+from alyx.callback import ENVIRON_KEY
 from alyx.errors import AlyxError
 from alyx.http import json_body, json_response
 from alyx.ratelimit import RateLimiter
+from alyx.rules import Principal
+from alyx.services import Services
 
 bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 
@@ -30,21 +33,27 @@ OAUTH_COOKIE = "alyx_oauth_state"
 
 def client_ip() -> str | None:
     """The caller's address; behind server.proxy_count trusted proxies, taken from X-Forwarded-For."""
-    count = services().config.server_proxy_count
-    if count:
-        forwarded = [p.strip() for p in request.headers.get("X-Forwarded-For", "").split(",") if p.strip()]
-        if len(forwarded) >= count:
-            return forwarded[-count]
-    return request.remote_addr
+    return client_address(request.environ, services().config.server_proxy_count)
+
+
+def client_address(environ: Mapping[str, Any], proxy_count: int) -> str | None:
+    """``client_ip`` of a WSGI environ (the fast CRUD dispatch has no Flask request)."""
+    if proxy_count:
+        forwarded: list[str] = [p.strip() for p in str(environ.get("HTTP_X_FORWARDED_FOR", "")).split(",") if p.strip()]
+        if len(forwarded) >= proxy_count:
+            return forwarded[-proxy_count]
+    remote: str | None = environ.get("REMOTE_ADDR")
+    return remote
 
 
 def client() -> Client:
     return Client(client_ip(), request.headers.get("User-Agent"))
 
 
-def bearer_token() -> str | None:
-    """The token of `Authorization: Bearer <token>`; None without the header; 401 when it is malformed."""
-    header = request.headers.get("Authorization")
+def bearer_token(header: str | None = None) -> str | None:
+    """The token of `Authorization: Bearer <token>` (of this request, or ``header``); None without the
+    header; 401 when it is malformed."""
+    header = request.headers.get("Authorization") if header is None else header
     if not header:
         return None
     scheme, _, token = header.partition(" ")
@@ -53,29 +62,38 @@ def bearer_token() -> str | None:
     return token.strip()
 
 
+def admit(svc: Services, environ: Mapping[str, Any], path: str, tokenless: bool = False
+          ) -> tuple[Principal | None, str | None]:
+    """What runs before every request (the Flask hook and the fast CRUD dispatch): the API rate limit
+    (429), then the caller of its bearer token (401 for a bad one) and their session id; a request
+    that came through the functions' callback socket is made by the invocation's caller."""
+    limiter = svc.api_limiter
+    if limiter is not None and path.startswith("/api/"):
+        wait = limiter.hit(client_address(environ, svc.config.server_proxy_count) or "-")
+        if wait:
+            seconds = RateLimiter.retry_after(wait)
+            raise AlyxError("rate_limited", f"Too many requests; try again in {seconds} seconds.", 429,
+                            {"retry_after": seconds}, {"Retry-After": str(seconds)})
+    principal, session_id = None, None
+    if not tokenless:
+        token = bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
+        if token is not None:
+            principal, session_id = svc.auth.authenticate(token)
+    if ENVIRON_KEY in environ:  # the callback socket strips any Authorization header
+        principal = environ[ENVIRON_KEY]
+    return principal, session_id
+
+
 def install_auth(app: Flask) -> None:
     """Load the signing keys now (a missing secret stops start-up) and install the request hooks."""
     svc = app.extensions["alyx"]
-    auth = svc.auth
-    auth.keys  # noqa: B018 - fail at start, not at the first login
+    svc.auth.keys  # noqa: B018 - fail at start, not at the first login
     svc.oauth  # noqa: B018 - and on a bad auth.oauth section
-    limiter = svc.api_limiter
 
     @app.before_request
     def _authenticate() -> None:
-        if limiter is not None and request.path.startswith("/api/"):
-            wait = limiter.hit(client_ip() or "-")
-            if wait:
-                seconds = RateLimiter.retry_after(wait)
-                raise AlyxError("rate_limited", f"Too many requests; try again in {seconds} seconds.", 429,
-                                {"retry_after": seconds}, {"Retry-After": str(seconds)})
-        g.principal = None
-        g.session_id = None
-        if request.endpoint in TOKENLESS_ENDPOINTS:
-            return
-        token = bearer_token()
-        if token is not None:
-            g.principal, g.session_id = auth.authenticate(token)
+        g.principal, g.session_id = admit(svc, request.environ, request.path,
+                                          request.endpoint in TOKENLESS_ENDPOINTS)
 
     app.register_blueprint(bp)
 

@@ -3,12 +3,11 @@
 The execution log is blueprints/executions.py."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, request
 from flask.blueprints import BlueprintSetupState
 
 from alyx.blueprints import current_principal, services
 from alyx.blueprints.access import admin_required
-from alyx.callback import ENVIRON_KEY
 from alyx.errors import AlyxError
 from alyx.functions import SECRET_HEADERS, http_log_input, public_details
 from alyx.http import json_response, request_body
@@ -23,14 +22,6 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 def _callback_target(state: BlueprintSetupState) -> None:
     """Functions call back into this same app (through a Unix socket, as their caller)."""
     state.app.extensions["alyx"].functions.callback_app = state.app
-
-
-@bp.before_app_request
-def _callback_principal() -> None:
-    # Registered after the auth hook: a request that came through the callback socket is made by the
-    # invocation's caller (the socket strips any Authorization header).
-    if ENVIRON_KEY in request.environ:
-        g.principal = request.environ[ENVIRON_KEY]
 
 
 @bp.get("/api/functions")

@@ -23,11 +23,11 @@ from alyx.blueprints.webhooks import bp as webhooks_bp
 
 def register_blueprints(app: Flask) -> None:
     """The one place blueprints are registered."""
-    install_auth(app)  # first: its before_request sets g.principal for every other blueprint
+    install_auth(app)  # first: its before_request sets g.principal (and callback callers) for the others
     app.register_blueprint(health_bp)
     app.register_blueprint(collections_bp)
     app.register_blueprint(batch_bp)
-    app.register_blueprint(functions_bp)  # its before_app_request runs after the auth hook
+    app.register_blueprint(functions_bp)
     app.register_blueprint(executions_bp)
     register_realtime(app)
     app.register_blueprint(webhooks_bp)
