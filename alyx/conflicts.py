@@ -5,6 +5,7 @@ Moved out of alyx/records.py unchanged; the records service raises these from it
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import peewee
 
@@ -25,6 +26,27 @@ def integrity_error(spec: CollectionSpec, exc: peewee.IntegrityError) -> AlyxErr
         return AlyxError("conflict", f"The record is still referenced by other records ({text.splitlines()[0]}).",
                          409)
     return AlyxError("conflict", "The write conflicts with a database constraint.", 409)
+
+
+class WriteTransaction:
+    """A record write's transaction (``Database.write()``) whose constraint violations, raised inside
+    it or at its commit, become 409s (``integrity_error``)."""
+
+    def __init__(self, transaction: Any, spec: CollectionSpec) -> None:
+        self.ctx, self.spec = transaction, spec
+
+    def __enter__(self) -> None:
+        self.ctx.__enter__()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        try:
+            suppressed = self.ctx.__exit__(exc_type, exc, tb)
+        except peewee.IntegrityError as late:
+            exc = late
+            suppressed = False
+        if isinstance(exc, peewee.IntegrityError):
+            raise integrity_error(self.spec, exc) from None
+        return bool(suppressed)
 
 def _unique_fields(spec: CollectionSpec, text: str) -> list[str]:
     match = re.search(rf"\bci_{re.escape(spec.name)}_(\w+)", text)  # a case-insensitive index (auth email)

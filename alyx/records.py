@@ -18,7 +18,7 @@ from marshmallow import ValidationError
 from alyx import query as q
 from alyx.clock import utcnow
 from alyx.collection import Collection
-from alyx.conflicts import integrity_error
+from alyx.conflicts import WriteTransaction
 from alyx.db import Database, dict_row, dict_rows
 from alyx.errors import AlyxError, bad_request, not_found, validation_failed
 from alyx.list_plans import PagePlans, plan_key, plan_page, run_plan
@@ -437,7 +437,7 @@ class Records:
         return self._load(coll, changes, partial=True) if changes and action != "delete" else {}
 
     def _write(self, coll: Collection) -> Any:
-        return _WriteTransaction(self, coll)
+        return WriteTransaction(self.db.write(), coll.spec)
 
     def _publish(self, event: ChangeEvent) -> None:
         for writer in self.journal_writers:
@@ -483,23 +483,3 @@ def _normalize_auth(coll: Collection, data: dict[str, Any]) -> dict[str, Any]:
         data["email"] = normalize_email(data["email"])
     return data
 
-
-class _WriteTransaction:
-    """The write transaction of one record write, with database errors turned into 409s."""
-
-    def __init__(self, records: Records, coll: Collection) -> None:
-        self.records, self.coll = records, coll
-        self.ctx = records.db.write()
-
-    def __enter__(self) -> None:
-        self.ctx.__enter__()
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        try:
-            suppressed = self.ctx.__exit__(exc_type, exc, tb)
-        except peewee.IntegrityError as late:
-            exc = late
-            suppressed = False
-        if isinstance(exc, peewee.IntegrityError):
-            raise integrity_error(self.coll.spec, exc) from None
-        return bool(suppressed)

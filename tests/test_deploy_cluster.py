@@ -47,9 +47,9 @@ def create(url: str, title: str) -> str:
         conn.request("POST", "/api/collections/notes", json.dumps({"title": title}),
                      {"Content-Type": "application/json"})
         resp = conn.getresponse()
-        body = json.loads(resp.read())
-        assert resp.status in (200, 201), body
-        return str(body["id"])
+        raw = resp.read()
+        assert resp.status in (200, 201), (resp.status, raw[:200])  # nginx's 502 page of a dying host is HTML
+        return str(json.loads(raw)["id"])
     finally:
         conn.close()
 

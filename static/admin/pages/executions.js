@@ -18,10 +18,13 @@ export function executionsPage() {
   // Keyset paging: the API's `next` is the `before` of the next (older) page; the stack goes back.
   let cursors = [null];
   let next = null;
+  let latest = 0; // only the newest load renders: answers can arrive out of order
   const load = async () => {
+    const mine = ++latest;
     try {
       const r = await api("GET", "/api/executions" + qs({ function_id: fn.value.trim(), status: status.value,
         trigger_type: trigger.value, limit: size.value, before: cursors[cursors.length - 1] }));
+      if (mine !== latest) return;
       next = r.next;
       clear(list, r.items.length ? h("table", h("thead", h("tr", ["Started", "Function", "Trigger", "Status", "Duration", ""].map((c) => h("th", c)))),
         h("tbody", r.items.map((x) => h("tr", { "data-execution": x.id, "data-status": x.status },
@@ -35,7 +38,7 @@ export function executionsPage() {
         h("span#exec-page", `Page ${cursors.length}`),
         h("button#exec-older", { type: "button", disabled: !next, on: { click: () => { cursors.push(next); load(); } } }, "Older ›"),
         size);
-    } catch (err) { clear(list, errorBox(err)); }
+    } catch (err) { if (mine === latest) clear(list, errorBox(err)); }
   };
   const restart = () => { cursors = [null]; load(); };
   const el = h("section", h("header.bar", h("h1", "Executions"), h("span.muted", "newest first")),

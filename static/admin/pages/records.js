@@ -64,14 +64,17 @@ export function recordsPage(name) {
     columnsMenu.replaceChildren(h("summary", "Columns"), h("div.menu", boxes));
   }
 
+  let loads = 0; // only the newest load renders: answers can arrive out of order
   async function load() {
     if (!coll) return;
+    const mine = ++loads;
     const relations = coll.fields.filter((f) => f.widget === "relation" && st.columns.includes(f.name)).map((f) => f.name);
     const params = { filter: st.filter, sort: st.sort, page: st.page, perPage: st.perPage,
       fields: shown().join(","), expand: relations.join(",") };
     try {
       const page = await api("GET", `/api/collections/${encodeURIComponent(name)}${qs(params)}`);
       await readyFor(coll.fields.filter((f) => f.widget === "file" && st.columns.includes(f.name)));
+      if (mine !== loads) return;
       filterError.hidden = true;
       filterInput.removeAttribute("aria-invalid");
       st.items = page.items;

@@ -63,11 +63,14 @@ export function usersPage() {
       toast(`${u.email}: ${r.revoked} session${r.revoked === 1 ? "" : "s"} ended.`);
     } catch (err) { toast(err.message, "bad"); }
   };
+  let loads = 0; // only the newest load renders: answers can arrive out of order
   const load = async () => {
     const term = search.value.trim();
+    const mine = ++loads;
     try {
       const r = await api("GET", "/api/collections/users" + qs({ page, perPage: 30, sort: "-created_at",
         filter: term ? `email.contains(${JSON.stringify(term.toLowerCase())})` : "" }));
+      if (mine !== loads) return;
       clear(list, r.items.length ? h("table", h("thead", h("tr", ["Email", "Role", "Verified", "Created", ""].map((c) => h("th", c)))),
         h("tbody", r.items.map((u) => h("tr", { "data-user": u.email },
           h("td", u.email), h("td", h("span.badge" + (u.role === "admin" ? ".ok" : ""), u.role)),
