@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,53 @@ def test_a_batch_is_journalled_in_the_change_feed_and_queues_async_hooks(make: B
     assert feed_head(app) - before == 3
     queued = jobs(app)
     assert sorted(j["payload"]["input"]["document"]["title"] for j in queued) == ["t0", "t1", "t2"]
+
+
+def waiting_writers(app: Flask) -> int:
+    """PostgreSQL sessions waiting for a lock (on SQLite, writers wait on the process's write lock: 0)."""
+    svc = app.extensions["alyx"]
+    if svc.db.is_sqlite:
+        return 0
+    with svc.db.connection():
+        return int(svc.db.peewee.execute_sql(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON l.database = d.oid"
+            " WHERE NOT l.granted AND d.datname = current_database()").fetchone()[0])
+
+
+def test_two_batches_writing_the_same_records_in_opposite_orders_serialize(app: Flask, backend: str) -> None:
+    """Batch A holds r1 (and the change feed's lock) when batch B starts on r2 then r1: B must wait
+    for A before locking anything, or A (wanting r2) and B (wanting the feed lock) deadlock (a 503)."""
+    c = app.test_client()
+    r1, r2 = (c.post("/api/collections/posts", json={"title": t}).get_json()["id"] for t in ("one", "two"))
+    svc = app.extensions["alyx"]
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_first_write(event: Any) -> None:  # a journal writer: inside A's transaction, after its first row
+        if threading.current_thread().name == "batch-a" and event.record["title"] == "a1":
+            holding.set()
+            release.wait(60)
+
+    svc.records.journal(hold_first_write)
+    answers: dict[str, Any] = {}
+
+    def run(name: str, first: str, second: str) -> None:
+        resp = batch(app.test_client(), op("PATCH", f"/api/collections/posts/{first}", {"title": f"{name}1"}),
+                     op("PATCH", f"/api/collections/posts/{second}", {"title": f"{name}2"}))
+        answers[name] = (resp.status_code, resp.get_json())
+
+    a = threading.Thread(target=run, args=("a", r1, r2), name="batch-a")
+    b = threading.Thread(target=run, args=("b", r2, r1), name="batch-b")
+    a.start()
+    assert holding.wait(60)
+    b.start()
+    if backend == "postgres":
+        eventually(lambda: waiting_writers(app) >= 1, "batch B waiting for a lock")
+    release.set()
+    a.join(60)
+    b.join(60)
+    assert answers["a"][0] == 200 and answers["b"][0] == 200, answers
+    got = {r["id"]: r["title"] for r in c.get("/api/collections/posts").get_json()["items"]}
+    assert got == {r1: "b2", r2: "b1"}  # B ran after A, whole
 
 
 def test_realtime_subscribers_get_the_batch_after_its_commit_and_nothing_of_a_rollback(app: Flask) -> None:
