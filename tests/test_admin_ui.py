@@ -738,3 +738,44 @@ def test_admin_ui_dev_proxies_the_admin_pages_to_the_dev_server(tmp_path: Path) 
     finally:
         dev.shutdown()
         maker.close()
+
+
+@pytest.mark.parametrize("path", ["/_admin/..%2f..%2f@fs/etc/passwd", "/_admin/%2e%2e/%2e%2e/@fs/etc/passwd",
+                                  "/_admin/a/..%2F..%2F..%2Fsecret", "/_admin/.%2e/.%2e/x", "/_admin/..%5c..%5cx",
+                                  "/_admin/./x"])
+def test_admin_ui_dev_never_asks_the_dev_server_for_a_path_outside_admin(tmp_path: Path, path: str) -> None:
+    """Dot segments (percent-encoded too) are resolved by the HTTP client before it sends: refused here,
+    they never reach the dev server's other routes (Vite's /@fs/ serves files)."""
+    port = free_port()
+    dev = DevServer(("127.0.0.1", port), DevHandler)
+    dev.seen = []
+    threading.Thread(target=dev.serve_forever, daemon=True).start()
+    maker = AppMaker(tmp_path, {**TEST_ENV, "ALYX_ADMIN_UI_DEV": f"http://127.0.0.1:{port}/"})
+    try:
+        c = maker("collections: []\n").test_client()
+        assert_error(c.get(path), 404, "not_found")
+        assert c.get("/_admin/x/y.js").status_code == 200  # a plain path still goes through
+        assert [seen["path"] for seen in dev.seen] == ["/_admin/x/y.js"]
+    finally:
+        dev.shutdown()
+        maker.close()
+
+
+def test_admin_ui_dev_answers_past_the_size_cap_are_a_502(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from alyx.blueprints import admin
+
+    port = free_port()
+    dev = DevServer(("127.0.0.1", port), DevHandler)
+    dev.seen = []
+    threading.Thread(target=dev.serve_forever, daemon=True).start()
+    maker = AppMaker(tmp_path, {**TEST_ENV, "ALYX_ADMIN_UI_DEV": f"http://127.0.0.1:{port}/"})
+    try:
+        c = maker("collections: []\n").test_client()
+        whole = c.get("/_admin/x.js").get_data()
+        monkeypatch.setattr(admin, "DEV_MAX_BYTES", len(whole) - 1)
+        assert_error(c.get("/_admin/x.js"), 502, "admin_ui_dev_too_large")
+        monkeypatch.setattr(admin, "DEV_MAX_BYTES", len(whole))
+        assert c.get("/_admin/x.js").get_data() == whole
+    finally:
+        dev.shutdown()
+        maker.close()
