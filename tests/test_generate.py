@@ -394,7 +394,8 @@ func filesScenario(t *testing.T, ctx context.Context, c *Client) {
 	download(t, c.Albums.FileURL(album.ID, album.Attachments[0], FileURLOptions{}), 404)
 	// Quotes and line breaks in a name or a content type never split a part nor end its headers early.
 	odd, err := c.Albums.CreateWithFiles(ctx, AlbumsCreate{}, AlbumsFiles{Attachments: []FileUpload{{
-		Name: "we\\"ird\\r\\nname.txt", Content: strings.NewReader("x"), ContentType: "text/plain\\r\\n\\r\\nsmuggled"}}})
+		Name: "we\\"ird\\r\\nname.txt", Content: strings.NewReader("x"),
+		ContentType: "text/plain\\r\\n\\r\\nsmuggled"}}})
 	if err != nil || len(odd.Attachments) != 1 || !strings.HasPrefix(odd.Attachments[0], "we_irdname_") ||
 		string(download(t, c.Albums.FileURL(odd.ID, odd.Attachments[0], FileURLOptions{}), 200)) != "x" {
 		t.Fatalf("hostile upload names: %v %+v", err, odd)
