@@ -253,12 +253,28 @@ def masked_value(key: str, value: Any) -> Any:
         return {k: masked_value(str(k), v) for k, v in value.items()}
     if isinstance(value, list):
         return [masked_value(key, v) for v in value]
-    if isinstance(value, str) and "://" in value and "@" in value.partition("://")[2].partition("/")[0]:
-        scheme, _, rest = value.partition("://")
-        userinfo, _, host = rest.partition("@")
-        user = userinfo.partition(":")[0]
-        return f"{scheme}://{user}:{MASK}@{host}" if user else f"{scheme}://{MASK}@{host}"
+    if isinstance(value, str) and "://" in value:
+        return _masked_url(value)
     return value
+
+
+def _masked_url(url: str) -> str:
+    """``url`` with its password masked: the userinfo's (up to the authority's last ``@``, as drivers read
+    it: a password may hold an ``@``) and query parameters naming a secret (``?password=``, which redis
+    and libpq read too)."""
+    scheme, _, rest = url.partition("://")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, host = authority.rpartition("@")
+    if at:
+        user = userinfo.partition(":")[0]
+        authority = f"{user}:{MASK}@{host}" if user else f"{MASK}@{host}"
+    path, question, query = tail.partition("?")
+    if question:
+        query = "&".join(f"{pair.partition('=')[0]}={MASK}" if any(word in pair.partition("=")[0].lower()
+                                                                  for word in SECRET_WORDS) else pair
+                         for pair in query.split("&"))
+    return f"{scheme}://{authority}{path}{question}{query}"
 
 
 def masked_settings(config: Config) -> list[dict[str, Any]]:

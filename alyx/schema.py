@@ -79,8 +79,9 @@ def default_auth_fields() -> tuple[FieldSpec, ...]:
     return (
         FieldSpec("email", "email", required=True, unique=True, max=254),
         FieldSpec("password_hash", "string", hidden=True),
-        FieldSpec("role", "select", values=("user", "admin"), default="user"),
-        FieldSpec("verified", "bool", default=False),
+        # required: omitted, they take their default; null is refused (a user always has a role).
+        FieldSpec("role", "select", values=("user", "admin"), default="user", required=True),
+        FieldSpec("verified", "bool", default=False, required=True),
     )
 
 
@@ -120,7 +121,7 @@ def merge_auth_field(builtin: FieldSpec, declared: FieldSpec) -> FieldSpec:
                                    pattern=declared.pattern, index=declared.index)
     if builtin.name == "role":
         return dataclasses.replace(builtin, values=declared.values, default=declared.default or builtin.default,
-                                   required=declared.required, index=declared.index)
+                                   index=declared.index)
     return dataclasses.replace(builtin, index=declared.index)
 
 

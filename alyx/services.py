@@ -156,7 +156,7 @@ def build_services(config: Config, migrate: bool = True) -> Services:
                             events, hooks, accounts, storage, files, api_limiter(config, db),
                             ServerStatus(config, schema, db, functions, realtime,
                                          lambda: Migrator(db, schema, models, system)),
-                            Batch(db, records, config.api_max_batch))
+                            Batch(db, records, config.api_max_batch, on_begin=[realtime.feed.lock]))
         if migrate:
             apply_safe_migrations(services)
     except peewee.OperationalError as exc:

@@ -713,28 +713,58 @@ class DevHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_admin_ui_dev_proxies_the_admin_pages_to_the_dev_server(tmp_path: Path) -> None:
-    port = free_port()
-    dev = DevServer(("127.0.0.1", port), DevHandler)
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[tuple[DevServer, Any]]:
+    """A dev server stand-in on a free port and a test client of an app with admin.ui_dev set to it."""
+    dev = DevServer(("127.0.0.1", free_port()), DevHandler)
     dev.seen = []
     threading.Thread(target=dev.serve_forever, daemon=True).start()
-    maker = AppMaker(tmp_path, {**TEST_ENV, "ALYX_ADMIN_UI_DEV": f"http://127.0.0.1:{port}/"})
+    maker = AppMaker(tmp_path, {**TEST_ENV, "ALYX_ADMIN_UI_DEV": f"http://127.0.0.1:{dev.server_port}/"})
     try:
-        c = maker("collections: []\n").test_client()
-        r = c.get("/_admin/src/app.js?v=2", headers={"X-Api-Key": "not-for-the-dev-server", "Cookie": "session=x",
-                                                    "Accept": "text/html"})
-        assert r.status_code == 200
-        assert r.get_data(as_text=True) == "<!doctype html><p>dev build of /_admin/src/app.js?v=2</p>"
-        assert dev.seen[-1]["path"] == "/_admin/src/app.js?v=2" and dev.seen[-1]["accept"] == "text/html"
-        assert "x-api-key" not in dev.seen[-1] and "cookie" not in dev.seen[-1]  # credentials stay here
-        assert "Set-Cookie" not in r.headers
-        csp = r.headers["Content-Security-Policy"]
-        assert f"http://127.0.0.1:{port}" in csp and "unsafe-inline" not in csp
-        assert c.get("/_admin/").get_data(as_text=True).endswith("dev build of /_admin/</p>")
-        assert c.get("/_admin/missing.js").status_code == 404  # the dev server's answer, as it came
-        dev.shutdown()
-        dev.server_close()
-        assert_error(c.get("/_admin/"), 502, "admin_ui_dev_unreachable")
+        yield dev, maker("collections: []\n").test_client()
     finally:
         dev.shutdown()
         maker.close()
+
+
+def test_admin_ui_dev_proxies_the_admin_pages_to_the_dev_server(proxied: tuple[DevServer, Any]) -> None:
+    dev, c = proxied
+    r = c.get("/_admin/src/app.js?v=2", headers={"X-Api-Key": "not-for-the-dev-server", "Cookie": "session=x",
+                                                "Accept": "text/html"})
+    assert r.status_code == 200
+    assert r.get_data(as_text=True) == "<!doctype html><p>dev build of /_admin/src/app.js?v=2</p>"
+    assert dev.seen[-1]["path"] == "/_admin/src/app.js?v=2" and dev.seen[-1]["accept"] == "text/html"
+    assert "x-api-key" not in dev.seen[-1] and "cookie" not in dev.seen[-1]  # credentials stay here
+    assert "Set-Cookie" not in r.headers
+    csp = r.headers["Content-Security-Policy"]
+    assert f"http://127.0.0.1:{dev.server_port}" in csp and "unsafe-inline" not in csp
+    assert c.get("/_admin/").get_data(as_text=True).endswith("dev build of /_admin/</p>")
+    assert c.get("/_admin/missing.js").status_code == 404  # the dev server's answer, as it came
+    dev.shutdown()
+    dev.server_close()
+    assert_error(c.get("/_admin/"), 502, "admin_ui_dev_unreachable")
+
+
+@pytest.mark.parametrize("path", ["/_admin/..%2f..%2f@fs/etc/passwd", "/_admin/%2e%2e/%2e%2e/@fs/etc/passwd",
+                                  "/_admin/a/..%2F..%2F..%2Fsecret", "/_admin/.%2e/.%2e/x", "/_admin/..%5c..%5cx",
+                                  "/_admin/./x"])
+def test_admin_ui_dev_never_asks_the_dev_server_for_a_path_outside_admin(proxied: tuple[DevServer, Any],
+                                                                         path: str) -> None:
+    """Dot segments (percent-encoded too) are resolved by the HTTP client before it sends: refused here,
+    they never reach the dev server's other routes (Vite's /@fs/ serves files)."""
+    dev, c = proxied
+    assert_error(c.get(path), 404, "not_found")
+    assert c.get("/_admin/x/y.js").status_code == 200  # a plain path still goes through
+    assert [seen["path"] for seen in dev.seen] == ["/_admin/x/y.js"]
+
+
+def test_admin_ui_dev_answers_past_the_size_cap_are_a_502(proxied: tuple[DevServer, Any],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from alyx.blueprints import admin
+
+    c = proxied[1]
+    whole = c.get("/_admin/x.js").get_data()
+    monkeypatch.setattr(admin, "DEV_MAX_BYTES", len(whole) - 1)
+    assert_error(c.get("/_admin/x.js"), 502, "admin_ui_dev_too_large")
+    monkeypatch.setattr(admin, "DEV_MAX_BYTES", len(whole))
+    assert c.get("/_admin/x.js").get_data() == whole

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from alyx.config import load_config
+from alyx.config import MASK, load_config, masked_value
 from alyx.errors import ConfigError
 
 
@@ -123,3 +123,14 @@ def test_unsupported_database_url_is_a_config_error(tmp_path):
     (tmp_path / "schema.yaml").write_text("")
     with pytest.raises(ConfigError, match="database.url"):
         create_app(load_config(tmp_path, env={"ALYX_DATABASE_URL": "mysql://x@y/z"}))
+
+
+@pytest.mark.parametrize("url,masked", [
+    ("redis://:p@ss@h:6379/0", f"redis://{MASK}@h:6379/0"),  # the password holds an @: drivers split at the last
+    ("postgresql://u:p@ss@h/db?sslmode=require", f"postgresql://u:{MASK}@h/db?sslmode=require"),
+    ("redis://h:6379/0?password=sekret&db=1", f"redis://h:6379/0?password={MASK}&db=1"),
+    ("postgresql://h/db?user=u&password=sekret", f"postgresql://h/db?user=u&password={MASK}"),
+    ("redis://h:6379/0", "redis://h:6379/0"),
+])
+def test_masked_urls_keep_no_part_of_a_password(url: str, masked: str) -> None:
+    assert masked_value("realtime.broker", url) == masked

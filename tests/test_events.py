@@ -189,6 +189,18 @@ def test_sync_hook_changes_are_validated(ev_app: EvApp) -> None:
     assert_error(app.test_client().post("/api/collections/posts", json={"title": "x"}), 422, "validation_failed")
 
 
+@pytest.mark.parametrize("changes", ['"slug"', "[1]", "5"])
+def test_sync_hook_changes_that_are_not_an_object_are_the_hook_failing(ev_app: EvApp, changes: str) -> None:
+    """The hook's fault, as when it raises: 502 hook_failed naming its run, never a 500; nothing written."""
+    bad = f'def handler(req, res):\n    return res.json({{"changes": {changes}}})\n'
+    app = ev_app({"bad/manifest.yaml": hook_manifest(mode="sync"), "bad/index.py": bad})
+    c = app.test_client()
+    resp = c.post("/api/collections/posts", json={"title": "x"})
+    error = assert_error(resp, 502, "hook_failed")
+    assert error["details"]["execution_id"] == resp.headers["X-Alyx-Execution-Id"]
+    assert c.get("/api/collections/posts").json["items"] == []
+
+
 # -- retries and the dead letter ------------------------------------------------------------------
 FLAKY = '''
 def handler(req, res):

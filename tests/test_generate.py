@@ -274,6 +274,9 @@ def files(client: AlyxClient, png_path: Path) -> None:
     download(client.albums.file_url(album, cover), 404)  # the replaced file is gone
     odd = client.albums.create({}, files={"attachments": [("we\\"ird\\r\\nname.txt", b"x")]})
     assert (odd["attachments"] or [""])[0].startswith("we_irdname_"), odd  # quotes and line breaks never split a part
+    smuggled = client.albums.create({}, files={"attachments": [("a.txt", b"x", "text/plain\\r\\n\\r\\nsmuggled")]})
+    assert len(smuggled["attachments"] or []) == 1, smuggled  # nor do line breaks in a content type
+    assert download(client.albums.file_url(smuggled, (smuggled["attachments"] or [""])[0])) == b"x"
     body = MultipartBody({"title": "again"}, [("cover", ("c.png", io.BytesIO(png)))], [("attachments-", "n")])
     first = b"".join(iter(lambda: body.read(8192), b""))
     body.rewind()  # what a retry after a token refresh sends
@@ -389,6 +392,14 @@ func filesScenario(t *testing.T, ctx context.Context, c *Client) {
 		t.Fatal("added bytes differ")
 	}
 	download(t, c.Albums.FileURL(album.ID, album.Attachments[0], FileURLOptions{}), 404)
+	// Quotes and line breaks in a name or a content type never split a part nor end its headers early.
+	odd, err := c.Albums.CreateWithFiles(ctx, AlbumsCreate{}, AlbumsFiles{Attachments: []FileUpload{{
+		Name: "we\\"ird\\r\\nname.txt", Content: strings.NewReader("x"),
+		ContentType: "text/plain\\r\\n\\r\\nsmuggled"}}})
+	if err != nil || len(odd.Attachments) != 1 || !strings.HasPrefix(odd.Attachments[0], "we_irdname_") ||
+		string(download(t, c.Albums.FileURL(odd.ID, odd.Attachments[0], FileURLOptions{}), 200)) != "x" {
+		t.Fatalf("hostile upload names: %v %+v", err, odd)
+	}
 }
 
 func TestScenario(t *testing.T) {

@@ -53,10 +53,14 @@ def test_a_destructive_step_waiting_is_shown_with_the_command(maker: AppMaker) -
     assert migrations["review"] == "alyx migrate status"
 
 
-def test_the_broker_url_is_shown_without_its_password(maker: AppMaker) -> None:
-    app = maker(BLOG_SCHEMA, env={"ALYX_REALTIME_BROKER": "redis://:hunter2@127.0.0.1:6379/0"})
+@pytest.mark.parametrize("url", ["redis://:hunter2@127.0.0.1:6379/0", "redis://:hun@ter2@127.0.0.1:6379/0",
+                                 "redis://127.0.0.1:6379/0?db=0&password=hunter2"])
+def test_the_broker_url_is_shown_without_its_password(maker: AppMaker, url: str) -> None:
+    """Drivers read a password up to the authority's last @, and from ?password= too."""
+    app = maker(BLOG_SCHEMA, env={"ALYX_REALTIME_BROKER": url})
     realtime = app.test_client().get("/api/health", headers={"X-Test-User": "admin"}).json["realtime"]
-    assert realtime["broker"] == "redis" and "hunter2" not in realtime["url"]
+    assert realtime["broker"] == "redis" and "ter2" not in realtime["url"], realtime
+    assert "127.0.0.1:6379/0" in realtime["url"]
 
 
 def test_docker_runtime_images_are_listed_when_functions_run_in_docker(maker: AppMaker) -> None:

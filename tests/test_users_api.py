@@ -85,3 +85,16 @@ def test_revoking_all_sessions_ends_every_refresh_token(app: Flask) -> None:
 @pytest.mark.parametrize("user_id", ["nosuchuser0000", "x\x00y", "é" * 15, "a" * 300])
 def test_revoking_sessions_of_no_such_user_is_a_404(app: Flask, user_id: str) -> None:
     assert_error(app.test_client().delete(f"/api/admin/users/{user_id}/sessions", headers=ADMIN), 404)
+
+
+@pytest.mark.parametrize("field", ["role", "verified"])
+def test_role_and_verified_are_never_null(app: Flask, field: str) -> None:
+    """Omitted they take their default; null is refused, on create and on a REST update of the user."""
+    c = app.test_client()
+    error = assert_error(c.post("/api/admin/users", headers=ADMIN, json={"email": "n@example.com", field: None}), 422)
+    assert field in error["details"]
+    made = c.post("/api/admin/users", headers=ADMIN, json={"email": "m@example.com"})
+    assert made.status_code == 201 and made.json["role"] == "user" and made.json["verified"] is False
+    error = assert_error(c.patch(f"/api/collections/users/{made.json['id']}", headers=ADMIN, json={field: None}), 422)
+    assert field in error["details"]
+    assert c.get(f"/api/collections/users/{made.json['id']}", headers=ADMIN).json[field] is not None

@@ -23,6 +23,7 @@ FORWARDED = ("Accept", "Accept-Language", "If-None-Match", "If-Modified-Since", 
 # What of the dev server's answer comes back (the body arrives decoded, the length is recomputed).
 RETURNED = ("Content-Type", "Cache-Control", "ETag", "Last-Modified", "Location")
 DEV_TIMEOUT_SECONDS = 10
+DEV_MAX_BYTES = 64 * 1024 * 1024  # a dev server's answer larger than this is a 502 (it is read whole)
 
 
 def admin_folder() -> Path:
@@ -72,14 +73,23 @@ def admin_file(path: str = INDEX) -> Response:
 
 def from_dev_server(base: str) -> Response:
     """The same path and query asked of the dev server (a 502 when it does not answer)."""
+    # Dot segments (also percent-encoded: request.path is decoded) would leave /_admin/ on the dev server,
+    # whose other routes may serve any file (Vite's /@fs/): the HTTP client resolves them before sending.
+    if any(part in (".", "..") for part in request.path.replace("\\", "/").split("/")):
+        raise AlyxError("not_found", "No such admin UI file.", 404)
     target = base + quote(request.path) + (f"?{request.query_string.decode('latin-1')}" if request.query_string else "")
     headers = {k: v for k, v in request.headers.items() if k in FORWARDED}
     try:
-        answer = requests.get(target, headers=headers, timeout=DEV_TIMEOUT_SECONDS, allow_redirects=False)
+        with requests.get(target, headers=headers, timeout=DEV_TIMEOUT_SECONDS, allow_redirects=False,
+                          stream=True) as answer:
+            body = answer.raw.read(DEV_MAX_BYTES + 1, decode_content=True)
     except requests.RequestException as exc:
         raise AlyxError("admin_ui_dev_unreachable", f"The admin UI dev server (admin.ui_dev = {base}) does not "
                         f"answer: {type(exc).__name__}. Start it, or unset ALYX_ADMIN_UI_DEV.", 502) from None
-    response = with_policy(Response(answer.content, status=answer.status_code), base)
+    if len(body) > DEV_MAX_BYTES:
+        raise AlyxError("admin_ui_dev_too_large", f"The admin UI dev server's answer for {request.path} is larger "
+                        f"than {DEV_MAX_BYTES} bytes.", 502)
+    response = with_policy(Response(body, status=answer.status_code), base)
     for key in RETURNED:
         if key in answer.headers:
             response.headers[key] = answer.headers[key]

@@ -43,14 +43,15 @@ class SyncHooks:
             hook_input = change_input(collection, action, {**document, **changes}, previous)
             result, execution_id = run_trigger(self.functions, spec, "database", hook_input, caller=writer)
             if result.outcome == "success" and result.status < 400:
-                changes.update(changes_from(result, name))
+                changes.update(changes_from(result, name, execution_id))
                 continue
             raise rejection(name, result, execution_id, timeout)
         return changes
 
 
-def changes_from(result: CallResult, name: str) -> dict[str, Any]:
-    """A sync hook's 2xx answer: `{"changes": {...}}` sets fields; anything else changes nothing."""
+def changes_from(result: CallResult, name: str, execution_id: str) -> dict[str, Any]:
+    """A sync hook's 2xx answer: `{"changes": {...}}` sets fields; anything else changes nothing;
+    changes that are not an object are the hook failing (502 ``hook_failed``, as when it raises)."""
     if not result.body:
         return {}
     try:
@@ -61,7 +62,9 @@ def changes_from(result: CallResult, name: str) -> dict[str, Any]:
     if changes is None:
         return {}
     if not isinstance(changes, dict):
-        raise AlyxError("hook_error", f"The sync hook {name!r} answered changes that are not an object.", 500)
+        raise AlyxError("hook_failed", f"The {name!r} hook failed, so the write was not made: it answered changes "
+                        "that are not an object.", 502, {"execution_id": execution_id},
+                        {"X-Alyx-Execution-Id": execution_id})
     return changes
 
 

@@ -71,16 +71,29 @@ class ChangeFeed:
         self.notify_in_transaction = False  # PostgreSQL LISTEN/NOTIFY broker
         self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
 
+    def lock(self) -> None:
+        """Take the feed lock until the current write transaction ends (PostgreSQL; SQLite's write lock
+        serialises already). Sequence values are handed out at insert, not at commit: feed inserts are
+        serialised until commit so that a reader never sees cursor N+1 before N.
+
+        A batch (an all-or-nothing transaction) takes it once, first, before its first row write
+        (``Batch(on_begin=...)``): taken at its first change instead, it would be awaited while the
+        batch holds row locks that the batch holding it waits for, a deadlock PostgreSQL breaks by
+        failing one of them."""
+        if self.db.is_sqlite:
+            return
+        pw: Any = self.db.peewee
+        transaction = pw.top_transaction()
+        if getattr(transaction, FEED_LOCKED, False):
+            return
+        pw.execute_sql("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK_KEY,))
+        if getattr(transaction, ALL_OR_NOTHING, False):  # a batch: no savepoint can release it before commit
+            setattr(transaction, FEED_LOCKED, True)
+
     def append(self, event: ChangeEvent) -> None:
         """Called by the records service inside the write transaction, before it commits."""
         pw: Any = self.db.peewee
-        transaction = pw.top_transaction()
-        if not self.db.is_sqlite and not getattr(transaction, FEED_LOCKED, False):
-            # Sequence values are handed out at insert, not at commit: serialise feed inserts until
-            # commit so that a reader never sees cursor N+1 before N (SQLite's write lock does this).
-            pw.execute_sql("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK_KEY,))
-            if getattr(transaction, ALL_OR_NOTHING, False):  # a batch: no savepoint can release it before commit
-                setattr(transaction, FEED_LOCKED, True)
+        self.lock()
         data = orjson.dumps({"record": event.record, "previous": event.previous}).decode()
         # db.insert: the INSERT text is built once (peewee building it per write cost more than SQLite).
         row = {"created_at": utcnow(), "collection": event.collection, "action": event.action,
