@@ -9,7 +9,7 @@ commits, and none runs when an operation fails and the batch rolls back. See doc
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,14 +106,10 @@ class Batch:
     then every operation runs in the transaction, the guarded ones with their hooks' changes.
     """
 
-    def __init__(self, db: Database, records: Records, max_operations: int,
-                 on_begin: Sequence[Callable[[], None]] = ()) -> None:
+    def __init__(self, db: Database, records: Records, max_operations: int) -> None:
         self.db = db
         self.records = records
         self.max_operations = max_operations  # api.max_batch
-        # Run first in the batch's transaction, before any row is written: the locks that its journal
-        # writers would otherwise take midway, holding row locks (the change feed's, ChangeFeed.lock).
-        self.on_begin = tuple(on_begin)
 
     def run(self, payload: Any, auth: Principal | None) -> list[dict[str, Any]]:
         """Every operation, in order, or none: the first failure rolls back the batch and is raised
@@ -123,8 +119,6 @@ class Batch:
         ahead = self._guards_ahead(operations, auth)
         results: list[dict[str, Any]] = []
         with self.db.write(all_or_nothing=True):  # SQLite: one BEGIN IMMEDIATE under the write lock
-            for begin in self.on_begin:
-                begin()
             for op in operations:
                 try:
                     results.append(self._apply(op, auth, ahead.get(op.index)).to_dict())

@@ -5,6 +5,7 @@ Moved out of alyx/records.py unchanged; the records service raises these from it
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import peewee
@@ -32,11 +33,13 @@ class WriteTransaction:
     """A record write's transaction (``Database.write()``) whose constraint violations, raised inside
     it or at its commit, become 409s (``integrity_error``)."""
 
-    def __init__(self, transaction: Any, spec: CollectionSpec) -> None:
-        self.ctx, self.spec = transaction, spec
+    def __init__(self, transaction: Any, spec: CollectionSpec, begins: Iterable[Callable[[], None]] = ()) -> None:
+        self.ctx, self.spec, self.begins = transaction, spec, begins
 
     def __enter__(self) -> None:
         self.ctx.__enter__()
+        for begin in self.begins:  # Records.on_begin: locks taken before any row lock
+            begin()
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         try:

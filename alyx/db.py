@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import peewee
+import psycopg2.errors
 import psycopg2.extras
 from playhouse.db_url import parse as parse_db_url
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
@@ -273,6 +274,8 @@ def unavailable(exc: BaseException) -> AlyxError | None:
     original: BaseException = getattr(exc, "orig", None) or exc  # peewee keeps the driver's error as .orig
     if isinstance(original, MaxConnectionsExceeded):
         return _fault("All database connections are in use", 1)
+    if isinstance(original, psycopg2.errors.TransactionRollbackError):  # deadlock, serialization failure
+        return _fault("The write met a concurrent write", 1)
     if isinstance(original, (psycopg2.OperationalError, psycopg2.InterfaceError)):
         return _fault("The database connection failed or was lost", 5)
     if not isinstance(original, (sqlite3.OperationalError, sqlite3.DatabaseError, peewee.OperationalError)):

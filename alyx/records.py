@@ -79,6 +79,7 @@ class Records:
         self.listeners: builtins.list[Listener] = []
         self.guards: builtins.list[tuple[Guard, GuardFilter]] = []
         self.journal_writers: builtins.list[Listener] = []
+        self.begins: builtins.list[Callable[[], None]] = []
         self.files = files  # file fields (alyx/record_files.py); None: no storage configured
         self.plans = PagePlans()  # prepared list SQL per request shape
 
@@ -96,6 +97,10 @@ class Records:
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener`` with every ChangeEvent, after its transaction commits."""
         self.listeners.append(listener)
+
+    def on_begin(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` first in every write transaction, before any row is written (its locks come first)."""
+        self.begins.append(callback)
 
     def journal(self, writer: Listener) -> None:
         """Call ``writer`` with every ChangeEvent inside its write transaction, before commit (the change feed)."""
@@ -437,7 +442,7 @@ class Records:
         return self._load(coll, changes, partial=True) if changes and action != "delete" else {}
 
     def _write(self, coll: Collection) -> Any:
-        return WriteTransaction(self.db.write(), coll.spec)
+        return WriteTransaction(self.db.write(), coll.spec, self.begins)
 
     def _publish(self, event: ChangeEvent) -> None:
         for writer in self.journal_writers:

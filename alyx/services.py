@@ -41,7 +41,7 @@ from alyx.system_migrations import apply_system_migrations
 
 log = logging.getLogger("alyx")
 
-HookPoint = Literal["guard", "journal", "listener"]
+HookPoint = Literal["guard", "begin", "journal", "listener"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class RecordHook:
     """One registration on a hook point of the records service (alyx/records.py).
 
     ``guard``: before a write, outside its transaction (``applies`` says for which writes);
+    ``begin``: first inside the write transaction, before any row is written (locks taken in one order);
     ``journal``: inside the write transaction, before commit; ``listener``: after commit.
     """
 
@@ -95,6 +96,7 @@ def record_hooks(auth: AuthService, realtime: Realtime, events: Events) -> list[
     """Who is on the record hook points, in the order they run."""
     return [
         RecordHook("guard", "events: sync database hooks", events.sync_hooks.run, events.sync_hooks.applies),
+        RecordHook("begin", "realtime: the change feed's lock, before any row lock", realtime.feed.lock),
         RecordHook("journal", "auth: a deleted user's sessions end", auth.user_changed),
         RecordHook("journal", "realtime: change feed", realtime.feed.append),
         RecordHook("journal", "events: outbox (async hooks, outgoing webhooks)", events.outbox),
@@ -108,6 +110,8 @@ def register_record_hooks(records: Records, hooks: list[RecordHook]) -> None:
         if hook.point == "guard":
             assert hook.applies is not None, f"guard {hook.owner!r} needs applies"
             records.guard(hook.call, hook.applies)
+        elif hook.point == "begin":
+            records.on_begin(hook.call)
         elif hook.point == "journal":
             records.journal(hook.call)
         else:
@@ -156,7 +160,7 @@ def build_services(config: Config, migrate: bool = True) -> Services:
                             events, hooks, accounts, storage, files, api_limiter(config, db),
                             ServerStatus(config, schema, db, functions, realtime,
                                          lambda: Migrator(db, schema, models, system)),
-                            Batch(db, records, config.api_max_batch, on_begin=[realtime.feed.lock]))
+                            Batch(db, records, config.api_max_batch))
         if migrate:
             apply_safe_migrations(services)
     except peewee.OperationalError as exc:

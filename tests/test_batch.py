@@ -229,16 +229,8 @@ def test_two_batches_writing_the_same_records_in_opposite_orders_serialize(app: 
     assert got == {r1: "b2", r2: "b1"}  # B ran after A, whole
 
 
-SINGLE_VS_BATCH = ("PostgreSQL: a single write locks its row before the change feed's lock, a batch takes the feed "
-                   "lock first, so they deadlock (503); the fix is in alyx/records.py (every write takes the "
-                   "journal's locks, ChangeFeed.lock, before its row write), which this change may not touch")
-
-
-def test_a_single_write_and_a_batch_on_the_same_record_serialize(app: Flask, backend: str,
-                                                                  request: pytest.FixtureRequest) -> None:
+def test_a_single_write_and_a_batch_on_the_same_record_serialize(app: Flask, backend: str) -> None:
     """Batch B holds the feed lock (and r2) when a single PATCH of r1 starts; B then writes r1."""
-    if backend == "postgres":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SINGLE_VS_BATCH))
     c = app.test_client()
     r1, r2 = (c.post("/api/collections/posts", json={"title": t}).get_json()["id"] for t in ("one", "two"))
     holding, release = hold_after(app, "b", "b2")

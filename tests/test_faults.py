@@ -163,13 +163,6 @@ def test_realtime_frames_map_faults_too(maker, monkeypatch):
     assert reply["type"] == "error" and reply["payload"]["code"] == "unavailable", reply
 
 
-DEADLOCK_FIX = ("alyx/db.py unavailable() maps every psycopg2 OperationalError to 'connection failed or was lost' "
-                "(Retry-After 5); a deadlock or serialization failure (TransactionRollbackError, SQLSTATE "
-                "40P01/40001) is a conflict with a concurrent write, retryable at once: the fix is a "
-                "TransactionRollbackError branch before the OperationalError one, in a file this change may not touch")
-
-
-@pytest.mark.xfail(strict=True, reason=DEADLOCK_FIX)
 @pytest.mark.parametrize("error", [psycopg2.errors.DeadlockDetected("deadlock detected"),
                                    psycopg2.errors.SerializationFailure("could not serialize access")])
 def test_a_deadlock_is_a_concurrent_write_not_a_lost_connection(error):

@@ -76,10 +76,10 @@ class ChangeFeed:
         serialises already). Sequence values are handed out at insert, not at commit: feed inserts are
         serialised until commit so that a reader never sees cursor N+1 before N.
 
-        A batch (an all-or-nothing transaction) takes it once, first, before its first row write
-        (``Batch(on_begin=...)``): taken at its first change instead, it would be awaited while the
-        batch holds row locks that the batch holding it waits for, a deadlock PostgreSQL breaks by
-        failing one of them."""
+        Every record write takes it first, before its first row write (the records service's
+        ``begin`` hook point, alyx/services.py); taken at its first change instead, it would be awaited
+        while the write holds row locks that another writer holding it waits for, a deadlock
+        PostgreSQL breaks by failing one of them."""
         if self.db.is_sqlite:
             return
         pw: Any = self.db.peewee
