@@ -174,3 +174,35 @@ def test_the_shim_refuses_what_is_not_http(shim: Shim) -> None:
     assert answer.startswith(b"HTTP/1.1 400 ") and b"bad_request" in answer
     head = RuntimeClient(shim.socket_path, SECRET).request("HEAD", "/__rt/health")
     assert head.status == 200 and head.body == b""  # HEAD: the headers only
+
+
+def test_the_node_end_mark_follows_output_a_full_pipe_held_back(tmp_path: Path) -> None:
+    """console.log into a pipe nobody is reading queues in Node's stream (the pipe is full, as Docker's
+    is under load); the end mark of the call must come after that output, not overtake it."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "index.mjs").write_text("export default (req, res) => {\n"
+                                    "  for (let i = 0; i < 3000; i++) console.log('x'.repeat(99));\n"
+                                    "  return res.text('done');\n};\n")
+    sock = str(tmp_path / "rt.sock")
+    (tmp_path / "rt.secret").write_text(SECRET)
+    env = {"PATH": os.environ.get("PATH", ""), "ALYX_SOCKET": sock, "ALYX_SECRET_FILE": str(tmp_path / "rt.secret")}
+    proc = subprocess.Popen(["node", str(ROOT / "runtimes" / "node" / "shim.js")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        client = RuntimeClient(sock, SECRET)
+        client.wait_ready(time.monotonic() + 15, lambda: proc.poll() is None)
+        init = json.dumps({"code_dir": str(code), "entry": "index.mjs", "function": "chatty"}).encode()
+        assert client.request("POST", "/__rt/init", [("Content-Type", "application/json")], init).status == 200
+        answer = client.request("GET", "/", [("X-Alyx-Invocation-Id", "call-1")], b"", timeout=30)
+        assert answer.status == 200 and answer.body == b"done"
+        out, deadline = b"", time.monotonic() + 30
+        assert proc.stdout is not None
+        while out.count(b"x" * 99 + b"\n") < 3000 and time.monotonic() < deadline:  # now drain the pipe
+            out += os.read(proc.stdout.fileno(), 1 << 16)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    call = out.decode().split("\x1eALYX-END init\x1e\n")[-1]
+    assert call.count("x" * 99 + "\n") == 3000
+    assert call.endswith("x" * 99 + "\n\x1eALYX-END call-1\x1e\n"), "the end mark overtook the call's output"

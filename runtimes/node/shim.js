@@ -154,10 +154,15 @@ class Res {
   end(body) { return this.send(body === undefined ? '' : body); }
 }
 
+// The end mark goes through the same streams as console.log: into a full pipe (Docker's, under load)
+// Node queues console output in the stream, and a direct write(2) would overtake what is queued.
+process.stdout.on('error', () => {});  // a closed stdout or stderr must not fail the call
+process.stderr.on('error', () => {});
 function markEnd(id) {
   const mark = `\x1eALYX-END ${id}\x1e\n`;
-  try { fs.writeSync(1, mark); } catch (e) { /* closed stdout must not fail the call */ }
-  try { fs.writeSync(2, mark); } catch (e) { /* same */ }
+  for (const stream of [process.stdout, process.stderr]) {
+    try { stream.write(mark); } catch (e) { /* same */ }
+  }
 }
 
 // The server percent-encodes the request path once (UTF-8); req.path is it decoded once.
