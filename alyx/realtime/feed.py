@@ -87,7 +87,9 @@ class ChangeFeed:
         if getattr(transaction, FEED_LOCKED, False):
             return
         pw.execute_sql("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK_KEY,))
-        if getattr(transaction, ALL_OR_NOTHING, False):  # a batch: no savepoint can release it before commit
+        # Held to commit unless a savepoint's rollback releases it: taken outside any savepoint (a
+        # single write) or in a batch (which takes none), it need not be taken again.
+        if getattr(transaction, ALL_OR_NOTHING, False) or pw.transaction_depth() == 1:
             setattr(transaction, FEED_LOCKED, True)
 
     def append(self, event: ChangeEvent) -> None:
