@@ -20,6 +20,7 @@ from alyx.fields.json import read_json
 
 # The mark on peewee's outermost transaction object of a Database.write(all_or_nothing=True).
 ALL_OR_NOTHING = "alyx_all_or_nothing"
+BEFORE_COMMIT = "alyx_before_commit"  # an all-or-nothing transaction's callbacks run just before its commit
 
 
 class Database:
@@ -54,9 +55,23 @@ class Database:
             if self._write_lock is not None:
                 stack.enter_context(self._write_lock)
             transaction = stack.enter_context(self.peewee.atomic())
+            pending: list[Callable[[], None]] = []
             if all_or_nothing and self.peewee.transaction_depth() == 1:
                 setattr(transaction, ALL_OR_NOTHING, True)
+                setattr(transaction, BEFORE_COMMIT, pending)
             yield
+            while pending:  # reached only without an error: the work folded in for the commit (see before_commit)
+                pending.pop(0)()
+
+    def before_commit(self, callback: Callable[[], None]) -> bool:
+        """Run ``callback`` inside the current all-or-nothing transaction just before it commits, and
+        say so (True); False when there is no such transaction (the caller does its work at once).
+        For work that goes in as one statement for the whole batch (the change feed's rows)."""
+        pending = getattr(self.peewee.top_transaction(), BEFORE_COMMIT, None)  # type: ignore[no-untyped-call]
+        if pending is None:
+            return False
+        pending.append(callback)
+        return True
 
     def insert(self, model: type[peewee.Model], row: Mapping[str, Any]) -> Any:
         """``model.insert(row).execute()`` for a row that names every column it fills (model

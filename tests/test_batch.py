@@ -169,6 +169,25 @@ def test_a_batch_is_journalled_in_the_change_feed_and_queues_async_hooks(make: B
     assert sorted(j["payload"]["input"]["document"]["title"] for j in queued) == ["t0", "t1", "t2"]
 
 
+def test_a_batchs_change_feed_rows_follow_its_operations_in_order(app: Flask) -> None:
+    """On PostgreSQL the rows go in as one INSERT before the commit: their cursors still ascend in the
+    order of the operations, and each row is its own record's."""
+    svc = app.extensions["alyx"]
+    c = app.test_client()
+    before = feed_head(app)
+    resp = batch(c, *(op("POST", "/api/collections/posts", {"title": f"t{i}"}) for i in range(7)),
+                 op("DELETE", "/api/collections/posts/" + c.post("/api/collections/posts", json={"title": "x"})
+                    .get_json()["id"]))
+    assert resp.status_code == 200, resp.get_json()
+    ids = [r["body"]["id"] for r in resp.get_json()[:7]]
+    with svc.db.connection():
+        changes = svc.realtime.feed.read_after(before + 1)  # after the single create of "x"
+    assert [(ch.action, ch.record["id"]) for ch in changes][:7] == [("create", i) for i in ids]
+    assert [ch.action for ch in changes] == ["create"] * 7 + ["delete"]
+    cursors = [ch.cursor for ch in changes]
+    assert cursors == sorted(cursors) and len(set(cursors)) == 8
+
+
 def waiting_writers(app: Flask) -> int:
     """PostgreSQL sessions waiting for a lock (on SQLite, writers wait on the process's write lock: 0)."""
     svc = app.extensions["alyx"]

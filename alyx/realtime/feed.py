@@ -25,7 +25,8 @@ from alyx.records import ChangeEvent
 log = logging.getLogger("alyx.realtime")
 
 FEED_LOCK_KEY = zlib.crc32(b"alyx-change-feed")  # PostgreSQL advisory lock: feed rows commit in cursor order
-FEED_LOCKED = "alyx_feed_locked"  # marks an all-or-nothing transaction that holds it already
+FEED_LOCKED = "alyx_feed_locked"  # marks a transaction that holds it already
+FEED_PENDING = "alyx_feed_pending"  # a batch's feed rows, inserted as one statement before its commit (PostgreSQL)
 PG_CHANNEL = "alyx_changes"
 READ_CHUNK = 1000
 PRUNE_EVERY_SECONDS = 10.0
@@ -94,19 +95,46 @@ class ChangeFeed:
 
     def append(self, event: ChangeEvent) -> None:
         """Called by the records service inside the write transaction, before it commits."""
-        pw: Any = self.db.peewee
         self.lock()
         data = orjson.dumps({"record": event.record, "previous": event.previous}).decode()
         # db.insert: the INSERT text is built once (peewee building it per write cost more than SQLite).
         row = {"created_at": utcnow(), "collection": event.collection, "action": event.action,
                "record_id": str(event.record.get("id")), "data": data}
+        if not self.db.is_sqlite and self._deferred(row, event):
+            return
         written = self.db.insert(self.model, row)
         cursor = written.lastrowid if self.db.is_sqlite else written.fetchone()[0]
-        change = Change(int(cursor), event.collection, event.action, event.record, event.previous)
+        self._appended(Change(int(cursor), event.collection, event.action, event.record, event.previous))
+
+    def _appended(self, change: Change) -> None:
+        pw: Any = self.db.peewee
         if self.notify_in_transaction:
             pw.execute_sql("SELECT pg_notify(%s, %s)", (PG_CHANNEL, str(change.cursor)))
         if self.on_commit:
             pw.after_commit(lambda: self._committed(change))
+
+    def _deferred(self, row: dict[str, Any], event: ChangeEvent) -> bool:
+        """In a batch on PostgreSQL, its feed rows go in as one INSERT just before its commit (one
+        round trip for all of them, not one per change); False outside a batch."""
+        transaction = self.db.peewee.top_transaction()  # type: ignore[no-untyped-call]
+        pending: list[tuple[dict[str, Any], ChangeEvent]] | None = getattr(transaction, FEED_PENDING, None)
+        if pending is None:
+            pending = []
+            if not self.db.before_commit(lambda: self._flush(pending or [])):
+                return False
+            setattr(transaction, FEED_PENDING, pending)
+        pending.append((row, event))
+        return True
+
+    def _flush(self, pending: list[tuple[dict[str, Any], ChangeEvent]]) -> None:
+        """The deferred rows, in order, under the feed lock the batch holds: sequence values are
+        handed out in the order of the rows, so the cursors come back ascending."""
+        for start in range(0, len(pending), 500):
+            chunk = pending[start:start + 500]
+            query = self.model.insert_many([row for row, _ in chunk]).returning(self.model.id).tuples()
+            cursors = sorted(int(found[0]) for found in query.execute())
+            for cursor, (_, event) in zip(cursors, chunk, strict=True):
+                self._appended(Change(cursor, event.collection, event.action, event.record, event.previous))
 
     def _committed(self, change: Change) -> None:
         for callback in self.on_commit:
