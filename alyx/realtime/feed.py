@@ -17,7 +17,7 @@ import orjson
 import peewee
 
 from alyx.clock import utcnow
-from alyx.db import ALL_OR_NOTHING, Database
+from alyx.db import Database
 from alyx.errors import AlyxError
 from alyx.models import build_change_model
 from alyx.records import ChangeEvent
@@ -89,8 +89,8 @@ class ChangeFeed:
             return
         pw.execute_sql("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK_KEY,))
         # Held to commit unless a savepoint's rollback releases it: taken outside any savepoint (a
-        # single write) or in a batch (which takes none), it need not be taken again.
-        if getattr(transaction, ALL_OR_NOTHING, False) or pw.transaction_depth() == 1:
+        # single write, or a batch, whose writes take none), it need not be taken again.
+        if pw.transaction_depth() == 1:
             setattr(transaction, FEED_LOCKED, True)
 
     def append(self, event: ChangeEvent) -> None:
@@ -119,10 +119,11 @@ class ChangeFeed:
         transaction = self.db.peewee.top_transaction()  # type: ignore[no-untyped-call]
         pending: list[tuple[dict[str, Any], ChangeEvent]] | None = getattr(transaction, FEED_PENDING, None)
         if pending is None:
-            pending = []
-            if not self.db.before_commit(lambda: self._flush(pending or [])):
+            rows: list[tuple[dict[str, Any], ChangeEvent]] = []
+            if not self.db.before_commit(lambda: self._flush(rows)):
                 return False
-            setattr(transaction, FEED_PENDING, pending)
+            setattr(transaction, FEED_PENDING, rows)
+            pending = rows
         pending.append((row, event))
         return True
 
