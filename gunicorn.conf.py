@@ -10,12 +10,13 @@ monkey.patch_all()
 
 import os  # noqa: E402
 
-from gunicorn import glogging  # noqa: E402
+from gunicorn import glogging, util  # noqa: E402
 from gunicorn.http import unreader  # noqa: E402
 
 from alyx.accesslog import redact_query  # noqa: E402
 from alyx.config import load_config  # noqa: E402
 from alyx.errors import ConfigError  # noqa: E402
+from alyx.http import protocol_error  # noqa: E402
 
 try:
     _config = load_config()
@@ -31,6 +32,16 @@ graceful_timeout = 20
 keepalive = 75  # longer than nginx's upstream keepalive_timeout default
 control_socket_disable = True  # gunicorn 27 opens ~/.gunicorn otherwise; not wanted in containers
 accesslog = os.environ.get("GUNICORN_ACCESSLOG")  # off by default: it costs throughput
+limit_request_line = 8190  # gunicorn's maximum (default 4094): room for long `filter=` expressions
+
+
+def write_protocol_error(sock, status_int, reason, mesg):  # noqa: ANN001, ANN201 - gunicorn's signature
+    """gunicorn answers requests it cannot parse (414, 431, a bad header or chunk) itself, as an HTML
+    page: answer them in the one error shape every other response uses."""
+    util.write_nonblock(sock, protocol_error(status_int, reason, mesg))
+
+
+util.write_error = write_protocol_error
 
 
 class RedactingLogger(glogging.Logger):

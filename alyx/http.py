@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("alyx.http")
 
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-              422: "validation_failed", 429: "rate_limited", 503: "unavailable"}
+              405: "method_not_allowed", 409: "conflict", 413: "too_large", 414: "uri_too_long",
+              415: "unsupported_media_type", 417: "expectation_failed", 422: "validation_failed",
+              429: "rate_limited", 431: "headers_too_large", 503: "unavailable"}
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -101,3 +102,14 @@ def install_error_handlers(app: Flask) -> None:
     def handle_any(exc: Exception) -> Response:
         body, status, headers = error_reply(exc, request.method, request.path, app.config.get("MAX_CONTENT_LENGTH"))
         return json_response(body, status, headers)
+
+
+def protocol_error(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP/1.1 response for a request the server could not parse (a request line or headers
+    too long, a bad header or chunk): the DESIGN.md error shape instead of gunicorn's HTML page.
+    ``gunicorn.conf.py`` installs it as gunicorn's ``util.write_error``; the connection is closed."""
+    text = f"{reason}: {message}" if message else f"{reason}."
+    body = orjson.dumps(AlyxError(HTTP_CODES.get(status, "bad_request"), text, status).to_dict())
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode("latin-1") + body

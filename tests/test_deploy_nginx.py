@@ -48,7 +48,7 @@ class Nginx:
         temps = "".join(f"    {kind}_temp_path {folder}/{kind};\n"
                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         (folder / "nginx.conf").write_text(
-            f"daemon off;\nworker_processes 1;\npid {folder}/nginx.pid;\nerror_log {folder}/error.log;\n"
+            f"daemon off;\nuser root;\nworker_processes 1;\npid {folder}/nginx.pid;\nerror_log {folder}/error.log;\n"
             f"events {{ worker_connections 4096; }}\n"
             f"http {{\n    access_log {folder}/access.log;\n{temps}    include {folder}/alyx.conf;\n}}\n")
         self.proc = subprocess.Popen(["nginx", "-p", str(folder), "-c", str(folder / "nginx.conf")],
@@ -118,17 +118,19 @@ def test_rest_through_nginx(stack: tuple[LiveServer, Nginx]) -> None:
 def test_body_limit_matches_max_body_bytes(stack: tuple[LiveServer, Nginx]) -> None:
     _server, proxy = stack
     limit = 1_048_576  # server.max_body_bytes default = client_max_body_size 1m
-    status, _ = request(proxy.host, proxy.port, "POST", "/api/collections/notes", raw=b"x" * (limit + 1),
-                        source="127.0.0.21")
+    status, body = request(proxy.host, proxy.port, "POST", "/api/collections/notes", raw=b"x" * (limit + 1),
+                           source="127.0.0.21")
     assert status == 413
+    assert json.loads(body)["error"]["code"] == "too_large"  # nginx's own refusal, in the one error shape
     fits = json.dumps({"title": "y" * (limit - 100)}).encode()
-    status, _ = request(proxy.host, proxy.port, "POST", "/api/collections/notes", raw=fits, source="127.0.0.22")
-    assert status != 413  # nginx lets it through, and so does Alyx
+    status, body = request(proxy.host, proxy.port, "POST", "/api/collections/notes", raw=fits, source="127.0.0.22")
+    assert status == 201, body  # nginx lets it through, and so does Alyx
 
 
 def _ws(proxy: Nginx, source: str) -> Any:
     sock = socket.create_connection((proxy.host, proxy.port), timeout=10, source_address=(source, 0))
-    return connect(f"ws://{proxy.host}:{proxy.port}/api/realtime", sock=sock, open_timeout=10, compression=None)
+    return connect(f"ws://{proxy.host}:{proxy.port}/api/realtime", sock=sock, open_timeout=10, compression=None,
+                   max_size=4 * 2**20)  # the snapshot holds the body-limit test's 1 MB note
 
 
 def test_websocket_upgrade_and_heartbeats_through_nginx(stack: tuple[LiveServer, Nginx]) -> None:
@@ -182,3 +184,21 @@ def test_forwarded_headers_only_from_trusted_proxies() -> None:
     assert _seen("::1", "::1", {"X-Forwarded-For": "2001:db8::5"}) == ("2001:db8::5", "http")
     with pytest.raises(ValueError):
         parse_networks("127.0.0.1, not-an-ip")
+
+
+def test_what_nginx_refuses_itself_comes_in_the_error_shape(stack: tuple[LiveServer, Nginx],
+                                                             tmp_path: Path) -> None:
+    _server, proxy = stack
+    status, body = request(proxy.host, proxy.port, "GET", "/api/collections/notes?filter=" + "a" * 9000,
+                           source="127.0.0.23")
+    assert status == 414 and json.loads(body)["error"]["code"] == "uri_too_long"
+    status, body = request(proxy.host, proxy.port, "GET", "/api/health", source="127.0.0.24",
+                           headers={"X-Big": "b" * 9000})
+    assert status == 400 and json.loads(body)["error"]["code"] == "bad_request"
+    dead = Nginx(tmp_path / "dead", [f"127.0.0.1:{free_port()}"])  # no Alyx host behind it
+    try:
+        status, body = request(dead.host, dead.port, "GET", "/api/health", source="127.0.0.25")
+    finally:
+        dead.stop()
+    assert status == 502 and json.loads(body)["error"] == {
+        "code": "unavailable", "message": "No Alyx host answered; try again shortly.", "details": {}}
