@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.routing.exceptions import WebsocketMismatch
 from werkzeug.wsgi import get_content_length, get_input_stream
 
 from alyx.db import unavailable
@@ -84,6 +85,8 @@ def error_reply(exc: BaseException, method: str, path: str, max_body: int | None
         message = exc.description or exc.name
         if status == 413:
             message = f"The request body is larger than the limit of {max_body} bytes."
+        elif isinstance(exc, WebsocketMismatch):
+            message = "This URL is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)."
         allowed = getattr(exc, "valid_methods", None)
         headers = {"Allow": ", ".join(allowed)} if allowed else None
         return AlyxError(HTTP_CODES.get(status, "http_error"), message, status).to_dict(), status, headers

@@ -232,6 +232,18 @@ def test_malformed_frames_and_unknown_collections_are_error_frames(server: LiveS
     s.close()
 
 
+def test_a_request_that_is_not_a_websocket_handshake_is_a_400(server: LiveServer) -> None:
+    url = f"{server.url}/api/realtime"
+    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket"}
+    cases = [{}, upgrade, {**upgrade, "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="},
+             {**upgrade, "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "8"}]
+    for headers in cases:
+        r = requests.get(url, headers=headers, timeout=10)
+        assert r.status_code == 400, (headers, r.text)
+        assert r.json()["error"]["code"] == "bad_request" and "WebSocket" in r.json()["error"]["message"]
+    assert "Traceback" not in server.log.read_text()
+
+
 def test_an_oversized_frame_closes_with_1009(server: LiveServer) -> None:
     s = Socket(server)
     s.send(json.dumps({"type": "ping", "payload": {"pad": "x" * 10_000}}))

@@ -7,6 +7,7 @@ from flask import Blueprint, Flask, request
 from flask_sock import Sock
 
 from alyx.blueprints import services
+from alyx.errors import bad_request
 from alyx.realtime import serve
 
 bp = Blueprint("realtime", __name__)
@@ -21,7 +22,12 @@ def register_realtime(app: Flask) -> None:
 
 
 @bp.before_request
-def _no_compression() -> None:
+def _websocket_handshake_only() -> None:
+    """Refuse a WebSocket handshake without its key or version with a 400 that says so (flask-sock's
+    handshake raises on them, which would be a 500)."""
+    headers = request.headers  # a request without Upgrade: websocket never gets here (alyx.http, routing)
+    if not headers.get("Sec-WebSocket-Key") or headers.get("Sec-WebSocket-Version") != "13":
+        raise bad_request("The WebSocket handshake needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13.")
     # permessage-deflate keeps a zlib context per socket (memory) and compresses each frame per
     # subscriber (CPU); fan-out frames are small JSON, so Alyx does not negotiate it.
     request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
