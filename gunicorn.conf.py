@@ -13,6 +13,7 @@ import os  # noqa: E402
 from gunicorn import glogging, util  # noqa: E402
 from gunicorn.http import unreader  # noqa: E402
 
+from alyx import gunicorn_response  # noqa: E402
 from alyx.accesslog import redact_query  # noqa: E402
 from alyx.config import load_config  # noqa: E402
 from alyx.errors import ConfigError  # noqa: E402
@@ -61,6 +62,9 @@ logger_class = RedactingLogger
 # size werkzeug's form parser asks for, keeps the peak under 1 MB; the 1 MB step exists for CPU-bound
 # threads contending for the GIL, which gevent workers do not have.
 unreader.SocketUnreader.max_body_chunk = 64 * 1024
+
+# A lone connection's JSON answers: head and body in one send, not two (alyx/gunicorn_response.py).
+gunicorn_response.install()
 
 
 def on_starting(server):
