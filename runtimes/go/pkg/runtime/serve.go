@@ -351,10 +351,12 @@ func (s *shim) exec(w http.ResponseWriter, init initBody, raw []byte, received t
 	if s.lifeline {
 		env = append(env, "ALYX_LIFELINE=stdin")
 	}
-	env = append(env, fmt.Sprintf("ALYX_INIT_MARKS=%.6f,%.6f", epoch(received), epoch(time.Now())))
+	env = append(env, "")
 	// ETXTBSY: the server copied the binary in just now, and a process it forked meanwhile may still
-	// hold the copy's descriptor until that child execs. It passes in microseconds: try again.
+	// hold the copy's descriptor until that child execs. It passes in microseconds: try again. (The
+	// exec mark is the last attempt's: a wait here shows in the handover phase, not the Go runtime's.)
 	for attempt := 0; attempt < 100; attempt++ {
+		env[len(env)-1] = fmt.Sprintf("ALYX_INIT_MARKS=%.6f,%.6f", epoch(received), epoch(time.Now()))
 		if err = syscall.Exec(binary, []string{binary}, env); err != syscall.ETXTBSY {
 			break
 		}
