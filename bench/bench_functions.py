@@ -24,6 +24,11 @@ the runtime's own marks (exec: until its process runs, for Node and Go; boot: un
 line, interpreter included; imports; listen: socket set-up; ready: from listening until the server
 had the health answer) and the bind (copy: code into the sandbox; load: the runtime loading the
 module; esm: Node's import hook; init: the whole /init round trip), then the first call (call).
+A second table is where a bind from the warm pool goes, from the marks of the runtime's /__rt/init
+answer: acquire (the manager's, before the bind), copy, send (until the runtime had the request), Go's
+handover (the loader's work until its exec) and runtime (the function binary's Go runtime start and
+package init), import (the module's), load, answer (from bound until the server had it), output (the
+wait for init's end marks), init, call.
 
 Go's one-time compile (and its loader's) is done before any clock starts: it happens once per code
 version, not per start. Prints the load average: figures from a busy machine are upper bounds.
@@ -68,6 +73,11 @@ CODE = {
 }
 PHASES = ("prepare", "create", "spawn", "start_api", "attach", "exec", "boot", "imports", "listen", "ready", "start",
           "copy", "load", "esm", "init", "call")
+# Where a bind from the warm pool goes (--phases; docs/functions.md, "Where a start goes"): acquire (the
+# manager's, until the bind begins), copy, then init's parts (send, Go's handover and runtime, Node's
+# import, answer, output), init itself, then the first call.
+BIND_PHASES = ("acquire", "copy", "send", "handover", "runtime", "import", "load", "answer", "output", "init",
+               "call")
 
 
 def write_functions(folder: Path, runtimes: list[str], copies: int = 1) -> dict[str, list[str]]:
@@ -98,6 +108,7 @@ def first_call(manager: SandboxManager, spec: FunctionSpec) -> tuple[float, floa
         if sandbox.id == result.sandbox:
             phases = dict(sandbox.phases)
     phases["call"] = result.timings.get("handler", 0.0)
+    phases["acquire"] = result.timings.get("acquire", 0.0)
     return first_line, done, phases
 
 
@@ -122,7 +133,7 @@ def measure(tier: str, runtime: str, registry: FunctionRegistry, names: list[str
         golang.loader_binary()
         for spec in specs:
             golang.function_binary(spec)
-    cold, pooled, phases, samples = [], [], [], []
+    cold, pooled, phases, binds, samples = [], [], [], [], []
     # One long-running manager per kind, as in a server; each round calls a function nothing is bound to.
     manager = SandboxManager(choose_tier(tier), PoolSettings(warm_per_runtime=0, reap_interval=0.3))
     try:
@@ -139,8 +150,9 @@ def measure(tier: str, runtime: str, registry: FunctionRegistry, names: list[str
         manager.prewarm([runtime])
         for spec in specs[rounds:]:
             settle(manager, runtime, pooled=True)
-            first_line, done, _ = first_call(manager, spec)
+            first_line, done, marks = first_call(manager, spec)
             pooled.append((first_line, done))
+            binds.append(marks)
         call = Call("GET", f"/api/functions/{specs[-1].name}")
         for _ in range(calls):
             t = time.perf_counter()
@@ -152,7 +164,9 @@ def measure(tier: str, runtime: str, registry: FunctionRegistry, names: list[str
             "pooled": [statistics.median(x) for x in zip(*pooled, strict=True)],
             "warm": (statistics.median(samples), percentile(samples, 95)),
             "phases": {p: statistics.median(m.get(p, 0.0) for m in phases) for p in PHASES
-                       if any(p in m for m in phases)}}
+                       if any(p in m for m in phases)},
+            "binds": {p: statistics.median(m.get(p, 0.0) for m in binds) for p in BIND_PHASES
+                      if any(p in m for m in binds)}}
 
 
 def over_http(tier: str, runtimes: list[str], calls: int) -> dict[str, tuple[float, float]]:
@@ -227,6 +241,12 @@ def main() -> None:
         for tier, runtime, f in rows:
             print(f"{tier:8} {runtime:7} " + " ".join(
                 f"{f['phases'][p]:8.1f}" if p in f["phases"] else f"{'-':>8}" for p in shown))
+        shown = [p for p in BIND_PHASES if any(p in f["binds"] for _, _, f in rows)]
+        print("\nwhere a bind from the warm pool goes (median ms per phase; init = send..output)")
+        print(f"{'tier':8} {'runtime':7} " + " ".join(f"{p:>8}" for p in shown))
+        for tier, runtime, f in rows:
+            print(f"{tier:8} {runtime:7} " + " ".join(
+                f"{f['binds'][p]:8.2f}" if p in f["binds"] else f"{'-':>8}" for p in shown))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,12 @@ from alyx.sandbox import FunctionRegistry, Profile, Tier, choose_tier, tier_prob
 from alyx.sandbox.docker_tier import DockerTier
 
 SOURCES = {"python": ("p.py", "def handler(req, res):\n    return res.json(1)\n"),
-           "node": ("n.js", "export default async function handler(req, res) { return res.json(1); }\n")}
+           "node": ("n.js", "export default async function handler(req, res) { return res.json(1); }\n"),
+           "go": ("g.go", 'package main\n\nimport (\n\t"net/http"\n\n\t"github.com/watzon/alyx/pkg/runtime"\n)\n\n'
+                  'func Handle(w http.ResponseWriter, r *http.Request) { runtime.JSON(w, 200, 1) }\n')}
+# The bind's own phases, from the runtime's marks in its /__rt/init answer (docs/functions.md).
+BIND_PHASES = {"python": {"send", "import", "answer", "output"}, "node": {"send", "import", "answer", "output"},
+               "go": {"send", "handover", "runtime", "answer", "output"}}
 
 
 def tier_named(name: str) -> Tier:
@@ -21,7 +26,7 @@ def tier_named(name: str) -> Tier:
     return choose_tier(name)
 
 
-@pytest.mark.parametrize("runtime", ["python", "node"])
+@pytest.mark.parametrize("runtime", ["python", "node", "go"])
 @pytest.mark.parametrize("tier_name", ["process", "bwrap", "docker"])
 def test_a_start_and_a_bind_report_their_phases(tmp_path: Path, tier_name: str, runtime: str) -> None:
     filename, text = SOURCES[runtime]
@@ -36,11 +41,14 @@ def test_a_start_and_a_bind_report_their_phases(tmp_path: Path, tier_name: str, 
         sandbox.init(spec, 30)
         phases = sandbox.phases
         expected = {"prepare", "boot", "imports", "listen", "ready", "start", "copy", "init", "load"}
+        expected |= BIND_PHASES[runtime]
         expected |= {"start_api"} if tier_name == "docker" else {"spawn"}
-        expected |= {"exec"} if runtime == "node" else set()
+        expected |= {"exec"} if runtime in ("node", "go") else set()
         assert expected <= set(phases), phases
         assert all(value >= 0 for value in phases.values()), phases
+        assert phases["init"] >= phases["send"] + phases["answer"], phases  # parts of the one round trip
         assert json.loads(sandbox.invoke("GET", "/", [], b"", 30).body) == 1
+        assert json.loads(sandbox.invoke("GET", "/", [], b"", 30).body) == 1  # the kept connection serves on
     finally:
         sandbox.stop()
         tier.close()

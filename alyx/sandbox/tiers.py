@@ -118,6 +118,7 @@ class Sandbox(ABC):
         (self.workdir / "sock").mkdir(mode=0o700)
         self._own_socket_dir(self.workdir / "sock")
         (self.workdir / "code").mkdir(mode=0o755)
+        os.chmod(self.workdir / "code", 0o755)  # whatever the umask: the runtime may run as another uid
         # The secret travels as a file (never argv, never a container's environment): ALYX_SECRET_FILE.
         (self.workdir / "secret").mkdir(mode=0o755)
         secret_file = self.workdir / "secret" / "rt.secret"
@@ -194,16 +195,25 @@ class Sandbox(ABC):
                 os.link(binary, code / entry)
             except OSError:
                 files = (entry,)
+        nested = False
         for rel in files:
             target = code / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if os.sep in rel:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                nested = True
             shutil.copyfile(root / rel, target)
             os.chmod(target, mode)
-        for d, _dirs, _files in os.walk(code):
+        for d, _dirs, _files in os.walk(code) if nested else ():  # code/ itself is 0755 from the start
             os.chmod(d, 0o755)
-        if spec.runtime == "node" and not (code / "package.json").exists():
-            (code / "package.json").write_text(json.dumps({"type": "module" if spec.esm else "commonjs"}))
-            os.chmod(code / "package.json", 0o644)
+        if spec.runtime == "node":  # unless the function ships its own: one exclusive open, no stat first
+            try:
+                fd = os.open(code / "package.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "w") as out:
+                    os.fchmod(fd, 0o644)  # whatever the umask
+                    out.write('{"type": "module"}' if spec.esm else '{"type": "commonjs"}')
         self.function = spec
         self.phases["copy"] = _ms_since(began)
         began = time.perf_counter()
@@ -211,21 +221,40 @@ class Sandbox(ABC):
                            "env": dict(spec.env), "function": spec.name}).encode()
         self.stdout.begin("init")
         self.stderr.begin("init")
+        sent = answered = time.time()
         try:
             response = self.client.request("POST", "/__rt/init", [("Content-Type", "application/json")], body,
                                            timeout)
+            answered = time.time()
         finally:
             self.init_stdout = self.stdout.finish("init", OUTPUT_WAIT)
             self.init_stderr = self.stderr.finish("init", OUTPUT_WAIT)
+            self.phases["output"] = round(max(0.0, time.time() - answered) * 1000, 3)
             self.phases["init"] = _ms_since(began)
         if response.status != 200:
             error = response.json().get("error", {}) if response.body else {}
             raise LoadError(error.get("message") or f"init failed with HTTP {response.status}",
                             error.get("details") or {}, self.init_stdout, self.init_stderr)
         answer = response.json() if response.body else None
-        for name in ("load_ms", "esm_ms"):  # the runtime's own share of init: its module load, Node's ES loader
-            if isinstance(answer, dict) and isinstance(answer.get(name), (int, float)):
-                self.phases[name[:-3]] = answer[name]
+        if isinstance(answer, dict):
+            for name in ("load_ms", "esm_ms"):  # the runtime's own share of init: its module load, Node's ES loader
+                if isinstance(answer.get(name), (int, float)):
+                    self.phases[name[:-3]] = answer[name]
+            self._note_bind(answer.get("marks"), sent, answered)
+
+    def _note_bind(self, marks: Any, sent: float, answered: float) -> None:
+        """The runtime's marks of a bind (epoch seconds) → phases: send (until the runtime had /__rt/init),
+        Go's handover (the loader's work until its exec) and runtime (the function binary's Go runtime
+        start and package init), Node's import, then answer (from bound until the server had the answer)."""
+        if not isinstance(marks, dict):
+            return
+        times = {"sent": sent, "answered": answered,
+                 **{k: v for k, v in marks.items() if isinstance(v, (int, float)) and v > 0}}
+        for phase, since, until in (("send", "sent", "received"), ("handover", "received", "exec"),
+                                    ("runtime", "exec", "started"), ("import", "importing", "imported"),
+                                    ("answer", "bound", "answered")):
+            if since in times and until in times:
+                self.phases[phase] = round(max(0.0, times[until] - times[since]) * 1000, 3)
 
     def invoke(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
                timeout: float, max_body: int | None = None) -> RawResponse:

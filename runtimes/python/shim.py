@@ -533,9 +533,11 @@ def _print_traceback():
 
 
 def _load(body):
+    """Bind: import the function's module. The answer carries load_ms and the bind's marks (epoch seconds:
+    the request in, the import begun and done, bound), which the server turns into phases."""
     if STATE["function"] is not None:
         return 409, {"error": {"code": "already_initialized", "message": "this sandbox is bound already"}}
-    began = time.perf_counter()
+    began, received = time.perf_counter(), time.time()
     code_dir, entry = body["code_dir"], body["entry"]
     env = body.get("env") or {}
     os.environ.update(env)
@@ -549,7 +551,9 @@ def _load(body):
         module = type(sys)("alyx_function")
         module.__spec__, module.__file__, module.__loader__ = spec, path, spec.loader
         sys.modules["alyx_function"] = module
+        importing = time.time()
         spec.loader.exec_module(module)
+        imported = time.time()
         handler = getattr(module, body.get("handler") or "handler", None)
         if not callable(handler):
             raise TypeError(f"{entry} defines no function named {body.get('handler') or 'handler'!r}")
@@ -560,7 +564,8 @@ def _load(body):
         return 422, {"error": {"code": "function_load_error", "message": _describe(exc), "details": details}}
     STATE["handler"] = handler
     STATE["function"] = body.get("function") or entry
-    return 200, {"ok": True, "load_ms": round((time.perf_counter() - began) * 1000, 3)}
+    marks = {"received": received, "importing": importing, "imported": imported, "bound": time.time()}
+    return 200, {"ok": True, "load_ms": round((time.perf_counter() - began) * 1000, 3), "marks": marks}
 
 
 def _reply(conn, method, status, body, headers=None, content_type="application/json"):

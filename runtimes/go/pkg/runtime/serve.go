@@ -85,6 +85,7 @@ func Serve(handler func(http.ResponseWriter, *http.Request)) {
 	}
 	handover := popenv("ALYX_HANDOVER")
 	rawInit := popenv("ALYX_INIT")
+	initMarks := popenv("ALYX_INIT_MARKS") // the loader's: when it had the init request, when it exec'd us
 	listenFD := popenv("ALYX_LISTEN_FD")
 	s.boot["imported"] = epoch(time.Now())
 	var first net.Conn
@@ -117,14 +118,35 @@ func Serve(handler func(http.ResponseWriter, *http.Request)) {
 		var body initBody
 		status, payload := 422, loadError("the init request was lost in the handover", nil)
 		if data, err := base64.StdEncoding.DecodeString(rawInit); err == nil && json.Unmarshal(data, &body) == nil {
-			status, payload = s.bind(body)
+			status, payload = s.bind(body, handoverMarks(initMarks))
 		}
 		markEnd("init")
-		writeRaw(first, status, payload)
-		_ = first.Close()
+		if status != 200 {
+			writeRaw(first, status, payload, false)
+			_ = first.Close()
+		} else { // bound: the connection stays open and is served like any other, so the first call needs no connect
+			writeRaw(first, status, payload, true)
+			s.listener = &handedOver{Listener: s.listener, first: first}
+		}
 	}
 	server := &http.Server{Handler: s, ReadHeaderTimeout: time.Minute}
 	_ = server.Serve(s.listener)
+}
+
+// handedOver is the listener with the init connection the loader handed over: Accept returns it first.
+type handedOver struct {
+	net.Listener
+	first net.Conn
+	once  sync.Once
+}
+
+func (l *handedOver) Accept() (net.Conn, error) {
+	var conn net.Conn
+	l.once.Do(func() { conn = l.first })
+	if conn != nil {
+		return conn, nil
+	}
+	return l.Listener.Accept()
 }
 
 func popenv(name string) string {
@@ -170,9 +192,13 @@ func adopt(handover string) (net.Listener, net.Conn, error) {
 	return listener, conn, err
 }
 
-func writeRaw(conn net.Conn, status int, payload []byte) {
+func writeRaw(conn net.Conn, status int, payload []byte, keepAlive bool) {
+	connection := "close"
+	if keepAlive {
+		connection = "keep-alive"
+	}
 	head := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"+
-		"Connection: close\r\n\r\n", status, http.StatusText(status), len(payload))
+		"Connection: %s\r\n\r\n", status, http.StatusText(status), len(payload), connection)
 	_, _ = conn.Write(append([]byte(head), payload...))
 }
 
@@ -185,7 +211,23 @@ func loadError(message string, details map[string]any) []byte {
 	return out
 }
 
-func (s *shim) bind(body initBody) (int, []byte) {
+// handoverMarks: the loader's marks (ALYX_INIT_MARKS "received,exec"), then this binary's own start
+// (its package initialisation: the Go runtime's start and the imports' init come before).
+func handoverMarks(raw string) map[string]float64 {
+	marks := map[string]float64{"started": epoch(bootAt)}
+	if parts := strings.Split(raw, ","); len(parts) == 2 {
+		for i, name := range []string{"received", "exec"} {
+			if at, err := strconv.ParseFloat(parts[i], 64); err == nil {
+				marks[name] = at
+			}
+		}
+	}
+	return marks
+}
+
+// bind binds this process to its function; the answer carries load_ms and the marks of the bind
+// (epoch seconds), which the server turns into phases (docs/functions.md, "Where a start goes").
+func (s *shim) bind(body initBody, marks map[string]float64) (int, []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.function != "" {
@@ -204,8 +246,14 @@ func (s *shim) bind(body initBody) (int, []byte) {
 	if s.function == "" {
 		s.function = body.Entry
 	}
-	// load_ms: from this binary's start (the loader's exec) to bound, its Go runtime and package init
-	return 200, []byte(fmt.Sprintf(`{"ok": true, "load_ms": %.3f}`, float64(time.Since(bootAt).Microseconds())/1000))
+	marks["bound"] = epoch(time.Now())
+	encoded := make([]string, 0, len(marks))
+	for name, at := range marks { // by hand: encoding/json's first use costs more than this whole bind
+		encoded = append(encoded, fmt.Sprintf("%q: %.6f", name, at))
+	}
+	// load_ms: from this binary's package init to bound (the exec and Go runtime start are in the marks)
+	return 200, []byte(fmt.Sprintf(`{"ok": true, "load_ms": %.3f, "marks": {%s}}`,
+		float64(time.Since(bootAt).Microseconds())/1000, strings.Join(encoded, ", ")))
 }
 
 func markEnd(invocation string) {
@@ -242,6 +290,7 @@ func (s *shim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reply(w, 200, info)
 		return
 	case "/__rt/init":
+		received := time.Now()
 		var init initBody
 		if err := json.Unmarshal(body, &init); err != nil {
 			markEnd("init")
@@ -249,10 +298,10 @@ func (s *shim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if s.handler == nil {
-			s.exec(w, init, body) // returns only when the exec failed
+			s.exec(w, init, body, received) // returns only when the exec failed
 			return
 		}
-		status, payload := s.bind(init)
+		status, payload := s.bind(init, map[string]float64{"received": epoch(received)})
 		markEnd("init")
 		reply(w, status, payload)
 		return
@@ -261,7 +310,7 @@ func (s *shim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // exec replaces the loader with the function's binary, handing over the listener and this connection.
-func (s *shim) exec(w http.ResponseWriter, init initBody, raw []byte) {
+func (s *shim) exec(w http.ResponseWriter, init initBody, raw []byte, received time.Time) {
 	binary := filepath.Join(init.CodeDir, init.Entry)
 	fail := func(message string) {
 		markEnd("init")
@@ -286,7 +335,7 @@ func (s *shim) exec(w http.ResponseWriter, init initBody, raw []byte) {
 	cf, err2 := conn.(*net.UnixConn).File()
 	if err1 != nil || err2 != nil {
 		markEnd("init")
-		writeRaw(conn, 422, loadError(fmt.Sprintf("cannot hand the socket over: %v %v", err1, err2), nil))
+		writeRaw(conn, 422, loadError(fmt.Sprintf("cannot hand the socket over: %v %v", err1, err2), nil), false)
 		_ = conn.Close()
 		return
 	}
@@ -302,16 +351,19 @@ func (s *shim) exec(w http.ResponseWriter, init initBody, raw []byte) {
 	if s.lifeline {
 		env = append(env, "ALYX_LIFELINE=stdin")
 	}
+	env = append(env, "")
 	// ETXTBSY: the server copied the binary in just now, and a process it forked meanwhile may still
-	// hold the copy's descriptor until that child execs. It passes in microseconds: try again.
+	// hold the copy's descriptor until that child execs. It passes in microseconds: try again. (The
+	// exec mark is the last attempt's: a wait here shows in the handover phase, not the Go runtime's.)
 	for attempt := 0; attempt < 100; attempt++ {
+		env[len(env)-1] = fmt.Sprintf("ALYX_INIT_MARKS=%.6f,%.6f", epoch(received), epoch(time.Now()))
 		if err = syscall.Exec(binary, []string{binary}, env); err != syscall.ETXTBSY {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	markEnd("init")
-	writeRaw(conn, 422, loadError(fmt.Sprintf("cannot start %s: %v", init.Entry, err), nil))
+	writeRaw(conn, 422, loadError(fmt.Sprintf("cannot start %s: %v", init.Entry, err), nil), false)
 	_ = conn.Close()
 }
 
