@@ -4,6 +4,8 @@
     .venv/bin/python bench/crud.py            # 3 alternating runs each, prints a table
     .venv/bin/python bench/crud.py --only alyx --runs 1   # quick check while optimising
     .venv/bin/python bench/crud.py --systems alyx,floor   # any subset, in this order
+    .venv/bin/python bench/crud.py --systems alyx,pocketbase,floor,floor1w   # floor1w: the floor with
+        # Alyx's one-send gunicorn change (alyx/gunicorn_response.py) installed too
     .venv/bin/python bench/crud.py --baseline /tmp/base --systems alyx,baseline,pocketbase,floor
         # before/after in one alternating run: /tmp/base from `git archive REV | tar -x -C /tmp/base`
 
@@ -160,8 +162,10 @@ class Floor(Target):
     tagged_path = "/api/collections/tagged"
     get_prefix = "/api/collections/items/"
 
+    one_write = "0"
+
     def start(self) -> None:
-        env = {**os.environ, "FLOOR_DB": str(self.tmp / "floor.db")}
+        env = {**os.environ, "FLOOR_DB": str(self.tmp / "floor.db"), "FLOOR_ONE_WRITE": self.one_write}
         # Run in the data folder: gunicorn would read the repository's gunicorn.conf.py from its cwd.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "--worker-connections", "10000",
@@ -169,6 +173,13 @@ class Floor(Target):
              "-b", f"{HOST}:{self.port}", "floor:app"],
             cwd=self.tmp, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.wait_ready()
+
+
+class FloorOneWrite(Floor):
+    """The floor with Alyx's gunicorn change too (alyx/gunicorn_response.py): the ceiling as Alyx runs it."""
+
+    name = "floor1w"
+    one_write = "1"
 
 
 class PocketBase(Target):
@@ -186,7 +197,8 @@ class PocketBase(Target):
         call(self.port, "POST", "/api/collections", PB_TAGGED, token)
 
 
-SYSTEMS: dict[str, type[Target]] = {"alyx": Alyx, "baseline": Baseline, "pocketbase": PocketBase, "floor": Floor}
+SYSTEMS: dict[str, type[Target]] = {"alyx": Alyx, "baseline": Baseline, "pocketbase": PocketBase, "floor": Floor,
+                                     "floor1w": FloorOneWrite}
 
 
 # -- clients ------------------------------------------------------------------------------------
