@@ -235,18 +235,20 @@ def main() -> None:
         print(f"{tier:8} {runtime:7} {pair(f['cold'], 1):>24} {pair(f['pooled'], 1):>29} {pair(f['warm'], 2):>15} "
               f"{pair(f['http'], 2):>15}")
     if args.phases:
-        shown = [p for p in PHASES if any(p in f["phases"] for _, _, f in rows)]
-        print("\nwhere a cold start goes (median ms per phase; start = prepare..ready as the server saw it)")
-        print(f"{'tier':8} {'runtime':7} " + " ".join(f"{p:>8}" for p in shown))
-        for tier, runtime, f in rows:
-            print(f"{tier:8} {runtime:7} " + " ".join(
-                f"{f['phases'][p]:8.1f}" if p in f["phases"] else f"{'-':>8}" for p in shown))
-        shown = [p for p in BIND_PHASES if any(p in f["binds"] for _, _, f in rows)]
-        print("\nwhere a bind from the warm pool goes (median ms per phase; init = send..output)")
-        print(f"{'tier':8} {'runtime':7} " + " ".join(f"{p:>8}" for p in shown))
-        for tier, runtime, f in rows:
-            print(f"{tier:8} {runtime:7} " + " ".join(
-                f"{f['binds'][p]:8.2f}" if p in f["binds"] else f"{'-':>8}" for p in shown))
+        print_phases(rows, "phases", PHASES, 1,
+                     "where a cold start goes (median ms per phase; start = prepare..ready as the server saw it)")
+        print_phases(rows, "binds", BIND_PHASES, 2,
+                     "where a bind from the warm pool goes (median ms per phase; init = send..output)")
+
+
+def print_phases(rows: list[tuple[str, str, dict]], key: str, names: tuple[str, ...], digits: int, title: str) -> None:
+    """One table of median phase times per tier x runtime: the phases any row has, '-' where it has none."""
+    shown = [p for p in names if any(p in f[key] for _, _, f in rows)]
+    print("\n" + title)
+    print(f"{'tier':8} {'runtime':7} " + " ".join(f"{p:>8}" for p in shown))
+    for tier, runtime, f in rows:
+        print(f"{tier:8} {runtime:7} " + " ".join(
+            f"{f[key][p]:8.{digits}f}" if p in f[key] else f"{'-':>8}" for p in shown))
 
 
 if __name__ == "__main__":
