@@ -56,19 +56,31 @@ def test_redis_buckets_are_shared() -> None:
 
 
 def _statuses(server: LiveServer, count: int) -> list[int]:
+    """`count` GETs, every other one on a keep-alive connection held open all along and the rest each on
+    a new connection. With --worker-connections 1 (see the test) the worker holding the kept connection
+    accepts no other, so the new ones all go to the other worker: both workers answer, by construction,
+    however slowly the second one boots."""
+    held = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     statuses = []
-    for _ in range(count):  # a new connection each time: gunicorn spreads them over its workers
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        conn.request("GET", "/api/health")
-        statuses.append(conn.getresponse().status)
-        conn.close()
+    try:
+        for i in range(count):
+            conn = held if i % 2 == 0 else http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            conn.request("GET", "/api/health")
+            response = conn.getresponse()
+            response.read()
+            statuses.append(response.status)
+            if conn is not held:
+                conn.close()
+    finally:
+        held.close()
     return statuses
 
 
 @pytest.mark.parametrize("broker", [None, REDIS])
 def test_the_api_limit_holds_across_workers(tmp_path: Path, broker: str | None) -> None:
     project = write_project(tmp_path / "project", SCHEMA)
-    env = {"ALYX_API_RATE_LIMIT": "6", "ALYX_API_RATE_LIMIT_WINDOW": "600"}
+    env = {"ALYX_API_RATE_LIMIT": "6", "ALYX_API_RATE_LIMIT_WINDOW": "600",
+           "GUNICORN_CMD_ARGS": "--worker-connections 1"}  # a worker holding a connection takes no other
     if broker:
         env["ALYX_REALTIME_BROKER"] = broker
     server = LiveServer(project, workers=2, secret=SECRET, env=env)
