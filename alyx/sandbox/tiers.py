@@ -203,17 +203,12 @@ class Sandbox(ABC):
                 nested = True
             shutil.copyfile(root / rel, target)
             os.chmod(target, mode)
-        for d, _dirs, _files in os.walk(code) if nested else ():  # code/ itself is 0755 from the start
-            os.chmod(d, 0o755)
-        if spec.runtime == "node":  # unless the function ships its own: one exclusive open, no stat first
-            try:
-                fd = os.open(code / "package.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                pass
-            else:
-                with os.fdopen(fd, "w") as out:
-                    os.fchmod(fd, 0o644)  # whatever the umask
-                    out.write('{"type": "module"}' if spec.esm else '{"type": "commonjs"}')
+        if nested:  # the folders made above; code/ itself is 0755 from the start
+            for d, _dirs, _files in os.walk(code):
+                os.chmod(d, 0o755)
+        if spec.runtime == "node" and not (code / "package.json").exists():  # unless the function ships its own
+            (code / "package.json").write_text(json.dumps({"type": "module" if spec.esm else "commonjs"}))
+            os.chmod(code / "package.json", 0o644)
         self.function = spec
         self.phases["copy"] = _ms_since(began)
         began = time.perf_counter()
