@@ -193,3 +193,21 @@ def dev_server(venv: Venv, project: Path, command: tuple[str, ...] = ("alyx",)) 
                 proc.kill()
     assert code == 0, log.read_text()
     assert "Traceback" not in log.read_text(), log.read_text()
+
+
+def test_the_package_requires_every_library_requirements_txt_pins() -> None:
+    """`pip install .` alone must bring what the code imports: requirements.txt lists exactly that, so each
+    of its names is in setup.cfg's install_requires (the installs above borrow the shared venv's packages,
+    so they cannot see a missing one: Pillow was, and `alyx dev` failed at its first import)."""
+    import configparser
+    import re
+
+    def name(line: str) -> str:
+        return re.split(r"[=<>~!\[; ]", line.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    required = {name(line) for line in config["options"]["install_requires"].splitlines() if line.strip()}
+    pinned = {name(line) for line in (ROOT / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.lstrip().startswith("#")}
+    assert pinned - required == set(), f"in requirements.txt but not installed by `pip install .`: {pinned - required}"
