@@ -58,7 +58,11 @@ class Loop:
                 self._thread.start()
 
     def wake(self) -> None:
-        self._wakeup.set()
+        # Every commit wakes the realtime tailer: an Event already set (the loop not yet woken, or
+        # not running at all) is left as it is, which costs a read instead of a lock and a notify.
+        # The loop clears it before each step, so a step still follows every wake-up.
+        if not self._wakeup.is_set():
+            self._wakeup.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the loop to end and wait (up to ``timeout``) for the step in progress to finish."""

@@ -9,6 +9,7 @@ from typing import Any
 import peewee
 
 from alyx import query as q
+from alyx.db import run_sql
 from alyx.schema import CollectionSpec
 from alyx.validation import RecordLoader, default_value, record_schema
 
@@ -82,7 +83,7 @@ class Collection:
             sql, _ = self.model.select(*columns).where(self.id_column == "").sql()
             plan = self._by_id[key] = (sql, [(c.name, c.python_value) for c in columns])
         sql, converters = plan
-        raw = database.execute_sql(sql, (record_id,)).fetchone()  # type: ignore[no-untyped-call]
+        raw = run_sql(database, sql, (record_id,)).fetchone()
         if raw is None:
             return None
         return {name: convert(value) for (name, convert), value in zip(converters, raw, strict=True)}
@@ -104,7 +105,7 @@ class Collection:
         sql, template, slot, converters = plan
         bound = list(template)
         bound[slot] = record_id
-        raw = database.execute_sql(sql, bound).fetchone()  # type: ignore[no-untyped-call]
+        raw = run_sql(database, sql, bound).fetchone()
         if raw is None:
             return None
         return {name: convert(value) for (name, convert), value in zip(converters, raw, strict=True)}

@@ -12,9 +12,10 @@ import peewee
 import psycopg2.errors
 import psycopg2.extras
 from playhouse.db_url import parse as parse_db_url
-from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
+from playhouse.pool import MaxConnectionsExceeded
 
 from alyx.config import Config
+from alyx.db_pool import PostgresqlPool, SqlitePool, greenlet_pool_locks, threading_is_greenlets
 from alyx.errors import AlyxError, ConfigError
 from alyx.fields.json import read_json
 
@@ -34,13 +35,13 @@ class Database:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.peewee = open_database(config)
-        _per_greenlet_state(self.peewee)
+        if threading_is_greenlets():
+            greenlet_pool_locks(self.peewee)
         self.is_sqlite = isinstance(self.peewee, peewee.SqliteDatabase)
         self._write_lock = threading.RLock() if self.is_sqlite else None
         self._inserts: dict[tuple[type[peewee.Model], frozenset[str]], PreparedInsert] = {}
 
-    @contextlib.contextmanager
-    def write(self, *, all_or_nothing: bool = False) -> Iterator[None]:
+    def write(self, *, all_or_nothing: bool = False) -> WriteLock:
         """A write transaction: no network or sandbox calls belong inside it.
 
         Nested calls join the outermost one: the lock is re-entrant and peewee's ``atomic`` nests as
@@ -48,20 +49,7 @@ class Database:
         ``after_commit`` callbacks run after its commit only. ``all_or_nothing`` (a batch,
         alyx/batch.py): any error inside rolls the whole transaction back, so the writes nested in it
         need no savepoints of their own and join it as they are (two statements fewer each)."""
-        if getattr(self.peewee.top_transaction(), ALL_OR_NOTHING, False):  # type: ignore[no-untyped-call]
-            yield  # inside an all-or-nothing transaction (and its lock) already
-            return
-        with contextlib.ExitStack() as stack:
-            if self._write_lock is not None:
-                stack.enter_context(self._write_lock)
-            transaction = stack.enter_context(self.peewee.atomic())
-            pending: list[Callable[[], None]] = []
-            if all_or_nothing and self.peewee.transaction_depth() == 1:
-                setattr(transaction, ALL_OR_NOTHING, True)
-                setattr(transaction, BEFORE_COMMIT, pending)
-            yield
-            while pending:  # reached only without an error: the work folded in for the commit (see before_commit)
-                pending.pop(0)()
+        return WriteLock(self, all_or_nothing)
 
     def before_commit(self, callback: Callable[[], None]) -> bool:
         """Run ``callback`` inside the current all-or-nothing transaction just before it commits, and
@@ -93,8 +81,8 @@ class Database:
         self.execute("SELECT 1")
 
     def execute(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> Any:
-        """Raw SQL on this thread's connection (DDL and catalog queries): peewee's cursor."""
-        return self.peewee.execute_sql(sql, params)  # type: ignore[no-untyped-call]
+        """Raw SQL on this thread's connection (DDL and catalog queries): a cursor (``run_sql``)."""
+        return run_sql(self.peewee, sql, params)
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[None]:
@@ -112,6 +100,122 @@ class Database:
         close_all = getattr(self.peewee, "close_all", None)
         if close_all:
             close_all()
+
+
+class WriteLock:
+    """``Database.write()``: the process write lock (SQLite), then the transaction, left in reverse.
+
+    A class, not a generator with an ExitStack, and the outermost transaction driven directly, as
+    peewee's ``_transaction`` drives itself (``begin``, then ``commit`` and the after-commit callbacks,
+    or ``rollback``), without ``atomic``'s layers: this is on every record write, and those layers
+    cost more than SQLite's BEGIN and COMMIT (docs/benchmarks.md). Nested writes are peewee's
+    ``atomic`` savepoints, as before."""
+
+    __slots__ = ("db", "all_or_nothing", "outer", "nested", "pending")
+
+    def __init__(self, db: Database, all_or_nothing: bool) -> None:
+        self.db, self.all_or_nothing = db, all_or_nothing
+        self.outer: Any = None  # the outermost transaction, begun here
+        self.nested: Any = None  # or the savepoint of a write inside another one
+        self.pending: list[Callable[[], None]] | None = None
+
+    def __enter__(self) -> None:
+        pw: Any = self.db.peewee
+        top = pw.top_transaction()
+        if getattr(top, ALL_OR_NOTHING, False):
+            return  # joins the all-or-nothing transaction (and its lock) as it is
+        lock = self.db._write_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            if top is None:
+                transaction = pw.transaction()
+                pw.begin()
+                pw.push_transaction(transaction)
+                self.outer = transaction
+            else:
+                self.nested = pw.atomic()
+                self.nested.__enter__()
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        if self.all_or_nothing and self.outer is not None:
+            self.pending = []
+            setattr(self.outer, ALL_OR_NOTHING, True)
+            setattr(self.outer, BEFORE_COMMIT, self.pending)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        outer, nested = self.outer, self.nested
+        if outer is None and nested is None:
+            return
+        self.outer = self.nested = None
+        try:
+            if nested is not None:
+                if exc_type is None or _still_in_transaction(self.db.peewee):
+                    nested.__exit__(exc_type, exc, tb)  # releases, or rolls back to, the savepoint
+                return  # (SQLite rolled the whole transaction back itself: the error goes up as it is)
+            pw: Any = self.db.peewee
+            if exc_type is None:
+                try:
+                    pending = self.pending
+                    while pending:  # the work folded in for the commit (see before_commit)
+                        pending.pop(0)()
+                except BaseException:
+                    pw.pop_transaction()
+                    _roll_back(pw)
+                    raise
+            pw.pop_transaction()
+            if exc_type is not None:
+                _roll_back(pw)
+                return
+            try:
+                pw.commit()
+                pw._run_commit_callbacks()
+            except BaseException:
+                _roll_back(pw)
+                raise
+        finally:
+            lock = self.db._write_lock
+            if lock is not None:
+                lock.release()
+
+
+def _roll_back(pw: Any) -> None:
+    """What peewee's ``_transaction.rollback(begin=False)`` does: ROLLBACK, and forget the after-commit
+    callbacks. After some errors (a full disk, an I/O error) SQLite has already rolled back; a ROLLBACK
+    then fails ("no transaction is active") and would hide the error that says what happened."""
+    try:
+        if _still_in_transaction(pw):
+            pw.rollback()
+    finally:
+        pw._clear_commit_callbacks()
+
+
+def _still_in_transaction(pw: Any) -> bool:
+    """False once SQLite ended the transaction by itself; PostgreSQL's stays open (aborted) until rolled back."""
+    conn = pw._state.conn
+    return conn is None or not isinstance(conn, sqlite3.Connection) or conn.in_transaction
+
+
+def run_sql(database: peewee.Database, sql: str, params: Sequence[Any] = ()) -> Any:
+    """``database.execute_sql(sql, params)`` on the open connection, in two steps instead of seven.
+
+    The hot statements (a record read by id, the prepared inserts) run here: peewee's path (query
+    logging at DEBUG, query hooks, the cursor's open check) cost as much as a fetch by id. Driver
+    errors still become peewee's (``IntegrityError``, ``OperationalError``, ...). Statements run
+    here are not in peewee's DEBUG query log; with no connection open, this is peewee's own path.
+    """
+    state: Any = getattr(database, "_state")  # noqa: B009 - peewee's private per-greenlet state
+    if state.closed:
+        return database.execute_sql(sql, params)  # type: ignore[no-untyped-call]  # (raises its error)
+    with _DRIVER_ERRORS:
+        cursor = state.conn.cursor()
+        cursor.execute(sql, params)
+    return cursor
+
+
+_DRIVER_ERRORS: Any = getattr(peewee, "__exception_wrapper__")  # noqa: B009 - sqlite3/psycopg2 errors → peewee's
 
 
 # peewee-stubs types .dicts()/.tuples() results and row counts loosely: these say what they are.
@@ -174,7 +278,7 @@ class PreparedInsert:
 
     def run(self, row: Mapping[str, Any]) -> Any:
         """Insert one row; returns the cursor."""
-        return self.database.execute_sql(self.sql, self.values(row))  # type: ignore[no-untyped-call]
+        return run_sql(self.database, self.sql, self.values(row))
 
     def run_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Insert rows one statement each on one cursor (inside the caller's transaction)."""
@@ -197,25 +301,6 @@ def _insert_converter(field: peewee.Field) -> Callable[[Any], Any]:
     return convert
 
 
-def _per_greenlet_state(database: peewee.Database) -> None:
-    """Give each greenlet its own connection state when gevent has patched threading.
-
-    peewee's per-thread state class subclasses the ``threading.local`` that existed when peewee
-    was first imported. gunicorn's master imports peewee (migrations in ``on_starting``) before
-    the gevent worker patches, so without this every greenlet of a worker would share one
-    connection, and one request's teardown would close it under another's transaction.
-    """
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        return
-    if not monkey.is_module_patched("threading") or isinstance(getattr(database, "_state"), threading.local):  # noqa: B009
-        return
-    # Built here, not at import time: alyx.db may itself be imported before the patch.
-    state_class = type("GreenletConnectionState", (peewee._ConnectionState, threading.local), {})
-    setattr(database, "_state", state_class())  # noqa: B010 - peewee's private per-thread state
-
-
 def open_database(config: Config) -> peewee.Database:
     """Open the configured database; an unusable URL is a ConfigError naming the setting."""
     if config.database_url:
@@ -226,7 +311,7 @@ def open_database(config: Config) -> peewee.Database:
             # psycopg2 decodes json/jsonb itself (peewee's loads is not used): read them as every JSON column reads.
             psycopg2.extras.register_default_json(globally=True, loads=read_json)
             psycopg2.extras.register_default_jsonb(globally=True, loads=read_json)
-            postgres: peewee.Database = PooledPostgresqlDatabase(
+            postgres: peewee.Database = PostgresqlPool(
                 params.pop("database"), max_connections=config.database_pool_size,
                 stale_timeout=300, autoconnect=False, **params,
             )
@@ -243,7 +328,7 @@ def open_database(config: Config) -> peewee.Database:
 
 
 def _sqlite(path: str, config: Config) -> peewee.SqliteDatabase:
-    sqlite: peewee.SqliteDatabase = PooledSqliteDatabase(
+    sqlite: peewee.SqliteDatabase = SqlitePool(
         path,
         max_connections=config.database_pool_size,
         stale_timeout=300,

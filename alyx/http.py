@@ -37,8 +37,15 @@ def read_body(environ: WSGIEnvironment, limit: int | None) -> bytes:
     """The raw body of a WSGI request, read as werkzeug's ``get_data`` reads it, bounded by ``limit``.
 
     werkzeug refuses a Content-Length over the limit, but reads a chunked body only up to the limit
-    and hands back that prefix as if it were the body; this reads one byte more to tell."""
-    if limit is None or get_content_length(environ) is not None or not environ.get("wsgi.input_terminated"):
+    and hands back that prefix as if it were the body; this reads one byte more to tell. A body of
+    known length from a server that ends the stream itself (gunicorn) is read in one call, as
+    werkzeug's stream wrapper would read it in several."""
+    length = get_content_length(environ)
+    if length is not None and environ.get("wsgi.input_terminated"):
+        if limit is not None and length > limit:
+            raise RequestEntityTooLarge()
+        return environ["wsgi.input"].read(length) if length else b""
+    if limit is None or length is not None or not environ.get("wsgi.input_terminated"):
         return get_input_stream(environ, max_content_length=limit).read()  # = request.get_data(cache=False)
     stream = environ["wsgi.input"]
     parts: list[bytes] = []

@@ -19,16 +19,18 @@ ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_LENGTH = 15
 
 
-def new_id() -> str:
-    """A record id: 15 random characters of [a-z0-9] (~77 bits).
+# Byte b < 252 → ID_ALPHABET[b % 36]; bytes 252..255 are dropped (252 = 7 * 36), so every character is uniform.
+_ID_TABLE = bytes(ord(ID_ALPHABET[b % 36]) if b < 252 else 0 for b in range(256))
+_ID_DROPPED = bytes(range(252, 256))
 
-    One ``token_bytes`` call instead of 15 ``secrets.choice`` calls; bytes of 252 and above are
-    skipped (252 = 7 * 36) so every character stays uniform.
-    """
-    chars: list[str] = []
+
+def new_id() -> str:
+    """A record id: 15 random characters of [a-z0-9] (~77 bits), from one ``token_bytes`` call mapped
+    by ``bytes.translate`` (15 ``secrets.choice`` calls, or a per-byte list, cost several times more)."""
+    chars = b""
     while len(chars) < ID_LENGTH:
-        chars += [ID_ALPHABET[b % 36] for b in secrets.token_bytes(ID_LENGTH + 5) if b < 252]
-    return "".join(chars[:ID_LENGTH])
+        chars += secrets.token_bytes(ID_LENGTH + 5).translate(_ID_TABLE, _ID_DROPPED)
+    return chars[:ID_LENGTH].decode("ascii")
 
 
 class BaseModel(peewee.Model):

@@ -168,12 +168,17 @@ class RecordFiles:
         return kind
 
 
+def blobs_written(plan: FilePlan | None) -> contextlib.AbstractContextManager[None]:
+    """Write the plan's blobs, then run the block (the record's transaction); remove them if it fails.
+    Without a plan (no file field in the write), a no-op context: this is on every record write."""
+    return _NO_BLOBS if plan is None else _blobs_written(plan)
+
+
+_NO_BLOBS = contextlib.nullcontext()
+
+
 @contextlib.contextmanager
-def blobs_written(plan: FilePlan | None) -> Iterator[None]:
-    """Write the plan's blobs, then run the block (the record's transaction); remove them if it fails."""
-    if plan is None:
-        yield
-        return
+def _blobs_written(plan: FilePlan) -> Iterator[None]:
     try:
         plan.write()
         yield

@@ -3,10 +3,13 @@
 
     .venv/bin/python bench/crud_callgrind.py                 # this checkout
     .venv/bin/python bench/crud_callgrind.py --root /tmp/base  # another one (git archive REV | tar -x -C DIR)
+    .venv/bin/python bench/crud_callgrind.py --floor --kinds get,create  # bench/floor.py, the stack's ceiling
 
 Runs the WSGI app in process (no gunicorn, no sockets) under `valgrind --tool=callgrind`: once with
 no measured request and once per kind with N (get, create: 200; list, list2: 40), each after the
 same seeding (200 items, 600 tagged rows) and warm-up of every kind; prints (Ir(N) - Ir(0)) / N.
+gevent's monkey-patching is applied first, as in a gunicorn worker (its locks are pure Python, so
+unpatched counts miss them); `--no-gevent` counts without it.
 The schema, bodies and queries are bench/crud.py's: get by id, create, list (indexed filter)
 and list2 (unindexed filter, page 1 of the 54 matches). Takes a few minutes (valgrind runs Python ~50x slower).
 """
@@ -21,19 +24,27 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from crud import ALYX_SCHEMA, Target, record_body, tagged_body
 
 
-def serve(kind: str, n: int) -> None:
+def serve(kind: str, n: int, system: str) -> None:
     """Worker mode: build the app, seed it, warm every kind up, then make n requests of one kind."""
     project = Path(tempfile.mkdtemp(prefix="crud-callgrind-"))
-    (project / "functions").mkdir()
-    (project / "schema.yaml").write_text(ALYX_SCHEMA)
-    os.environ.update(ALYX_PROJECT_DIR=str(project), ALYX_AUTH_SECRET="ab" * 32)
-    from alyx.app import create_app
+    app: Any
+    if system == "floor":
+        os.environ["FLOOR_DB"] = str(project / "floor.db")
+        import floor
 
-    app = create_app()
+        app = floor.app
+    else:
+        (project / "functions").mkdir()
+        (project / "schema.yaml").write_text(ALYX_SCHEMA)
+        os.environ.update(ALYX_PROJECT_DIR=str(project), ALYX_AUTH_SECRET="ab" * 32)
+        from alyx.app import create_app
+
+        app = create_app()
 
     def call(method: str, path: str, data: bytes = b"") -> bytes:
         path_info, _, query = path.partition("?")
@@ -64,11 +75,11 @@ def serve(kind: str, n: int) -> None:
         works[kind](k)
 
 
-def instructions(root: Path, kind: str, n: int) -> int:
+def instructions(root: Path, kind: str, n: int, flags: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-                        "--serve", kind, str(n), "--root", str(root)], check=True, capture_output=True)
+                        "--serve", kind, str(n), "--root", str(root), *flags], check=True, capture_output=True)
         found = re.search(r"^summary: (\d+)", out.read_text(), re.M)
         assert found is not None, "no callgrind summary"
         return int(found.group(1))
@@ -77,16 +88,29 @@ def instructions(root: Path, kind: str, n: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("--floor", action="store_true", help="count bench/floor.py instead of Alyx")
+    parser.add_argument("--no-gevent", action="store_true", help="do not monkey-patch first")
+    parser.add_argument("--kinds", default="get,create,list,list2", help="comma-separated: get,create,list,list2")
     parser.add_argument("--serve", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
+        if not args.no_gevent:
+            from gevent import monkey
+
+            monkey.patch_all()
         sys.path.insert(0, str(args.root))
-        serve(args.serve[0], int(args.serve[1]))
+        serve(args.serve[0], int(args.serve[1]), "floor" if args.floor else "alyx")
         return
-    base = instructions(args.root, "get", 0)
-    for kind, n in (("get", 200), ("create", 200), ("list", 40), ("list2", 40)):
-        print(f"{kind:7} {(instructions(args.root, kind, n) - base) // n:>12,} instructions/request ({args.root})",
-              flush=True)
+    # Bytecode first: a run that compiles a changed module counts the compiler (~4 M instructions).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(args.root / "alyx"), str(Path(__file__).parent)],
+                   check=True)
+    flags = [flag for flag, on in (("--floor", args.floor), ("--no-gevent", args.no_gevent)) if on]
+    counts = {"get": 200, "create": 200, "list": 40, "list2": 40}
+    base = instructions(args.root, "get", 0, flags)
+    for kind in args.kinds.split(","):
+        n = counts[kind]
+        print(f"{kind:7} {(instructions(args.root, kind, n, flags) - base) // n:>12,} instructions/request "
+              f"({'floor' if args.floor else args.root}{'' if args.no_gevent else ', gevent-patched'})", flush=True)
 
 
 if __name__ == "__main__":

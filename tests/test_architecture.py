@@ -136,7 +136,7 @@ LAYERS = [  # docs/architecture.md "What each package may import", lowest first
                  "alyx.resources", "alyx.object_filter", "alyx.thumbs",
                  "alyx.accesslog", "alyx.proxies", "alyx.gunicorn_response"}),
     ("sandbox", {"alyx.sandbox"}),
-    ("definitions", {"alyx.config", "alyx.schema", "alyx.fields", "alyx.validation", "alyx.models", "alyx.db",
+    ("definitions", {"alyx.config", "alyx.schema", "alyx.fields", "alyx.validation", "alyx.models", "alyx.db", "alyx.db_pool",
                      "alyx.system_migrations", "alyx.migrations", "alyx.conflicts", "alyx.storage",
                      "alyx.record_files"}),
     ("services", {"alyx.query", "alyx.list_plans", "alyx.rules", "alyx.collection", "alyx.records", "alyx.batch",

@@ -130,21 +130,19 @@ def test_bugs_are_not_faults(error):
     assert unavailable(error) is None
 
 
-def test_full_disk_on_write_is_503_and_not_saved(maker, monkeypatch):
+def test_full_disk_on_write_is_503_and_not_saved(maker):
+    """A real SQLITE_FULL: the pooled connection may not grow the file (max_page_count), as on a full disk."""
     app = maker(SCHEMA)
     client = app.test_client()
     db = app.extensions["alyx"].db
-    real_execute = db.peewee.execute_sql
-
-    def full(sql, *args, **kwargs):
-        if sql.lstrip().upper().startswith("INSERT"):
-            raise peewee.OperationalError("database or disk is full")
-        return real_execute(sql, *args, **kwargs)
-
-    monkeypatch.setattr(db.peewee, "execute_sql", full)
-    error = assert_unavailable(client.post(NOTES, json={"text": "lost?"}))
+    assert texts(client) == []  # the pool now holds one idle connection, which the next request takes
+    with db.connection():
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages}")
+    error = assert_unavailable(client.post(NOTES, json={"text": "lost? " * 20_000}))  # needs new pages
     assert "full" in error["message"]
-    monkeypatch.undo()
+    with db.connection():
+        db.execute("PRAGMA max_page_count = 1073741823")
     assert texts(client) == []
 
 
