@@ -3,13 +3,13 @@ prepared statements of its reads by id."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import peewee
 
 from alyx import query as q
-from alyx.db import run_sql
+from alyx.db import RowReader, run_sql
 from alyx.schema import CollectionSpec
 from alyx.validation import RecordLoader, default_value, record_schema
 
@@ -36,8 +36,8 @@ class Collection:
         self.defaults = {f.name: default_value(f) for f in spec.public_fields}
         self._shared_defaults = {k: v for k, v in self.defaults.items() if isinstance(v, IMMUTABLE)}
         self._copied_defaults = {k: v for k, v in self.defaults.items() if not isinstance(v, IMMUTABLE)}
-        self._by_id: dict[tuple[str, ...], tuple[str, list[tuple[str, Callable[[Any], Any]]]]] = {}
-        self._by_rule: dict[tuple[Any, ...], tuple[str, tuple[Any, ...], int, list[tuple[str, Any]]]] = {}
+        self._by_id: dict[tuple[str, ...], tuple[str, RowReader]] = {}
+        self._by_rule: dict[tuple[Any, ...], tuple[str, tuple[Any, ...], int, RowReader]] = {}
 
     def fresh_defaults(self) -> dict[str, Any]:
         """The defaults of a new record; mutable ones (json lists, objects) copied, so no record shares them."""
@@ -81,12 +81,12 @@ class Collection:
         plan = self._by_id.get(key)
         if plan is None:
             sql, _ = self.model.select(*columns).where(self.id_column == "").sql()
-            plan = self._by_id[key] = (sql, [(c.name, c.python_value) for c in columns])
-        sql, converters = plan
+            plan = self._by_id[key] = (sql, RowReader(columns))
+        sql, read = plan
         raw = run_sql(database, sql, (record_id,)).fetchone()
         if raw is None:
             return None
-        return {name: convert(value) for (name, convert), value in zip(converters, raw, strict=True)}
+        return read(raw)
 
     def fetch_by_id_where(self, database: peewee.Database, record_id: str, columns: list[peewee.Field],
                           condition: peewee.Node, key: tuple[Any, ...]) -> dict[str, Any] | None:
@@ -100,12 +100,11 @@ class Collection:
             sql, params = self.model.select(*columns).where(self.id_column == _ID_SLOT).where(condition).sql()
             if len(self._by_rule) >= 4096:
                 self._by_rule.clear()
-            plan = self._by_rule[key] = (sql, tuple(params), params.index(_ID_SLOT),
-                                         [(c.name, c.python_value) for c in columns])
-        sql, template, slot, converters = plan
+            plan = self._by_rule[key] = (sql, tuple(params), params.index(_ID_SLOT), RowReader(columns))
+        sql, template, slot, read = plan
         bound = list(template)
         bound[slot] = record_id
         raw = run_sql(database, sql, bound).fetchone()
         if raw is None:
             return None
-        return {name: convert(value) for (name, convert), value in zip(converters, raw, strict=True)}
+        return read(raw)

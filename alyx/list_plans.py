@@ -13,13 +13,14 @@ Not prepared (built by ``query.select_page`` every time, as before): rules that 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
 import peewee
 
 from alyx import query as q
+from alyx.db import RowReader, run_sql
 from alyx.rules import AccessRules, Principal
 
 
@@ -31,7 +32,7 @@ class PagePlan:
     params: tuple[Any, ...]
     count_sql: str | None  # None: skipTotal
     count_params: tuple[Any, ...]
-    converters: tuple[tuple[str, Callable[[Any], Any]], ...]  # column name, its python_value
+    read: RowReader  # a row of the page → its dict
 
 
 def plan_key(access: AccessRules, collection: str, lq: q.ListQuery, operations: tuple[str, ...],
@@ -69,18 +70,17 @@ def plan_page(database: peewee.Database, model: type[peewee.Model], columns: lis
         counter = peewee.Select([inner.alias("_wrapped")], [peewee.fn.COUNT(peewee.SQL("1"))])
         count_sql, count_params = database.get_sql_context().sql(counter).query()  # type: ignore[no-untyped-call]
     return PagePlan(sql, tuple(params[:-2]), count_sql, tuple(count_params),
-                    tuple((c.name, c.python_value) for c in columns))
+                    RowReader(columns))
 
 
 def run_plan(database: peewee.Database, plan: PagePlan, lq: q.ListQuery) -> q.Page:
     """One page and its count, as ``query.select_page`` returns them."""
     bound = (*plan.params, lq.per_page, (lq.page - 1) * lq.per_page)
-    raw = database.execute_sql(plan.sql, bound).fetchall()  # type: ignore[no-untyped-call]
-    converters = plan.converters
-    rows = [{name: convert(value) for (name, convert), value in zip(converters, row, strict=True)} for row in raw]
+    raw = run_sql(database, plan.sql, bound).fetchall()
+    rows = [plan.read(row) for row in raw]
     if plan.count_sql is None:
         return q.Page(rows, -1)
-    total = database.execute_sql(plan.count_sql, plan.count_params).fetchone()[0]  # type: ignore[no-untyped-call]
+    total = run_sql(database, plan.count_sql, plan.count_params).fetchone()[0]
     return q.Page(rows, int(total))
 
 

@@ -194,7 +194,7 @@ class FeedChange(BaseModel):
     """The change feed (alyx/realtime/feed.py): one row per committed write; ``id`` is the cursor."""
 
     id = peewee.BigAutoField()
-    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    created_at = peewee.DateTimeField(default=utcnow)  # no index (system migration 5; ChangeFeed.prune)
     collection = peewee.TextField()
     action = peewee.TextField()
     record_id = peewee.TextField()

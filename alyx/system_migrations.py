@@ -65,12 +65,18 @@ def _create_account_tokens(db: Database) -> None:
     db.peewee.create_tables([build_system_models(db.peewee).account_token], safe=True)
 
 
+def _drop_feed_time_index(db: Database) -> None:
+    """The change feed prunes by cursor now (alyx/realtime/feed.py): its created_at index only cost writes."""
+    db.execute("DROP INDEX IF EXISTS feedchange_created_at")
+
+
 # The ordered list. Append only: a step's number and effect never change once released.
 STEPS: tuple[SystemMigration, ...] = (
     SystemMigration(1, "create the system tables", _create_system_tables),
     SystemMigration(2, "create _alyx_webhook_replays", _create_webhook_replays),
     SystemMigration(3, "create _alyx_account_tokens", _create_account_tokens),
     SystemMigration(4, "create alyx_rate_limits", _create_rate_limits),
+    SystemMigration(5, "drop the change feed's created_at index", _drop_feed_time_index),
 )
 
 

@@ -16,6 +16,7 @@ and list2 (unindexed filter, page 1 of the 54 matches). Takes a few minutes (val
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import os
@@ -71,6 +72,8 @@ def serve(kind: str, n: int, system: str) -> None:
     for work in works.values():  # warm-up: caches filled as in a running worker
         for k in range(10):
             work(k)
+    gc.freeze()  # as gunicorn.conf.py's post_worker_init does in a worker: fewer, cheaper collections
+    gc.set_threshold(50_000, 50, 100)
     for k in range(n):
         works[kind](k)
 
@@ -79,7 +82,8 @@ def instructions(root: Path, kind: str, n: int, flags: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-                        "--serve", kind, str(n), "--root", str(root), *flags], check=True, capture_output=True)
+                        "--serve", kind, str(n), "--root", str(root), *flags], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONHASHSEED": "0"})  # the same dict layouts in every run
         found = re.search(r"^summary: (\d+)", out.read_text(), re.M)
         assert found is not None, "no callgrind summary"
         return int(found.group(1))

@@ -5,12 +5,14 @@ for nothing; tests/test_realtime_live.py covers the same paths over real WebSock
 """
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from typing import Any
 
 import orjson
 import pytest
 
+from alyx.clock import utcnow
 from alyx.errors import AlyxError
 from alyx.realtime import CLOSE_SLOW_CONSUMER, Change, Client, CursorExpired, RedisBroker, merge_changes
 from alyx.rules import Principal
@@ -442,3 +444,20 @@ def test_an_overflowing_send_queue_tells_the_transport(services) -> None:
     for _ in range(services.config.realtime_send_queue_max + 1):
         client.push(b"{}")
     assert told == [True] and client.close_request is not None and client.close_request[0] == CLOSE_SLOW_CONSUMER
+
+
+def test_age_pruning_drops_the_rows_before_the_first_one_inside_the_retention(services) -> None:
+    feed = services.realtime.feed
+    feed._next_prune = float("inf")
+    feed.max_rows, feed.retention_seconds = 1000, 3600
+    with services.db.connection():
+        for i in range(5):
+            services.records.create("posts", {"title": f"p{i}"})
+        head = feed.head()
+        old = head - 2  # the three oldest are two hours old
+        feed.model.update(created_at=utcnow() - dt.timedelta(hours=2)).where(feed.model.id <= old).execute()
+        assert feed.prune() == 3
+        assert [c.cursor for c in feed.read_after(0)] == [head - 1, head]
+        assert feed.prune() == 0
+        indexed = {tuple(index.columns) for index in services.db.peewee.get_indexes("_alyx_changes")}
+    assert ("created_at",) not in indexed  # system migration 5

@@ -101,3 +101,19 @@ def test_steps_must_be_numbered_in_order(config) -> None:
                 pending_system_migrations(db, bad)
     finally:
         db.close()
+
+
+def test_step_5_drops_the_change_feeds_time_index_of_an_earlier_install(config) -> None:
+    """Installs made before step 5 have feedchange_created_at; the change feed prunes by cursor now."""
+    db = Database(config)
+    try:
+        with db.connection():
+            system, events = build_system_models(db.peewee), build_event_models(db.peewee)
+            db.peewee.create_tables([*system.all, *events.all, build_change_model(db.peewee)], safe=True)
+            db.execute('CREATE INDEX "feedchange_created_at" ON "_alyx_changes" ("created_at")')
+            system_migrations.apply_system_migrations(db, [step for step in STEPS if step.number < 5])
+            assert [step.number for step in pending_system_migrations(db)] == [5]
+            system_migrations.apply_system_migrations(db)
+            assert "feedchange_created_at" not in {i.name for i in db.peewee.get_indexes("_alyx_changes")}
+    finally:
+        db.close()
