@@ -8,6 +8,7 @@ per-thread state, locks and layers around that borrow were a third of a GET's ow
 from __future__ import annotations
 
 import heapq
+import itertools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -43,14 +44,21 @@ class _PerGreenletState:
     def __get__(self, database: peewee.Database | None, owner: type) -> Any:
         if database is None:
             return self
-        slots: dict[Any, peewee._ConnectionState] = getcurrent().__dict__.setdefault(self.key, {})
-        state = slots.get(id(database))
+        slots: dict[int, peewee._ConnectionState] = getcurrent().__dict__.setdefault(self.key, {})
+        token: int = database.__dict__[_TOKEN]
+        state = slots.get(token)
         if state is None:
-            state = slots[id(database)] = peewee._ConnectionState()
+            state = slots[token] = peewee._ConnectionState()
         return state
 
     def __set__(self, database: peewee.Database, value: object) -> None:
-        return None
+        """peewee's ``__init__`` assigns its own state: give the database a key no other one ever had
+        (an ``id()`` can be reused by a later database, which would inherit a stale open state)."""
+        database.__dict__[_TOKEN] = next(_TOKENS)
+
+
+_TOKEN = "_alyx_state_token"
+_TOKENS = itertools.count(1)
 
 
 class _GreenletPool:

@@ -53,6 +53,24 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def worker_rss_mb(pid: int) -> list[float]:
+    """VmRSS (MB) of a server's workers: the children of ``pid``, or ``pid`` itself when it has none."""
+    try:
+        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    sizes = []
+    for worker in children or [pid]:
+        try:
+            status = Path(f"/proc/{worker}/status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        sizes.append(kib / 1024)
+    return sizes
+
+
 def connect(port: int, timeout: float = 30) -> http.client.HTTPConnection:
     """A keep-alive connection with TCP_NODELAY (STACK.md: split sends cost 40 ms otherwise)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)

@@ -46,7 +46,7 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-from common import HOST, Server, call, connect, load_average, percentile, pocketbase_binary
+from common import HOST, Server, call, connect, load_average, percentile, pocketbase_binary, worker_rss_mb
 
 PB_EMAIL, PB_PASSWORD = "bench@example.com", "bench-password-123"
 
@@ -313,7 +313,8 @@ def run_once(cls: type[Target], args: argparse.Namespace, pool: mp.pool.Pool) ->
         gets = [target.get_prefix + i for i in ids]
         get = concurrent_reads(pool, target, gets, args.clients, args.duration, args.max_requests)
         return {"create": create, "list": listing, "list2": listing2, "get": get, "rows": len(ids) + 20,
-                "load": f"{load_before} -> {load_average()}"}
+                "load": f"{load_before} -> {load_average()}",
+                "rss_mb": worker_rss_mb(target.proc.pid) if target.proc is not None else []}
     finally:
         target.stop()
 
@@ -395,6 +396,7 @@ def main() -> None:
                       f"get {r['get']['rps']:6.0f}/s (p50 {r['get']['p50_ms']:.2f} p99 {r['get']['p99_ms']:.2f})  "
                       f"CPU µs/request {cpu}  "
                       f"errors {sum(r[op]['errors'] for op, _ in OPS)}  "
+                      f"worker RSS MB {' / '.join(f'{mb:.1f}' for mb in r['rss_mb'])}  "
                       f"load {r['load']}", flush=True)
     print_table(results)
     if args.json:
