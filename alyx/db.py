@@ -15,7 +15,7 @@ from playhouse.db_url import parse as parse_db_url
 from playhouse.pool import MaxConnectionsExceeded
 
 from alyx.config import Config
-from alyx.db_pool import PostgresqlPool, SqlitePool, greenlet_pool_locks, threading_is_greenlets
+from alyx.db_pool import PostgresqlPool, SqlitePool
 from alyx.errors import AlyxError, ConfigError
 from alyx.fields.json import read_json
 
@@ -35,8 +35,6 @@ class Database:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.peewee = open_database(config)
-        if threading_is_greenlets():
-            greenlet_pool_locks(self.peewee)
         self.is_sqlite = isinstance(self.peewee, peewee.SqliteDatabase)
         self._write_lock = threading.RLock() if self.is_sqlite else None
         self._inserts: dict[tuple[type[peewee.Model], frozenset[str]], PreparedInsert] = {}
@@ -155,30 +153,34 @@ class WriteLock:
                 if exc_type is None or _still_in_transaction(self.db.peewee):
                     nested.__exit__(exc_type, exc, tb)  # releases, or rolls back to, the savepoint
                 return  # (SQLite rolled the whole transaction back itself: the error goes up as it is)
-            pw: Any = self.db.peewee
             if exc_type is None:
                 try:
                     pending = self.pending
-                    while pending:  # the work folded in for the commit (see before_commit)
+                    while pending:  # the work folded in for the commit (see before_commit), inside it
                         pending.pop(0)()
                 except BaseException:
-                    pw.pop_transaction()
-                    _roll_back(pw)
+                    _end(self.db.peewee, failed=True)
                     raise
-            pw.pop_transaction()
-            if exc_type is not None:
-                _roll_back(pw)
-                return
-            try:
-                pw.commit()
-                pw._run_commit_callbacks()
-            except BaseException:
-                _roll_back(pw)
-                raise
+            _end(self.db.peewee, failed=exc_type is not None)
         finally:
             lock = self.db._write_lock
             if lock is not None:
                 lock.release()
+
+
+def _end(pw: Any, failed: bool) -> None:
+    """End the outermost transaction as peewee's ``_transaction.__exit__`` does: off the stack, then
+    rolled back, or committed with its after-commit callbacks (rolled back if that fails)."""
+    pw.pop_transaction()
+    if failed:
+        _roll_back(pw)
+        return
+    try:
+        pw.commit()
+        pw._run_commit_callbacks()
+    except BaseException:
+        _roll_back(pw)
+        raise
 
 
 def _roll_back(pw: Any) -> None:

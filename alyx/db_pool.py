@@ -2,8 +2,9 @@
 
 Alyx's database (alyx/db.py) is one of these two classes. A request borrows a pooled connection and
 gives it back; in a gevent worker every "thread" is a greenlet of one OS thread, and peewee's
-per-thread state, locks and layers around that borrow were a third of a GET's own CPU
-(docs/benchmarks.md, round 4). Unpatched (the dev server's threads, the CLI), peewee's paths run as they are.
+per-thread state, locks and layers around that borrow were about a third of a GET's own
+instructions (docs/benchmarks.md, round 4). Unpatched (the dev server's threads, the CLI), peewee's
+paths run as they are.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from gevent import getcurrent
 from playhouse.pool import PoolConnection, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 
-def threading_is_greenlets() -> bool:
+def _threading_is_greenlets() -> bool:
     """True in a gevent-patched process (a gunicorn worker): every "thread" is a greenlet of one OS thread."""
     try:
         from gevent import monkey
@@ -73,12 +74,34 @@ class _GreenletPool:
     empty pool, a stale or closed connection, an open transaction, plain threads) is peewee's path.
     """
 
-    _one_thread = False  # set by greenlet_pool_locks in a gevent-patched process
+    _one_thread = False  # True in a gevent-patched process (see __init__)
     _state: Any
     _connections: list[tuple[float, int, Any]]
     _in_use: dict[int, PoolConnection]
     _heap_counter: int
     _stale_timeout: int | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if _threading_is_greenlets() and not getattr(self, "_wait_timeout", None):
+            self._drop_locks()
+            self._one_thread = True
+
+    def _drop_locks(self) -> None:
+        """No-ops for the locks peewee takes twice per checkout and twice per return.
+
+        Between greenlets of one OS thread a lock matters only if its holder can yield, and these
+        are held only around pool bookkeeping and opening or closing a driver connection, which never
+        yield here (sqlite3 and psycopg2 without a wait callback block the OS thread; Alyx installs no
+        such callback). Patched by gevent, each is a pure-Python lock: together ~18% of a GET's
+        instructions (docs/benchmarks.md, round 4). No one waits on the pool's condition: Alyx sets
+        no pool timeout (``__init__`` keeps the real locks of a pool that has one), so a full pool
+        answers 503 at once (``unavailable``) instead of waiting.
+        """
+        lock = _UncontendedLock()
+        self._lock = lock  # as peewee's own thread_safe=False does
+        self._pool_lock = lock
+        self._pool_available = lock
 
     def connect(self, reuse_if_open: bool = False) -> bool:
         state = self._state
@@ -139,24 +162,3 @@ class _UncontendedLock:
 
     def notify_all(self) -> None:
         return None
-
-
-def greenlet_pool_locks(database: peewee.Database) -> None:
-    """Drop the connection locks peewee's pool takes twice per checkout and twice per return.
-
-    Between greenlets of one OS thread a lock matters only if its holder can yield, and these are
-    held only around pool bookkeeping and opening or closing a driver connection, which never
-    yield here (sqlite3 and psycopg2 without a wait callback block the OS thread; Alyx installs no
-    such callback). Patched by gevent, each is a pure-Python lock, and together they were a third
-    of a GET's CPU in process (docs/benchmarks.md). No one waits on the pool's condition: Alyx sets
-    no pool timeout, so a full pool answers 503 at once (``unavailable``) instead of waiting.
-    """
-    if getattr(database, "_wait_timeout", None):
-        return  # a pool that waits for a free connection needs its real condition
-    lock = _UncontendedLock()
-    database._lock = lock  # type: ignore[attr-defined]  # as peewee's own thread_safe=False does
-    if hasattr(database, "_pool_lock"):
-        database._pool_lock = lock
-        database._pool_available = lock  # type: ignore[attr-defined]
-    if isinstance(database, _GreenletPool):
-        database._one_thread = True

@@ -70,8 +70,8 @@ POOL_SCRIPT = textwrap.dedent("""
 
 
 def test_a_patched_pool_hands_each_greenlet_its_own_connection_and_refuses_past_its_size(tmp_path: Path) -> None:
-    """The pool's locks are no-ops between greenlets (alyx/db.py _greenlet_pool_locks): its bookkeeping
-    must still give two greenlets two connections, and a full pool must answer 503 at once."""
+    """The pool's locks are no-ops between greenlets (alyx/db_pool.py, _GreenletPool._drop_locks): its
+    bookkeeping must still give two greenlets two connections, and a full pool must answer 503 at once."""
     import os
 
     out = subprocess.run([sys.executable, "-c", POOL_SCRIPT, str(tmp_path)], cwd=ROOT, capture_output=True,

@@ -36,6 +36,12 @@ def columns(db: Database, table: str) -> set[str]:
         return {c.name for c in db.peewee.get_columns(table)}
 
 
+def create_previous_layout(db: Database) -> None:
+    """The system tables as the layout before numbered migrations made them: create_tables(safe=True) at start."""
+    system, events = build_system_models(db.peewee), build_event_models(db.peewee)
+    db.peewee.create_tables([*system.all, *events.all, build_change_model(db.peewee)], safe=True)
+
+
 def test_a_fresh_database_records_every_step(config) -> None:
     services = build_services(config)
     try:
@@ -53,9 +59,9 @@ def test_a_database_of_the_previous_layout_adopts_the_scheme(config) -> None:
     db = Database(config)
     try:
         with db.connection():
-            system, events = build_system_models(db.peewee), build_event_models(db.peewee)
-            db.peewee.create_tables([*system.all, *events.all, build_change_model(db.peewee)], safe=True)
-            events.lease.insert(name="scheduler", holder="old-worker", expires_at="2026-01-01 00:00:00").execute()
+            create_previous_layout(db)
+            build_event_models(db.peewee).lease.insert(name="scheduler", holder="old-worker",
+                                                       expires_at="2026-01-01 00:00:00").execute()
             assert applied_numbers(db) == set()
     finally:
         db.close()
@@ -108,8 +114,7 @@ def test_step_5_drops_the_change_feeds_time_index_of_an_earlier_install(config) 
     db = Database(config)
     try:
         with db.connection():
-            system, events = build_system_models(db.peewee), build_event_models(db.peewee)
-            db.peewee.create_tables([*system.all, *events.all, build_change_model(db.peewee)], safe=True)
+            create_previous_layout(db)
             db.execute('CREATE INDEX "feedchange_created_at" ON "_alyx_changes" ("created_at")')
             system_migrations.apply_system_migrations(db, [step for step in STEPS if step.number < 5])
             assert [step.number for step in pending_system_migrations(db)] == [5]
