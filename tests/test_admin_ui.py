@@ -143,6 +143,9 @@ def page(browser: Any, site: Site) -> Iterator[Any]:
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
     pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and "Content Security" in msg.text
           else None)
+    # A record read or write the server failed (5xx) is a server fault, not a UI flake: name it.
+    pg.on("response", lambda r: errors.append(f"HTTP {r.status} {r.request.method} {r.url}")
+          if r.status >= 500 and "/api/collections/" in r.url else None)
     pg.set_default_timeout(15000)
     yield pg
     context.close()
