@@ -36,6 +36,48 @@ export function clear(el, ...children) {
   return el;
 }
 
+// What each node made by `keyed` or `rebuild` was built from: {id, key}.
+const builtFrom = new WeakMap();
+
+/**
+ * Make `parent`'s children one node per item, in order: build(item) for an item that is new or whose
+ * key(item) changed since its node was built, the node as it is otherwise. A node that stays is not
+ * moved (only a change of order moves one), so a live reload that changes nothing leaves the DOM alone:
+ * a click under way on it still lands (Chromium drops the click whose mousedown target left the document
+ * before the mouseup, even to be put back).
+ */
+export function keyed(parent, items, id, key, build) {
+  const old = new Map();
+  for (const node of parent.children) {
+    const from = builtFrom.get(node);
+    if (from) old.set(from.id, { node, key: from.key });
+  }
+  const wanted = items.map((item) => {
+    const k = key(item);
+    const prev = old.get(id(item));
+    if (prev && prev.key === k) { old.delete(id(item)); return prev.node; }
+    const node = build(item);
+    builtFrom.set(node, { id: id(item), key: k });
+    return node;
+  });
+  const kept = new Set(wanted);
+  for (const node of [...parent.children]) if (!kept.has(node)) node.remove();
+  let cursor = parent.firstElementChild;
+  for (const node of wanted) {
+    if (node === cursor) cursor = cursor.nextElementSibling;
+    else parent.insertBefore(node, cursor);
+  }
+  return parent;
+}
+
+/** clear(el, build()) unless `key` is the one el was last built with (see keyed). */
+export function rebuild(el, key, build) {
+  const from = builtFrom.get(el);
+  if (from && from.key === key) return el;
+  builtFrom.set(el, { key });
+  return clear(el, build());
+}
+
 export function text(value) {
   if (value === null || value === undefined) return "";
   if (typeof value === "object") return JSON.stringify(value);

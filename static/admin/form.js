@@ -105,22 +105,46 @@ function relationPicker(f, v, id) {
   const options = h("ul.options", { id: listId, role: "listbox", hidden: true });
   const shown = h("span.chosen-label");
   const clearBtn = h("button.clear-relation", { type: "button", "aria-label": `Clear ${f.name}`, hidden: true }, "×");
-  const chosen = h("span.chosen", shown, clearBtn);
+  // the picked record could not be read: its id stays, with why, and a button to try again
+  const problem = h("span.field-error.relation-error", { role: "alert", hidden: true });
+  const retryBtn = h("button.retry-relation", { type: "button", hidden: true }, "Retry");
+  const chosen = h("span.chosen", shown, clearBtn, problem, retryBtn);
   let value = v ?? null;
   let target = null;
   const targetReady = collections().then((all) => { target = all.find((c) => c.name === f.collection) || null; });
+  const failed = (message) => {
+    problem.textContent = message;
+    problem.hidden = retryBtn.hidden = !message;
+  };
   const show = (record) => {
     value = record ? record.id : null;
     shown.textContent = record ? `${label(record)}${label(record) === record.id ? "" : " · " + record.id}` : "none";
     shown.dataset.id = value || "";
     shown.classList.toggle("muted", !record);
     clearBtn.hidden = !record;
+    failed("");
   };
+  // The stored id is shown at once; its label when the record is read. A failure that may pass (the
+  // network, 429, 5xx) is tried again twice; then, or for any other (404: deleted or hidden by the view
+  // rule), the id stays with the error beside it.
+  const fetchChosen = (attempt) => {
+    const wanted = value;
+    api("GET", `/api/collections/${encodeURIComponent(f.collection)}/${encodeURIComponent(wanted)}`)
+      .then((r) => { if (value === wanted) show(r); })
+      .catch((err) => {
+        if (value !== wanted) return; // another record was picked (or none) meanwhile
+        const passing = err.status === undefined || err.status === 429 || err.status >= 500;
+        if (passing && attempt < 2) {
+          const wait = err.status === 429 ? Math.min(5, Number(err.details.retry_after) || 1) * 1000 : 300 * (attempt + 1);
+          setTimeout(() => { if (value === wanted) fetchChosen(attempt + 1); }, wait);
+          return;
+        }
+        failed(`Could not read ${f.collection} ${wanted}: ${err.message}`);
+      });
+  };
+  retryBtn.addEventListener("click", () => { failed(""); fetchChosen(0); });
   show(value ? { id: value } : null);
-  if (value) {
-    targetReady.then(() => api("GET", `/api/collections/${encodeURIComponent(f.collection)}/${encodeURIComponent(value)}`))
-      .then((r) => { if (value === r.id) show(r); }).catch(() => {});
-  }
+  if (value) fetchChosen(0);
   clearBtn.addEventListener("click", () => { show(null); input.focus(); });
   const close = () => { options.hidden = true; input.setAttribute("aria-expanded", "false"); };
   const pick = (r) => { show(r); input.value = ""; close(); input.focus(); };

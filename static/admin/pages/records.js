@@ -1,8 +1,8 @@
 // Records of one collection: the REST list (filter, sort, page, fields=) in a table, kept live by the
 // realtime channel, with create/edit/delete forms and bulk delete.
-import { api, accessToken, qs } from "../api.js";
+import { api, accessToken, currentFilesToken, qs } from "../api.js";
 import { collections } from "../app.js";
-import { clear, confirmDialog, errorBox, h, modal, text, toast } from "../dom.js";
+import { clear, confirmDialog, errorBox, h, keyed, modal, rebuild, text, toast } from "../dom.js";
 import { filePreview, names, readyFor } from "../files.js";
 import { label, recordForm } from "../form.js";
 import { collectionYaml } from "../schema.js";
@@ -123,32 +123,47 @@ export function recordsPage(name) {
     return s.length > 80 ? s.slice(0, 80) + "…" : s;
   }
 
+  // The table is patched, not rebuilt: a row (and the head, the pager) whose content did not change keeps
+  // its elements, so a live reload (or the reload after a save) never swallows a click under way on them.
+  const thead = h("thead");
+  const tbody = h("tbody");
+  const grid = h("table", thead, tbody);
+  const empty = h("p.muted.pad");
+
   function render() {
-    totalLabel.textContent = st.total >= 0 ? `(${st.total})` : "";
-    const allBox = h("input", { type: "checkbox", "aria-label": "Select all on this page",
-      checked: st.items.length > 0 && st.items.every((r) => st.selected.has(r.id)),
-      on: { change: () => { for (const r of st.items) allBox.checked ? st.selected.add(r.id) : st.selected.delete(r.id); render(); } } });
-    const head = h("tr", h("th.pick", allBox), shown().map((col) => h("th", { "aria-sort": sortState(col) },
-      h("button.sort", { type: "button", "data-column": col, on: { click: () => toggleSort(col) } }, col,
-        h("span.arrow", { "aria-hidden": "true" }, { ascending: " ▲", descending: " ▼", none: "" }[sortState(col)])))),
-      h("th", h("span.sr", "Actions")));
-    const body = st.items.map((r) => h("tr", { "data-id": r.id },
+    const total = st.total >= 0 ? `(${st.total})` : "";
+    if (totalLabel.textContent !== total) totalLabel.textContent = total;
+    const allChecked = st.items.length > 0 && st.items.every((r) => st.selected.has(r.id));
+    rebuild(thead, JSON.stringify([shown(), st.sort, allChecked]), () => {
+      const allBox = h("input", { type: "checkbox", "aria-label": "Select all on this page", checked: allChecked,
+        on: { change: () => { for (const r of st.items) allBox.checked ? st.selected.add(r.id) : st.selected.delete(r.id); render(); } } });
+      return h("tr", h("th.pick", allBox), shown().map((col) => h("th", { "aria-sort": sortState(col) },
+        h("button.sort", { type: "button", "data-column": col, on: { click: () => toggleSort(col) } }, col,
+          h("span.arrow", { "aria-hidden": "true" }, { ascending: " ▲", descending: " ▼", none: "" }[sortState(col)])))),
+        h("th", h("span.sr", "Actions")));
+    });
+    // a row's key: all its cells show (file links carry the current file token)
+    const files = coll.fields.some((f) => f.widget === "file" && st.columns.includes(f.name)) ? currentFilesToken() : null;
+    keyed(tbody, st.items, (r) => r.id, (r) => JSON.stringify([shown(), r, st.selected.has(r.id), files]), (r) => h("tr", { "data-id": r.id },
       h("td.pick", h("input", { type: "checkbox", "aria-label": "Select " + r.id, checked: st.selected.has(r.id),
         on: { change: (e) => { e.target.checked ? st.selected.add(r.id) : st.selected.delete(r.id); updateBulk(); } } })),
       shown().map((col) => h("td", { "data-column": col }, cell(col, r))),
       h("td.row-actions",
         h("button.edit", { type: "button", on: { click: () => edit(r.id) } }, "Edit"),
         h("button.delete.danger", { type: "button", on: { click: () => remove([r.id]) } }, "Delete"))));
-    clear(table, h("table", h("thead", head), h("tbody", body)),
-      st.items.length ? null : h("p.muted.pad", st.filter ? "No record matches the filter." : "No records yet."));
-    const perPage = h("select#per-page", { "aria-label": "Records per page",
-      on: { change: () => { st.perPage = Number(perPage.value); st.page = 1; load(); } } },
-      PAGE_SIZES.map((n) => h("option", { value: String(n), selected: n === st.perPage }, `${n} per page`)));
-    clear(pager,
-      h("button#prev", { type: "button", disabled: st.page <= 1, on: { click: () => { st.page--; load(); } } }, "‹ Previous"),
-      h("span#page-info", `Page ${st.page} of ${Math.max(1, st.pages)}`),
-      h("button#next", { type: "button", disabled: st.page >= st.pages, on: { click: () => { st.page++; load(); } } }, "Next ›"),
-      perPage);
+    empty.textContent = st.filter ? "No record matches the filter." : "No records yet.";
+    empty.hidden = st.items.length > 0;
+    if (table.firstChild !== grid) clear(table, grid, empty); // first render, or after an error box
+    rebuild(pager, JSON.stringify([st.page, st.pages, st.perPage]), () => {
+      const perPage = h("select#per-page", { "aria-label": "Records per page",
+        on: { change: () => { st.perPage = Number(perPage.value); st.page = 1; load(); } } },
+        PAGE_SIZES.map((n) => h("option", { value: String(n), selected: n === st.perPage }, `${n} per page`)));
+      return [
+        h("button#prev", { type: "button", disabled: st.page <= 1, on: { click: () => { st.page--; load(); } } }, "‹ Previous"),
+        h("span#page-info", `Page ${st.page} of ${Math.max(1, st.pages)}`),
+        h("button#next", { type: "button", disabled: st.page >= st.pages, on: { click: () => { st.page++; load(); } } }, "Next ›"),
+        perPage];
+    });
     updateBulk();
   }
 
