@@ -34,6 +34,7 @@ def create_app(config: Config | None = None, project_dir: str | Path | None = No
     install_fast_crud(app, svc)  # the record routes before Flask's machinery; inside the proxy fix-up
     _trust_proxies(app, config)
     svc.functions.prewarm()  # warm sandboxes for the runtimes functions/ uses, in the background
+    svc.db.start_checkpoints()  # SQLite: WAL checkpoints off the request path (alyx/db_checkpoint.py)
     svc.events.start()  # this worker runs due jobs; one worker (a database lease) runs schedules
     return app
 

@@ -1,4 +1,5 @@
-"""Background work, written once: a loop that survives its failures, and fire-and-forget tasks.
+"""Background work, written once: a loop that survives its failures, fire-and-forget tasks, and work
+run off the event loop (``run_blocking``).
 
 A ``threading.Thread(daemon=True)`` is a greenlet under gunicorn's gevent worker and a real thread
 under ``flask run`` (STACK.md), so one helper serves both. Start loops per worker, after fork.
@@ -6,11 +7,37 @@ under ``flask run`` (STACK.md), so one helper serves both. Start loops per worke
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("alyx")
+T = TypeVar("T")
+
+_blocking_pool: Any = None
+_blocking_pool_pid = 0
+
+
+def run_blocking(fn: Callable[..., T], *args: Any) -> T:
+    """Run work that holds the OS thread (an argon2 hash, an fsync) in a gevent threadpool when the
+    process is monkey-patched; ``fn`` must release the GIL for that to help (C code that does).
+
+    Under gunicorn's gevent worker a 100 ms argon2 hash would otherwise stall every greenlet; under
+    `flask run` (real threads, no patching) the work runs in the calling thread. The pool has one
+    thread per core: more concurrent hashes only add memory (tens of MiB each) and contention.
+    """
+    from gevent import monkey
+
+    if not monkey.is_module_patched("threading"):
+        return fn(*args)
+    global _blocking_pool, _blocking_pool_pid
+    if _blocking_pool is None or _blocking_pool_pid != os.getpid():  # one pool per worker, made after the fork
+        from gevent.threadpool import ThreadPool
+
+        _blocking_pool, _blocking_pool_pid = ThreadPool(os.cpu_count() or 2), os.getpid()
+    result: T = _blocking_pool.apply(fn, args)
+    return result
 
 
 def spawn(target: Callable[..., Any], *args: Any, name: str) -> threading.Thread:

@@ -15,6 +15,7 @@ from playhouse.db_url import parse as parse_db_url
 from playhouse.pool import MaxConnectionsExceeded
 
 from alyx.config import Config
+from alyx.db_checkpoint import WAL_BACKSTOP_PAGES, WAL_SIZE_LIMIT, Checkpointer
 from alyx.db_pool import PostgresqlPool, SqlitePool
 from alyx.errors import AlyxError, ConfigError
 from alyx.fields.json import read_json
@@ -37,7 +38,13 @@ class Database:
         self.peewee = open_database(config)
         self.is_sqlite = isinstance(self.peewee, peewee.SqliteDatabase)
         self._write_lock = threading.RLock() if self.is_sqlite else None
+        self.checkpointer = Checkpointer(self.peewee.database) if self.is_sqlite else None
         self._inserts: dict[tuple[type[peewee.Model], frozenset[str]], PreparedInsert] = {}
+
+    def start_checkpoints(self) -> None:
+        """SQLite: checkpoint the WAL in the background from now on (alyx/db_checkpoint.py), once per worker."""
+        if self.checkpointer is not None:
+            self.checkpointer.start()
 
     def write(self, *, all_or_nothing: bool = False) -> WriteLock:
         """A write transaction: no network or sandbox calls belong inside it.
@@ -93,6 +100,8 @@ class Database:
                 self.peewee.close()
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         if not self.peewee.is_closed():
             self.peewee.close()
         close_all = getattr(self.peewee, "close_all", None)
@@ -373,6 +382,9 @@ def _sqlite(path: str, config: Config) -> peewee.SqliteDatabase:
             "busy_timeout": config.database_busy_timeout_ms,
             "cache_size": -16000,
             "temp_store": "memory",
+            # Checkpoints run in the background (alyx/db_checkpoint.py); a commit draws one only past this.
+            "wal_autocheckpoint": WAL_BACKSTOP_PAGES,
+            "journal_size_limit": WAL_SIZE_LIMIT,
         },
         check_same_thread=False,
         # BEGIN IMMEDIATE: a deferred transaction that reads, then writes, fails at once with

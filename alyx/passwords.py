@@ -1,41 +1,16 @@
 """Password hashing (argon2id) and its policy, run off the event loop."""
 from __future__ import annotations
 
-import os
 import secrets
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import argon2
 
+from alyx.background import run_blocking
 from alyx.config import Config
 from alyx.errors import validation_failed
 
 MAX_PASSWORD_LENGTH = 1024
-T = TypeVar("T")
-
-_hash_pool: Any = None
-_hash_pool_pid = 0
-
-
-def run_blocking(fn: Callable[..., T], *args: Any) -> T:
-    """Run CPU-heavy work (password hashing) in a gevent threadpool when the process is monkey-patched.
-
-    Under gunicorn's gevent worker a 100 ms argon2 hash would otherwise stall every greenlet; under
-    `flask run` (real threads, no patching) the work runs in the calling thread. The pool has one
-    thread per core: more concurrent hashes only add memory (tens of MiB each) and contention.
-    """
-    from gevent import monkey
-
-    if not monkey.is_module_patched("threading"):
-        return fn(*args)
-    global _hash_pool, _hash_pool_pid
-    if _hash_pool is None or _hash_pool_pid != os.getpid():  # one pool per worker, made after the fork
-        from gevent.threadpool import ThreadPool
-
-        _hash_pool, _hash_pool_pid = ThreadPool(os.cpu_count() or 2), os.getpid()
-    result: T = _hash_pool.apply(fn, args)
-    return result
 
 
 class Passwords:
