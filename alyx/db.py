@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -312,11 +313,14 @@ class PreparedInsert:
         self.sql: str = sql
         self.columns: tuple[str, ...] = tuple(columns)
         self.json_columns: frozenset[str] = frozenset(f.name for f in fields if isinstance(f, peewee.JSONField))
-        self._converters = [(f.name, _insert_converter(f)) for f in fields]
+        sqlite = isinstance(database, peewee.SqliteDatabase)
+        self._converters = [(f.name, _written_as_is(f), _insert_converter(f, sqlite)) for f in fields]
 
     def values(self, row: Mapping[str, Any]) -> list[Any]:
-        """The statement's parameters for ``row`` (which must hold every column)."""
-        return [convert(row[name]) for name, convert in self._converters]
+        """The statement's parameters for ``row`` (which must hold every column); a str in a text
+        column and an int in an integer one go as they are (their ``db_value`` would return them)."""
+        return [value if type(value := row[name]) is as_is else convert(value)
+                for name, as_is, convert in self._converters]
 
     def run(self, row: Mapping[str, Any]) -> Any:
         """Insert one row; returns the cursor."""
@@ -329,9 +333,34 @@ class PreparedInsert:
             cursor.execute(self.sql, self.values(row))
 
 
-def _insert_converter(field: peewee.Field) -> Callable[[Any], Any]:
+class _NeverAsIs:
+    """The as-is type of a column whose every value goes through its converter (no value is of it)."""
+
+
+def _written_as_is(field: peewee.Field) -> type:
+    """The one value type a column's ``db_value`` returns unchanged (as ``RowReader`` reads them as is)."""
+    if type(field).db_value is not peewee.Field.db_value:
+        return _NeverAsIs
+    if isinstance(field, (peewee.CharField, peewee.TextField)) and type(field).adapt in _AS_IS_ADAPTERS[:2]:
+        return str
+    if isinstance(field, peewee.IntegerField) and type(field).adapt is peewee.IntegerField.adapt:
+        return int  # (a bool is not: type(True) is bool)
+    return _NeverAsIs
+
+
+def _insert_converter(field: peewee.Field, sqlite: bool) -> Callable[[Any], Any]:
     """A field's ``db_value`` for a prepared INSERT. On SQLite a JSON field's ``db_value`` is the SQL
-    ``json(<text>)``; the prepared text already holds ``json(?)``, so the parameter is the text."""
+    ``json(<text>)``; the prepared text already holds ``json(?)``, so the parameter is the text. A
+    datetime goes to SQLite as the text sqlite3's default adapter makes of it (``isoformat(" ")``),
+    without the adapter lookup."""
+    if sqlite and isinstance(field, peewee.DateTimeField) and type(field).db_value is peewee.Field.db_value \
+            and type(field).adapt is peewee.DateTimeField.adapt:
+        db_value = field.db_value
+
+        def to_sqlite_text(value: Any) -> Any:
+            return value.isoformat(" ") if type(value) is dt.datetime else db_value(value)
+
+        return to_sqlite_text
     if isinstance(field, peewee.JSONField) and isinstance(field.db_value({}), peewee.Node):  # type: ignore[no-untyped-call]
         dumps: Callable[[Any], str] = getattr(field, "_dumps")  # noqa: B009 - peewee keeps it private
 

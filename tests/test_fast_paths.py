@@ -34,6 +34,11 @@ VALUES = [
     {"title": "d", "tags": 123, "status": "published"},
     {"title": "e", "tags": None, "status": "published"},
 ]
+# Values of another type than the column's: each goes through its field's db_value, as peewee's would.
+COERCED = [
+    {"title": 5, "views": "7", "at": "2026-01-02 03:04:05"},
+    {"title": "f", "views": True, "flag": 1, "at": dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)},
+]
 
 
 def _raw(svc, model, record_id):
@@ -50,7 +55,7 @@ def test_prepared_insert_stores_what_peewee_stores(make_app) -> None:
     model = svc.models["things"]
     now = dt.datetime(2026, 5, 6, 7, 8, 9, 123456)
     with svc.db.connection():
-        for values in VALUES:
+        for values in VALUES + COERCED:
             row = {**values, "created_at": now, "updated_at": now}
             mine, theirs = new_id(), new_id()
             with svc.db.write():
