@@ -355,7 +355,7 @@ def _insert_converter(field: peewee.Field, sqlite: bool) -> Callable[[Any], Any]
     without the adapter lookup."""
     if sqlite and isinstance(field, peewee.DateTimeField) and type(field).db_value is peewee.Field.db_value \
             and type(field).adapt is peewee.DateTimeField.adapt:
-        db_value = field.db_value
+        db_value: Callable[[Any], Any] = field.db_value
 
         def to_sqlite_text(value: Any) -> Any:
             return value.isoformat(" ") if type(value) is dt.datetime else db_value(value)
