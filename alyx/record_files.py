@@ -93,12 +93,12 @@ class RecordFiles:
         has no file fields. 413 for a file past its field's max_size, 422 for a wrong type, too many
         files, a name the record does not have, or a missing required file."""
         file_fields = self.file_fields(spec)
-        files = files or FileInput()
         if not file_fields:
-            if files.uploads or files.removals:
+            if files is not None and (files.uploads or files.removals):
                 names = sorted({u.field for u in files.uploads} | set(files.removals))
                 raise validation_failed({n: [f"{spec.name!r} has no file field {n!r}."] for n in names})
             return None
+        files = files or FileInput()
         known = {f.name for f in file_fields}
         unknown = sorted(({u.field for u in files.uploads} | set(files.removals)) - known)
         if unknown:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,11 +55,12 @@ class CollectionSpec:
                 return f
         return None
 
-    @property
+    # Cached (a spec is frozen): every record write asks for them, some more than once.
+    @functools.cached_property
     def field_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
 
-    @property
+    @functools.cached_property
     def public_fields(self) -> tuple[FieldSpec, ...]:
         """Fields a client may see and send (hidden ones, like password hashes, excluded)."""
         return tuple(f for f in self.fields if not f.hidden)

@@ -28,11 +28,8 @@ bench/.pocketbase/venv (gitignored, never in requirements.txt) on first use. 127
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import multiprocessing as mp
-import os
-import platform
 import random
 import secrets
 import shutil
@@ -45,7 +42,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from common import ROOT, Server, call, connect, load_average, percentile, pocketbase_binary
+from common import ROOT, Server, call, connect, load_average, machine_line, percentile, pocketbase_binary
 
 ADMIN_EMAIL, PASSWORD = "bench-admin@example.com", "bench-password-123"
 
@@ -452,10 +449,7 @@ def main() -> None:
         systems = [Alyx] if args.only == "alyx" else [PocketBase]
     if PocketBase in systems:
         pocketbase_binary()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    print(f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, nproc {os.cpu_count()}, {cpu}, "
-          f"python {platform.python_version()}, load {load_average()}")
+    print(machine_line())
     print(f"runs {args.runs}, users {args.users}, rows {args.rows} per collection, clients {args.clients}, "
           f"duration {args.duration}s", flush=True)
     results: dict[str, list[dict]] = {cls.name: [] for cls in systems}

@@ -29,6 +29,17 @@ PB_HOME = ROOT / "bench" / ".pocketbase"
 PB_VERSION = "0.40.6"
 
 
+def machine_line() -> str:
+    """The date, the machine and its load: the first line every benchmark prints."""
+    import datetime as dt
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return (f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, nproc {os.cpu_count()}, {cpu}, "
+            f"python {platform.python_version()}, load {load_average()}")
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 

@@ -32,11 +32,9 @@ Clients are separate processes on keep-alive http.client connections; everything
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import multiprocessing as mp
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -46,7 +44,7 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-from common import HOST, Server, call, connect, load_average, percentile, pocketbase_binary, worker_rss_mb
+from common import HOST, Server, call, connect, load_average, machine_line, percentile, pocketbase_binary, worker_rss_mb
 
 PB_EMAIL, PB_PASSWORD = "bench@example.com", "bench-password-123"
 
@@ -374,10 +372,7 @@ def main() -> None:
     systems = [SYSTEMS[n] for n in names]
     if PocketBase in systems:
         pocketbase_binary()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    print(f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, nproc {os.cpu_count()}, {cpu}, "
-          f"python {platform.python_version()}, load {load_average()}")
+    print(machine_line())
     print(f"runs {args.runs}, creates {args.creates}, rows {args.rows}, clients {args.clients}, "
           f"duration {args.duration}s", flush=True)
     results: dict[str, list[dict]] = {cls.name: [] for cls in systems}
