@@ -19,6 +19,13 @@ _blocking_pool: Any = None
 _blocking_pool_pid = 0
 
 
+def threading_is_greenlets() -> bool:
+    """True in a gevent-patched process (a gunicorn worker): every "thread" is a greenlet of one OS thread."""
+    from gevent import monkey
+
+    return bool(monkey.is_module_patched("threading"))
+
+
 def run_blocking(fn: Callable[..., T], *args: Any) -> T:
     """Run work that holds the OS thread (an argon2 hash, an fsync) in a gevent threadpool when the
     process is monkey-patched; ``fn`` must release the GIL for that to help (C code that does).
@@ -27,9 +34,7 @@ def run_blocking(fn: Callable[..., T], *args: Any) -> T:
     `flask run` (real threads, no patching) the work runs in the calling thread. The pool has one
     thread per core: more concurrent hashes only add memory (tens of MiB each) and contention.
     """
-    from gevent import monkey
-
-    if not monkey.is_module_patched("threading"):
+    if not threading_is_greenlets():
         return fn(*args)
     global _blocking_pool, _blocking_pool_pid
     if _blocking_pool is None or _blocking_pool_pid != os.getpid():  # one pool per worker, made after the fork

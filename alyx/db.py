@@ -253,12 +253,20 @@ class RowReader:
         return row
 
 
+def _plain_type(field: peewee.Field) -> type | None:
+    """str for a text column, int for an integer one, whose ``adapt`` is peewee's own (it returns a
+    value of that type as it is); None for every other column."""
+    adapt = type(field).adapt
+    if isinstance(field, (peewee.CharField, peewee.TextField)) and adapt in (peewee.CharField.adapt,
+                                                                            peewee.TextField.adapt):
+        return str
+    if isinstance(field, peewee.IntegerField) and adapt is peewee.IntegerField.adapt:
+        return int  # (a bool is not one: type(True) is bool)
+    return None
+
+
 def _read_as_is(field: peewee.Field) -> bool:
-    return isinstance(field, (peewee.CharField, peewee.TextField, peewee.IntegerField)) \
-        and type(field).python_value is peewee.Field.python_value and type(field).adapt in _AS_IS_ADAPTERS
-
-
-_AS_IS_ADAPTERS = (peewee.CharField.adapt, peewee.TextField.adapt, peewee.IntegerField.adapt)
+    return _plain_type(field) is not None and type(field).python_value is peewee.Field.python_value
 
 
 # peewee-stubs types .dicts()/.tuples() results and row counts loosely: these say what they are.
@@ -339,13 +347,8 @@ class _NeverAsIs:
 
 def _written_as_is(field: peewee.Field) -> type:
     """The one value type a column's ``db_value`` returns unchanged (as ``RowReader`` reads them as is)."""
-    if type(field).db_value is not peewee.Field.db_value:
-        return _NeverAsIs
-    if isinstance(field, (peewee.CharField, peewee.TextField)) and type(field).adapt in _AS_IS_ADAPTERS[:2]:
-        return str
-    if isinstance(field, peewee.IntegerField) and type(field).adapt is peewee.IntegerField.adapt:
-        return int  # (a bool is not: type(True) is bool)
-    return _NeverAsIs
+    plain = _plain_type(field) if type(field).db_value is peewee.Field.db_value else None
+    return plain or _NeverAsIs
 
 
 def _insert_converter(field: peewee.Field, sqlite: bool) -> Callable[[Any], Any]:

@@ -17,15 +17,12 @@ a commit is on disk once a checkpoint has synced the WAL) and bounded in time: w
 """
 from __future__ import annotations
 
-import logging
 import sqlite3
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
 
 from alyx.background import Loop, run_blocking
-
-log = logging.getLogger("alyx")
 
 CHECKPOINT_SECONDS = 0.25
 WAL_BACKSTOP_PAGES = 10_000  # the connections' wal_autocheckpoint (SQLite's default: 1,000)
@@ -47,7 +44,7 @@ class Checkpointer:
     def __init__(self, path: str, every: float = CHECKPOINT_SECONDS) -> None:
         self.path = path
         self.every = every
-        self.last: Checkpoint | None = None  # the latest answer (tests, health)
+        self.last: Checkpoint | None = None  # the latest answer
         self._conn: sqlite3.Connection | None = None
         self.loop = Loop("alyx-sqlite-checkpoint", self._step, backoff=1.0, max_backoff=30.0)
 

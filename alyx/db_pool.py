@@ -17,14 +17,7 @@ import peewee
 from gevent import getcurrent
 from playhouse.pool import PoolConnection, PooledPostgresqlDatabase, PooledSqliteDatabase
 
-
-def _threading_is_greenlets() -> bool:
-    """True in a gevent-patched process (a gunicorn worker): every "thread" is a greenlet of one OS thread."""
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        return False
-    return bool(monkey.is_module_patched("threading"))
+from alyx.background import threading_is_greenlets
 
 
 class _PerGreenletState:
@@ -83,7 +76,7 @@ class _GreenletPool:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if _threading_is_greenlets() and not getattr(self, "_wait_timeout", None):
+        if threading_is_greenlets() and not getattr(self, "_wait_timeout", None):
             self._drop_locks()
             self._one_thread = True
 

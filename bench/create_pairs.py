@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from common import machine_line, percentile, pocketbase_binary
-from crud import SYSTEMS, Baseline, Target, _create_many
+from crud import SYSTEMS, Baseline, Target, create_many
 
 
 def main() -> None:
@@ -46,13 +46,13 @@ def main() -> None:
     try:
         for target in targets:
             target.start()
-            _create_many(target.port, target.create_path, list(range(args.warmup)), target.create_status)
+            create_many(target.port, target.create_path, list(range(args.warmup)), target.create_status)
         start = args.warmup
         for round_no in range(args.rounds):
             order = targets[round_no % len(targets):] + targets[:round_no % len(targets)]
             for target in order:
                 indexes = list(range(start, start + args.burst))
-                _, lat, errors = _create_many(target.port, target.create_path, indexes, target.create_status)
+                _, lat, errors = create_many(target.port, target.create_path, indexes, target.create_status)
                 if errors:
                     raise SystemExit(f"{target.name}: {errors} failed creates")
                 rates[target.name].append(len(lat) / sum(lat))

@@ -200,7 +200,7 @@ SYSTEMS: dict[str, type[Target]] = {"alyx": Alyx, "baseline": Baseline, "pocketb
 
 
 # -- clients ------------------------------------------------------------------------------------
-def _create_many(port: int, path: str, indexes: list[int], ok: int, make_body: Callable[[int], bytes] = record_body
+def create_many(port: int, path: str, indexes: list[int], ok: int, make_body: Callable[[int], bytes] = record_body
                  ) -> tuple[list[str], list[float], int]:
     """POST one record per index, sequentially on one keep-alive connection: ids, latencies, errors."""
     conn = connect(port)
@@ -223,7 +223,7 @@ def _create_many(port: int, path: str, indexes: list[int], ok: int, make_body: C
 
 
 def _seed_worker(args: tuple) -> tuple[list[str], list[float], int]:
-    return _create_many(*args)
+    return create_many(*args)
 
 
 def _read_worker(args: tuple) -> tuple[int, list[float], int, float]:
@@ -285,9 +285,9 @@ def run_once(cls: type[Target], args: argparse.Namespace, pool: mp.pool.Pool) ->
         target.start()
         load_before = load_average()
         # Sequential creates (one client, the main process), after a short warm-up.
-        _create_many(target.port, target.create_path, list(range(-20, 0)), target.create_status)
+        create_many(target.port, target.create_path, list(range(-20, 0)), target.create_status)
         t0, cpu0 = time.perf_counter(), target.cpu_seconds()
-        ids, lat, errors = _create_many(target.port, target.create_path, list(range(args.creates)),
+        ids, lat, errors = create_many(target.port, target.create_path, list(range(args.creates)),
                                         target.create_status)
         create = summary(len(lat), time.perf_counter() - t0, lat, errors)
         create["cpu_us"] = (target.cpu_seconds() - cpu0) / max(1, len(lat)) * 1e6
