@@ -9,6 +9,8 @@ import datetime as dt
 import re
 from typing import Any
 
+import orjson
+
 
 def utcnow() -> dt.datetime:
     """Now, as a naive UTC datetime (what the database columns hold)."""
@@ -19,8 +21,13 @@ def iso(value: dt.datetime) -> str:
     """RFC 3339 UTC with milliseconds: ``2026-12-01T20:53:37.123Z`` (aware values are converted)."""
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    # Same text as strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z", ~5x faster, and years < 1000 keep 4 digits.
-    return value.isoformat(timespec="milliseconds") + "Z"
+    if type(value) is not dt.datetime:  # orjson formats only the datetime class itself
+        return value.isoformat(timespec="milliseconds") + "Z"
+    # orjson writes '"YYYY-MM-DDTHH:MM:SS[.ffffff]"' (the fraction only when there are microseconds, years
+    # < 1000 with 4 digits): the same text as isoformat(timespec="milliseconds"), in a third of its time
+    # (that call parses its keyword and builds the text through PyUnicode_FromFormat), two per record.
+    text = orjson.dumps(value)
+    return text[1:24].decode() + "Z" if len(text) == 28 else text[1:20].decode() + ".000Z"
 
 
 def iso_or_value(value: Any) -> Any:

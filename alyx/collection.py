@@ -31,13 +31,15 @@ class Collection:
         kinds = {name: q.field_kind(spec, name) for name in self.visible}
         encoded = [(name, kind) for name, kind in kinds.items() if kind is not None and kind.encodes]
         self.encoders = [(name, kind.to_json) for name, kind in encoded]
+        # A read only to be shown goes from the driver's values to the JSON form in one pass (fetch_by_id).
+        self._json_reads = {name: kind.stored_to_json(model._meta.fields[name]) for name, kind in encoded}
         self.decoders = [(name, kind.from_json) for name, kind in encoded]
         self.relations = {f.name: f.collection for f in spec.public_fields if f.collection is not None}
         self.defaults = {f.name: default_value(f) for f in spec.public_fields}
         self._shared_defaults = {k: v for k, v in self.defaults.items() if isinstance(v, IMMUTABLE)}
         self._copied_defaults = {k: v for k, v in self.defaults.items() if not isinstance(v, IMMUTABLE)}
-        self._by_id: dict[tuple[str, ...], tuple[str, RowReader]] = {}
-        self._by_rule: dict[tuple[Any, ...], tuple[str, tuple[Any, ...], int, RowReader]] = {}
+        self._by_id: dict[tuple[str, ...], tuple[str, RowReader, RowReader]] = {}
+        self._by_rule: dict[tuple[Any, ...], tuple[str, tuple[Any, ...], int, RowReader, RowReader]] = {}
 
     def fresh_defaults(self) -> dict[str, Any]:
         """The defaults of a new record; mutable ones (json lists, objects) copied, so no record shares them."""
@@ -70,9 +72,15 @@ class Collection:
         names = fields + tuple(name for name in expand if name not in fields)
         return [self.model._meta.fields[name] for name in names]
 
-    def fetch_by_id(self, database: peewee.Database, record_id: str, columns: list[peewee.Field]
-                    ) -> dict[str, Any] | None:
-        """``SELECT columns WHERE id = ?`` for a caller no rule restricts, as peewee's ``dicts()`` would.
+    def readers(self, columns: list[peewee.Field]) -> tuple[RowReader, RowReader]:
+        """A driver row of ``columns`` → its dict, as peewee's ``dicts()`` reads it; and → its JSON form,
+        ``serialize(read(raw), names of columns)`` in one pass (for columns the caller may see)."""
+        return RowReader(columns), RowReader(columns, self._json_reads)
+
+    def fetch_by_id(self, database: peewee.Database, record_id: str, columns: list[peewee.Field],
+                    as_json: bool = False) -> dict[str, Any] | None:
+        """``SELECT columns WHERE id = ?`` for a caller no rule restricts, as peewee's ``dicts()`` would;
+        ``as_json``: as ``serialize`` would then show it (columns the caller may see, no expand).
 
         peewee builds the SQL text once per column set (building it cost more than running it);
         every call still runs the query, so nothing read here is ever stale.
@@ -81,15 +89,15 @@ class Collection:
         plan = self._by_id.get(key)
         if plan is None:
             sql, _ = self.model.select(*columns).where(self.id_column == "").sql()
-            plan = self._by_id[key] = (sql, RowReader(columns))
-        sql, read = plan
+            plan = self._by_id[key] = (sql, *self.readers(columns))
+        sql, read, read_json = plan
         raw = run_sql(database, sql, (record_id,)).fetchone()
         if raw is None:
             return None
-        return read(raw)
+        return read_json(raw) if as_json else read(raw)
 
     def fetch_by_id_where(self, database: peewee.Database, record_id: str, columns: list[peewee.Field],
-                          condition: peewee.Node, key: tuple[Any, ...]) -> dict[str, Any] | None:
+                          condition: peewee.Node, key: tuple[Any, ...], as_json: bool = False) -> dict[str, Any] | None:
         """`fetch_by_id` plus an access-rule condition: SQL text and parameters kept per ``key``.
 
         ``key`` must name everything the condition depends on (operation, caller, columns); rules
@@ -100,11 +108,11 @@ class Collection:
             sql, params = self.model.select(*columns).where(self.id_column == _ID_SLOT).where(condition).sql()
             if len(self._by_rule) >= 4096:
                 self._by_rule.clear()
-            plan = self._by_rule[key] = (sql, tuple(params), params.index(_ID_SLOT), RowReader(columns))
-        sql, template, slot, read = plan
+            plan = self._by_rule[key] = (sql, tuple(params), params.index(_ID_SLOT), *self.readers(columns))
+        sql, template, slot, read, read_json = plan
         bound = list(template)
         bound[slot] = record_id
         raw = run_sql(database, sql, bound).fetchone()
         if raw is None:
             return None
-        return read(raw)
+        return read_json(raw) if as_json else read(raw)

@@ -239,10 +239,13 @@ class RowReader:
 
     __slots__ = ("names", "converted")
 
-    def __init__(self, columns: Sequence[peewee.Field]) -> None:
+    def __init__(self, columns: Sequence[peewee.Field], convert: Mapping[str, Callable[[Any], Any]] | None = None
+                 ) -> None:
+        """``convert``: a column's own converter instead of its ``python_value`` (a collection's JSON reads)."""
         self.names = tuple(c.name for c in columns)
+        convert = convert or {}
         self.converted: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
-            (c.name, c.python_value) for c in columns if not _read_as_is(c))
+            (c.name, convert.get(c.name) or c.python_value) for c in columns if c.name in convert or not _read_as_is(c))
 
     def __call__(self, raw: Sequence[Any]) -> dict[str, Any]:
         row = dict(zip(self.names, raw, strict=True))

@@ -32,26 +32,23 @@ class _PerGreenletState:
     of ``self._state`` at ``__init__`` is ignored (this is a data descriptor).
     """
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.key = f"alyx.db.state.{owner.__qualname__}"
-
     def __get__(self, database: peewee.Database | None, owner: type) -> Any:
         if database is None:
             return self
-        slots: dict[int, peewee._ConnectionState] = getcurrent().__dict__.setdefault(self.key, {})
-        token: int = database.__dict__[_TOKEN]
-        state = slots.get(token)
+        key: str = database.__dict__[_KEY]
+        slots = getcurrent().__dict__
+        state = slots.get(key)
         if state is None:
-            state = slots[token] = peewee._ConnectionState()
+            state = slots[key] = peewee._ConnectionState()
         return state
 
     def __set__(self, database: peewee.Database, value: object) -> None:
         """peewee's ``__init__`` assigns its own state: give the database a key no other one ever had
         (an ``id()`` can be reused by a later database, which would inherit a stale open state)."""
-        database.__dict__[_TOKEN] = next(_TOKENS)
+        database.__dict__[_KEY] = f"alyx.db.state.{next(_TOKENS)}"
 
 
-_TOKEN = "_alyx_state_token"
+_KEY = "_alyx_state_key"  # the database's key in each greenlet's __dict__
 _TOKENS = itertools.count(1)
 
 

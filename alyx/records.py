@@ -155,43 +155,49 @@ class Records:
         args = args or {}
         fields = q.parse_fields(coll.spec, args.get("fields"))
         expand = q.parse_expand(coll.spec, args.get("expand"))
+        if not expand:  # the record is only shown: read straight into its JSON form
+            return self._fetch(coll, record_id, "view", auth, request, coll.columns(fields), as_json=True)
         row = self._fetch(coll, record_id, "view", auth, request, coll.columns(fields, expand))
         item = coll.serialize(row, fields)
-        if expand:
-            self._expand(coll, [row], [item], expand, auth, request)
+        self._expand(coll, [row], [item], expand, auth, request)
         return item
 
     def view_unchecked(self, name: str, record_id: str) -> dict[str, Any]:
         """One record without rules, for server-side services that already decided (GET /api/auth/me)."""
         coll = self.collection(name)
-        return coll.serialize(self._fetch(coll, record_id, "view", None, None, coll.visible_columns, admin=True))
+        return self._fetch(coll, record_id, "view", None, None, coll.visible_columns, admin=True, as_json=True)
 
     def validate(self, name: str, body: Any, partial: bool = False) -> dict[str, Any]:
         """The body validated as a create (or partial update) of ``name``, without writing (422 if invalid)."""
         return self._load(self.collection(name), body, partial)
 
     def _fetch(self, coll: Collection, record_id: str, op: str, auth: Principal | None,
-               request: RequestInfo | None, columns: builtins.list[peewee.Field] | None = None, admin: bool = False
-               ) -> dict[str, Any]:
+               request: RequestInfo | None, columns: builtins.list[peewee.Field] | None = None, admin: bool = False,
+               as_json: bool = False) -> dict[str, Any]:
+        """The stored record ``op`` lets ``auth`` see (404 otherwise); ``as_json``: shown, as
+        ``serialize(row, names of columns)`` would show it (``columns`` then names visible fields)."""
         if not RECORD_ID.fullmatch(record_id):  # never stored; and PostgreSQL refuses NUL characters
             raise not_found(f"Record {record_id[:40]!r} not found in {coll.spec.name!r}.")
         visibility = None if admin else self.access.visibility(coll.spec.name, op, auth, request)
+        wanted = columns
         if visibility is not None and visibility.test is not None:
             columns = None  # the per-record test needs every field
         if visibility is None or (visibility.sql is None and visibility.test is None):
-            row = coll.fetch_by_id(self.db.peewee, record_id, columns or coll.model._meta.sorted_fields)
+            row = coll.fetch_by_id(self.db.peewee, record_id, columns or coll.model._meta.sorted_fields, as_json)
         elif visibility.test is None and visibility.sql is not None and not self.access.rule(coll.spec.name,
                                                                                                op).reads_request:
             columns = columns or coll.model._meta.sorted_fields
             row = coll.fetch_by_id_where(self.db.peewee, record_id, columns, visibility.sql,
-                                         (op, auth, tuple(c.name for c in columns)))
+                                         (op, auth, tuple(c.name for c in columns)), as_json)
         else:
             query = coll.model.select(*(columns or coll.model._meta.sorted_fields)).where(coll.id_column == record_id)
             if visibility.sql is not None:
                 query = query.where(visibility.sql)
             row = dict_row(query)
-        if row is not None and visibility is not None and visibility.test is not None and not visibility.test(row):
-            row = None
+            if row is not None and visibility.test is not None and not visibility.test(row):
+                row = None
+            if row is not None and as_json:
+                row = coll.serialize(row, tuple(c.name for c in wanted) if wanted else None)
         if row is None:
             raise not_found(f"Record {record_id!r} not found in {coll.spec.name!r}.")
         return row

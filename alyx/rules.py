@@ -71,8 +71,9 @@ class Rule:
     reads_request: bool = False  # the rule looks at request.*: its SQL differs per request
     query_params: frozenset[str] = frozenset()  # the k of every request.query.<k> it reads
 
-    @property
+    @functools.cached_property
     def public(self) -> bool:
+        """Always true: no condition at all (asked on every read, so worked out once)."""
         return self.node == cel.Literal(True)
 
 
@@ -83,6 +84,9 @@ class Visibility:
 
     sql: peewee.Node | None
     test: Callable[[Mapping[str, Any]], bool] | None = None
+
+
+EVERY_RECORD = Visibility(None)  # no condition and no test: what most reads get (one instance, not one per read)
 
 
 def _auth_value(auth: Principal | None, key: str | None) -> Any:
@@ -176,7 +180,8 @@ class AccessRules:
         """The SQL condition of `op`, plus a per-record test when the rule cannot be pushed down."""
         rule = self.rule(collection, op)
         if rule.pushdown or (auth is not None and auth.is_admin):
-            return Visibility(self.where(collection, op, auth, request))
+            condition = self.where(collection, op, auth, request)
+            return EVERY_RECORD if condition is None else Visibility(condition)
         return Visibility(None, lambda row: self.allows(collection, op, auth, row, request))
 
     def where(self, collection: str, op: str, auth: Principal | None, request: RequestInfo | None = None

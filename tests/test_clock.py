@@ -18,6 +18,17 @@ def test_iso_prints_milliseconds_and_z() -> None:
     assert iso(dt.datetime(999, 1, 2)) == "0999-01-02T00:00:00.000Z"
 
 
+def test_iso_is_isoformat_to_the_millisecond() -> None:
+    class Stamp(dt.datetime):
+        pass
+
+    values = [dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59, 999999), dt.datetime(999, 1, 1, 0, 0, 0, 1),
+              Stamp(2026, 3, 4, 5, 6, 7, 8910)]
+    values += [dt.datetime(2026, 2, 28, 23, 59, 59) + dt.timedelta(microseconds=us) for us in range(0, 1_000_000, 997)]
+    for value in values:
+        assert iso(value) == value.isoformat(timespec="milliseconds") + "Z", value
+
+
 def test_iso_converts_aware_values_to_utc() -> None:
     plus_two = dt.timezone(dt.timedelta(hours=2))
     assert iso(dt.datetime(2026, 1, 1, 2, 0, tzinfo=plus_two)) == "2026-01-01T00:00:00.000Z"

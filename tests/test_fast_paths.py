@@ -8,6 +8,7 @@ import re
 
 import peewee
 
+from alyx.fields.registry import lookup
 from alyx.models import DateTimeField, new_id
 
 SCHEMA = """
@@ -66,7 +67,22 @@ def test_prepared_insert_stores_what_peewee_stores(make_app) -> None:
             expected = model.select(*fields).where(model.id == theirs).dicts().get()
             coll = svc.records.collection("things")
             assert coll.fetch_by_id(svc.db.peewee, mine, fields) == {**expected, "id": mine}
+            shown = coll.fetch_by_id(svc.db.peewee, mine, coll.visible_columns, as_json=True)
+            assert list(shown.items()) == list(coll.serialize({**expected, "id": mine}).items())
         assert coll.fetch_by_id(svc.db.peewee, "x" * 15, fields) is None
+        assert coll.fetch_by_id(svc.db.peewee, "x" * 15, coll.visible_columns, as_json=True) is None
+
+
+def test_stored_datetime_text_reads_to_its_json_form_like_the_long_way() -> None:
+    kind, column = lookup("datetime"), DateTimeField()
+    read = kind.stored_to_json(column)
+    texts = ["2026-11-29 14:03:23.123456", "2026-11-29 14:03:23", "0999-01-01 00:00:00.000999", "2026-11-29 14:03:23.1",
+             "2026-W48-7 14:03:23.123456", "2026-11-29 14:03:23.1+0100", "2026-11-29 14:03:23+02:00",
+             "2026-13-29 14:03:23",
+             "2026-11-29T14:03:23.123456", "2026-11-29 14-03-23.123456", "2026-11-29 14:03:23,123456", "not a date",
+             "", "x" * 26, dt.datetime(2026, 1, 1, 1, 1, 1, 999), dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)]
+    for text in texts:
+        assert read(text) == kind.to_json(column.python_value(text)), text
 
 
 def test_default_list_order_is_creation_order(make_app) -> None:

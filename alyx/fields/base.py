@@ -1,7 +1,7 @@
 """The interface every field type implements, and FieldSpec: the settings of one declared field."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -174,6 +174,13 @@ class FieldType:
     def from_json(self, value: Any) -> Any:
         """A JSON form → the stored value, as rules and filters compare it (left as is when invalid)."""
         return value
+
+    def stored_to_json(self, column: peewee.Field) -> Callable[[Any], Any]:
+        """A driver's non-null value of ``column`` → its JSON form in one step (``to_json`` of its
+        ``python_value``): how a record read only to be shown is read (Collection.fetch_by_id)."""
+        python_value: Callable[[Any], Any] = column.python_value
+        to_json = self.to_json
+        return lambda value: to_json(python_value(value))
 
 
 def length_validators(spec: FieldSpec) -> list[validate.Validator]:
