@@ -13,7 +13,7 @@ import os  # noqa: E402
 from gunicorn import glogging, util  # noqa: E402
 from gunicorn.http import unreader  # noqa: E402
 
-from alyx import gunicorn_response  # noqa: E402
+from alyx import gunicorn_response, gunicorn_worker  # noqa: E402
 from alyx.accesslog import redact_query  # noqa: E402
 from alyx.config import load_config  # noqa: E402
 from alyx.errors import ConfigError  # noqa: E402
@@ -65,6 +65,8 @@ unreader.SocketUnreader.max_body_chunk = 64 * 1024
 
 # A lone connection's JSON answers: head and body in one send, not two (alyx/gunicorn_response.py).
 gunicorn_response.install()
+# The Date header once a second and the trusted-proxy check once per peer (alyx/gunicorn_worker.py).
+gunicorn_worker.install()
 
 
 def on_starting(server):
@@ -90,3 +92,4 @@ def post_worker_init(worker):
 
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+    gunicorn_worker.settle_settings(worker.cfg)  # settings read as plain attributes from now on

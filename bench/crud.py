@@ -265,8 +265,9 @@ def summary(count: int, elapsed: float, lat: list[float], errors: int) -> dict:
 
 
 def concurrent_reads(pool: mp.pool.Pool, target: Target, paths: list[str], clients: int, duration: float,
-                     max_requests: int) -> dict:
-    """The phase's figures; ``cpu_us`` is the server's CPU per request, warm-ups included (~1%)."""
+                     max_requests: int, keep: list[float] | None = None) -> dict:
+    """The phase's figures; ``cpu_us`` is the server's CPU per request, warm-ups included (~1%);
+    ``keep``: a list the latencies are added to."""
     start_at = time.time() + 1.0  # every client connected and warmed up before the clock starts
     jobs = [(target.port, paths, start_at, duration, max_requests, 1000 + k) for k in range(clients)]
     cpu0 = target.cpu_seconds()
@@ -274,6 +275,8 @@ def concurrent_reads(pool: mp.pool.Pool, target: Target, paths: list[str], clien
     cpu = target.cpu_seconds() - cpu0
     count = sum(r[0] for r in results)
     lat = [x for r in results for x in r[1]]
+    if keep is not None:
+        keep += lat
     errors = sum(r[2] for r in results)
     elapsed = max(r[3] for r in results)
     return {**summary(count, elapsed, lat, errors), "cpu_us": cpu / max(1, count + 20 * clients) * 1e6}

@@ -134,7 +134,7 @@ LAYERS = [  # docs/architecture.md "What each package may import", lowest first
     ("generic", {"alyx", "alyx.errors", "alyx.clock", "alyx.background", "alyx.units", "alyx.yamlfile",
                  "alyx.signatures", "alyx.schedules", "alyx.ratelimit", "alyx.cel", "alyx.realtime_client",
                  "alyx.resources", "alyx.object_filter", "alyx.thumbs",
-                 "alyx.accesslog", "alyx.proxies", "alyx.gunicorn_response"}),
+                 "alyx.accesslog", "alyx.proxies", "alyx.gunicorn_response", "alyx.gunicorn_worker"}),
     ("sandbox", {"alyx.sandbox"}),
     ("definitions", {"alyx.config", "alyx.schema", "alyx.fields", "alyx.validation", "alyx.models", "alyx.db",
                      "alyx.db_pool", "alyx.db_checkpoint", "alyx.system_migrations", "alyx.migrations",
