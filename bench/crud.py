@@ -5,7 +5,7 @@
     .venv/bin/python bench/crud.py --only alyx --runs 1   # quick check while optimising
     .venv/bin/python bench/crud.py --systems alyx,floor   # any subset, in this order
     .venv/bin/python bench/crud.py --systems alyx,pocketbase,floor,floor1w   # floor1w: the floor with
-        # Alyx's one-send gunicorn change (alyx/gunicorn_response.py) installed too
+        # Alyx's gunicorn changes (alyx/gunicorn_response.py, alyx/gunicorn_worker.py) installed too
     .venv/bin/python bench/crud.py --baseline /tmp/base --systems alyx,baseline,pocketbase,floor
         # before/after in one alternating run: /tmp/base from `git archive REV | tar -x -C /tmp/base`
 
@@ -160,10 +160,8 @@ class Floor(Target):
     tagged_path = "/api/collections/tagged"
     get_prefix = "/api/collections/items/"
 
-    one_write = "0"
-
     def start(self) -> None:
-        env = {**os.environ, "FLOOR_DB": str(self.tmp / "floor.db"), "FLOOR_ONE_WRITE": self.one_write}
+        env = {**os.environ, "FLOOR_DB": str(self.tmp / "floor.db")}
         # Run in the data folder: gunicorn would read the repository's gunicorn.conf.py from its cwd.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "--worker-connections", "10000",
@@ -174,10 +172,19 @@ class Floor(Target):
 
 
 class FloorOneWrite(Floor):
-    """The floor with Alyx's gunicorn change too (alyx/gunicorn_response.py): the ceiling as Alyx runs it."""
+    """The floor with Alyx's gunicorn changes too (alyx/gunicorn_response.py, alyx/gunicorn_worker.py),
+    installed by a gunicorn.conf.py in its data folder (gunicorn reads it from its cwd): the ceiling as
+    Alyx runs it. (Before round 6 of docs/benchmarks.md it had the one-send change only.)"""
 
     name = "floor1w"
-    one_write = "1"
+
+    def start(self) -> None:
+        (self.tmp / "gunicorn.conf.py").write_text(
+            f"import sys\nsys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+            "from alyx import gunicorn_response, gunicorn_worker\n"
+            "gunicorn_response.install()\ngunicorn_worker.install()\n\n\n"
+            "def post_worker_init(worker):\n    gunicorn_worker.settle_settings(worker.cfg)\n")
+        super().start()
 
 
 class PocketBase(Target):

@@ -15,9 +15,9 @@ query string parsed by hand. It answers what bench/crud.py asks of Alyx and Pock
 It is what the benchmark compares Alyx's per-request overhead against; it is not a product.
 bench/crud.py starts it as `python -m gunicorn -k gevent -w 2 --pythonpath bench floor:app` with
 FLOOR_DB pointing at a fresh database file, in a temporary working directory (gunicorn would read
-./gunicorn.conf.py otherwise). With FLOOR_ONE_WRITE=1 (the system `floor1w`) it also installs Alyx's
-gunicorn change (alyx/gunicorn_response.py: a lone connection's answer in one send), so the floor of
-the stack as Alyx runs it is measured too.
+./gunicorn.conf.py otherwise). The system `floor1w` is this app with Alyx's gunicorn changes
+installed too (alyx/gunicorn_response.py, alyx/gunicorn_worker.py; bench/crud.py writes the
+gunicorn.conf.py that installs them), so the floor of the stack as Alyx runs it is measured too.
 """
 from __future__ import annotations
 
@@ -31,15 +31,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-
-if os.environ.get("FLOOR_ONE_WRITE") == "1":  # the same gunicorn patch Alyx's gunicorn.conf.py installs
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from alyx import gunicorn_response
-
-    gunicorn_response.install()
 
 TABLES = {  # collection → its columns after id (created_at/updated_at are last)
     "items": ("title", "body", "status", "views"),
