@@ -72,7 +72,7 @@ class Collection:
         names = fields + tuple(name for name in expand if name not in fields)
         return [self.model._meta.fields[name] for name in names]
 
-    def readers(self, columns: list[peewee.Field]) -> tuple[RowReader, RowReader]:
+    def _readers(self, columns: list[peewee.Field]) -> tuple[RowReader, RowReader]:
         """A driver row of ``columns`` → its dict, as peewee's ``dicts()`` reads it; and → its JSON form,
         ``serialize(read(raw), names of columns)`` in one pass (for columns the caller may see)."""
         return RowReader(columns), RowReader(columns, self._json_reads)
@@ -89,7 +89,7 @@ class Collection:
         plan = self._by_id.get(key)
         if plan is None:
             sql, _ = self.model.select(*columns).where(self.id_column == "").sql()
-            plan = self._by_id[key] = (sql, *self.readers(columns))
+            plan = self._by_id[key] = (sql, *self._readers(columns))
         sql, read, read_json = plan
         raw = run_sql(database, sql, (record_id,)).fetchone()
         if raw is None:
@@ -108,7 +108,7 @@ class Collection:
             sql, params = self.model.select(*columns).where(self.id_column == _ID_SLOT).where(condition).sql()
             if len(self._by_rule) >= 4096:
                 self._by_rule.clear()
-            plan = self._by_rule[key] = (sql, tuple(params), params.index(_ID_SLOT), *self.readers(columns))
+            plan = self._by_rule[key] = (sql, tuple(params), params.index(_ID_SLOT), *self._readers(columns))
         sql, template, slot, read, read_json = plan
         bound = list(template)
         bound[slot] = record_id

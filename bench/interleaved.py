@@ -53,8 +53,8 @@ def main() -> None:
     print(machine_line(), flush=True)
     print(f"rounds {args.rounds}, ops {args.ops}, create burst {args.burst}, get burst {args.get_seconds}s "
           f"x {args.clients} clients, warm-up {args.warmup}, settle {args.settle}s", flush=True)
-    rates = {(op, t.name): [] for op in ops for t in targets}  # type: dict[tuple[str, str], list[float]]
-    latencies = {(op, t.name): [] for op in ops for t in targets}  # type: dict[tuple[str, str], list[float]]
+    rates: dict[tuple[str, str], list[float]] = {(op, t.name): [] for op in ops for t in targets}
+    latencies: dict[tuple[str, str], list[float]] = {(op, t.name): [] for op in ops for t in targets}
     ids: dict[str, list[str]] = {}
     pool = mp.get_context("fork").Pool(args.clients)
     try:
@@ -73,6 +73,7 @@ def main() -> None:
                         made, lat, errors = create_many(target.port, target.create_path,
                                                         list(range(start, start + args.burst)), target.create_status)
                         ids[target.name] += made
+                        latencies[op, target.name] += lat
                         rate = len(lat) / sum(lat)
                     else:
                         paths = [target.get_prefix + i for i in ids[target.name]]
@@ -82,8 +83,6 @@ def main() -> None:
                     if errors:
                         raise SystemExit(f"{target.name}: {errors} failed requests ({op})")
                     rates[op, target.name].append(rate)
-                    if op == "create":
-                        latencies[op, target.name] += lat
                     time.sleep(args.settle)
             start += args.burst
     finally:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from alyx.clock import iso, iso_or_value, utcnow
+from alyx.clock import iso, iso_of_text, iso_or_value, utcnow
 
 
 def test_utcnow_is_naive_utc() -> None:
@@ -27,6 +27,7 @@ def test_iso_is_isoformat_to_the_millisecond() -> None:
     values += [dt.datetime(2026, 2, 28, 23, 59, 59) + dt.timedelta(microseconds=us) for us in range(0, 1_000_000, 997)]
     for value in values:
         assert iso(value) == value.isoformat(timespec="milliseconds") + "Z", value
+        assert iso_of_text(str(value)) == iso_of_text(value.isoformat()) == iso(value), value  # stored text
 
 
 def test_iso_converts_aware_values_to_utc() -> None:

@@ -9,7 +9,7 @@ import peewee
 from marshmallow import fields
 
 from alyx import cel
-from alyx.clock import iso, parse_iso
+from alyx.clock import iso, iso_of_text, parse_iso
 from alyx.fields.base import FieldType
 from alyx.fields.strict import IsoDateTime
 
@@ -80,7 +80,7 @@ class DatetimeType(FieldType):
                 except ValueError:
                     naive = False
                 if naive:
-                    return f"{value[:10]}T{value[11:23]}Z" if len(value) == 26 else f"{value[:10]}T{value[11:]}.000Z"
+                    return iso_of_text(value)
             return slow(value)
 
         return read
