@@ -7,14 +7,26 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 
-def utcnow() -> dt.datetime:
-    """Now, as a naive UTC datetime (what the database columns hold)."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+def naive_utc_now() -> dt.datetime:
+    """Now, as a naive UTC datetime, on any Python (``utcnow`` where ``datetime.utcnow`` is deprecated)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return dt.datetime(now.year, now.month, now.day, now.hour, now.minute, now.second, now.microsecond)
+
+
+# utcnow(): now, as a naive UTC datetime (what the database columns hold). ``datetime.utcnow`` gives it
+# in 340 ns; ``now(timezone.utc).replace(tzinfo=None)`` took 2.4 µs (``replace`` parses nine keywords),
+# twice per record write. Python 3.12 deprecates ``utcnow``: there the aware now is copied (0.9 µs).
+if sys.version_info < (3, 12):
+    utcnow: Callable[[], dt.datetime] = dt.datetime.utcnow
+else:  # pragma: no cover - this machine runs 3.11
+    utcnow = naive_utc_now
 
 
 def iso(value: dt.datetime) -> str:
@@ -29,6 +41,14 @@ def iso(value: dt.datetime) -> str:
     # Sliced as bytes here, not through iso_of_text: a str and a call more cost twice the time.
     text = orjson.dumps(value)
     return text[1:24].decode() + "Z" if len(text) == 28 else text[1:20].decode() + ".000Z"
+
+
+def stored_text(value: dt.datetime) -> str:
+    """``value.isoformat(" ")``, the text sqlite3's default adapter stores for a datetime, made by ``orjson``
+    for a naive one (380 ns against 940: three per record write); aware values and subclasses go the long way."""
+    if type(value) is not dt.datetime or value.tzinfo is not None:
+        return value.isoformat(" ")
+    return orjson.dumps(value)[1:-1].decode().replace("T", " ", 1)
 
 
 def iso_of_text(text: str) -> str:

@@ -15,6 +15,7 @@ import psycopg2.extras
 from playhouse.db_url import parse as parse_db_url
 from playhouse.pool import MaxConnectionsExceeded
 
+from alyx.clock import stored_text
 from alyx.config import Config
 from alyx.db_checkpoint import WAL_BACKSTOP_PAGES, WAL_SIZE_LIMIT, Checkpointer
 from alyx.db_pool import PostgresqlPool, SqlitePool
@@ -56,6 +57,18 @@ class Database:
         alyx/batch.py): any error inside rolls the whole transaction back, so the writes nested in it
         need no savepoints of their own and join it as they are (two statements fewer each)."""
         return WriteLock(self, all_or_nothing)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """peewee's ``after_commit``: ``callback`` runs once the outermost transaction commits (never on a
+        rollback), or now outside one; its per-greenlet state read once instead of four times (a few per write)."""
+        state = getattr(self.peewee, "_state")  # noqa: B009 - peewee's private per-greenlet state
+        transactions = state.transactions
+        if not transactions:
+            callback()
+        elif isinstance(transactions[-1], peewee._manual):
+            raise ValueError("after_commit() cannot be used with `manual`")
+        else:
+            state.commit_callbacks.append(callback)
 
     def before_commit(self, callback: Callable[[], None]) -> bool:
         """Run ``callback`` inside the current all-or-nothing transaction just before it commits, and
@@ -129,7 +142,8 @@ class WriteLock:
 
     def __enter__(self) -> None:
         pw: Any = self.db.peewee
-        top = pw.top_transaction()
+        transactions = pw._state.transactions  # peewee's stack (top_transaction, push_transaction)
+        top = transactions[-1] if transactions else None
         if getattr(top, ALL_OR_NOTHING, False):
             return  # joins the all-or-nothing transaction (and its lock) as it is
         lock = self.db._write_lock
@@ -139,7 +153,7 @@ class WriteLock:
             if top is None:
                 transaction = pw.transaction()
                 pw.begin()
-                pw.push_transaction(transaction)
+                transactions.append(transaction)
                 self.outer = transaction
             else:
                 self.nested = pw.atomic()
@@ -181,13 +195,18 @@ class WriteLock:
 def _end(pw: Any, failed: bool) -> None:
     """End the outermost transaction as peewee's ``_transaction.__exit__`` does: off the stack, then
     rolled back, or committed with its after-commit callbacks (rolled back if that fails)."""
-    pw.pop_transaction()
+    state = pw._state
+    state.transactions.pop()
     if failed:
         _roll_back(pw)
         return
     try:
         pw.commit()
-        pw._run_commit_callbacks()
+        callbacks = state.commit_callbacks  # peewee's _run_commit_callbacks, the state read once
+        if callbacks:
+            todo, callbacks[:] = list(callbacks), []
+            for callback in todo:
+                callback()
     except BaseException:
         _roll_back(pw)
         raise
@@ -357,14 +376,14 @@ def _written_as_is(field: peewee.Field) -> type:
 def _insert_converter(field: peewee.Field, sqlite: bool) -> Callable[[Any], Any]:
     """A field's ``db_value`` for a prepared INSERT. On SQLite a JSON field's ``db_value`` is the SQL
     ``json(<text>)``; the prepared text already holds ``json(?)``, so the parameter is the text. A
-    datetime goes to SQLite as the text sqlite3's default adapter makes of it (``isoformat(" ")``),
+    datetime goes to SQLite as the text sqlite3's default adapter makes of it (``isoformat(" ")``, by ``stored_text``),
     without the adapter lookup."""
     if sqlite and isinstance(field, peewee.DateTimeField) and type(field).db_value is peewee.Field.db_value \
             and type(field).adapt is peewee.DateTimeField.adapt:
         db_value: Callable[[Any], Any] = field.db_value
 
         def to_sqlite_text(value: Any) -> Any:
-            return value.isoformat(" ") if type(value) is dt.datetime else db_value(value)
+            return stored_text(value) if type(value) is dt.datetime else db_value(value)
 
         return to_sqlite_text
     if isinstance(field, peewee.JSONField) and isinstance(field.db_value({}), peewee.Node):  # type: ignore[no-untyped-call]

@@ -84,8 +84,8 @@ class RecordFiles:
         self.storage = storage
 
     @staticmethod
-    def file_fields(spec: CollectionSpec) -> list[FieldSpec]:
-        return [f for f in spec.public_fields if f.type == "file"]
+    def file_fields(spec: CollectionSpec) -> tuple[FieldSpec, ...]:
+        return spec.file_fields
 
     def plan(self, spec: CollectionSpec, record_id: str, data: dict[str, Any], files: FileInput | None,
              stored: Mapping[str, Any] | None) -> FilePlan | None:

@@ -334,7 +334,7 @@ class Records:
     def _after_commit(self, plan: FilePlan | None) -> None:
         """Delete replaced and removed blobs once the outer transaction commits (never on rollback)."""
         if plan is not None and plan.deletes:
-            self.db.peewee.after_commit(plan.finish)
+            self.db.after_commit(plan.finish)
 
     # -- bulk writes: update()/delete() of every matching record, in one transaction --------------
     def update_many(self, name: str, where: Any, body: Any, auth: Principal | None = None,
@@ -454,7 +454,7 @@ class Records:
         for writer in self.journal_writers:
             writer(event)
         if self.listeners:
-            self.db.peewee.after_commit(lambda: self._deliver(event))
+            self.db.after_commit(lambda: self._deliver(event))
 
     def _deliver(self, event: ChangeEvent) -> None:
         for listener in self.listeners:

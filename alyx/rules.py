@@ -14,6 +14,7 @@ from typing import Any
 import peewee
 
 from alyx import cel
+from alyx.clock import utcnow
 from alyx.errors import ConfigError
 from alyx.query import field_kind
 from alyx.schema import RULE_OPERATIONS, CollectionSpec, Schema
@@ -52,7 +53,7 @@ class RequestInfo:
     method: str = "GET"
     query: Mapping[str, str] = field(default_factory=dict)
     body: Mapping[str, Any] = field(default_factory=dict)
-    time: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+    time: dt.datetime = field(default_factory=utcnow)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,11 @@ class CollectionSpec:
         """Fields a client may see and send (hidden ones, like password hashes, excluded)."""
         return tuple(f for f in self.fields if not f.hidden)
 
+    @functools.cached_property
+    def file_fields(self) -> tuple[FieldSpec, ...]:
+        """Its fields of type ``file`` (alyx/record_files.py plans their writes)."""
+        return tuple(f for f in self.public_fields if f.type == "file")
+
 
 @dataclass(frozen=True)
 class Schema:

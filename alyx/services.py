@@ -99,8 +99,8 @@ def record_hooks(auth: AuthService, realtime: Realtime, events: Events) -> list[
         RecordHook("begin", "realtime: the change feed's lock, before any row lock", realtime.feed.lock),
         RecordHook("journal", "auth: a deleted user's sessions end", auth.user_changed),
         RecordHook("journal", "realtime: change feed", realtime.feed.append),
-        RecordHook("journal", "events: outbox (async hooks, outgoing webhooks)", events.outbox),
-        RecordHook("listener", "events: wake the job runner", events.after_commit),
+        RecordHook("journal", "events: outbox (async hooks, outgoing webhooks; wakes the job runner at commit)",
+                   events.outbox),
     ]
 
 

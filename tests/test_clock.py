@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from alyx.clock import iso, iso_of_text, iso_or_value, utcnow
+from alyx.clock import iso, iso_of_text, iso_or_value, naive_utc_now, stored_text, utcnow
 
 
 def test_utcnow_is_naive_utc() -> None:
-    now = utcnow()
-    assert now.tzinfo is None
-    aware = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    assert abs((aware - now).total_seconds()) < 5
+    for now in (utcnow(), naive_utc_now()):  # naive_utc_now: utcnow on Python 3.12 and later
+        assert type(now) is dt.datetime and now.tzinfo is None
+        aware = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        assert abs((aware - now).total_seconds()) < 5
 
 
 def test_iso_prints_milliseconds_and_z() -> None:
@@ -28,6 +28,9 @@ def test_iso_is_isoformat_to_the_millisecond() -> None:
     for value in values:
         assert iso(value) == value.isoformat(timespec="milliseconds") + "Z", value
         assert iso_of_text(str(value)) == iso_of_text(value.isoformat()) == iso(value), value  # stored text
+        assert stored_text(value) == value.isoformat(" ") == str(value), value
+    aware = dt.datetime(2026, 1, 1, 2, 0, 0, 5, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30, seconds=7)))
+    assert stored_text(aware) == aware.isoformat(" ")
 
 
 def test_iso_converts_aware_values_to_utc() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,7 +46,6 @@ class Events:
         self.replays = ReplayGuard(db, self.models.replay)
         self.outgoing = parse_outgoing(config.webhooks, os.environ, str(config.project_dir / CONFIG_FILE))
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self._local = threading.local()
         self.catalog = HookCatalog(functions.registry, config.events_retries, lambda: self.loop.ensure_started())
         self.sync_hooks = SyncHooks(self.catalog, functions, float(config.events_sync_timeout_seconds))
         self.runner = JobRunner(db, self.jobs, functions, self.outgoing, self.worker_id)
@@ -93,17 +91,12 @@ class Events:
 
     # -- outbox (inside the record's write transaction) ----------------------------------------
     def outbox(self, event: ChangeEvent) -> None:
-        """Journal writer: insert the change's jobs in the write's own transaction."""
+        """Journal writer: insert the change's jobs in the write's own transaction, and wake the loop once
+        it commits (not on a rollback; a write that queues nothing registers nothing)."""
         rows = outbox_rows(event, self.index, self.outgoing, self.retries_of, self.config.events_retries)
         if rows:
             self.jobs.insert(rows)
-            self._local.queued = True
-
-    def after_commit(self, event: ChangeEvent) -> None:
-        """Listener: the write that queued jobs committed, so wake the loop."""
-        if getattr(self._local, "queued", False):
-            self._local.queued = False
-            self.loop.kick()
+            self.db.after_commit(self.loop.kick)
 
     # -- jobs ----------------------------------------------------------------------------------
     def run_due_jobs(self, limit: int | None = None) -> int:

@@ -111,7 +111,7 @@ class ChangeFeed:
         if self.notify_in_transaction:
             pw.execute_sql("SELECT pg_notify(%s, %s)", (PG_CHANNEL, str(change.cursor)))
         if self.on_commit:
-            pw.after_commit(lambda: self._committed(change))
+            self.db.after_commit(lambda: self._committed(change))
 
     def _deferred(self, row: dict[str, Any], event: ChangeEvent) -> bool:
         """In a batch on PostgreSQL, its feed rows go in as one INSERT just before its commit (one
