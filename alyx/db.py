@@ -195,18 +195,13 @@ class WriteLock:
 def _end(pw: Any, failed: bool) -> None:
     """End the outermost transaction as peewee's ``_transaction.__exit__`` does: off the stack, then
     rolled back, or committed with its after-commit callbacks (rolled back if that fails)."""
-    state = pw._state
-    state.transactions.pop()
+    pw.pop_transaction()
     if failed:
         _roll_back(pw)
         return
     try:
         pw.commit()
-        callbacks = state.commit_callbacks  # peewee's _run_commit_callbacks, the state read once
-        if callbacks:
-            todo, callbacks[:] = list(callbacks), []
-            for callback in todo:
-                callback()
+        pw._run_commit_callbacks()
     except BaseException:
         _roll_back(pw)
         raise

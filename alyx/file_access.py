@@ -14,7 +14,7 @@ import jwt
 
 from alyx.errors import AlyxError, not_found
 from alyx.fields.file import file_settings, thumb_box
-from alyx.record_files import RecordFiles, names_of
+from alyx.record_files import names_of
 from alyx.records import Records
 from alyx.rules import Principal, RequestInfo
 from alyx.signing_keys import KeyRing
@@ -87,7 +87,7 @@ class FileAccess:
             raise not_found("No such file.")
         coll = self.records.collection(collection)
         record = self.records.view(collection, record_id, {}, principal, request)
-        for f in RecordFiles.file_fields(coll.spec):
+        for f in coll.spec.file_fields:
             if name in names_of(record.get(f.name)):
                 settings = file_settings(f)
                 if settings.protected and not with_token:

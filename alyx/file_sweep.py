@@ -7,7 +7,7 @@ import time
 from collections import defaultdict
 
 from alyx.fields.file import file_settings
-from alyx.record_files import RecordFiles, keys_of, names_of
+from alyx.record_files import keys_of, names_of
 from alyx.records import Records
 from alyx.storage import Storage
 
@@ -45,7 +45,7 @@ def _kept_keys(records: Records, collection: str, record_id: str) -> set[str]:
     coll = records.collections.get(collection)
     if coll is None:
         return set()
-    fields = RecordFiles.file_fields(coll.spec)
+    fields = coll.spec.file_fields
     if not fields:
         return set()
     row = coll.model.select(*(coll.model._meta.fields[f.name] for f in fields)).where(

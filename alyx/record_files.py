@@ -83,16 +83,12 @@ class RecordFiles:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
 
-    @staticmethod
-    def file_fields(spec: CollectionSpec) -> tuple[FieldSpec, ...]:
-        return spec.file_fields
-
     def plan(self, spec: CollectionSpec, record_id: str, data: dict[str, Any], files: FileInput | None,
              stored: Mapping[str, Any] | None) -> FilePlan | None:
         """Check the write's files and put the resulting names into ``data``; None when the collection
         has no file fields. 413 for a file past its field's max_size, 422 for a wrong type, too many
         files, a name the record does not have, or a missing required file."""
-        file_fields = self.file_fields(spec)
+        file_fields = spec.file_fields
         if not file_fields:
             if files is not None and (files.uploads or files.removals):
                 names = sorted({u.field for u in files.uploads} | set(files.removals))
@@ -145,7 +141,7 @@ class RecordFiles:
     def deleted(self, spec: CollectionSpec, stored: Mapping[str, Any]) -> FilePlan | None:
         """The plan of a record delete: every blob of the record goes after the commit."""
         plan = FilePlan(self.storage)
-        for f in self.file_fields(spec):
+        for f in spec.file_fields:
             for name in names_of(stored.get(f.name)):
                 plan.deletes += keys_of(spec.name, str(stored["id"]), name, file_settings(f))
         return plan if plan.deletes else None
@@ -189,7 +185,7 @@ def _blobs_written(plan: FilePlan) -> Iterator[None]:
 
 def check_files_unchanged(spec: CollectionSpec, planned_from: Mapping[str, Any], stored: Mapping[str, Any]) -> None:
     """409 when another write changed the record's files between planning an update and its transaction."""
-    if any(planned_from.get(f.name) != stored.get(f.name) for f in RecordFiles.file_fields(spec)):
+    if any(planned_from.get(f.name) != stored.get(f.name) for f in spec.file_fields):
         raise AlyxError("conflict", "The record's files changed during this update; send it again.", 409)
 
 

@@ -320,7 +320,7 @@ class Records:
 
     # -- file fields (alyx/record_files.py) --------------------------------------------------------
     def _has_files(self, coll: Collection) -> bool:
-        return self.files is not None and bool(self.files.file_fields(coll.spec))
+        return self.files is not None and bool(coll.spec.file_fields)
 
     def _plan_files(self, coll: Collection, record_id: str, data: dict[str, Any], files: FileInput | None,
                     stored: Mapping[str, Any] | None) -> FilePlan | None:
