@@ -1,4 +1,4 @@
-"""Three per-request costs of a gunicorn 27 worker that do not depend on the request, paid once instead.
+"""Four per-request costs of a gunicorn 27 worker that do not depend on the request, paid once instead.
 
 A GET by id cost a gevent worker about 18 µs in these (docs/benchmarks.md, round 6), more than all
 of Alyx's own work on a read outside SQLite:
@@ -16,7 +16,13 @@ of Alyx's own work on a read outside SQLite:
   address and allow list (at most ``MAX_PEERS``, then forgotten: a flood of addresses costs a
   recomputation, never memory).
 
-``install`` (in the master, from gunicorn.conf.py) puts the last two in place; ``settle_settings``
+- **The error stream.** Every request's environ gets a new ``wsgi.errors`` object, whose
+  constructor asks ``logging`` for gunicorn's error logger (a module lock) and collects its
+  handlers' streams (~2.5% of a worker's time on sequential creates, docs/benchmarks.md round 8).
+  ``ErrorStream`` looks the streams up when something is written instead, which is rare: the same
+  destinations, and a log file reopened after rotation is still found.
+
+``install`` (in the master, from gunicorn.conf.py) puts the last three in place; ``settle_settings``
 runs in each worker after it has loaded the app (``post_worker_init``).
 """
 from __future__ import annotations
@@ -25,11 +31,12 @@ import time
 from typing import Any
 
 from gunicorn import util
-from gunicorn.http import message
+from gunicorn.http import message, wsgi
 
 MAX_PEERS = 4096
 _formatted = util.http_date
 _checked = message._ip_in_allow_list
+_gunicorn_base_environ = wsgi.base_environ
 _date: list[Any] = [-1, ""]  # (second, its Date header text)
 _trusted: dict[tuple[str, tuple[str, ...]], bool] = {}
 
@@ -58,10 +65,38 @@ def _ip_in_allow_list(ip_str: str, allow_list: Any, networks: Any) -> bool:
     return found
 
 
+class ErrorStream(wsgi.WSGIErrorsWrapper):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn's ``wsgi.errors``, with the error log's streams found when written to, not per request."""
+
+    def __init__(self, cfg: Any) -> None:  # RawIOBase has no __init__ to call, as in gunicorn's
+        self.cfg = cfg
+
+    @property
+    def streams(self) -> list[Any]:  # read by gunicorn's write()
+        found: list[Any] = wsgi.WSGIErrorsWrapper(self.cfg).streams
+        return found
+
+
+def base_environ(cfg: Any) -> dict[str, Any]:
+    """gunicorn's ``wsgi.base_environ`` with ``ErrorStream`` as ``wsgi.errors``."""
+    return {
+        "wsgi.errors": ErrorStream(cfg),
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": (cfg.workers > 1),
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": wsgi.FileWrapper,
+        "wsgi.input_terminated": True,
+        "SERVER_SOFTWARE": wsgi.SERVER_SOFTWARE,
+    }
+
+
 def install() -> None:
-    """Put the once-a-second Date header and the remembered proxy check in gunicorn's modules."""
+    """Put the once-a-second Date header, the remembered proxy check and the lazy error stream in
+    gunicorn's modules."""
     util.http_date = http_date
     message._ip_in_allow_list = _ip_in_allow_list
+    wsgi.base_environ = base_environ
 
 
 def settle_settings(cfg: Any) -> None:

@@ -1,8 +1,10 @@
 """Collection specs → peewee models (one per collection), and Alyx's own system tables."""
 from __future__ import annotations
 
+import os
 import secrets
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -22,15 +24,37 @@ ID_LENGTH = 15
 # Byte b < 252 → ID_ALPHABET[b % 36]; bytes 252..255 are dropped (252 = 7 * 36), so every character is uniform.
 _ID_TABLE = bytes(ord(ID_ALPHABET[b % 36]) if b < 252 else 0 for b in range(256))
 _ID_DROPPED = bytes(range(252, 256))
+ID_BATCH_BYTES = 4096  # one os.urandom call per ~265 ids
+
+
+def _id_batch() -> Iterator[str]:
+    """The ids of one ``token_bytes`` call: 15-character slices of its bytes mapped to [a-z0-9]."""
+    chars = secrets.token_bytes(ID_BATCH_BYTES).translate(_ID_TABLE, _ID_DROPPED).decode("ascii")
+    return iter([chars[k:k + ID_LENGTH] for k in range(0, len(chars) - ID_LENGTH + 1, ID_LENGTH)])
+
+
+_ids: list[Iterator[str]] = [iter(())]
+
+
+def _forget_ids() -> None:
+    """A forked child must not hand out the ids its parent has ready (both would create the same ones)."""
+    _ids[0] = iter(())
+
+
+os.register_at_fork(after_in_child=_forget_ids)
 
 
 def new_id() -> str:
-    """A record id: 15 random characters of [a-z0-9] (~77 bits), from one ``token_bytes`` call mapped
-    by ``bytes.translate`` (15 ``secrets.choice`` calls, or a per-byte list, cost several times more)."""
-    chars = b""
-    while len(chars) < ID_LENGTH:
-        chars += secrets.token_bytes(ID_LENGTH + 5).translate(_ID_TABLE, _ID_DROPPED)
-    return chars[:ID_LENGTH].decode("ascii")
+    """A record id: 15 random characters of [a-z0-9] (~77 bits), from the operating system's CSPRNG.
+
+    One ``token_bytes`` call per id was a system call per create (~2% of a gevent worker's time on
+    sequential creates, docs/benchmarks.md round 8); the ids of one 4 KiB call are handed out in turn
+    instead. ``next`` on a list iterator is one step under the GIL, so two threads never get the same
+    id; two that find the batch used up each make one, and the one not kept is dropped unused."""
+    while True:
+        for record_id in _ids[0]:
+            return record_id
+        _ids[0] = _id_batch()
 
 
 class BaseModel(peewee.Model):

@@ -4,7 +4,9 @@ fromisoformat DateTimeField, new_id, and the default list order (creation order)
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import threading
 
 import peewee
 
@@ -113,3 +115,35 @@ def test_new_id_shape() -> None:
     assert len(ids) == 2000
     assert all(re.fullmatch(r"[a-z0-9]{15}", i) for i in ids)
     assert set("".join(ids)) == set("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+
+def test_new_ids_are_unique_across_threads() -> None:
+    """Ids come from a batch shared by every thread: none is ever handed out twice."""
+    per_thread: list[list[str]] = [[] for _ in range(8)]
+
+    def take(into: list[str]) -> None:
+        into.extend(new_id() for _ in range(3000))
+
+    threads = [threading.Thread(target=take, args=(out,)) for out in per_thread]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [i for out in per_thread for i in out]
+    assert len(set(everything)) == len(everything) == 24_000
+
+
+def test_a_forked_child_does_not_reuse_its_parents_ids() -> None:
+    new_id()  # the parent has a batch of ids ready
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out at once (no pytest teardown in the child)
+        os.write(write_end, " ".join(new_id() for _ in range(20)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {new_id() for _ in range(20)}
+    assert len(child) == 20 and not child & parent

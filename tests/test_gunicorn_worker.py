@@ -54,12 +54,15 @@ def test_the_remembered_peers_are_bounded(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_installed_in_gunicorns_modules(monkeypatch: pytest.MonkeyPatch) -> None:
     from gunicorn import util
+    from gunicorn.http import wsgi
 
     monkeypatch.setattr(util, "http_date", util.http_date)
     monkeypatch.setattr(message, "_ip_in_allow_list", message._ip_in_allow_list)
+    monkeypatch.setattr(wsgi, "base_environ", wsgi.base_environ)
     gunicorn_worker.install()
     assert util.http_date is gunicorn_worker.http_date
     assert message._ip_in_allow_list is gunicorn_worker._ip_in_allow_list
+    assert wsgi.base_environ is gunicorn_worker.base_environ
 
 
 def test_settled_settings_read_the_same_and_properties_still_compute() -> None:
@@ -71,3 +74,41 @@ def test_settled_settings_read_the_same_and_properties_still_compute() -> None:
     assert {name: getattr(cfg, name) for name in cfg.settings} == before
     assert cfg.__dict__["keepalive"] == 75 and "keepalive" in vars(cfg)
     assert "worker_class" not in vars(cfg) and not cfg.is_ssl  # properties of the class are left to it
+
+
+def test_the_environ_base_is_gunicorns_with_a_lazy_error_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gunicorn.http import wsgi
+
+    cfg = Config()
+    cfg.set("workers", 2)
+    original = wsgi.WSGIErrorsWrapper.__init__
+    mine, theirs = gunicorn_worker.base_environ(cfg), gunicorn_worker._gunicorn_base_environ(cfg)
+    assert {k: v for k, v in mine.items() if k != "wsgi.errors"} == \
+        {k: v for k, v in theirs.items() if k != "wsgi.errors"}
+    assert isinstance(mine["wsgi.errors"], wsgi.WSGIErrorsWrapper)
+    looked_up: list[object] = []
+    monkeypatch.setattr(wsgi.WSGIErrorsWrapper, "__init__",
+                        lambda self, c: (looked_up.append(c), original(self, c))[1])
+    gunicorn_worker.base_environ(cfg)
+    assert looked_up == []  # nothing is looked up per request
+
+
+def test_the_error_stream_writes_where_gunicorns_writes_even_after_a_reopen() -> None:
+    import io
+    import logging
+
+    cfg = Config()
+    cfg.set("errorlog", "/tmp/not-stderr.log")
+    logger = logging.getLogger("gunicorn.error")
+    handler = logging.StreamHandler(io.StringIO())
+    logger.addHandler(handler)
+    try:
+        stream = gunicorn_worker.base_environ(cfg)["wsgi.errors"]
+        stream.write("one\n")
+        first = handler.stream
+        handler.setStream(io.StringIO())  # as a log reopen after rotation replaces the stream
+        stream.write("two\n")
+        assert first.getvalue() == "one\n" and handler.stream.getvalue() == "two\n"
+    finally:
+        logger.removeHandler(handler)
+
