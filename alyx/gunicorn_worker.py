@@ -18,7 +18,7 @@ of Alyx's own work on a read outside SQLite:
 
 - **The error stream.** Every request's environ gets a new ``wsgi.errors`` object, whose
   constructor asks ``logging`` for gunicorn's error logger (a module lock) and collects its
-  handlers' streams (~2.5% of a worker's time on sequential creates, docs/benchmarks.md round 8).
+  handlers' streams (~2% of a worker's time on sequential creates, docs/benchmarks.md round 8).
   ``ErrorStream`` looks the streams up when something is written instead, which is rare: the same
   destinations, and a log file reopened after rotation is still found.
 
