@@ -36,7 +36,7 @@ from gunicorn.http import message, wsgi
 MAX_PEERS = 4096
 _formatted = util.http_date
 _checked = message._ip_in_allow_list
-_gunicorn_base_environ = wsgi.base_environ
+_ErrorsWrapper: Any = wsgi.WSGIErrorsWrapper  # gunicorn's own, which ErrorStream replaces
 _date: list[Any] = [-1, ""]  # (second, its Date header text)
 _trusted: dict[tuple[str, tuple[str, ...]], bool] = {}
 
@@ -65,7 +65,7 @@ def _ip_in_allow_list(ip_str: str, allow_list: Any, networks: Any) -> bool:
     return found
 
 
-class ErrorStream(wsgi.WSGIErrorsWrapper):  # type: ignore[misc]  # gunicorn is untyped
+class ErrorStream(_ErrorsWrapper):  # type: ignore[misc]  # gunicorn is untyped
     """gunicorn's ``wsgi.errors``, with the error log's streams found when written to, not per request."""
 
     def __init__(self, cfg: Any) -> None:  # RawIOBase has no __init__ to call, as in gunicorn's
@@ -73,22 +73,8 @@ class ErrorStream(wsgi.WSGIErrorsWrapper):  # type: ignore[misc]  # gunicorn is 
 
     @property
     def streams(self) -> list[Any]:  # read by gunicorn's write()
-        found: list[Any] = wsgi.WSGIErrorsWrapper(self.cfg).streams
+        found: list[Any] = _ErrorsWrapper(self.cfg).streams
         return found
-
-
-def base_environ(cfg: Any) -> dict[str, Any]:
-    """gunicorn's ``wsgi.base_environ`` with ``ErrorStream`` as ``wsgi.errors``."""
-    return {
-        "wsgi.errors": ErrorStream(cfg),
-        "wsgi.version": (1, 0),
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": (cfg.workers > 1),
-        "wsgi.run_once": False,
-        "wsgi.file_wrapper": wsgi.FileWrapper,
-        "wsgi.input_terminated": True,
-        "SERVER_SOFTWARE": wsgi.SERVER_SOFTWARE,
-    }
 
 
 def install() -> None:
@@ -96,7 +82,7 @@ def install() -> None:
     gunicorn's modules."""
     util.http_date = http_date
     message._ip_in_allow_list = _ip_in_allow_list
-    wsgi.base_environ = base_environ
+    wsgi.WSGIErrorsWrapper = ErrorStream  # what gunicorn's base_environ makes for every request
 
 
 def settle_settings(cfg: Any) -> None:

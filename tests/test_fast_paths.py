@@ -117,7 +117,6 @@ def test_new_id_shape() -> None:
     assert set("".join(ids)) == set("abcdefghijklmnopqrstuvwxyz0123456789")
 
 
-
 def test_new_ids_are_unique_across_threads() -> None:
     """Ids come from a batch shared by every thread: none is ever handed out twice."""
     per_thread: list[list[str]] = [[] for _ in range(8)]

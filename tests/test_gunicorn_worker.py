@@ -58,11 +58,11 @@ def test_installed_in_gunicorns_modules(monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.setattr(util, "http_date", util.http_date)
     monkeypatch.setattr(message, "_ip_in_allow_list", message._ip_in_allow_list)
-    monkeypatch.setattr(wsgi, "base_environ", wsgi.base_environ)
+    monkeypatch.setattr(wsgi, "WSGIErrorsWrapper", wsgi.WSGIErrorsWrapper)
     gunicorn_worker.install()
     assert util.http_date is gunicorn_worker.http_date
     assert message._ip_in_allow_list is gunicorn_worker._ip_in_allow_list
-    assert wsgi.base_environ is gunicorn_worker.base_environ
+    assert wsgi.WSGIErrorsWrapper is gunicorn_worker.ErrorStream
 
 
 def test_settled_settings_read_the_same_and_properties_still_compute() -> None:
@@ -76,20 +76,23 @@ def test_settled_settings_read_the_same_and_properties_still_compute() -> None:
     assert "worker_class" not in vars(cfg) and not cfg.is_ssl  # properties of the class are left to it
 
 
-def test_the_environ_base_is_gunicorns_with_a_lazy_error_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gunicorns_environ_gets_the_lazy_error_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     from gunicorn.http import wsgi
 
     cfg = Config()
     cfg.set("workers", 2)
-    original = wsgi.WSGIErrorsWrapper.__init__
-    mine, theirs = gunicorn_worker.base_environ(cfg), gunicorn_worker._gunicorn_base_environ(cfg)
-    assert {k: v for k, v in mine.items() if k != "wsgi.errors"} == \
-        {k: v for k, v in theirs.items() if k != "wsgi.errors"}
-    assert isinstance(mine["wsgi.errors"], wsgi.WSGIErrorsWrapper)
+    before = wsgi.base_environ(cfg)
+    monkeypatch.setattr(wsgi, "WSGIErrorsWrapper", wsgi.WSGIErrorsWrapper)
+    gunicorn_worker.install()
     looked_up: list[object] = []
-    monkeypatch.setattr(wsgi.WSGIErrorsWrapper, "__init__",
+    original = gunicorn_worker._ErrorsWrapper.__init__
+    monkeypatch.setattr(gunicorn_worker._ErrorsWrapper, "__init__",
                         lambda self, c: (looked_up.append(c), original(self, c))[1])
-    gunicorn_worker.base_environ(cfg)
+    after = wsgi.base_environ(cfg)
+    assert {k: v for k, v in after.items() if k != "wsgi.errors"} == \
+        {k: v for k, v in before.items() if k != "wsgi.errors"}
+    assert isinstance(after["wsgi.errors"], gunicorn_worker.ErrorStream)
+    assert isinstance(after["wsgi.errors"], gunicorn_worker._ErrorsWrapper)
     assert looked_up == []  # nothing is looked up per request
 
 
@@ -103,7 +106,7 @@ def test_the_error_stream_writes_where_gunicorns_writes_even_after_a_reopen() ->
     handler = logging.StreamHandler(io.StringIO())
     logger.addHandler(handler)
     try:
-        stream = gunicorn_worker.base_environ(cfg)["wsgi.errors"]
+        stream = gunicorn_worker.ErrorStream(cfg)
         stream.write("one\n")
         first = handler.stream
         handler.setStream(io.StringIO())  # as a log reopen after rotation replaces the stream
@@ -111,4 +114,3 @@ def test_the_error_stream_writes_where_gunicorns_writes_even_after_a_reopen() ->
         assert first.getvalue() == "one\n" and handler.stream.getvalue() == "two\n"
     finally:
         logger.removeHandler(handler)
-
